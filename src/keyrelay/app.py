@@ -1,0 +1,309 @@
+"""The composition root: `create_app(settings)` builds adapters, services and doors, and routes requests.
+
+Hot-path doors (gateway) are plain ASGI and are dispatched here before FastAPI sees the request; everything
+else (admin, tokens, logs) goes through FastAPI for validation and OpenAPI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import re
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from keyrelay import crypto
+from keyrelay.connectors.spec import load_catalog
+from keyrelay.doors import admin, auth, observe
+from keyrelay.doors.deps import Services
+from keyrelay.doors.render import dumps, error_headers, error_response
+from keyrelay.errors import (
+    HeadersTooLarge,
+    InternalError,
+    InvalidRequest,
+    KeyrelayError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    UriTooLong,
+)
+from keyrelay.events import EventLog, Metrics
+from keyrelay.manage.access import AccessService, NewApplication
+from keyrelay.manage.sources import SourceService
+from keyrelay.pipeline.authenticate import Authenticator, TokenHasher
+from keyrelay.settings import Settings
+from keyrelay.store.auth import SqlAuthStore
+from keyrelay.store.engine import make_engine, upgrade
+from keyrelay.store.logs import SqlLogStore
+from keyrelay.store.meta import SqlMetaStore
+from keyrelay.store.sources import SqlSourceStore
+from keyrelay.store.vault import SqlVaultStore
+from keyrelay.store.workspaces import SqlWorkspaceStore
+from keyrelay.vault import KeyVault
+
+log = logging.getLogger("keyrelay")
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
+
+
+@dataclass
+class Runtime:
+    services: Services
+    metrics: Metrics
+    events: EventLog
+    bootstrap: NewApplication | None
+
+
+def load_master_key(settings: Settings) -> bytes | None:
+    if settings.master_key is not None:
+        return crypto.parse_master_key(settings.master_key.get_secret_value())
+    return crypto.read_key_file(settings.key_file)
+
+
+@contextlib.asynccontextmanager
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    """Build every adapter and service; tear them down (flushing the request log) on exit."""
+    if settings.is_sqlite or settings.master_key is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    catalog = load_catalog()  # fail before touching any data if a definition is broken
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        await upgrade(engine)
+        clock = time.time
+        vault_store = SqlVaultStore(engine)
+        master = load_master_key(settings)
+        if master is None and not await vault_store.keys():
+            master = crypto.create_key_file(settings.key_file)  # first start: nothing to protect yet
+        vault = KeyVault(vault_store, master, clock=clock)
+        await vault.load(may_create=True)
+        if vault.sealed:
+            log.error("keyrelay is SEALED (%s): credential-using requests answer 503", vault.sealed_reason)
+        hmac_key = await SqlMetaStore(engine).put_if_absent(
+            "token_hmac_key", base64.b64encode(secrets.token_bytes(32)).decode())
+        auth_store, ws_store = SqlAuthStore(engine), SqlWorkspaceStore(engine)
+        hasher = TokenHasher(base64.b64decode(hmac_key))
+        authn = Authenticator(auth_store, hasher, clock, cache_seconds=settings.token_cache_seconds)
+        access = AccessService(auth=auth_store, workspaces=ws_store, hasher=hasher, authenticator=authn,
+                               clock=clock)
+        secret = settings.admin_client_secret.get_secret_value() if settings.admin_client_secret else None
+        bootstrap = await access.ensure_bootstrap(settings.admin_client_id, secret)
+        sources = SourceService(sources=SqlSourceStore(engine), workspaces=ws_store, vault=vault, catalog=catalog,
+                                clock=clock, allow=settings.allow_networks)
+        log_store = SqlLogStore(engine)
+        metrics = Metrics()
+        events = EventLog(log_store, metrics, clock=clock, flush_seconds=settings.log_flush_seconds)
+
+        async def ready() -> None:
+            try:
+                await log_store.ping()
+            except Exception:
+                raise Unavailable("Database unreachable") from None
+            if vault.sealed:
+                raise Unavailable("Vault is sealed")
+            if not events.healthy:
+                raise Unavailable("Request log cannot be written")
+
+        services = Services(settings=settings, authenticator=authn, access=access, sources=sources,
+                            catalog=catalog, logs=log_store, vault=vault, ready=ready, extras={})
+        stop = asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(events.run(stop))
+            try:
+                yield Runtime(services, metrics, events, bootstrap)
+            finally:
+                stop.set()
+    finally:
+        await engine.dispose()
+
+
+def build_api() -> FastAPI:
+    api = FastAPI(title="keyrelay", version="0.1.0", docs_url="/docs", redoc_url=None,
+                  description="Self-hosted credential gateway for AI agents. See docs/ in the repository.")
+    for router in (auth.router, admin.router, observe.router):
+        api.include_router(router)
+
+    def rid(request: Request) -> str | None:
+        value: str | None = request.scope.get("state", {}).get("request_id")
+        return value
+
+    @api.exception_handler(KeyrelayError)
+    async def _keyrelay(request: Request, exc: KeyrelayError) -> Response:
+        return error_response(exc, rid(request))
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        return error_response(validation_error(exc), rid(request))
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        err: KeyrelayError = NotFound("No such route")
+        if exc.status_code == 405:
+            err = MethodNotAllowed(f"Method {request.method} is not allowed on this route")
+        elif exc.status_code != 404:
+            err = InvalidRequest("Bad request")
+        return error_response(err, rid(request))
+
+    @api.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> Response:
+        log.error("unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        return error_response(InternalError("Internal error"), rid(request))
+
+    return api
+
+
+def validation_error(exc: RequestValidationError) -> InvalidRequest:
+    """Name the offending field; never echo the submitted value (it may be a secret)."""
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    if first.get("type") == "json_invalid":
+        return InvalidRequest("Malformed JSON body", field="body")
+    field = ".".join(loc) or "body"
+    return InvalidRequest(f"Invalid {field}: {first.get('msg', 'invalid value')}", field=field)
+
+
+class KeyrelayApp:
+    """The ASGI application: request ids, framing limits, hot-path dispatch, then FastAPI."""
+
+    def __init__(self, settings: Settings, *, on_bootstrap: Callable[[NewApplication], None] | None = None):
+        self.settings = settings
+        self.api = build_api()
+        self.runtime: Runtime | None = None
+        self._on_bootstrap = on_bootstrap
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        rid_header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), rid_header]
+            await send(message)
+
+        try:
+            self._check_framing(scope)
+            await self._dispatch(scope, receive, send_with_id)
+        except KeyrelayError as err:
+            await _send_error(send_with_id, err, request_id)
+
+    def _check_framing(self, scope: Scope) -> None:
+        s = self.settings
+        headers = scope["headers"]
+        if len(headers) > s.max_header_count or sum(len(k) + len(v) for k, v in headers) > s.max_header_bytes:
+            raise HeadersTooLarge("Request headers are too large")
+        if len(scope.get("raw_path") or b"") + len(scope["query_string"]) > s.max_url_bytes:
+            raise UriTooLong("Request URL is too long")
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rt = self.runtime
+        if rt is None:
+            raise Unavailable("keyrelay is starting")
+        hot = rt.services.extras.get("hot_path")
+        if hot is not None and await hot(scope, receive, send):
+            return
+        body = await _read_limited(receive, scope, self.settings.max_admin_body_bytes)
+        if body:
+            _json_content_type(scope)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.api(scope, replay, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        await receive()  # lifespan.startup
+        try:
+            async with runtime(self.settings) as rt:
+                self.runtime = rt
+                self.api.state.services = rt.services
+                self.api.state.metrics = rt.metrics
+                self.api.state.events = rt.events
+                if rt.bootstrap is not None:
+                    (self._on_bootstrap or _log_bootstrap)(rt.bootstrap)
+                await send({"type": "lifespan.startup.complete"})
+                await receive()  # lifespan.shutdown
+                self.runtime = None
+        except Exception as exc:
+            log.error("keyrelay failed to start: %s", exc)
+            await send({"type": "lifespan.startup.failed", "message": "keyrelay failed to start"})
+            return
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def _request_id(scope: Scope) -> str:
+    for k, v in scope["headers"]:
+        if k == b"x-request-id" and _REQUEST_ID.fullmatch(v):
+            return str(v.decode())
+    return uuid.uuid4().hex
+
+
+def _json_content_type(scope: Scope) -> None:
+    """Every API body is JSON: treat a missing or form content type (curl's default) as JSON."""
+    headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+    current = next((v for k, v in scope["headers"] if k == b"content-type"), b"")
+    if current and b"json" in current.lower():
+        return
+    scope["headers"] = [*headers, (b"content-type", b"application/json")]
+
+
+async def _read_limited(receive: Receive, scope: Scope, limit: int) -> bytes:
+    for k, v in scope["headers"]:
+        if k == b"content-length" and v.isdigit() and int(v) > limit:
+            raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _send_error(send: Send, err: KeyrelayError, request_id: str) -> None:
+    body = dumps(err.body(request_id))
+    headers = [*error_headers(err), (b"content-length", str(len(body)).encode())]
+    if err.status in (413, 431, 414):
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _log_bootstrap(app: NewApplication) -> None:
+    log.warning("created bootstrap application client_id=%s (secret shown once by `keyrelay init`/`serve`)",
+                app.client_id)
+
+
+def create_app(settings: Settings | None = None, **kwargs: Any) -> KeyrelayApp:
+    return KeyrelayApp(settings or Settings(), **kwargs)
+

@@ -1,0 +1,260 @@
+"""The `keyrelay` command line. Secrets are read from stdin or the environment, never from arguments."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from keyrelay import crypto
+from keyrelay.app import Runtime, create_app, runtime
+from keyrelay.doors.render import api_key_view, source_view, workspace_view
+from keyrelay.errors import KeyrelayError
+from keyrelay.manage.access import NewApplication
+from keyrelay.model import ALL_SCOPES, Caller, CallerKind, Scope
+from keyrelay.settings import Settings
+from keyrelay.store.engine import make_engine, upgrade
+
+T = TypeVar("T")
+SYSTEM = Caller(kind=CallerKind.APPLICATION, id="cli", workspace_id=None, scopes=ALL_SCOPES)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as exc:
+        raise click.ClickException(f"invalid KEYRELAY_* setting: {exc}") from None
+
+
+def _run(work: Callable[[Runtime], Awaitable[T]]) -> T:
+    """Open the database (applying migrations) and run one admin operation against it."""
+
+    async def main() -> T:
+        async with runtime(_settings()) as rt:
+            return await work(rt)
+
+    try:
+        return asyncio.run(main())
+    except KeyrelayError as err:
+        raise click.ClickException(f"{err.code}: {err.message}") from None
+    except crypto.VaultError as err:
+        raise click.ClickException(str(err)) from None
+
+
+def _echo(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def bootstrap_banner(app: NewApplication, base_url: str) -> str:
+    secret = app.client_secret or "<your KEYRELAY_ADMIN_CLIENT_SECRET>"
+    return (
+        "\n=== keyrelay bootstrap admin application (shown once; store it now) ===\n"
+        f"client_id:     {app.client_id}\n"
+        f"client_secret: {secret}\n\n"
+        "Get an application token:\n"
+        f"  curl -s -X POST {base_url}/api/v1/applications/token -H 'Content-Type: application/json' \\\n"
+        f"       -d '{{\"client_id\": \"{app.client_id}\", \"client_secret\": \"{secret}\"}}'\n"
+        "======================================================================\n"
+    )
+
+
+@click.group(help="keyrelay: a self-hosted gateway that lets AI agents use APIs and files without "
+                  "holding the credentials. Settings come from KEYRELAY_* environment variables "
+                  "(see docs/settings.md).")
+def main() -> None:
+    logging.basicConfig(level=_settings().log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command(help="Serve every route on one port (embedded default: SQLite + key file in KEYRELAY_DATA_DIR).")
+@click.option("--host", default=None, help="Interface to bind (default 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port to bind (default 8080).")
+def serve(host: str | None, port: int | None) -> None:
+    import uvicorn
+
+    settings = _settings()
+    host = host or settings.host
+    port = port or settings.port
+    base = f"http://{host}:{port}"
+    app = create_app(settings, on_bootstrap=lambda a: click.echo(bootstrap_banner(a, base)))
+    uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools", access_log=False,
+                lifespan="on", timeout_keep_alive=30, timeout_graceful_shutdown=10, server_header=False,
+                log_level="warning")
+
+
+@main.command(help="Create the database, master key and bootstrap admin application, then exit.")
+def init() -> None:
+    settings = _settings()
+
+    async def work(rt: Runtime) -> None:
+        if rt.bootstrap is not None:
+            click.echo(bootstrap_banner(rt.bootstrap, f"http://{settings.host}:{settings.port}"))
+        else:
+            click.echo("keyrelay is already initialised (an application exists).")
+
+    _run(work)
+
+
+@main.group(help="Manage workspaces (one per end customer).")
+def workspaces() -> None:
+    pass
+
+
+@workspaces.command("create", help="Create a workspace named NAME.")
+@click.argument("name")
+def workspaces_create(name: str) -> None:
+    _echo(workspace_view(_run(lambda rt: rt.services.sources.create_workspace(name))))
+
+
+@workspaces.command("list", help="List workspaces.")
+def workspaces_list() -> None:
+    found = _run(lambda rt: rt.services.sources.list_workspaces(None))
+    _echo([workspace_view(w) for w in found])
+
+
+@main.group(help="Manage sources (a connector instance with encrypted credentials).")
+def sources() -> None:
+    pass
+
+
+@sources.command("add", help="Add a source. Credentials (a JSON object) are read from stdin with "
+                             "--credentials-stdin or from an environment variable with --credentials-env.")
+@click.option("--workspace", "workspace", required=True, help="Workspace name or id.")
+@click.option("--connector", required=True, help="Connector name, e.g. http or stripe.")
+@click.option("--name", required=True, help="Human name of the source.")
+@click.option("--slug", default=None, help="Name used in gateway paths (default: from --name).")
+@click.option("--config", "config", default="{}", help='Non-secret config as JSON, e.g. \'{"upstream_url": "..."}\'.')
+@click.option("--policy", default=None, help="Policy as JSON (see docs/security.md).")
+@click.option("--credentials-stdin", is_flag=True, help="Read the credentials JSON object from stdin.")
+@click.option("--credentials-env", default=None, help="Read the credentials JSON from this environment variable.")
+def sources_add(workspace: str, connector: str, name: str, slug: str | None, config: str, policy: str | None,
+                credentials_stdin: bool, credentials_env: str | None) -> None:
+    creds: Any = {}
+    if credentials_stdin:
+        creds = _json_arg(sys.stdin.read(), "credentials")
+    elif credentials_env:
+        raw = os.environ.get(credentials_env)  # input the operator names, not a setting
+        if raw is None:
+            raise click.ClickException(f"environment variable {credentials_env} is not set")
+        creds = _json_arg(raw, "credentials")
+
+    async def work(rt: Runtime) -> dict[str, Any]:
+        svc = rt.services.sources
+        ws = await _workspace(rt, workspace)
+        body = {"workspace_id": ws, "connector": connector, "name": name, "slug": slug,
+                "config": _json_arg(config, "config"), "credentials": creds,
+                "policy": None if policy is None else _json_arg(policy, "policy")}
+        return source_view(await svc.create_source(SYSTEM, body))
+
+    _echo(_run(work))
+
+
+@sources.command("list", help="List sources, optionally of one workspace.")
+@click.option("--workspace", default=None, help="Workspace name or id.")
+def sources_list(workspace: str | None) -> None:
+    async def work(rt: Runtime) -> list[dict[str, Any]]:
+        ws = None if workspace is None else await _workspace(rt, workspace)
+        return [source_view(s) for s in await rt.services.sources.list_sources(SYSTEM, ws)]
+
+    _echo(_run(work))
+
+
+@sources.command("remove", help="Delete the source SOURCE_ID and its credentials.")
+@click.argument("source_id")
+def sources_remove(source_id: str) -> None:
+    _run(lambda rt: rt.services.sources.delete_source(SYSTEM, source_id))
+    click.echo(f"removed {source_id}")
+
+
+@main.group(help="Manage API keys (kr_...) bound to a workspace and scopes.")
+def keys() -> None:
+    pass
+
+
+@keys.command("create", help="Create an API key; it is printed once.")
+@click.option("--workspace", required=True, help="Workspace name or id.")
+@click.option("--scopes", default="proxy", show_default=True,
+              help=f"Comma-separated scopes: {', '.join(s.value for s in Scope)}.")
+@click.option("--name", default="", help="A label for the key.")
+@click.option("--expires-in-days", type=int, default=None, help="Expiry in days (default: never).")
+def keys_create(workspace: str, scopes: str, name: str, expires_in_days: int | None) -> None:
+    try:
+        wanted = frozenset(Scope(s.strip()) for s in scopes.split(",") if s.strip())
+    except ValueError:
+        raise click.ClickException(f"unknown scope; valid: {', '.join(s.value for s in Scope)}") from None
+
+    async def work(rt: Runtime) -> dict[str, Any]:
+        import time
+
+        ws = await _workspace(rt, workspace)
+        expires = None if expires_in_days is None else time.time() + expires_in_days * 86400
+        key, secret = await rt.services.access.create_api_key(workspace_id=ws, scopes=wanted, name=name,
+                                                               expires_at=expires)
+        return api_key_view(key) | {"key": secret}
+
+    _echo(_run(work))
+
+
+@keys.command("revoke", help="Revoke the API key KEY_ID (takes effect at once).")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    _run(lambda rt: rt.services.access.revoke_api_key(key_id))
+    click.echo(f"revoked {key_id}")
+
+
+@main.group(help="The credential vault.")
+def vault() -> None:
+    pass
+
+
+@vault.command("rotate", help="Re-encrypt every credential under a new data key; servers keep serving.")
+def vault_rotate() -> None:
+    async def work(rt: Runtime) -> int:
+        v = rt.services.vault
+        assert hasattr(v, "rotate")
+        count: int = await v.rotate()
+        return count
+
+    click.echo(f"re-encrypted {_run(work)} credential field(s) under a new key")
+
+
+@main.group(help="The database.")
+def db() -> None:
+    pass
+
+
+@db.command("upgrade", help="Apply pending schema migrations (also done at every start).")
+def db_upgrade() -> None:
+    settings = _settings()
+    if settings.is_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    async def main_() -> None:
+        engine = make_engine(settings.resolved_database_url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main_())
+    click.echo("database is up to date")
+
+
+async def _workspace(rt: Runtime, ref: str) -> str:
+    svc = rt.services.sources
+    try:
+        return (await svc.workspace(SYSTEM, ref)).id
+    except KeyrelayError:
+        return (await svc.workspace_named(ref, create=False)).id
+
+
+def _json_arg(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise click.ClickException(f"{what} is not valid JSON") from None

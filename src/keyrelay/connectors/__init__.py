@@ -1,0 +1,1 @@
+"""Connector definitions (one YAML file per connector) and the engines that use them."""

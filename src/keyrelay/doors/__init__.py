@@ -1,0 +1,1 @@
+"""Front doors: thin translations from a protocol to the services and pipeline."""

@@ -1,0 +1,148 @@
+"""Admin routes: workspaces, the connector catalog, sources (and the seed-shaped source aliases)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from keyrelay.doors.deps import Services, admin, caller, services
+from keyrelay.doors.render import json_response, source_view, workspace_view
+from keyrelay.errors import Forbidden, InvalidRequest
+from keyrelay.model import Caller, CallerKind
+
+router = APIRouter(tags=["admin"])
+Svc = Annotated[Services, Depends(services)]
+Admin = Annotated[Caller, Depends(admin)]
+AnyCaller = Annotated[Caller, Depends(caller)]
+
+
+class WorkspaceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+
+
+class SourceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    workspace_id: str = Field(min_length=1, max_length=64)
+    connector: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=200)
+    slug: str | None = Field(None, max_length=64)
+    config: dict[str, Any] = Field(default_factory=dict)
+    credentials: dict[str, Any] = Field(default_factory=dict)
+    policy: dict[str, Any] | None = None
+
+
+class SourcePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, min_length=1, max_length=200)
+    slug: str | None = Field(None, max_length=64)
+    config: dict[str, Any] | None = None
+    credentials: dict[str, Any] | None = None
+    policy: dict[str, Any] | None = None
+    status: str | None = None
+
+
+class SeedSource(BaseModel):
+    """Seed 000's `POST /v1/sources`."""
+
+    workspaceId: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=200)
+    sourceDefinitionId: str = Field(min_length=1, max_length=64)
+    configuration: dict[str, Any] = Field(default_factory=dict)
+
+
+class IntegrationSource(BaseModel):
+    """Seed 002's `POST /v1/integrations/sources`."""
+
+    source_template_id: str = Field(min_length=1, max_length=64)
+    workspace_id: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=200)
+    auth_config: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+@router.post("/api/v1/workspaces", status_code=201)
+async def create_workspace(body: WorkspaceCreate, svc: Svc, _: Admin) -> Response:
+    return json_response(workspace_view(await svc.sources.create_workspace(body.name)), 201)
+
+
+@router.get("/api/v1/workspaces")
+async def list_workspaces(svc: Svc, who: AnyCaller, name_contains: str | None = None) -> Response:
+    if who.is_admin:
+        found = await svc.sources.list_workspaces(name_contains)
+    else:
+        found = [await svc.sources.workspace(who, str(who.workspace_id))]
+    return json_response({"data": [workspace_view(w) for w in found]})
+
+
+@router.get("/api/v1/workspaces/{workspace_id}")
+async def get_workspace(workspace_id: str, svc: Svc, who: AnyCaller) -> Response:
+    return json_response(workspace_view(await svc.sources.workspace(who, workspace_id)))
+
+
+@router.delete("/api/v1/workspaces/{workspace_id}", status_code=204)
+async def delete_workspace(workspace_id: str, svc: Svc, who: Admin) -> Response:
+    await svc.sources.delete_workspace(who, workspace_id)
+    return Response(status_code=204)
+
+
+@router.get("/api/v1/connectors")
+async def list_connectors(svc: Svc, _: AnyCaller) -> Response:
+    return json_response({"data": [spec.public() for spec in svc.catalog.values()]})
+
+
+@router.post("/api/v1/sources", status_code=201)
+async def create_source(body: SourceCreate, svc: Svc, who: Admin) -> Response:
+    src = await svc.sources.create_source(who, body.model_dump())
+    return json_response(source_view(src), 201)
+
+
+@router.get("/api/v1/sources")
+async def list_sources(svc: Svc, who: AnyCaller, workspace_id: str | None = None) -> Response:
+    found = await svc.sources.list_sources(who, workspace_id)
+    return json_response({"data": [source_view(s) for s in found]})
+
+
+@router.get("/api/v1/sources/{source_id}")
+async def get_source(source_id: str, svc: Svc, who: AnyCaller) -> Response:
+    return json_response(source_view(await svc.sources.get_source(who, source_id)))
+
+
+@router.patch("/api/v1/sources/{source_id}")
+async def patch_source(source_id: str, body: SourcePatch, svc: Svc, who: Admin) -> Response:
+    changes = body.model_dump(exclude_unset=True)
+    if not changes:
+        raise InvalidRequest("Nothing to change", field="body")
+    return json_response(source_view(await svc.sources.update_source(who, source_id, changes)))
+
+
+@router.delete("/api/v1/sources/{source_id}", status_code=204)
+async def delete_source(source_id: str, svc: Svc, who: Admin) -> Response:
+    await svc.sources.delete_source(who, source_id)
+    return Response(status_code=204)
+
+
+@router.post("/v1/sources", status_code=201)
+async def seed_create_source(body: SeedSource, svc: Svc, who: Admin) -> Response:
+    spec = svc.sources.connector_by_any(body.sourceDefinitionId)
+    config = dict(body.configuration)
+    creds = config.pop("credentials", {})
+    src = await svc.sources.create_source(who, {"workspace_id": body.workspaceId, "connector": spec.name,
+                                                "name": body.name, "config": config, "credentials": creds})
+    view = source_view(src)
+    return json_response(view | {"sourceId": src.id, "workspaceId": src.workspace_id,
+                                 "sourceType": src.connector}, 201)
+
+
+@router.post("/v1/integrations/sources", status_code=201)
+async def seed_integration_source(body: IntegrationSource, svc: Svc, who: AnyCaller) -> Response:
+    """Seed 002 creates connectors with a workspace-scoped token: allowed for its own workspace only."""
+    if who.kind is CallerKind.API_KEY:
+        raise Forbidden("This route needs an application or workspace-scoped token")
+    spec = svc.sources.connector_by_any(body.source_template_id)
+    src = await svc.sources.create_source(who, {"workspace_id": body.workspace_id, "connector": spec.name,
+                                                "name": body.name, "config": body.config,
+                                                "credentials": body.auth_config})
+    return json_response(source_view(src), 201)

@@ -1,0 +1,93 @@
+"""Health, readiness, Prometheus metrics, and the request log (list and live SSE stream)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import StreamingResponse
+
+from keyrelay.doors.deps import Services, caller, need_scope, services
+from keyrelay.doors.render import event_view, json_response
+from keyrelay.errors import InvalidRequest, NotFound
+from keyrelay.model import Caller, Event, LogQuery, Scope
+
+router = APIRouter(tags=["observability"])
+Svc = Annotated[Services, Depends(services)]
+AnyCaller = Annotated[Caller, Depends(caller)]
+_KEEPALIVE_SECONDS = 15.0
+
+
+@router.get("/healthz")
+async def healthz() -> Response:
+    return json_response({"status": "ok"})
+
+
+@router.get("/readyz")
+async def readyz(svc: Svc) -> Response:
+    await svc.ready()
+    return json_response({"status": "ready"})
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _visible_workspace(who: Caller, workspace_id: str | None) -> str | None:
+    need_scope(who, Scope.LOGS)
+    if who.is_admin:
+        return workspace_id
+    if workspace_id is not None and workspace_id != who.workspace_id:
+        raise NotFound("Workspace not found")
+    return who.workspace_id
+
+
+def _since(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest("since must be an ISO-8601 timestamp", field="since") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.timestamp()
+
+
+@router.get("/api/v1/logs")
+async def list_logs(
+    svc: Svc, who: AnyCaller, workspace_id: str | None = None, source_id: str | None = None,
+    status: Annotated[int | None, Query(ge=100, le=599)] = None, since: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    ws = _visible_workspace(who, workspace_id)
+    rows = await svc.logs.query_events(LogQuery(workspace_id=ws, source_id=source_id, status=status,
+                                                since=_since(since), limit=limit))
+    return json_response({"data": [event_view(e) for e in rows]})
+
+
+@router.get("/api/v1/logs/stream")
+async def stream_logs(request: Request, who: AnyCaller, workspace_id: str | None = None) -> Response:
+    ws = _visible_workspace(who, workspace_id)
+    events = request.app.state.events
+
+    async def frames() -> AsyncIterator[bytes]:
+        yield b": connected\n\n"
+        async with events.subscribe() as queue:
+            while True:
+                try:
+                    e: Event = await asyncio.wait_for(queue.get(), _KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                if ws is None or e.workspace_id == ws:
+                    yield b"data: " + json.dumps(event_view(e)).encode() + b"\n\n"
+
+    return StreamingResponse(frames(), media_type="text/event-stream",
+                             headers={"cache-control": "no-store", "x-accel-buffering": "no"})

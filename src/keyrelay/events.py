@@ -1,0 +1,116 @@
+"""Request-log events: batched writes off the hot path, a live in-process feed, and Prometheus metrics.
+
+`emit` never blocks a request. A background flusher writes batches every `flush_seconds` and on shutdown.
+If the database refuses writes for longer than `outage_seconds`, `healthy` turns False and the pipeline fails
+closed (503) instead of serving unlogged traffic (security.md bar 23).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from keyrelay.model import Event
+from keyrelay.store.logs import SqlLogStore
+
+log = logging.getLogger("keyrelay.events")
+_QUEUE_MAX = 200_000
+_BATCH = 2_000
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    """keyrelay's Prometheus series, in a registry of its own (one per app instance)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("keyrelay_requests", "Requests by door, status class and source type",
+                                ["door", "status_class", "source_type"], registry=r)
+        self.latency = Histogram("keyrelay_request_seconds", "Full request latency", ["door"],
+                                 buckets=_BUCKETS, registry=r)
+        self.upstream = Histogram("keyrelay_upstream_seconds", "Upstream latency", ["door"],
+                                  buckets=_BUCKETS, registry=r)
+        self.rate_limited = Counter("keyrelay_rate_limited", "Requests refused by a rate limit", ["door"],
+                                    registry=r)
+        self.bytes_in = Counter("keyrelay_bytes_in", "Request body bytes received", ["door"], registry=r)
+        self.bytes_out = Counter("keyrelay_bytes_out", "Response body bytes sent", ["door"], registry=r)
+
+    def observe(self, e: Event) -> None:
+        self.requests.labels(e.door, f"{e.status // 100}xx", e.connector or "none").inc()
+        self.latency.labels(e.door).observe(e.latency_ms / 1000)
+        if e.upstream_latency_ms is not None:
+            self.upstream.labels(e.door).observe(e.upstream_latency_ms / 1000)
+        if e.error_code == "rate_limited":
+            self.rate_limited.labels(e.door).inc()
+        self.bytes_in.labels(e.door).inc(e.bytes_in)
+        self.bytes_out.labels(e.door).inc(e.bytes_out)
+
+
+class EventLog:
+    def __init__(self, store: SqlLogStore, metrics: Metrics, *, clock: Callable[[], float],
+                 flush_seconds: float = 0.5, outage_seconds: float = 10.0) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._clock = clock
+        self._flush_seconds = flush_seconds
+        self._outage_seconds = outage_seconds
+        self._queue: deque[Event] = deque()
+        self._subscribers: set[asyncio.Queue[Event]] = set()
+        self._failing_since: float | None = None
+        self._wake = asyncio.Event()
+        self.dropped = 0
+
+    @property
+    def healthy(self) -> bool:
+        if self._failing_since is not None and self._clock() - self._failing_since > self._outage_seconds:
+            return False
+        return len(self._queue) < _QUEUE_MAX
+
+    def emit(self, event: Event) -> None:
+        if len(self._queue) >= _QUEUE_MAX:
+            self.dropped += 1
+            log.error("request log queue full; an event was dropped")
+        else:
+            self._queue.append(event)
+        self._metrics.observe(event)
+        for q in self._subscribers:
+            if q.qsize() < 1000:
+                q.put_nowait(event)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[asyncio.Queue[Event]]:
+        q: asyncio.Queue[Event] = asyncio.Queue()
+        self._subscribers.add(q)
+        try:
+            yield q
+        finally:
+            self._subscribers.discard(q)
+
+    async def flush(self) -> None:
+        """Write everything queued so far, in batches. Events stay queued if the write fails."""
+        while self._queue:
+            batch: Sequence[Event] = [self._queue[i] for i in range(min(_BATCH, len(self._queue)))]
+            try:
+                await self._store.insert_events(batch)
+            except Exception:
+                if self._failing_since is None:
+                    self._failing_since = self._clock()
+                log.exception("could not write request log batch")
+                return
+            self._failing_since = None
+            for _ in batch:
+                self._queue.popleft()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """The flusher loop; returns after a final flush once `stop` is set."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._flush_seconds)
+            await self.flush()
+        await self.flush()

@@ -1,0 +1,197 @@
+"""Workspaces and sources: create, read, update, delete. Credentials are write-only."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from keyrelay.connectors.spec import ConnectorSpec
+from keyrelay.errors import InvalidRequest, NotFound, SsrfBlocked, UpstreamUnreachable
+from keyrelay.manage.policy import check_policy
+from keyrelay.model import Caller, NewSource, Source, Workspace
+from keyrelay.pipeline import destination, ssrf
+from keyrelay.ports import Clock, SourceStore, Vault, WorkspaceStore
+
+_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_NAME_MAX = 200
+_URL_FIELDS = ("upstream_url", "base_url", "endpoint_url")
+
+
+def slugify(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:64]
+    return slug or "source"
+
+
+def _check_name(name: Any, field: str = "name") -> str:
+    if not isinstance(name, str) or not name.strip() or len(name) > _NAME_MAX:
+        raise InvalidRequest(f"{field} must be a non-empty string of at most {_NAME_MAX} characters", field=field)
+    if any(ord(c) < 0x20 for c in name):
+        raise InvalidRequest(f"{field} may not contain control characters", field=field)
+    return name.strip()
+
+
+def _check_secrets(value: Any, path: str = "credentials") -> None:
+    """Credential strings may not carry control characters (header injection)."""
+    if isinstance(value, str):
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise InvalidRequest(f"Invalid {path}: control characters are not allowed", field=path)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_secrets(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for v in value:
+            _check_secrets(v, path)
+
+
+class SourceService:
+    def __init__(self, *, sources: SourceStore, workspaces: WorkspaceStore, vault: Vault,
+                 catalog: Mapping[str, ConnectorSpec], clock: Clock, allow: tuple[ssrf.Network, ...],
+                 on_change: Callable[[str], None] = lambda _id: None) -> None:
+        self._sources = sources
+        self._workspaces = workspaces
+        self._vault = vault
+        self._catalog = catalog
+        self._clock = clock
+        self._allow = allow
+        self._on_change = on_change
+
+    # workspaces ---------------------------------------------------------------------------------------
+    async def create_workspace(self, name: Any) -> Workspace:
+        return await self._workspaces.create_workspace(id=str(uuid.uuid4()), name=_check_name(name),
+                                                       now=self._clock())
+
+    async def workspace_named(self, name: Any, *, create: bool) -> Workspace:
+        name = _check_name(name, "workspace_name")
+        found = await self._workspaces.find_workspace(name)
+        if found is not None or not create:
+            if found is None:
+                raise NotFound("Workspace not found")
+            return found
+        return await self.create_workspace(name)
+
+    async def workspace(self, caller: Caller, workspace_id: str) -> Workspace:
+        ws = await self._workspaces.get_workspace(workspace_id)
+        if ws is None or not caller.can_reach(ws.id):
+            raise NotFound("Workspace not found")
+        return ws
+
+    # sources ------------------------------------------------------------------------------------------
+    def connector(self, name: Any) -> ConnectorSpec:
+        spec = self._catalog.get(name) if isinstance(name, str) else None
+        if spec is None:
+            known = ", ".join(sorted(self._catalog))
+            raise InvalidRequest(f"Unknown connector; known connectors: {known}", field="connector")
+        return spec
+
+    def connector_by_any(self, ref: str) -> ConnectorSpec:
+        """A connector by name or by its Airbyte definition id (the seeds' sourceDefinitionId)."""
+        for spec in self._catalog.values():
+            if ref in (spec.name, spec.definition_id):
+                return spec
+        return self.connector(ref)
+
+    async def list_workspaces(self, name_contains: str | None) -> list[Workspace]:
+        return await self._workspaces.list_workspaces(name_contains=name_contains)
+
+    async def create_source(self, caller: Caller, body: Mapping[str, Any]) -> Source:
+        ws = await self.workspace(caller, str(body.get("workspace_id", "")))
+        spec = self.connector(body.get("connector"))
+        name = _check_name(body.get("name"))
+        slug = body.get("slug") or slugify(name)
+        if not isinstance(slug, str) or not _SLUG.fullmatch(slug):
+            raise InvalidRequest("slug must match [a-z0-9][a-z0-9_-]{0,63}", field="slug")
+        config = spec.check_config(body.get("config"))
+        creds = spec.check_credentials(body.get("credentials"))
+        _check_secrets(creds)
+        policy = check_policy(body.get("policy"), catalog_api=spec.is_catalog_api)
+        await self._check_destinations(config)
+        source_id = str(uuid.uuid4())
+        sealed = await self._vault.seal(workspace_id=ws.id, source_id=source_id, fields=creds)
+        new = NewSource(id=source_id, workspace_id=ws.id, connector=spec.name, name=name, slug=slug,
+                        config=config, policy=policy)
+        return await self._sources.create_source(new, sealed, now=self._clock())
+
+    async def _check_destinations(self, config: Mapping[str, Any]) -> None:
+        """Config-time SSRF check (fast 422); the dialer checks again on every connection."""
+        for key in _URL_FIELDS:
+            url = config.get(key)
+            if isinstance(url, str):
+                try:
+                    base = destination.parse_base_url(url)
+                except InvalidRequest as err:
+                    raise InvalidRequest(f"Invalid config.{key}: {err.message}", field=f"config.{key}") from None
+                try:
+                    await ssrf.resolve_checked(base.host, base.port, allow=self._allow)
+                except SsrfBlocked as err:
+                    raise SsrfBlocked(err.message, field=f"config.{key}") from None
+                except UpstreamUnreachable:
+                    pass  # DNS is down or the name is not public yet: the dialer checks every connection
+
+    async def get_source(self, caller: Caller, source_id: str) -> Source:
+        src = await self._sources.get_source(source_id)
+        if src is None or not caller.can_reach(src.workspace_id):
+            raise NotFound("Source not found")
+        return src
+
+    async def list_sources(self, caller: Caller, workspace_id: str | None) -> list[Source]:
+        if workspace_id is not None:
+            await self.workspace(caller, workspace_id)
+        elif not caller.is_admin:
+            workspace_id = caller.workspace_id
+        return await self._sources.list_sources(workspace_id=workspace_id)
+
+    async def update_source(self, caller: Caller, source_id: str, body: Mapping[str, Any]) -> Source:
+        src = await self.get_source(caller, source_id)
+        spec = self.connector(src.connector)
+        unknown = set(body) - {"name", "slug", "config", "credentials", "policy", "status"}
+        if unknown:
+            raise InvalidRequest(f"Unknown field(s): {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
+        changes: dict[str, Any] = {}
+        if "name" in body:
+            changes["name"] = _check_name(body["name"])
+        if "slug" in body:
+            if not isinstance(body["slug"], str) or not _SLUG.fullmatch(body["slug"]):
+                raise InvalidRequest("slug must match [a-z0-9][a-z0-9_-]{0,63}", field="slug")
+            changes["slug"] = body["slug"]
+        if "status" in body:
+            if body["status"] not in ("active", "inactive"):
+                raise InvalidRequest("status must be 'active' or 'inactive'", field="status")
+            changes["status"] = body["status"]
+        if "config" in body:
+            changes["config"] = spec.check_config(body["config"])
+            await self._check_destinations(changes["config"])
+        if "policy" in body:
+            current = await self._raw_policy(src)
+            changes["policy"] = check_policy(body["policy"], catalog_api=spec.is_catalog_api, current=current)
+        sealed = None
+        if "credentials" in body:
+            creds = spec.check_credentials(body["credentials"])
+            _check_secrets(creds)
+            sealed = await self._vault.seal(workspace_id=src.workspace_id, source_id=src.id, fields=creds)
+        updated = await self._sources.update_source(src.id, changes=changes, sealed=sealed, now=self._clock())
+        if updated is None:
+            raise NotFound("Source not found")
+        self._on_change(src.id)
+        return updated
+
+    async def _raw_policy(self, src: Source) -> dict[str, Any]:
+        p = src.policy
+        return {
+            "allowed_methods": None if p.allowed_methods is None else sorted(p.allowed_methods),
+            "forward_headers": None if p.forward_headers is None else sorted(p.forward_headers),
+            "rate_limit_per_minute": p.rate_limit_per_minute, "timeout_seconds": p.timeout_seconds,
+            "max_body_bytes": p.max_body_bytes, "allow_writes": p.allow_writes,
+            "cache_ttl_seconds": p.cache_ttl_seconds,
+        }
+
+    async def delete_source(self, caller: Caller, source_id: str) -> None:
+        src = await self.get_source(caller, source_id)
+        await self._sources.delete_source(src.id)
+        self._on_change(src.id)
+
+    async def delete_workspace(self, caller: Caller, workspace_id: str) -> None:
+        ws = await self.workspace(caller, workspace_id)
+        await self._workspaces.delete_workspace(ws.id)
+        self._on_change("*")

@@ -1,0 +1,247 @@
+"""Frozen values that flow through keyrelay: who calls, what they may reach, what is sent and received."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Mapping
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+class Secret:
+    """A credential value. `repr`/`str` never show it; `reveal()` marks every place that needs the plaintext."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise ValueError("a secret may not contain control characters")
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:  # identity only: compare secrets with hmac.compare_digest
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+class Scope(enum.StrEnum):
+    PROXY = "proxy"
+    FILES = "files"
+    QUERY = "query"
+    EXECUTE = "execute"
+    MCP = "mcp"
+    LOGS = "logs"
+
+
+ALL_SCOPES: frozenset[Scope] = frozenset(Scope)
+
+
+class CallerKind(enum.StrEnum):
+    APPLICATION = "application"
+    WORKSPACE = "workspace"
+    API_KEY = "api_key"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated principal. `workspace_id` is None only for application tokens (admin power)."""
+
+    kind: CallerKind
+    id: str  # stable, non-secret identifier used in logs and rate-limit keys
+    workspace_id: str | None
+    scopes: frozenset[Scope]
+
+    @property
+    def is_admin(self) -> bool:
+        return self.kind is CallerKind.APPLICATION
+
+    def can_reach(self, workspace_id: str) -> bool:
+        return self.workspace_id is None or self.workspace_id == workspace_id
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """What a source lets callers do. Defaults follow contracts/api.md."""
+
+    allowed_methods: frozenset[str] | None = None  # None: every method
+    forward_headers: frozenset[str] | None = None  # None: the safe default set
+    rate_limit_per_minute: int | None = None
+    timeout_seconds: float = 30.0
+    max_body_bytes: int | None = None
+    allow_writes: bool = False
+    cache_ttl_seconds: int | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Policy:
+        """Build from already validated JSON (see manage/policy.py for validation)."""
+        methods = data.get("allowed_methods")
+        forward = data.get("forward_headers")
+        return cls(
+            allowed_methods=None if methods is None else frozenset(m.upper() for m in methods),
+            forward_headers=None if forward is None else frozenset(h.lower() for h in forward),
+            rate_limit_per_minute=data.get("rate_limit_per_minute"),
+            timeout_seconds=float(data.get("timeout_seconds", 30.0)),
+            max_body_bytes=data.get("max_body_bytes"),
+            allow_writes=bool(data.get("allow_writes", False)),
+            cache_ttl_seconds=data.get("cache_ttl_seconds"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A connector instance in a workspace; never carries credential values."""
+
+    id: str
+    workspace_id: str
+    connector: str
+    name: str
+    slug: str
+    config: Mapping[str, Any]
+    policy: Policy
+    status: str
+    credential_fields: tuple[str, ...]
+    created_at: float
+    updated_at: float
+
+    @property
+    def active(self) -> bool:
+        return self.status != "inactive"
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Decrypted credential fields of one source (field name -> JSON value). Never logged or rendered."""
+
+    fields: Mapping[str, Any] = dataclasses.field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"Credentials(fields={sorted(self.fields)})"
+
+
+class Door(enum.StrEnum):
+    GATEWAY = "gateway"
+    SONAR = "sonar"
+    FILES = "files"
+    QUERY = "query"
+    EXECUTE = "execute"
+    MCP = "mcp"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One request-log row (contract: Observability). Never holds query values, bodies or secrets."""
+
+    id: str
+    ts: float
+    workspace_id: str | None
+    source_id: str | None
+    door: str
+    method: str
+    path: str
+    status: int
+    latency_ms: float
+    upstream_latency_ms: float | None = None
+    bytes_in: int = 0
+    bytes_out: int = 0
+    error_code: str | None = None
+    error_message: str | None = None
+    caller: str | None = None
+    connector: str | None = None
+
+
+BodyStream = AsyncIterator[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """A request ready to send upstream: URL built from validated parts, headers after policy and injection."""
+
+    method: str
+    url: str  # already percent-encoded, never re-parsed
+    headers: tuple[tuple[str, str], ...]
+    body: BodyStream | bytes | None = None
+    timeout_seconds: float = 30.0
+    idempotent: bool = False
+    secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    id: str
+    name: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Application:
+    id: str
+    client_id: str
+    name: str
+    created_at: float
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    workspace_id: str
+    name: str
+    scopes: frozenset[Scope]
+    hint: str
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """What a token digest maps to. Application tokens have no workspace."""
+
+    kind: CallerKind
+    subject_id: str  # application id, or api key id
+    workspace_id: str | None
+    scopes: frozenset[Scope]
+    expires_at: float | None
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SealedField:
+    """One encrypted credential field as stored."""
+
+    field: str
+    key_id: str
+    ciphertext: bytes = dataclasses.field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NewSource:
+    id: str
+    workspace_id: str
+    connector: str
+    name: str
+    slug: str
+    config: Mapping[str, Any]
+    policy: Mapping[str, Any]
+    status: str = "active"
+
+
+@dataclass(frozen=True, slots=True)
+class LogQuery:
+    workspace_id: str | None = None
+    source_id: str | None = None
+    status: int | None = None
+    since: float | None = None
+    limit: int = 100

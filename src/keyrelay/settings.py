@@ -1,0 +1,69 @@
+"""Settings: the ONLY reader of environment variables. Every field is documented in docs/settings.md."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Settings(BaseSettings):
+    """keyrelay's configuration, read from `KEYRELAY_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="KEYRELAY_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(Path("./keyrelay-data"), description="SQLite database and master key file")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in data_dir")
+    master_key: SecretStr | None = Field(None, description="base64 of 32 bytes; default: key file")
+    redis_url: str | None = Field(None, description="shared rate limits, locks and live logs")
+    admin_client_id: str | None = None
+    admin_client_secret: SecretStr | None = None
+    upstream_allow_cidrs: str = Field("", description="networks exempt from the SSRF guard")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1, description="default request body limit")
+    max_admin_body_bytes: int = Field(1024 * 1024, ge=1024)
+    max_header_bytes: int = Field(16 * 1024, ge=1024)
+    max_header_count: int = Field(100, ge=8)
+    max_url_bytes: int = Field(8192, ge=256)
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    upstream_max_connections: int = Field(512, ge=1)
+    workspace_max_concurrency: int = Field(64, ge=1)
+    caller_rate_limit_per_minute: int | None = Field(None, ge=1)
+    log_retention_days: int = Field(30, ge=1)
+    log_flush_seconds: float = Field(0.5, gt=0)
+    token_cache_seconds: float = Field(1.0, ge=0)
+    cors_origins: str = ""
+    mcp_allowed_origins: str = ""
+    log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|debug|info|warning|error)$")
+
+    @field_validator("upstream_allow_cidrs")
+    @classmethod
+    def _cidrs_parse(cls, v: str) -> str:
+        for part in filter(None, (p.strip() for p in v.split(","))):
+            ipaddress.ip_network(part, strict=False)
+        return v
+
+    @property
+    def allow_networks(self) -> tuple[Network, ...]:
+        return tuple(
+            ipaddress.ip_network(p.strip(), strict=False) for p in self.upstream_allow_cidrs.split(",") if p.strip()
+        )
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'keyrelay.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def key_file(self) -> Path:
+        return self.data_dir / "master.key"

@@ -1,0 +1,45 @@
+"""Request log rows: batched inserts, filtered reads, retention."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from keyrelay.model import Event, LogQuery
+from keyrelay.store.tables import gateway_logs
+
+
+class SqlLogStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def insert_events(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        async with self._engine.begin() as conn:
+            await conn.execute(sa.insert(gateway_logs), [asdict(e) for e in events])
+
+    async def query_events(self, q: LogQuery) -> list[Event]:
+        stmt = sa.select(gateway_logs).order_by(gateway_logs.c.ts.desc()).limit(max(1, min(q.limit, 1000)))
+        if q.workspace_id is not None:
+            stmt = stmt.where(gateway_logs.c.workspace_id == q.workspace_id)
+        if q.source_id is not None:
+            stmt = stmt.where(gateway_logs.c.source_id == q.source_id)
+        if q.status is not None:
+            stmt = stmt.where(gateway_logs.c.status == q.status)
+        if q.since is not None:
+            stmt = stmt.where(gateway_logs.c.ts >= q.since)
+        async with self._engine.connect() as conn:
+            return [Event(**r._asdict()) for r in await conn.execute(stmt)]
+
+    async def purge_events(self, *, before: float) -> int:
+        async with self._engine.begin() as conn:
+            res = await conn.execute(sa.delete(gateway_logs).where(gateway_logs.c.ts < before))
+        return int(res.rowcount or 0)
+
+    async def ping(self) -> None:
+        async with self._engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))

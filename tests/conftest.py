@@ -1,0 +1,76 @@
+"""Shared fixtures. Servers are real processes/threads on 127.0.0.1 only.
+
+`support` (tests/support/) is importable because tests/ has no __init__.py:
+pytest puts tests/ on sys.path for this conftest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from support.postgres import PostgresServer
+from support.redis import RedisServer
+from support.upstream import FakeUpstream
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole run; tests create their own databases on it."""
+    with PostgresServer() as pg:  # no skip: if it cannot start, the run fails loudly
+        yield pg
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    """A fresh fake upstream API (aiohttp in its own thread) for each test."""
+    with FakeUpstream() as up:
+        yield up
+
+
+# --- keyrelay app fixtures ---
+
+import uuid  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from support.keyrelay import Admin, KeyrelayServer, make_settings  # noqa: E402
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """Run a test on both storage backends: None is the embedded SQLite default, else a fresh PG database."""
+    if request.param == "sqlite":
+        yield None
+        return
+    pg: PostgresServer = request.getfixturevalue("postgres")
+    name = "kr_" + uuid.uuid4().hex[:12]
+    pg.create_database(name)
+    yield pg.sqlalchemy_url(name)
+
+
+@pytest.fixture
+def kr_settings(tmp_path: Path) -> dict[str, Any]:
+    """Overrides for the keyrelay under test; a test may change them before asking for `kr`."""
+    return {"data_dir": tmp_path / "data"}
+
+
+@pytest.fixture
+def kr(kr_settings: dict[str, Any]) -> Iterator[KeyrelayServer]:
+    """A live keyrelay (SQLite in tmp_path) on 127.0.0.1."""
+    with KeyrelayServer(make_settings(**kr_settings)) as server:
+        yield server
+
+
+@pytest.fixture
+def admin(kr: KeyrelayServer) -> Iterator[Admin]:
+    client = Admin(kr.url)
+    yield client
+    client.close()

@@ -1,0 +1,292 @@
+"""SSRF guard: the address table, the resolver, and real aiohttp connections through the guarded connector."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import socket
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from keyrelay.errors import InvalidRequest, SsrfBlocked, UpstreamUnreachable
+from keyrelay.pipeline.ssrf import (
+    DestinationBlocked,
+    GuardedResolver,
+    check_destination,
+    guarded_connector,
+    is_forbidden,
+    parse_cidrs,
+    resolve_checked,
+)
+
+LOOPBACK = parse_cidrs("127.0.0.0/8")
+
+FORBIDDEN = [
+    "0.0.0.0", "0.1.2.3", "127.0.0.1", "127.255.255.254", "10.0.0.1", "10.255.255.255", "172.16.0.1",
+    "172.31.255.255", "192.168.0.1", "192.168.255.255", "169.254.169.254", "169.254.0.1", "100.64.0.1",
+    "100.127.255.255", "192.0.0.1", "192.0.2.1", "198.18.0.1", "198.51.100.7", "203.0.113.9", "224.0.0.1",
+    "239.255.255.250", "240.0.0.1", "255.255.255.255",
+    "::", "::1", "::127.0.0.1", "::ffff:127.0.0.1", "::ffff:7f00:1", "::ffff:10.0.0.1", "::ffff:169.254.169.254",
+    "::ffff:0:0", "64:ff9b::7f00:1", "64:ff9b::a00:1", "64:ff9b::127.0.0.1", "64:ff9b:1::1", "100::1",
+    "2001::1", "2001:0:4136:e378::1", "2001:db8::1", "2002::", "2002:7f00:1::1", "fc00::1", "fd12:3456::1",
+    "fe80::1", "fe80::1%eth0", "fe80::1%1", "fec0::1", "ff02::1", "ff0e::1",
+    # odd literal forms and non-addresses: never an IP we could judge, so forbidden
+    "2130706433", "0177.0.0.1", "0x7f.0.0.1", "0x7f000001", "127.1", "127.0.1", "017700000001",
+    "127.000.000.001", "1.2.3.4.5", "[::1]", "localhost", "", " 127.0.0.1", "93.184.216.34%eth0", "::ffff:1.2.3",
+]
+ALLOWED = [
+    "93.184.216.34", "8.8.8.8", "1.1.1.1", "151.101.1.69", "2606:4700::1111", "2a00:1450:4001:80b::200e",
+    "::ffff:93.184.216.34", "::ffff:5db8:d822", "64:ff9b::5db8:d822", "64:ff9b::8.8.8.8",
+]
+
+
+@pytest.mark.parametrize("addr", FORBIDDEN)
+def test_forbidden_addresses(addr: str) -> None:
+    assert is_forbidden(addr)
+
+
+@pytest.mark.parametrize("addr", ALLOWED)
+def test_public_addresses(addr: str) -> None:
+    assert not is_forbidden(addr)
+
+
+@pytest.mark.parametrize(("addr", "forbidden"), [
+    ("127.0.0.1", False), ("127.9.9.9", False), ("::ffff:127.0.0.1", False), ("::ffff:7f00:1", False),
+    ("10.0.0.1", True), ("::1", True), ("64:ff9b::7f00:1", True), ("::127.0.0.1", True), ("fe80::1%lo", True),
+])
+def test_allow_cidrs_exempt_only_their_networks(addr: str, forbidden: bool) -> None:
+    assert is_forbidden(addr, allow=LOOPBACK) is forbidden
+
+
+def test_allow_v6_network() -> None:
+    allow = parse_cidrs("fd00::/8")
+    assert not is_forbidden("fd00::5", allow=allow)
+    assert is_forbidden("fc00::5", allow=allow)
+
+
+def test_parse_cidrs() -> None:
+    assert parse_cidrs("") == ()
+    assert parse_cidrs("  ") == ()
+    assert parse_cidrs(" 127.0.0.0/8 ,10.1.0.0/16,, ::1/128 ") == (
+        ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.1.0.0/16"), ipaddress.ip_network("::1/128"))
+    for bad in ("127.0.0.1/8", "nope", "10.0.0.0/33", "127.0.0.0/8;rm"):
+        with pytest.raises(ValueError, match="not a network"):
+            parse_cidrs(bad)
+
+
+def fake_dns(*rounds: Sequence[str], calls: list[str] | None = None) -> Any:
+    """A getaddrinfo stand-in: call n answers rounds[n] (the last round repeats)."""
+    state = {"n": 0}
+
+    async def getaddrinfo(host: str, port: int, *, family: int = 0, type: int = 0, **_: Any) -> list[Any]:
+        if calls is not None:
+            calls.append(host)
+        answers = rounds[min(state["n"], len(rounds) - 1)]
+        state["n"] += 1
+        if answers == ["NXDOMAIN"]:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        out = []
+        for ip in answers:
+            if ":" in ip:
+                out.append((socket.AF_INET6, socket.SOCK_STREAM, 6, "", (ip, port, 0, 0)))
+            else:
+                out.append((socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)))
+        return out
+
+    return getaddrinfo
+
+
+async def test_resolve_literal_and_names() -> None:
+    assert await resolve_checked("93.184.216.34", 443) == ["93.184.216.34"]
+    assert await resolve_checked("[2606:4700::1111]", 443) == ["2606:4700::1111"]
+    dns = fake_dns(["93.184.216.34", "93.184.216.34", "2606:4700::1111"])
+    assert await resolve_checked("api.example.com", 443, getaddrinfo=dns) == ["93.184.216.34", "2606:4700::1111"]
+    assert await resolve_checked("127.0.0.1", 80, allow=LOOPBACK) == ["127.0.0.1"]
+
+
+@pytest.mark.parametrize("answers", [
+    ["127.0.0.1"], ["93.184.216.34", "10.0.0.1"], ["2606:4700::1111", "::1"], ["93.184.216.34", "::ffff:a00:1"],
+    [], ["169.254.169.254"],
+])
+async def test_any_forbidden_answer_refuses_the_name(answers: list[str]) -> None:
+    with pytest.raises(SsrfBlocked) as info:
+        await resolve_checked("api.example.com", 443, getaddrinfo=fake_dns(answers))
+    assert info.value.message == "Upstream address is not allowed"
+
+
+async def test_scope_ids_from_dns_are_refused() -> None:
+    async def getaddrinfo(host: str, port: int, **_: Any) -> list[Any]:
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("2606:4700::1111", port, 0, 3))]
+
+    with pytest.raises(SsrfBlocked):
+        await resolve_checked("api.example.com", 443, getaddrinfo=getaddrinfo)
+
+
+async def test_dns_failure_is_unreachable() -> None:
+    with pytest.raises(UpstreamUnreachable, match="could not be resolved"):
+        await resolve_checked("nx.example.com", 443, getaddrinfo=fake_dns(["NXDOMAIN"]))
+
+
+@pytest.mark.parametrize("host", [
+    "2130706433", "0177.0.0.1", "0x7f.0.0.1", "127.1", "0x7f000001", "127.0.0.01", "1.2.3.0x4", "api.0x1",
+    "api.example.com.", "api..example.com", "fe80::1%eth0", "[fe80::1%25eth0]", "ex ample.com", "аpi.com", "",
+])
+async def test_odd_literal_forms_never_reach_a_resolver(host: str) -> None:
+    calls: list[str] = []
+    with pytest.raises(InvalidRequest, match="not a valid host"):
+        await resolve_checked(host, 443, getaddrinfo=fake_dns(["93.184.216.34"], calls=calls), allow=LOOPBACK)
+    assert calls == []
+
+
+async def test_check_destination() -> None:
+    with pytest.raises(SsrfBlocked):
+        await check_destination("http://127.0.0.1:8080/api")
+    with pytest.raises(SsrfBlocked):
+        await check_destination("https://[::ffff:169.254.169.254]/")
+    with pytest.raises(SsrfBlocked):
+        await check_destination("http://localhost:8080/")  # /etc/hosts: loopback only
+    with pytest.raises(InvalidRequest):
+        await check_destination("http://0x7f.0.0.1/")
+    with pytest.raises(InvalidRequest):
+        await check_destination("ftp://93.184.216.34/")
+    await check_destination("http://127.0.0.1:8080/api", allow=LOOPBACK)
+    await check_destination("https://93.184.216.34/v1")
+
+
+# --- real connections through aiohttp ---
+
+
+@dataclass
+class Server:
+    host: str
+    port: int = 0
+    connections: int = 0
+    requests: list[str] = field(default_factory=list)
+
+
+async def _start(srv: Server) -> tuple[asyncio.Server, web.Server]:
+    async def handler(request: web.BaseRequest) -> web.Response:
+        srv.requests.append(request.host)
+        return web.Response(text="ok")
+
+    lowlevel = web.Server(handler)
+
+    def factory() -> Any:
+        srv.connections += 1
+        return lowlevel()
+
+    server = await asyncio.get_running_loop().create_server(factory, srv.host, srv.port)
+    srv.port = server.sockets[0].getsockname()[1]
+    return server, lowlevel
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[tuple[Server, Server]]:
+    """Two counting servers on the same port: 127.0.0.1 (the real upstream) and 127.0.0.2 (the internal one)."""
+    started: list[tuple[asyncio.Server, web.Server]] = []
+    for _ in range(20):
+        a = Server("127.0.0.1")
+        started.append(await _start(a))
+        b = Server("127.0.0.2", port=a.port)
+        try:
+            started.append(await _start(b))
+            break
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+    else:
+        raise RuntimeError("no free port pair")
+    yield a, b
+    for server, lowlevel in started:
+        server.close()
+        await server.wait_closed()
+        await lowlevel.shutdown()
+
+
+async def _get(connector: aiohttp.BaseConnector, url: str) -> str:
+    async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
+        async with session.get(url, allow_redirects=False) as resp:
+            return await resp.text()
+
+
+async def test_ip_literal_blocked_at_dial_with_zero_connections(servers: tuple[Server, Server]) -> None:
+    a, _ = servers
+    with pytest.raises(aiohttp.ClientConnectorError) as info:
+        await _get(guarded_connector(), f"http://127.0.0.1:{a.port}/")
+    # the recipe the upstream module uses (see ssrf.py docstring)
+    assert isinstance(info.value.os_error, DestinationBlocked)
+    assert isinstance(info.value.__cause__, DestinationBlocked)
+    assert a.connections == 0 and a.requests == []
+    assert await _get(guarded_connector(allow=LOOPBACK), f"http://127.0.0.1:{a.port}/") == "ok"
+    assert a.requests == [f"127.0.0.1:{a.port}"]
+
+
+async def test_aiohttp_skips_the_resolver_for_ip_literals(servers: tuple[Server, Server]) -> None:
+    """Why guarded_connector() also installs DialGuard: a resolver alone never sees IP-literal hosts."""
+    a, _ = servers
+    resolved: list[str] = []
+    plain = aiohttp.TCPConnector(resolver=GuardedResolver(on_resolved=lambda h, ips: resolved.append(h)))
+    assert await _get(plain, f"http://127.0.0.1:{a.port}/") == "ok"
+    assert resolved == [] and a.connections == 1
+
+
+async def test_hostname_blocked_by_resolver_with_zero_connections(servers: tuple[Server, Server]) -> None:
+    a, _ = servers
+    dns = fake_dns(["127.0.0.1"])
+    with pytest.raises(aiohttp.ClientConnectorDNSError) as info:
+        await _get(guarded_connector(getaddrinfo=dns), f"http://api.internal.test:{a.port}/")
+    assert isinstance(info.value.os_error, DestinationBlocked)
+    assert a.connections == 0
+    text = await _get(guarded_connector(getaddrinfo=dns, allow=LOOPBACK), f"http://api.internal.test:{a.port}/")
+    assert text == "ok" and a.requests == [f"api.internal.test:{a.port}"]  # Host header keeps the name
+
+
+async def test_dns_failure_surfaces_as_plain_dns_error(servers: tuple[Server, Server]) -> None:
+    a, _ = servers
+    with pytest.raises(aiohttp.ClientConnectorDNSError) as info:
+        await _get(guarded_connector(getaddrinfo=fake_dns(["NXDOMAIN"])), f"http://nx.test:{a.port}/")
+    assert not isinstance(info.value.os_error, DestinationBlocked)
+
+
+@pytest.mark.parametrize("second", [["127.0.0.2"], ["10.0.0.1"], ["127.0.0.1", "127.0.0.2"]])
+async def test_dns_rebinding_is_refused_on_the_next_connection(
+    servers: tuple[Server, Server], second: list[str]
+) -> None:
+    a, b = servers
+    resolved: list[list[str]] = []
+    dialed: list[str] = []
+    # The upstream client may keep aiohttp's DNS cache (it only holds validated answers); here it is off and
+    # connections are not reused, so every request resolves and is checked again.
+    connector = guarded_connector(
+        allow=parse_cidrs("127.0.0.1/32"), getaddrinfo=fake_dns(["127.0.0.1"], second),
+        on_resolved=lambda host, ips: resolved.append(ips), on_dial=dialed.append,
+        use_dns_cache=False, force_close=True)
+    url = f"http://api.rebind.test:{a.port}/"
+    async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
+        async with session.get(url, allow_redirects=False) as resp:
+            assert await resp.text() == "ok"
+        with pytest.raises(aiohttp.ClientConnectorError) as info:
+            async with session.get(url, allow_redirects=False):
+                pass
+    assert isinstance(info.value.os_error, DestinationBlocked)
+    assert len(a.requests) == 1 and b.connections == 0
+    assert resolved == [["127.0.0.1"]] and dialed == ["127.0.0.1"]  # every dialed IP was validated
+
+
+async def test_dns_cache_only_holds_validated_answers(servers: tuple[Server, Server]) -> None:
+    a, b = servers
+    calls: list[str] = []
+    connector = guarded_connector(allow=parse_cidrs("127.0.0.1/32"), force_close=True,
+                                  getaddrinfo=fake_dns(["127.0.0.1"], ["127.0.0.2"], calls=calls))
+    url = f"http://api.rebind.test:{a.port}/"
+    async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
+        for _ in range(2):
+            async with session.get(url, allow_redirects=False) as resp:
+                assert await resp.text() == "ok"
+    assert calls == ["api.rebind.test"] and len(a.requests) == 2 and b.connections == 0

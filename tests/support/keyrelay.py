@@ -1,0 +1,114 @@
+"""A real keyrelay served by uvicorn in a background thread on 127.0.0.1, plus a small admin client."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from keyrelay.app import KeyrelayApp, create_app
+from keyrelay.settings import Settings
+from support.net import free_port
+
+ADMIN_ID = "test-admin"
+ADMIN_SECRET = "test-admin-secret-0123456789"
+
+
+def make_settings(*, data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": data_dir, "admin_client_id": ADMIN_ID, "admin_client_secret": ADMIN_SECRET,
+        "upstream_allow_cidrs": "127.0.0.0/8", "log_flush_seconds": 0.05,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+class KeyrelayServer:
+    """Serve `create_app(settings)` with uvicorn (httptools) in a thread; stop cleanly on exit."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app: KeyrelayApp = create_app(settings)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, lifespan="on", access_log=False,
+                                log_level="warning", http="httptools", loop="asyncio")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def _run(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.loop.run_until_complete(self._server.serve())
+        self.loop.close()
+
+    def __enter__(self) -> KeyrelayServer:
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("keyrelay did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=20)
+
+    def run(self, coro: Any) -> Any:
+        """Run a coroutine on the server's loop (to reach services directly in a test)."""
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=20)
+
+
+class Admin:
+    """Application-token client for setting up workspaces, sources and keys in tests."""
+
+    def __init__(self, base_url: str, client_id: str = ADMIN_ID, client_secret: str = ADMIN_SECRET) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=20)
+        r = self.http.post("/api/v1/applications/token", json={"client_id": client_id, "client_secret": client_secret})
+        r.raise_for_status()
+        self.token = r.json()["access_token"]
+        self.headers = {"Authorization": f"Bearer {self.token}"}
+
+    def post(self, path: str, body: Any, **kw: Any) -> httpx.Response:
+        return self.http.post(path, json=body, headers=self.headers, **kw)
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return self.http.get(path, headers=self.headers, **kw)
+
+    def workspace(self, name: str) -> str:
+        r = self.post("/api/v1/workspaces", {"name": name})
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    def source(self, workspace_id: str, *, upstream_url: str, credentials: dict[str, Any] | None = None,
+               policy: dict[str, Any] | None = None, slug: str = "echo", connector: str = "http",
+               config: dict[str, Any] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"workspace_id": workspace_id, "connector": connector, "name": slug, "slug": slug,
+                                "config": config or {"upstream_url": upstream_url},
+                                "credentials": credentials or {}}
+        if policy is not None:
+            body["policy"] = policy
+        r = self.post("/api/v1/sources", body)
+        assert r.status_code == 201, r.text
+        out: dict[str, Any] = r.json()
+        return out
+
+    def api_key(self, workspace_id: str, scopes: list[str]) -> str:
+        r = self.post("/api/v1/api-keys", {"workspace_id": workspace_id, "scopes": scopes})
+        assert r.status_code == 201, r.text
+        return str(r.json()["key"])
+
+    def scoped_token(self, workspace_name: str) -> str:
+        r = self.post("/api/v1/embedded/scoped-token", {"workspace_name": workspace_name})
+        assert r.status_code == 200, r.text
+        return str(r.json()["token"])
+
+    def close(self) -> None:
+        self.http.close()
