@@ -25,7 +25,7 @@ from starlette.responses import Response
 
 from keyrelay import crypto
 from keyrelay.connectors.spec import load_catalog
-from keyrelay.doors import admin, auth, observe
+from keyrelay.doors import admin, auth, gateway, observe, sonar
 from keyrelay.doors.deps import Services
 from keyrelay.doors.render import dumps, error_headers, error_response
 from keyrelay.errors import (
@@ -43,6 +43,10 @@ from keyrelay.events import EventLog, Metrics
 from keyrelay.manage.access import AccessService, NewApplication
 from keyrelay.manage.sources import SourceService
 from keyrelay.pipeline.authenticate import Authenticator, TokenHasher
+from keyrelay.pipeline.ratelimit import RateLimiter, make_storage
+from keyrelay.pipeline.relay import ConnectorFacts, Relay
+from keyrelay.pipeline.resolve import SourceResolver
+from keyrelay.pipeline.upstream import UpstreamClient
 from keyrelay.settings import Settings
 from keyrelay.store.auth import SqlAuthStore
 from keyrelay.store.engine import make_engine, upgrade
@@ -118,17 +122,52 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             if not events.healthy:
                 raise Unavailable("Request log cannot be written")
 
+        resolver = SourceResolver(SqlSourceStore(engine), vault, clock, cache_seconds=settings.source_cache_seconds)
+        sources.on_change = resolver.forget
+        upstream = UpstreamClient(allow=settings.allow_networks, max_connections=settings.upstream_max_connections)
+        relay = Relay(
+            authenticator=authn, resolver=resolver, upstream=upstream, events=events, clock=clock,
+            limiter=RateLimiter(make_storage(settings.redis_url), caller_limit=settings.caller_rate_limit_per_minute),
+            connectors={n: ConnectorFacts(c.kind, c.default_base_url) for n, c in catalog.items()},
+            max_body_bytes=settings.max_body_bytes, workspace_cap=settings.workspace_max_concurrency,
+        )
         services = Services(settings=settings, authenticator=authn, access=access, sources=sources,
-                            catalog=catalog, logs=log_store, vault=vault, ready=ready, extras={})
+                            catalog=catalog, logs=log_store, vault=vault, ready=ready,
+                            extras={"hot_path": hot_path(relay, settings)})
         stop = asyncio.Event()
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(events.run(stop))
-            try:
-                yield Runtime(services, metrics, events, bootstrap)
-            finally:
-                stop.set()
+        await upstream.start()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(events.run(stop))
+                try:
+                    yield Runtime(services, metrics, events, bootstrap)
+                finally:
+                    stop.set()
+        finally:
+            await upstream.close()
     finally:
         await engine.dispose()
+
+
+HotPath = Callable[[MutableMapping[str, Any], "Receive", "Send"], Awaitable[bool]]
+
+
+def hot_path(relay: Relay, settings: Settings) -> HotPath:
+    """The plain-ASGI doors, dispatched before FastAPI: answers True when one of them took the request."""
+    gateway_door = gateway.GatewayDoor(relay)
+    sonar_door = sonar.SonarDoor(relay, max_body_bytes=settings.max_body_bytes)
+
+    async def dispatch(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> bool:
+        raw = scope.get("raw_path") or scope["path"].encode()
+        if gateway.is_gateway(raw):
+            await gateway_door(scope, receive, send)
+            return True
+        if sonar.is_sonar(scope["path"]):
+            await sonar_door(scope, receive, send)
+            return True
+        return False
+
+    return dispatch
 
 
 def build_api() -> FastAPI:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import AsyncIterator, Mapping
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -245,3 +245,31 @@ class LogQuery:
     status: int | None = None
     since: float | None = None
     limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where the agent wants to go: a gateway tail + query (raw, still encoded), or a request-API URL."""
+
+    tail: str | None = None
+    query: str = ""
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One agent request, as every door hands it to the pipeline."""
+
+    door: Door
+    method: str
+    path: str  # for the request log: no query values
+    authorization: str | None
+    source_id: str | None = None  # request API, query, execute
+    workspace_id: str | None = None  # gateway
+    slug: str | None = None  # gateway
+    target: Target = Target()
+    raw_headers: tuple[tuple[bytes, bytes], ...] = ()  # gateway: ASGI headers
+    json_headers: Mapping[str, str] | None = None  # request API: the JSON `headers` object
+    body: BodyStream | bytes | None = None
+    content_length: int | None = None
+    scope: Scope = Scope.PROXY

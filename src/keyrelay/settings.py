@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     caller_rate_limit_per_minute: int | None = Field(None, ge=1)
     log_retention_days: int = Field(30, ge=1)
     log_flush_seconds: float = Field(0.5, gt=0)
-    token_cache_seconds: float = Field(1.0, ge=0)
+    token_cache_seconds: float = Field(1.0, ge=0, description="how long a token lookup is reused")
+    source_cache_seconds: float = Field(1.0, ge=0, description="how long a resolved source is reused")
     cors_origins: str = ""
     mcp_allowed_origins: str = ""
     log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|debug|info|warning|error)$")

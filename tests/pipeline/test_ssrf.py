@@ -135,7 +135,7 @@ async def test_dns_failure_is_unreachable() -> None:
 
 @pytest.mark.parametrize("host", [
     "2130706433", "0177.0.0.1", "0x7f.0.0.1", "127.1", "0x7f000001", "127.0.0.01", "1.2.3.0x4", "api.0x1",
-    "api.example.com.", "api..example.com", "fe80::1%eth0", "[fe80::1%25eth0]", "ex ample.com", "аpi.com", "",
+    "api.example.com.", "api..example.com", "fe80::1%eth0", "[fe80::1%25eth0]", "ex ample.com", "\u0430pi.com", "",
 ])
 async def test_odd_literal_forms_never_reach_a_resolver(host: str) -> None:
     calls: list[str] = []
@@ -210,9 +210,11 @@ async def servers() -> AsyncIterator[tuple[Server, Server]]:
 
 
 async def _get(connector: aiohttp.BaseConnector, url: str) -> str:
-    async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
-        async with session.get(url, allow_redirects=False) as resp:
-            return await resp.text()
+    async with (
+        aiohttp.ClientSession(connector=connector, trust_env=False) as session,
+        session.get(url, allow_redirects=False) as resp,
+    ):
+        return await resp.text()
 
 
 async def test_ip_literal_blocked_at_dial_with_zero_connections(servers: tuple[Server, Server]) -> None:
@@ -225,6 +227,17 @@ async def test_ip_literal_blocked_at_dial_with_zero_connections(servers: tuple[S
     assert a.connections == 0 and a.requests == []
     assert await _get(guarded_connector(allow=LOOPBACK), f"http://127.0.0.1:{a.port}/") == "ok"
     assert a.requests == [f"127.0.0.1:{a.port}"]
+
+
+@pytest.mark.parametrize("host", [
+    "127.0.0.1", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[::1]", "2130706433", "0x7f.0.0.1", "127.1", "0177.0.0.1",
+    "0x7f000001", "localhost", "127.0.0.1.",
+])
+async def test_every_literal_form_is_refused_through_aiohttp(servers: tuple[Server, Server], host: str) -> None:
+    a, _ = servers
+    with pytest.raises(aiohttp.ClientError):
+        await _get(guarded_connector(), f"http://{host}:{a.port}/")
+    assert a.connections == 0
 
 
 async def test_aiohttp_skips_the_resolver_for_ip_literals(servers: tuple[Server, Server]) -> None:

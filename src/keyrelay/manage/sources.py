@@ -55,7 +55,7 @@ class SourceService:
         self._catalog = catalog
         self._clock = clock
         self._allow = allow
-        self._on_change = on_change
+        self.on_change = on_change
 
     # workspaces ---------------------------------------------------------------------------------------
     async def create_workspace(self, name: Any) -> Workspace:
@@ -173,7 +173,7 @@ class SourceService:
         updated = await self._sources.update_source(src.id, changes=changes, sealed=sealed, now=self._clock())
         if updated is None:
             raise NotFound("Source not found")
-        self._on_change(src.id)
+        self.on_change(src.id)
         return updated
 
     async def _raw_policy(self, src: Source) -> dict[str, Any]:
@@ -189,9 +189,9 @@ class SourceService:
     async def delete_source(self, caller: Caller, source_id: str) -> None:
         src = await self.get_source(caller, source_id)
         await self._sources.delete_source(src.id)
-        self._on_change(src.id)
+        self.on_change(src.id)
 
     async def delete_workspace(self, caller: Caller, workspace_id: str) -> None:
         ws = await self.workspace(caller, workspace_id)
         await self._workspaces.delete_workspace(ws.id)
-        self._on_change("*")
+        self.on_change("*")

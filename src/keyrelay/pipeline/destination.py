@@ -90,7 +90,7 @@ def validate_tail(raw: str) -> str:
     for i, seg in enumerate(segments):
         if not seg and i != len(segments) - 1:  # `a//b`, a leading `/`; a trailing slash is fine
             raise InvalidRequest("Path must not contain empty or dot segments")
-        if seg and not seg.split(";", 1)[0].strip("."):  # `.`, `..`, `...`, `..;x`, `;x` (servlet params)
+        if seg and not unquote(seg).split(";", 1)[0].strip("."):  # `.`, `..`, `...`, `..;x`, `..%3b`, `;x`
             raise InvalidRequest("Path must not contain empty or dot segments")
     return raw
 

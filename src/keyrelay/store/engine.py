@@ -44,6 +44,10 @@ async def upgrade(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             await conn.execute(sa.text("SELECT pg_advisory_xact_lock(727274)"))
+        elif conn.dialect.name == "sqlite":
+            # pysqlite runs DDL outside any transaction: take the write lock first, so concurrent starts
+            # wait for each other and a crash mid-migration leaves no half-built schema behind.
+            await conn.execute(sa.text("BEGIN IMMEDIATE"))
         await conn.run_sync(lambda sync_conn: command.upgrade(_alembic_config(sync_conn), "head"))
 
 

@@ -1,0 +1,140 @@
+"""The request API `POST /api/v1/sonar/apis/{source_id}/request` (seed 001), as plain ASGI.
+
+Body `{method, url, headers?, body?}`; `url` must lie under the source's base URL. The answer is the
+contract's envelope `{status_code, headers, response_body, body}`; upstream errors are reported inside it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from keyrelay.doors.render import dumps, error_headers
+from keyrelay.errors import InvalidRequest, KeyrelayError, MethodNotAllowed, NotFound, PayloadTooLarge
+from keyrelay.model import Door, Inbound, Target
+from keyrelay.pipeline.relay import Relay
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_PATH = re.compile(r"/api/v1/sonar/apis/([A-Za-z0-9_-]{1,64})/request")
+_METHOD = re.compile(r"[A-Za-z]{1,16}")
+RESPONSE_MAX = 16 * 1024 * 1024
+
+
+def is_sonar(path: str) -> bool:
+    return path.startswith("/api/v1/sonar/apis/")
+
+
+def parse_request(raw: bytes) -> tuple[str, str, dict[str, str] | None, bytes | None]:
+    """(method, url, headers, body bytes) from the JSON body, with errors naming the field."""
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InvalidRequest("Malformed JSON body", field="body") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("Body must be a JSON object", field="body")
+    method, url, headers, body = data.get("method", "GET"), data.get("url"), data.get("headers"), data.get("body")
+    if not isinstance(method, str) or not _METHOD.fullmatch(method):
+        raise InvalidRequest("method must be an HTTP method name", field="method")
+    if not isinstance(url, str) or not url:
+        raise InvalidRequest("url is required and must be a string", field="url")
+    if headers is not None and not (isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values())):
+        raise InvalidRequest("headers must be an object of strings", field="headers")
+    payload: bytes | None = None
+    if isinstance(body, str):
+        payload = body.encode()
+    elif body is not None:
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        headers = dict(headers or {})
+        if not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = "application/json"
+    return method.upper(), url, headers, payload
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b""
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def envelope(status: int, headers: list[tuple[bytes, bytes]], data: bytes, truncated: bool) -> dict[str, Any]:
+    merged: dict[str, str] = {}
+    for k, v in headers:
+        name, value = k.decode("latin-1"), v.decode("latin-1")
+        merged[name] = f"{merged[name]}, {value}" if name in merged else value
+    text = data.decode("utf-8", errors="replace")
+    parsed: Any = None
+    if data and not truncated:
+        try:
+            parsed = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            parsed = None
+    out: dict[str, Any] = {"status_code": status, "headers": merged, "response_body": text, "body": parsed}
+    if truncated:
+        out["truncated"] = True
+    return out
+
+
+class SonarDoor:
+    def __init__(self, relay: Relay, *, max_body_bytes: int) -> None:
+        self._relay = relay
+        self._max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            match = _PATH.fullmatch(scope["path"])
+            if match is None:
+                raise NotFound("No such route")
+            if scope["method"] != "POST":
+                raise MethodNotAllowed(f"Method {scope['method']} is not allowed on this route")
+            # the JSON wrapper adds a little to the forwarded body's own limit
+            raw = await _read_body(receive, self._max_body * 2 + 65536)
+            method, url, headers, payload = parse_request(raw)
+            inbound = Inbound(door=Door.SONAR, method=method, path=scope["path"],
+                              authorization=_header(scope, b"authorization"), source_id=match.group(1),
+                              target=Target(url=url), json_headers=headers, body=payload,
+                              content_length=None if payload is None else len(payload))
+            relayed = await self._relay.relay(inbound)
+            parts, size, truncated = [], 0, False
+            chunks = relayed.chunks()
+            try:
+                async for chunk in chunks:
+                    if size + len(chunk) > RESPONSE_MAX:
+                        parts.append(chunk[: RESPONSE_MAX - size])
+                        truncated = True
+                        break
+                    parts.append(chunk)
+                    size += len(chunk)
+            finally:
+                await chunks.aclose()  # releases the upstream response and records the event
+            out = dumps(envelope(relayed.status, relayed.headers, b"".join(parts), truncated))
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(out)).encode())]})
+            await send({"type": "http.response.body", "body": out})
+        except KeyrelayError as err:
+            body = dumps(err.body(scope.get("state", {}).get("request_id")))
+            await send({"type": "http.response.start", "status": err.status,
+                        "headers": [*error_headers(err), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope["headers"]:
+        if k == name:
+            return str(v.decode("latin-1"))
+    return None

@@ -1,0 +1,93 @@
+"""Steps 6-7: build the outbound request from validated parts, then inject the credential.
+
+The destination is always the source's configured base URL; the agent only chooses a validated tail (gateway)
+or a URL that must lie under the base (request API). Headers pass the allowlist before injection, and an
+injected header always replaces an agent header of the same name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from keyrelay.errors import InvalidRequest
+from keyrelay.model import Inbound, Outbound, Policy, Source
+from keyrelay.pipeline import destination, headers
+from keyrelay.pipeline.inject import Injection, injection_for
+from keyrelay.pipeline.policy import SAFE_METHODS
+from keyrelay.pipeline.redact import Redactor
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Per-source values computed once per cached resolution: base URL, injection and redactor."""
+
+    base: destination.BaseUrl
+    injection: Injection
+    redactor: Redactor
+    query_names: frozenset[str]
+    header_names: frozenset[str]
+
+
+def base_url_of(source: Source, default_base_url: str | None) -> str:
+    config: Mapping[str, Any] = source.config
+    url = config.get("upstream_url") or config.get("base_url") or default_base_url
+    if not isinstance(url, str):
+        raise InvalidRequest("Source has no base URL configured")
+    return url
+
+
+def prepare(source: Source, fields: Mapping[str, Any], default_base_url: str | None) -> Prepared:
+    injection = injection_for(fields)
+    redactor = Redactor(injection.secrets)
+    for user, password in injection.basic:
+        redactor.add_basic(user, password)
+    return Prepared(
+        base=destination.parse_base_url(base_url_of(source, default_base_url)), injection=injection,
+        redactor=redactor, query_names=frozenset(n for n, _ in injection.query),
+        header_names=frozenset(n.lower() for n, _ in injection.headers),
+    )
+
+
+def outbound_headers(inbound: Inbound, policy: Policy, prep: Prepared, *, sonar: bool) -> list[tuple[str, str]]:
+    if sonar:
+        # contract: the request API forwards the agent's headers except the always-dropped set, unless the
+        # source's policy narrows them with `forward_headers`
+        forward = policy.forward_headers
+        if forward is None:
+            forward = frozenset(k.lower() for k in (inbound.json_headers or {}) if isinstance(k, str))
+        picked = headers.request_headers_from_mapping(inbound.json_headers, forward)
+    else:
+        picked = headers.request_headers(inbound.raw_headers, policy.forward_headers)
+    if prep.header_names:
+        picked = [h for h in picked if h[0].lower() not in prep.header_names]
+    return picked + prep.injection.headers
+
+
+def outbound_url(inbound: Inbound, prep: Prepared) -> str:
+    target = inbound.target
+    if target.url is not None:
+        url = destination.match_request_url(target.url, prep.base, drop_query=prep.query_names)
+        return _with_query(url, prep.injection.query)
+    tail = destination.validate_tail(target.tail or "")
+    query = destination.validate_query(target.query, drop=prep.query_names)
+    return destination.build_url(prep.base, tail, query, extra_query=prep.injection.query)
+
+
+def _with_query(url: str, extra: Sequence[tuple[str, str]]) -> str:
+    if not extra:
+        return url
+    sep = "&" if "?" in url else "?"
+    return url + sep + "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in extra)
+
+
+def build(inbound: Inbound, source: Source, prep: Prepared, *, body: Any, sonar: bool = False) -> Outbound:
+    hdrs = outbound_headers(inbound, source.policy, prep, sonar=sonar)
+    if body is not None and not isinstance(body, bytes) and inbound.content_length is not None:
+        hdrs.append(("Content-Length", str(inbound.content_length)))  # stream without chunking
+    idempotent = inbound.method in SAFE_METHODS or any(n.lower() == "idempotency-key" for n, _ in hdrs)
+    return Outbound(method=inbound.method, url=outbound_url(inbound, prep), headers=tuple(hdrs), body=body,
+                    timeout_seconds=source.policy.timeout_seconds, idempotent=idempotent,
+                    secrets=tuple(prep.injection.secrets))

@@ -1,0 +1,28 @@
+"""Step 5: what the source's policy allows: connector kind, method, body size."""
+
+from __future__ import annotations
+
+from keyrelay.errors import MethodNotAllowed, PayloadTooLarge, WrongSourceType
+from keyrelay.model import Policy, Source
+
+API_CONNECTOR_KINDS = frozenset({"api"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def check_kind(source: Source, kind: str | None) -> None:
+    if kind not in API_CONNECTOR_KINDS:
+        raise WrongSourceType(f"Source '{source.slug}' is a {kind or 'unknown'} source, not an API source")
+
+
+def check_method(policy: Policy, method: str) -> None:
+    if policy.allowed_methods is not None and method not in policy.allowed_methods:
+        raise MethodNotAllowed(f"Method '{method}' is not allowed for this source")
+
+
+def body_limit(policy: Policy, default: int) -> int:
+    return default if policy.max_body_bytes is None else min(policy.max_body_bytes, default)
+
+
+def check_declared_length(length: int | None, limit: int) -> None:
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"Request body is larger than {limit} bytes")

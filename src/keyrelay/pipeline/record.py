@@ -1,0 +1,49 @@
+"""Step 10: exactly one request-log event per request, allowed or denied (never query values or secrets)."""
+
+from __future__ import annotations
+
+import uuid
+
+from keyrelay.errors import KeyrelayError
+from keyrelay.model import Event, Inbound, Source
+from keyrelay.ports import Clock, EventSink
+
+_MESSAGE_MAX = 300
+
+
+class Recorder:
+    """Collects what is known about one request as it moves through the pipeline; emits once."""
+
+    __slots__ = ("_clock", "_done", "_inbound", "_sink", "_started", "bytes_in", "bytes_out", "caller",
+                 "connector", "source_id", "upstream_ms", "workspace_id")
+
+    def __init__(self, inbound: Inbound, sink: EventSink, clock: Clock) -> None:
+        self._inbound = inbound
+        self._sink = sink
+        self._clock = clock
+        self._started = clock()
+        self._done = False
+        self.caller: str | None = None
+        self.workspace_id: str | None = inbound.workspace_id
+        self.source_id: str | None = inbound.source_id
+        self.connector: str | None = None
+        self.upstream_ms: float | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def source(self, source: Source) -> None:
+        self.source_id, self.workspace_id, self.connector = source.id, source.workspace_id, source.connector
+
+    def done(self, status: int, error: KeyrelayError | None = None) -> None:
+        if self._done:
+            return
+        self._done = True
+        now = self._clock()
+        self._sink.emit(Event(
+            id=str(uuid.uuid4()), ts=self._started, workspace_id=self.workspace_id, source_id=self.source_id,
+            door=self._inbound.door.value, method=self._inbound.method[:16], path=self._inbound.path[:2048],
+            status=status, latency_ms=(now - self._started) * 1000, upstream_latency_ms=self.upstream_ms,
+            bytes_in=self.bytes_in, bytes_out=self.bytes_out, error_code=None if error is None else error.code,
+            error_message=None if error is None else error.message[:_MESSAGE_MAX], caller=self.caller,
+            connector=self.connector,
+        ))

@@ -1,0 +1,203 @@
+"""The pipeline, in order. Every door turns its protocol into an `Inbound` and calls `Relay.relay`.
+
+authenticate -> authorize -> resolve source + decrypt -> policy (kind, method, size) -> rate limit
+-> build outbound + inject -> send (guarded, no redirects, timeouts, bounded retries)
+-> response policy (headers, redaction) -> record (one event per request, allowed or denied)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+
+from keyrelay.errors import KeyrelayError, PayloadTooLarge, RateLimited
+from keyrelay.model import BodyStream, Inbound, Source
+from keyrelay.pipeline import build, policy, response
+from keyrelay.pipeline.authenticate import Authenticator
+from keyrelay.pipeline.authorize import authorize
+from keyrelay.pipeline.ratelimit import RateLimiter
+from keyrelay.pipeline.record import Recorder
+from keyrelay.pipeline.resolve import Resolved, SourceResolver
+from keyrelay.pipeline.upstream import UpstreamClient
+from keyrelay.ports import Clock, EventSink
+
+_PREPARED_MAX = 10_000
+
+
+@dataclass(frozen=True)
+class ConnectorFacts:
+    """What the pipeline needs to know of a connector definition."""
+
+    kind: str
+    default_base_url: str | None
+
+
+class Relayed:
+    """An upstream response on its way to the agent. Iterate `chunks()` exactly once; it records the event."""
+
+    def __init__(self, *, status: int, headers: list[tuple[bytes, bytes]], body: bytes | None,
+                 stream: AsyncIterator[bytes] | None, resp: aiohttp.ClientResponse, recorder: Recorder,
+                 release: Callable[[], None]) -> None:
+        self.status, self.headers = status, headers
+        self._body, self._stream, self._resp = body, stream, resp
+        self._recorder, self._release = recorder, release
+
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
+        error: KeyrelayError | None = None
+        try:
+            if self._body is not None:
+                self._recorder.bytes_out += len(self._body)
+                yield self._body
+            elif self._stream is not None:
+                async for chunk in self._stream:
+                    self._recorder.bytes_out += len(chunk)
+                    yield chunk
+        except KeyrelayError as err:
+            error = err
+            raise
+        finally:
+            self._resp.release()
+            self._release()
+            self._recorder.done(self.status, error)
+
+
+class WorkspaceGate:
+    """Caps concurrent upstream requests per workspace; excess requests are refused at once."""
+
+    def __init__(self, cap: int) -> None:
+        self._cap = cap
+        self._busy: dict[str, int] = {}
+
+    def enter(self, workspace_id: str) -> Callable[[], None]:
+        n = self._busy.get(workspace_id, 0)
+        if n >= self._cap:
+            raise RateLimited("Too many concurrent upstream requests for this workspace", retry_after=1)
+        self._busy[workspace_id] = n + 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                left = self._busy[workspace_id] - 1
+                if left:
+                    self._busy[workspace_id] = left
+                else:
+                    del self._busy[workspace_id]
+
+        return release
+
+
+class Relay:
+    def __init__(self, *, authenticator: Authenticator, resolver: SourceResolver, limiter: RateLimiter,
+                 upstream: UpstreamClient, events: EventSink, clock: Clock, connectors: Mapping[str, ConnectorFacts],
+                 max_body_bytes: int, workspace_cap: int) -> None:
+        self._authn, self._resolver, self._limiter = authenticator, resolver, limiter
+        self._upstream, self._events, self._clock = upstream, events, clock
+        self._connectors = connectors
+        self._max_body = max_body_bytes
+        self._gate = WorkspaceGate(workspace_cap)
+        self._prepared: dict[int, tuple[Resolved, build.Prepared]] = {}
+
+    async def relay(self, inbound: Inbound) -> Relayed:
+        rec = Recorder(inbound, self._events, self._clock)
+        try:
+            return await self._relay(inbound, rec)
+        except KeyrelayError as err:
+            rec.done(err.status, err)
+            raise
+
+    async def _relay(self, inbound: Inbound, rec: Recorder) -> Relayed:
+        caller = await self._authn.authenticate(inbound.authorization)
+        rec.caller = caller.id
+        if inbound.workspace_id is not None:
+            authorize(caller, workspace_id=inbound.workspace_id, scope=inbound.scope)
+        resolved = await self._resolve(inbound)
+        source = resolved.source
+        authorize(caller, workspace_id=source.workspace_id, scope=inbound.scope)
+        rec.source(source)
+        facts = self._connectors.get(source.connector)
+        policy.check_kind(source, None if facts is None else facts.kind)
+        policy.check_method(source.policy, inbound.method)
+        limit = policy.body_limit(source.policy, self._max_body)
+        policy.check_declared_length(inbound.content_length, limit)
+        await self._limiter.check(source_id=source.id, source_limit=source.policy.rate_limit_per_minute,
+                                  caller_id=caller.id)
+        prep = self._prepare(resolved, facts)
+        body = _limited(inbound.body, limit, rec)
+        out = build.build(inbound, source, prep, body=body, sonar=inbound.target.url is not None)
+        release = self._gate.enter(source.workspace_id)
+        try:
+            sent = await self._upstream.send(out)
+            rec.upstream_ms = sent.upstream_ms
+            return await self._relayed(inbound, sent.response, prep, rec, release)
+        except KeyrelayError:
+            release()
+            if rec.bytes_in > limit:  # the client library may wrap the error raised by the body counter
+                raise PayloadTooLarge(f"Request body is larger than {limit} bytes") from None
+            raise
+        except BaseException:
+            release()
+            raise
+
+    async def _resolve(self, inbound: Inbound) -> Resolved:
+        if inbound.slug is not None and inbound.workspace_id is not None:
+            return await self._resolver.by_slug(inbound.workspace_id, inbound.slug)
+        return await self._resolver.by_id(inbound.source_id or "")
+
+    def _prepare(self, resolved: Resolved, facts: ConnectorFacts | None) -> build.Prepared:
+        hit = self._prepared.get(id(resolved))
+        if hit is not None and hit[0] is resolved:
+            return hit[1]
+        prep = build.prepare(resolved.source, resolved.credentials.fields,
+                             None if facts is None else facts.default_base_url)
+        if len(self._prepared) >= _PREPARED_MAX:
+            self._prepared.clear()
+        self._prepared[id(resolved)] = (resolved, prep)
+        return prep
+
+    async def _relayed(self, inbound: Inbound, resp: aiohttp.ClientResponse, prep: build.Prepared,
+                       rec: Recorder, release: Callable[[], None]) -> Relayed:
+        status = resp.status
+        try:
+            if response.has_no_body(inbound.method, status):
+                headers = response.headers_for(resp, prep.redactor, exact_length=True)
+                return Relayed(status=status, headers=headers, body=None, stream=None, resp=resp, recorder=rec,
+                               release=release)
+            if response.wants_buffer(resp):
+                data = await response.read_whole(resp, prep.redactor)
+                headers = response.headers_for(resp, prep.redactor, exact_length=False)
+                if prep.redactor.active:
+                    headers.append((b"content-length", str(len(data)).encode()))
+                return Relayed(status=status, headers=headers, body=data, stream=None, resp=resp, recorder=rec,
+                               release=release)
+        except BaseException:
+            resp.release()
+            raise
+        return Relayed(status=status, headers=response.headers_for(resp, prep.redactor, exact_length=False),
+                       body=None, stream=response.stream_body(resp, prep.redactor), resp=resp, recorder=rec,
+                       release=release)
+
+
+def _limited(body: BodyStream | bytes | None, limit: int, rec: Recorder) -> BodyStream | bytes | None:
+    """Count request body bytes and stop at the limit without reading far past it."""
+    if body is None or isinstance(body, bytes):
+        if body is not None:
+            if len(body) > limit:
+                raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
+            rec.bytes_in = len(body)
+        return body or None
+    return _count(body, limit, rec)
+
+
+async def _count(body: BodyStream, limit: int, rec: Recorder) -> AsyncIterator[bytes]:
+    async for chunk in body:
+        rec.bytes_in += len(chunk)
+        if rec.bytes_in > limit:
+            raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
+        yield chunk
+
+
+__all__ = ["ConnectorFacts", "Relay", "Relayed", "Source"]

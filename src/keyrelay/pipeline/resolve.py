@@ -1,0 +1,58 @@
+"""Step 4: find the source an agent names and open its credentials, with a short cache.
+
+The cache (default 1 s) bounds how long a policy change or deletion takes to reach every instance; local
+changes invalidate at once. Decrypted credentials live only in this process's memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from keyrelay.errors import NotFound
+from keyrelay.model import Credentials, Source
+from keyrelay.ports import Clock, SourceStore, Vault
+
+_MAX = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    source: Source
+    credentials: Credentials
+
+
+class SourceResolver:
+    def __init__(self, store: SourceStore, vault: Vault, clock: Clock, *, cache_seconds: float) -> None:
+        self._store = store
+        self._vault = vault
+        self._clock = clock
+        self._ttl = cache_seconds
+        self._by_key: dict[tuple[str, str], tuple[float, Resolved]] = {}
+
+    def forget(self, source_id: str) -> None:
+        """Drop cached entries (all of them: a slug change must not leave the old slug routable)."""
+        self._by_key.clear()
+
+    async def by_slug(self, workspace_id: str, slug: str) -> Resolved:
+        return await self._get(("slug", f"{workspace_id}/{slug}"),
+                               lambda: self._store.get_source_by_slug(workspace_id, slug))
+
+    async def by_id(self, source_id: str) -> Resolved:
+        return await self._get(("id", source_id), lambda: self._store.get_source(source_id))
+
+    async def _get(self, key: tuple[str, str], load: Callable[[], Awaitable[Source | None]]) -> Resolved:
+        now = self._clock()
+        hit = self._by_key.get(key)
+        if hit is not None and now - hit[0] < self._ttl:
+            return hit[1]
+        source = await load()
+        if source is None or not source.active:
+            raise NotFound("Source not found")
+        sealed = await self._store.load_sealed(source.id)
+        creds = await self._vault.open(workspace_id=source.workspace_id, source_id=source.id, sealed=sealed)
+        resolved = Resolved(source, creds)
+        if len(self._by_key) >= _MAX:
+            self._by_key.clear()
+        self._by_key[key] = (now, resolved)
+        return resolved

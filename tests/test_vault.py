@@ -1,0 +1,240 @@
+"""The vault: sealed states, never a new key over existing data, online rotation, ciphertext binding.
+
+security.md rule 8 and bars 18-20. Every test runs on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from keyrelay import crypto
+from keyrelay.app import runtime
+from keyrelay.errors import InternalError, Sealed
+from keyrelay.model import NewSource, Source
+from keyrelay.settings import Settings
+from keyrelay.store.sources import SqlSourceStore
+from keyrelay.store.tables import source_secrets, vault_keys
+from keyrelay.store.vault import SqlVaultStore
+from keyrelay.store.workspaces import SqlWorkspaceStore
+from keyrelay.vault import KeyVault
+from support.db import migrated_engine
+
+
+@pytest.fixture
+async def engine(database_url: str | None, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    async with migrated_engine(database_url, tmp_path) as eng:
+        yield eng
+
+
+async def _vault(engine: AsyncEngine, master: bytes | None, *, may_create: bool = True) -> KeyVault:
+    v = KeyVault(SqlVaultStore(engine), master, clock=time.time)
+    await v.load(may_create=may_create)
+    return v
+
+
+async def _key_rows(engine: AsyncEngine) -> list[tuple[Any, ...]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(sa.select(vault_keys).order_by(vault_keys.c.id))
+        return [(r.id, bytes(r.wrapped), r.status, r.created_at) for r in rows]
+
+
+async def _secret_rows(engine: AsyncEngine) -> list[tuple[Any, ...]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(sa.select(source_secrets).order_by(source_secrets.c.source_id,
+                                                                     source_secrets.c.field))
+        return [(r.source_id, r.field, r.key_id, bytes(r.ciphertext)) for r in rows]
+
+
+async def _add_source(engine: AsyncEngine, vault: KeyVault, ws_id: str, slug: str,
+                      creds: dict[str, Any]) -> Source:
+    sid = str(uuid.uuid4())
+    sealed = await vault.seal(workspace_id=ws_id, source_id=sid, fields=creds)
+    new = NewSource(id=sid, workspace_id=ws_id, connector="http", name=slug, slug=slug,
+                    config={"upstream_url": "https://api.example.com"}, policy={})
+    return await SqlSourceStore(engine).create_source(new, sealed, now=time.time())
+
+
+async def _open(engine: AsyncEngine, vault: KeyVault, src: Source) -> dict[str, Any]:
+    sealed = await SqlSourceStore(engine).load_sealed(src.id)
+    return dict((await vault.open(workspace_id=src.workspace_id, source_id=src.id, sealed=sealed)).fields)
+
+
+async def _workspace(engine: AsyncEngine, name: str) -> str:
+    ws = await SqlWorkspaceStore(engine).create_workspace(id=str(uuid.uuid4()), name=name, now=time.time())
+    return ws.id
+
+
+async def test_first_load_creates_exactly_one_active_key(engine: AsyncEngine) -> None:
+    master = crypto.new_key()
+    v = await _vault(engine, master)
+    assert not v.sealed
+    rows = await _key_rows(engine)
+    assert len(rows) == 1 and rows[0][2] == "active"
+    assert not (await _vault(engine, master)).sealed  # a second start with the same key
+    assert (await _vault(engine, crypto.new_key())).sealed  # ... and one with another key
+    assert await _key_rows(engine) == rows
+
+
+async def test_no_master_key_and_empty_ring_is_sealed_without_creating(engine: AsyncEngine) -> None:
+    v = await _vault(engine, None)
+    assert v.sealed
+    assert await _key_rows(engine) == []
+    v2 = await _vault(engine, crypto.new_key(), may_create=False)
+    assert v2.sealed and await _key_rows(engine) == []
+
+
+async def test_missing_master_key_over_existing_ring_is_sealed(engine: AsyncEngine) -> None:
+    master = crypto.new_key()
+    good = await _vault(engine, master)
+    ws = await _workspace(engine, "w")
+    src = await _add_source(engine, good, ws, "s", {"bearer_token": "tok"})
+    before = await _key_rows(engine)
+    sealed = await _vault(engine, None)
+    assert sealed.sealed and sealed.sealed_reason == "master key missing"
+    with pytest.raises(Sealed):
+        await sealed.seal(workspace_id=ws, source_id=src.id, fields={"bearer_token": "x"})
+    with pytest.raises(Sealed):
+        await _open(engine, sealed, src)
+    with pytest.raises(Sealed):
+        await sealed.rotate()
+    assert await _key_rows(engine) == before
+
+
+async def test_wrong_master_key_is_sealed_and_writes_no_new_key(engine: AsyncEngine,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    master, wrong = crypto.new_key(), crypto.new_key()
+    good = await _vault(engine, master)
+    ws = await _workspace(engine, "w")
+    src = await _add_source(engine, good, ws, "s", {"bearer_token": "tok"})
+    keys_before, secrets_before = await _key_rows(engine), await _secret_rows(engine)
+    caplog.set_level(logging.DEBUG)
+    bad = await _vault(engine, wrong, may_create=True)
+    assert bad.sealed and "does not match" in str(bad.sealed_reason)
+    with pytest.raises(Sealed):
+        await bad.seal(workspace_id=ws, source_id=src.id, fields={"bearer_token": "x"})
+    with pytest.raises(Sealed):
+        await _open(engine, bad, src)
+    with pytest.raises(Sealed):
+        await bad.rotate()
+    assert await _key_rows(engine) == keys_before
+    assert await _secret_rows(engine) == secrets_before
+    for key in (master, wrong):  # 0 key bytes logged (bar 19)
+        for form in (base64.b64encode(key).decode(), key.hex()):
+            assert form not in caplog.text
+    assert await _open(engine, await _vault(engine, master), src) == {"bearer_token": "tok"}
+
+
+async def test_runtime_never_creates_a_key_over_existing_data(tmp_path: Path, database_url: str | None) -> None:
+    """A first start creates the key file; a start without it stays sealed and creates nothing."""
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url)
+    async with runtime(settings) as rt:
+        assert not rt.services.vault.sealed
+    key_file = settings.key_file
+    original = key_file.read_bytes()
+    key_file.unlink()
+    async with runtime(settings) as rt:
+        engine_keys = await _runtime_key_ids(settings)
+        assert rt.services.vault.sealed
+        assert not key_file.exists()  # no new key file over existing data
+    assert await _runtime_key_ids(settings) == engine_keys and len(engine_keys) == 1
+    key_file.write_bytes(original)
+    async with runtime(settings) as rt:
+        assert not rt.services.vault.sealed
+
+
+async def _runtime_key_ids(settings: Settings) -> list[tuple[Any, ...]]:
+    from keyrelay.store.engine import make_engine
+
+    eng = make_engine(settings.resolved_database_url)
+    try:
+        return await _key_rows(eng)
+    finally:
+        await eng.dispose()
+
+
+async def test_rotate_reencrypts_every_secret(engine: AsyncEngine) -> None:
+    master = crypto.new_key()
+    v = await _vault(engine, master)
+    ws = await _workspace(engine, "w")
+    expected = {}
+    for i in range(5):
+        creds = {"bearer_token": f"tok-{i}", "basic": {"username": "u", "password": f"p-{i}"}}
+        expected[(await _add_source(engine, v, ws, f"s{i}", creds)).id] = creds
+    old_id = (await _key_rows(engine))[0][0]
+    assert await v.rotate() == 10
+    rows = await _secret_rows(engine)
+    assert len(rows) == 10 and all(r[2] != old_id for r in rows)
+    keys = {r[0]: r[2] for r in await _key_rows(engine)}
+    assert keys[old_id] == "retired" and list(keys.values()).count("active") == 1
+    new_id = next(k for k, s in keys.items() if s == "active")
+    assert {r[2] for r in rows} == {new_id}
+    store = SqlSourceStore(engine)
+    fresh = await _vault(engine, master)  # another process: loads the rotated ring
+    for sid, creds in expected.items():
+        src = await store.get_source(sid)
+        assert src is not None
+        assert await _open(engine, v, src) == creds
+        assert await _open(engine, fresh, src) == creds
+    # a second rotation drops the key retired by the first (nothing uses it any more)
+    assert await v.rotate() == 10
+    ids = {r[0] for r in await _key_rows(engine)}
+    assert old_id not in ids and new_id in ids and len(ids) == 2
+    # removing every retired key breaks 0 credentials (bar 18)
+    async with engine.begin() as conn:
+        await conn.execute(sa.delete(vault_keys).where(vault_keys.c.status == "retired"))
+    after = await _vault(engine, master)
+    for sid, creds in expected.items():
+        src = await store.get_source(sid)
+        assert src is not None and await _open(engine, after, src) == creds
+
+
+async def test_a_stale_vault_picks_up_another_processes_rotation(engine: AsyncEngine) -> None:
+    master = crypto.new_key()
+    a, b = await _vault(engine, master), await _vault(engine, master)
+    ws = await _workspace(engine, "w")
+    src = await _add_source(engine, a, ws, "s", {"bearer_token": "tok"})
+    await b.rotate()
+    assert await _open(engine, a, src) == {"bearer_token": "tok"}  # refreshes its ring on an unknown key id
+    src2 = await _add_source(engine, a, ws, "s2", {"bearer_token": "tok2"})  # written under the new key
+    active = next(r[0] for r in await _key_rows(engine) if r[2] == "active")
+    assert {r[2] for r in await _secret_rows(engine) if r[0] == src2.id} == {active}
+
+
+@pytest.mark.parametrize("target", ["other_source_same_field", "same_source_other_field",
+                                    "other_workspace_source"])
+async def test_copied_ciphertext_fails_to_decrypt(engine: AsyncEngine, target: str,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    v = await _vault(engine, crypto.new_key())
+    ws_a, ws_b = await _workspace(engine, "a"), await _workspace(engine, "b")
+    victim = await _add_source(engine, v, ws_a, "victim", {"bearer_token": "CANARY-victim-token",
+                                                           "inject_headers": {"X-A": "a"}})
+    other_ws = ws_b if target == "other_workspace_source" else ws_a
+    thief = await _add_source(engine, v, other_ws, "thief", {"bearer_token": "thief-token",
+                                                             "inject_headers": {"X-T": "t"}})
+    stolen = next(r for r in await _secret_rows(engine) if r[0] == victim.id and r[1] == "bearer_token")
+    dest_source = victim.id if target == "same_source_other_field" else thief.id
+    dest_field = "inject_headers" if target == "same_source_other_field" else "bearer_token"
+    async with engine.begin() as conn:
+        res = await conn.execute(sa.update(source_secrets).where(
+            source_secrets.c.source_id == dest_source, source_secrets.c.field == dest_field,
+        ).values(key_id=stolen[2], ciphertext=stolen[3]))
+        assert res.rowcount == 1
+    dest = victim if dest_source == victim.id else thief
+    opened: dict[str, Any] | None = None
+    with pytest.raises(InternalError) as info:
+        opened = await _open(engine, v, dest)
+    assert opened is None  # nothing to inject
+    assert "CANARY" not in str(info.value) and "CANARY" not in caplog.text
+    untouched = thief if dest is victim else victim
+    if target != "same_source_other_field":
+        assert (await _open(engine, v, untouched))["bearer_token"] == "CANARY-victim-token"
