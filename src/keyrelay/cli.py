@@ -18,6 +18,7 @@ from keyrelay.doors.render import api_key_view, source_view, workspace_view
 from keyrelay.errors import KeyrelayError
 from keyrelay.manage.access import NewApplication
 from keyrelay.model import ALL_SCOPES, Caller, CallerKind, Scope
+from keyrelay.server import uvicorn_config
 from keyrelay.settings import Settings
 from keyrelay.store.engine import make_engine, upgrade
 
@@ -82,9 +83,7 @@ def serve(host: str | None, port: int | None) -> None:
     port = port or settings.port
     base = f"http://{host}:{port}"
     app = create_app(settings, on_bootstrap=lambda a: click.echo(bootstrap_banner(a, base)))
-    uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools", access_log=False,
-                lifespan="on", timeout_keep_alive=30, timeout_graceful_shutdown=10, server_header=False,
-                log_level="warning")
+    uvicorn.Server(uvicorn_config(app, settings, host=host, port=port)).run()
 
 
 @main.command(help="Create the database, master key and bootstrap admin application, then exit.")

@@ -12,6 +12,7 @@ import httpx
 import uvicorn
 
 from keyrelay.app import KeyrelayApp, create_app
+from keyrelay.server import uvicorn_config
 from keyrelay.settings import Settings
 from support.net import free_port
 
@@ -36,8 +37,7 @@ class KeyrelayServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.app: KeyrelayApp = create_app(settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, lifespan="on", access_log=False,
-                                log_level="warning", http="httptools", loop="asyncio")
+        config = uvicorn_config(self.app, settings, host="127.0.0.1", port=self.port, loop="asyncio")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.loop: asyncio.AbstractEventLoop | None = None
