@@ -49,7 +49,8 @@ def test_agent_authorization_and_hop_headers_never_reach_the_upstream(setup: dic
 
 def test_post_body_passes_through_untouched(setup: dict[str, Any], upstream: FakeUpstream) -> None:
     data = bytes(range(256)) * 10
-    r = httpx.post(setup["base"] + "/echo", content=data, headers={**setup["auth"], "Content-Type": "application/x-bin"})
+    headers = {**setup["auth"], "Content-Type": "application/x-bin"}
+    r = httpx.post(setup["base"] + "/echo", content=data, headers=headers)
     assert r.status_code == 200
     assert upstream.requests[-1].body == data
 
