@@ -10,7 +10,11 @@
 # It provisions a fresh data dir offline with the CLI: workspace `bench`, sources `up` and `ups` (http
 # connector -> http://127.0.0.1:$UPSTREAM_PORT, bearer credential = the harness's UPSTREAM_SECRET, policy
 # with a per-source rate limit so the limiter runs on every request), and one API key with the proxy scope,
-# which is passed to the harness as AGENT_TOKEN (wrk sends `Authorization: Bearer <key>`).
+# which wrk sends as `Authorization: Bearer <key>` (TARGET_AUTH). The key is deliberately NOT exported as the
+# harness's AGENT_TOKEN: the nginx-proxy anchor puts AGENT_TOKEN in a `map`, and with a 53-byte
+# "Bearer kr_..." value nginx fails to start ("could not build map_hash, you should increase
+# map_hash_bucket_size: 64"). The anchors and candidates keep the harness's own token; each target is sent
+# the token it accepts.
 # keyrelay runs as one process (`keyrelay serve`, uvicorn + uvloop + httptools), pinned by the harness.
 # Everything else (knobs, output) is the harness's: see ../shared/bench/README.md.
 set -euo pipefail
@@ -43,9 +47,8 @@ for slug in up ups; do
     --policy "$policy" >/dev/null
 done
 unset KR_BENCH_CREDS
-AGENT_TOKEN=$("$KEYRELAY" keys create --workspace "$WS" --scopes proxy --name bench | field key)
-export AGENT_TOKEN
-echo "provisioned $DATA: workspace $WS, sources up+ups (policy $policy), key ${AGENT_TOKEN:0:7}..." >&2
+KR_KEY=$("$KEYRELAY" keys create --workspace "$WS" --scopes proxy --name bench | field key)
+echo "provisioned $DATA: workspace $WS, sources up+ups (policy $policy), key ${KR_KEY:0:7}..." >&2
 
 # ---- run the harness with keyrelay as the target
 BASE="http://127.0.0.1:$KR_PORT/api/$WS/proxy"
@@ -53,7 +56,7 @@ export TARGET_NAME="${TARGET_NAME:-keyrelay}"
 export TARGET_CMD="env KEYRELAY_DATA_DIR=$DATA KEYRELAY_UPSTREAM_ALLOW_CIDRS=127.0.0.0/8 KEYRELAY_LOG_LEVEL=WARNING $KEYRELAY serve --port $KR_PORT"
 export TARGET_CWD="$REPO"
 export TARGET_URL="$BASE/up/small" TARGET_BIG_URL="$BASE/up/big" TARGET_STREAM_URL="$BASE/ups/big"
-export TARGET_AUTH='Bearer {AGENT}'
+export TARGET_AUTH="Bearer $KR_KEY"
 unset TARGET_WORKERS_OK TARGET_PID   # `keyrelay serve` is one process: no multi-worker phase for it
 export CANDIDATES="${CANDIDATES:-uv+rawasgi+aiohttp,rawproto(uvloop+httptools)}"
 export ROUNDS="${ROUNDS:-3}" DURATION="${DURATION:-5}" SCALING="${SCALING:-0}"

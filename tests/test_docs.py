@@ -174,3 +174,28 @@ def test_relative_links_and_anchors_resolve(doc: Path) -> None:
         elif anchor and path.suffix == ".md" and anchor not in slugs(path.read_text(encoding="utf-8")):
             broken.append(f"{target} (no heading with anchor #{anchor})")
     assert not broken, f"{doc.relative_to(ROOT)} has broken links: {', '.join(broken)}"
+
+
+def cli_commands() -> list[str]:
+    """Every leaf command of the `keyrelay` CLI as typed, e.g. `keyrelay vault rotate`."""
+    import click
+
+    from keyrelay.cli import main
+
+    out: list[str] = []
+
+    def walk(cmd: click.Command, path: str) -> None:
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                walk(sub, f"{path} {name}")
+        else:
+            out.append(path)
+
+    walk(main, "keyrelay")
+    return out
+
+
+def test_cli_md_covers_every_command() -> None:
+    text = read(DOCS / "cli.md")
+    missing = [c for c in cli_commands() if f"`{c}" not in text or f"\n{c}" not in text]
+    assert not missing, f"docs/cli.md lacks a section heading or example for: {', '.join(missing)}"

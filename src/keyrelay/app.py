@@ -110,7 +110,8 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
                                 clock=clock, allow=settings.allow_networks)
         log_store = SqlLogStore(engine)
         metrics = Metrics()
-        events = EventLog(log_store, metrics, clock=clock, flush_seconds=settings.log_flush_seconds)
+        events = EventLog(log_store, metrics, clock=clock, flush_seconds=settings.log_flush_seconds,
+                          retention_days=settings.log_retention_days)
 
         async def ready() -> None:
             try:
@@ -136,15 +137,16 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
                             extras={"hot_path": hot_path(relay, settings)})
         stop = asyncio.Event()
         await upstream.start()
+        # not a TaskGroup: it would wrap an error raised in the caller's block in an ExceptionGroup
+        flusher = asyncio.create_task(events.run(stop))
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(events.run(stop))
-                try:
-                    yield Runtime(services, metrics, events, bootstrap)
-                finally:
-                    stop.set()
+            yield Runtime(services, metrics, events, bootstrap)
         finally:
-            await upstream.close()
+            stop.set()
+            try:
+                await flusher
+            finally:
+                await upstream.close()
     finally:
         await engine.dispose()
 

@@ -54,7 +54,8 @@ class Metrics:
 
 class EventLog:
     def __init__(self, store: SqlLogStore, metrics: Metrics, *, clock: Callable[[], float],
-                 flush_seconds: float = 0.5, outage_seconds: float = 10.0) -> None:
+                 flush_seconds: float = 0.5, outage_seconds: float = 10.0, retention_days: int = 30,
+                 purge_every_seconds: float = 3600.0) -> None:
         self._store = store
         self._metrics = metrics
         self._clock = clock
@@ -63,7 +64,9 @@ class EventLog:
         self._queue: deque[Event] = deque()
         self._subscribers: set[asyncio.Queue[Event]] = set()
         self._failing_since: float | None = None
-        self._wake = asyncio.Event()
+        self._retention = retention_days * 86400.0
+        self._purge_every = purge_every_seconds
+        self._next_purge = 0.0
         self.dropped = 0
 
     @property
@@ -107,10 +110,22 @@ class EventLog:
             for _ in batch:
                 self._queue.popleft()
 
+    async def purge_if_due(self) -> None:
+        """Delete events older than the retention period, at most once per `purge_every_seconds`."""
+        now = self._clock()
+        if now < self._next_purge:
+            return
+        self._next_purge = now + self._purge_every
+        try:
+            await self._store.purge_events(before=now - self._retention)
+        except Exception:
+            log.exception("could not purge old request log rows")
+
     async def run(self, stop: asyncio.Event) -> None:
         """The flusher loop; returns after a final flush once `stop` is set."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._flush_seconds)
             await self.flush()
+            await self.purge_if_due()
         await self.flush()

@@ -74,3 +74,8 @@ class EventSink(Protocol):
     """Where request-log events go (batched writer + live feed). `emit` never blocks the request."""
 
     def emit(self, event: Event) -> None: ...
+
+    @property
+    def healthy(self) -> bool:
+        """False when events cannot be stored: the pipeline then fails closed."""
+        ...

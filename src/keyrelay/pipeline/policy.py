@@ -9,9 +9,13 @@ API_CONNECTOR_KINDS = frozenset({"api"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def check_kind(source: Source, kind: str | None) -> None:
-    if kind not in API_CONNECTOR_KINDS:
-        raise WrongSourceType(f"Source '{source.slug}' is a {kind or 'unknown'} source, not an API source")
+FILE_CONNECTOR_KINDS = frozenset({"files"})
+
+
+def check_kind(source: Source, kind: str | None, allowed: frozenset[str]) -> None:
+    if kind not in allowed:
+        wanted = " or ".join(sorted(allowed))
+        raise WrongSourceType(f"Source '{source.slug}' is a {kind or 'unknown'} source, not a {wanted} source")
 
 
 def check_method(policy: Policy, method: str) -> None:

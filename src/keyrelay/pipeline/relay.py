@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from keyrelay.errors import KeyrelayError, PayloadTooLarge, RateLimited
-from keyrelay.model import BodyStream, Inbound, Source
+from keyrelay.errors import KeyrelayError, PayloadTooLarge, RateLimited, Unavailable
+from keyrelay.model import BodyStream, Caller, Inbound, Source
 from keyrelay.pipeline import build, policy, response
 from keyrelay.pipeline.authenticate import Authenticator
 from keyrelay.pipeline.authorize import authorize
@@ -32,6 +32,16 @@ class ConnectorFacts:
 
     kind: str
     default_base_url: str | None
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A request that passed the shared front half of the pipeline."""
+
+    caller: Caller
+    resolved: Resolved
+    recorder: Recorder
+    facts: ConnectorFacts | None
 
 
 class Relayed:
@@ -102,30 +112,51 @@ class Relay:
         self._prepared: dict[int, tuple[Resolved, build.Prepared]] = {}
 
     async def relay(self, inbound: Inbound) -> Relayed:
+        """The whole pipeline for an HTTP passthrough (gateway, request API)."""
+        admitted = await self.admit(inbound, kinds=policy.API_CONNECTOR_KINDS)
+        try:
+            return await self._forward(inbound, admitted)
+        except KeyrelayError as err:
+            admitted.recorder.done(err.status, err)
+            raise
+
+    async def admit(self, inbound: Inbound, *, kinds: frozenset[str]) -> Admitted:
+        """The front half every door shares: authenticate, authorize, resolve + decrypt, policy, rate limit.
+
+        On refusal the request is recorded and the error raised. On success the caller owns the recorder and
+        must call `recorder.done(...)` exactly once.
+        """
         rec = Recorder(inbound, self._events, self._clock)
         try:
-            return await self._relay(inbound, rec)
+            if not self._events.healthy:
+                raise Unavailable("The request log cannot be written; refusing to serve unlogged traffic")
+            caller = await self._authn.authenticate(inbound.authorization)
+            rec.caller = caller.id
+            if inbound.workspace_id is not None:
+                authorize(caller, workspace_id=inbound.workspace_id, scope=inbound.scope)
+            resolved = await self._resolve(inbound)
+            source = resolved.source
+            authorize(caller, workspace_id=source.workspace_id, scope=inbound.scope)
+            rec.source(source)
+            facts = self._connectors.get(source.connector)
+            policy.check_kind(source, None if facts is None else facts.kind, kinds)
+            policy.check_method(source.policy, inbound.method)
+            policy.check_declared_length(inbound.content_length, policy.body_limit(source.policy, self._max_body))
+            await self._limiter.check(source_id=source.id, source_limit=source.policy.rate_limit_per_minute,
+                                      caller_id=caller.id)
         except KeyrelayError as err:
             rec.done(err.status, err)
             raise
+        return Admitted(caller=caller, resolved=resolved, recorder=rec, facts=facts)
 
-    async def _relay(self, inbound: Inbound, rec: Recorder) -> Relayed:
-        caller = await self._authn.authenticate(inbound.authorization)
-        rec.caller = caller.id
-        if inbound.workspace_id is not None:
-            authorize(caller, workspace_id=inbound.workspace_id, scope=inbound.scope)
-        resolved = await self._resolve(inbound)
-        source = resolved.source
-        authorize(caller, workspace_id=source.workspace_id, scope=inbound.scope)
-        rec.source(source)
-        facts = self._connectors.get(source.connector)
-        policy.check_kind(source, None if facts is None else facts.kind)
-        policy.check_method(source.policy, inbound.method)
+    def enter_workspace(self, workspace_id: str) -> Callable[[], None]:
+        """Take one of the workspace's concurrent-request slots; call the result to give it back."""
+        return self._gate.enter(workspace_id)
+
+    async def _forward(self, inbound: Inbound, admitted: Admitted) -> Relayed:
+        source, rec = admitted.resolved.source, admitted.recorder
         limit = policy.body_limit(source.policy, self._max_body)
-        policy.check_declared_length(inbound.content_length, limit)
-        await self._limiter.check(source_id=source.id, source_limit=source.policy.rate_limit_per_minute,
-                                  caller_id=caller.id)
-        prep = self._prepare(resolved, facts)
+        prep = self._prepare(admitted.resolved, admitted.facts)
         body = _limited(inbound.body, limit, rec)
         out = build.build(inbound, source, prep, body=body, sonar=inbound.target.url is not None)
         release = self._gate.enter(source.workspace_id)
@@ -200,4 +231,4 @@ async def _count(body: BodyStream, limit: int, rec: Recorder) -> AsyncIterator[b
         yield chunk
 
 
-__all__ = ["ConnectorFacts", "Relay", "Relayed", "Source"]
+__all__ = ["Admitted", "ConnectorFacts", "Relay", "Relayed", "Source"]
