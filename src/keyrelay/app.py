@@ -24,8 +24,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from keyrelay import crypto
+from keyrelay.connectors.cache import EntityCache
+from keyrelay.connectors.execute import ConnectorService
+from keyrelay.connectors.pagetoken import PageTokens
 from keyrelay.connectors.spec import load_catalog
-from keyrelay.doors import admin, auth, gateway, observe, sonar
+from keyrelay.doors import admin, auth, connectors, gateway, observe, sonar
 from keyrelay.doors.deps import Services
 from keyrelay.doors.render import dumps, error_headers, error_response
 from keyrelay.errors import (
@@ -36,6 +39,7 @@ from keyrelay.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    Sealed,
     Unavailable,
     UriTooLong,
 )
@@ -43,6 +47,7 @@ from keyrelay.events import EventLog, Metrics
 from keyrelay.manage.access import AccessService, NewApplication
 from keyrelay.manage.sources import SourceService
 from keyrelay.pipeline.authenticate import Authenticator, TokenHasher
+from keyrelay.pipeline.oauth import OAuthSender, OAuthTokens
 from keyrelay.pipeline.ratelimit import RateLimiter, make_storage
 from keyrelay.pipeline.relay import ConnectorFacts, Relay
 from keyrelay.pipeline.resolve import SourceResolver
@@ -52,6 +57,7 @@ from keyrelay.store.auth import SqlAuthStore
 from keyrelay.store.engine import make_engine, upgrade
 from keyrelay.store.logs import SqlLogStore
 from keyrelay.store.meta import SqlMetaStore
+from keyrelay.store.oauth import SqlOAuthStore
 from keyrelay.store.sources import SqlSourceStore
 from keyrelay.store.vault import SqlVaultStore
 from keyrelay.store.workspaces import SqlWorkspaceStore
@@ -119,21 +125,33 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             except Exception:
                 raise Unavailable("Database unreachable") from None
             if vault.sealed:
-                raise Unavailable("Vault is sealed")
+                raise Sealed("The vault is sealed: the master key is missing or wrong")
             if not events.healthy:
                 raise Unavailable("Request log cannot be written")
 
         resolver = SourceResolver(SqlSourceStore(engine), vault, clock, cache_seconds=settings.source_cache_seconds)
-        sources.on_change = resolver.forget
         upstream = UpstreamClient(allow=settings.allow_networks, max_connections=settings.upstream_max_connections)
+        oauth = OAuthSender(OAuthTokens(store=SqlOAuthStore(engine), vault=vault, upstream=upstream, clock=clock),
+                            upstream)
         relay = Relay(
             authenticator=authn, resolver=resolver, upstream=upstream, events=events, clock=clock,
             limiter=RateLimiter(make_storage(settings.redis_url), caller_limit=settings.caller_rate_limit_per_minute),
-            connectors={n: ConnectorFacts(c.kind, c.default_base_url) for n, c in catalog.items()},
-            max_body_bytes=settings.max_body_bytes, workspace_cap=settings.workspace_max_concurrency,
+            connectors={n: ConnectorFacts(c.kind, c.default_base_url, c.auth) for n, c in catalog.items()},
+            max_body_bytes=settings.max_body_bytes, workspace_cap=settings.workspace_max_concurrency, oauth=oauth,
         )
+        page_key = await SqlMetaStore(engine).put_if_absent(
+            "page_token_key", base64.b64encode(secrets.token_bytes(32)).decode())
+        entity_cache = EntityCache(clock)
+        connector_service = ConnectorService(relay=relay, catalog=catalog, cache=entity_cache,
+                                             tokens=PageTokens(base64.b64decode(page_key)))
+
+        def source_changed(source_id: str) -> None:
+            resolver.forget(source_id)
+            entity_cache.forget_source(source_id)
+
+        sources.on_change = source_changed
         services = Services(settings=settings, authenticator=authn, access=access, sources=sources,
-                            catalog=catalog, logs=log_store, vault=vault, ready=ready,
+                            catalog=catalog, logs=log_store, vault=vault, ready=ready, connectors=connector_service,
                             extras={"hot_path": hot_path(relay, settings)})
         stop = asyncio.Event()
         await upstream.start()
@@ -175,7 +193,7 @@ def hot_path(relay: Relay, settings: Settings) -> HotPath:
 def build_api() -> FastAPI:
     api = FastAPI(title="keyrelay", version="0.1.0", docs_url="/docs", redoc_url=None,
                   description="Self-hosted credential gateway for AI agents. See docs/ in the repository.")
-    for router in (auth.router, admin.router, observe.router):
+    for router in (auth.router, admin.router, connectors.router, observe.router):
         api.include_router(router)
 
     def rid(request: Request) -> str | None:

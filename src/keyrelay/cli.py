@@ -79,8 +79,8 @@ def serve(host: str | None, port: int | None) -> None:
     import uvicorn
 
     settings = _settings()
-    host = host or settings.host
-    port = port or settings.port
+    host = host if host is not None else settings.host
+    port = port if port is not None else settings.port
     base = f"http://{host}:{port}"
     app = create_app(settings, on_bootstrap=lambda a: click.echo(bootstrap_banner(a, base)))
     uvicorn.Server(uvicorn_config(app, settings, host=host, port=port)).run()

@@ -51,6 +51,12 @@ class DestinationNotAllowed(KeyrelayError):
     status, code = 403, "destination_not_allowed"
 
 
+class UpstreamRejected(KeyrelayError):
+    """The upstream API refused the stored credentials (its 401/403) on a declarative action."""
+
+    status, code = 403, "upstream_rejected"
+
+
 class NotFound(KeyrelayError):
     status, code = 404, "not_found"
 
@@ -122,7 +128,7 @@ class InternalError(KeyrelayError):
 
 
 ALL_ERRORS: tuple[type[KeyrelayError], ...] = (
-    InvalidRequest, WrongSourceType, Unauthenticated, Forbidden, DestinationNotAllowed, NotFound,
+    InvalidRequest, WrongSourceType, Unauthenticated, Forbidden, DestinationNotAllowed, UpstreamRejected, NotFound,
     MethodNotAllowed, Conflict, PayloadTooLarge, UriTooLong, RangeNotSatisfiable, SsrfBlocked, Unprocessable,
     RateLimited, HeadersTooLarge, UpstreamUnreachable, UpstreamAuthFailed, Sealed, Unavailable,
     UpstreamTimeout, InternalError,

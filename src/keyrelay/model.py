@@ -273,3 +273,14 @@ class Inbound:
     body: BodyStream | bytes | None = None
     content_length: int | None = None
     scope: Scope = Scope.PROXY
+
+
+OAUTH_STATE_FIELD = "oauth2_state"  # sealed field holding OAuth2 token state; never set through the API
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthRecord:
+    """What the OAuth2 refresh logic reads about a source: its status and its sealed token state (if any)."""
+
+    status: str | None  # None: the source no longer exists
+    state: SealedField | None

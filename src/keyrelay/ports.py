@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from keyrelay.model import (
@@ -13,6 +14,7 @@ from keyrelay.model import (
     Event,
     LogQuery,
     NewSource,
+    OAuthRecord,
     SealedField,
     Source,
     TokenRecord,
@@ -41,6 +43,21 @@ class SourceStore(Protocol):
                             sealed: Sequence[SealedField] | None, now: float) -> Source | None: ...
     async def delete_source(self, source_id: str) -> bool: ...
     async def load_sealed(self, source_id: str) -> list[SealedField]: ...
+
+
+class OAuthStateTxn(Protocol):
+    """One transaction holding a source's OAuth refresh lock; commits on normal exit, rolls back on error."""
+
+    async def read(self) -> OAuthRecord: ...
+    async def write_state(self, sealed: SealedField) -> None: ...
+    async def mark_needs_reauth(self, *, now: float) -> None: ...
+
+
+class OAuthStateStore(Protocol):
+    """Sealed OAuth2 token state per source, and the cross-process lock taken before a token-endpoint call."""
+
+    async def read(self, source_id: str) -> OAuthRecord: ...
+    def locked(self, source_id: str) -> AbstractAsyncContextManager[OAuthStateTxn]: ...
 
 
 class AuthStore(Protocol):

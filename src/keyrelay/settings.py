@@ -46,13 +46,13 @@ class Settings(BaseSettings):
     @classmethod
     def _cidrs_parse(cls, v: str) -> str:
         for part in filter(None, (p.strip() for p in v.split(","))):
-            ipaddress.ip_network(part, strict=False)
+            ipaddress.ip_network(part, strict=True)
         return v
 
     @property
     def allow_networks(self) -> tuple[Network, ...]:
         return tuple(
-            ipaddress.ip_network(p.strip(), strict=False) for p in self.upstream_allow_cidrs.split(",") if p.strip()
+            ipaddress.ip_network(p.strip(), strict=True) for p in self.upstream_allow_cidrs.split(",") if p.strip()
         )
 
     @property

@@ -103,20 +103,22 @@ def _read_head(sock: socket.socket, deadline: float) -> tuple[bytes, bytes]:
     return head, rest
 
 
-def _closed_after(sock: socket.socket, wait: float) -> bool:
-    """True if the peer closes (EOF or reset) within `wait` seconds and sends nothing more."""
+def _drain(sock: socket.socket, wait: float) -> tuple[bool, bytes]:
+    """(whether the peer closed (EOF or reset) within `wait` seconds, the bytes it sent until then)."""
     deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
+    data = b""
+    while time.monotonic() < deadline and len(data) < 1 << 24:
         sock.settimeout(max(0.05, deadline - time.monotonic()))
         try:
             extra = sock.recv(65536)
         except TimeoutError:
-            return False
+            return False, data
         except (ConnectionResetError, BrokenPipeError):
-            return True
+            return True, data
         if not extra:
-            return True
-    return False
+            return True, data
+        data += extra
+    return False, data
 
 
 def read_response(sock: socket.socket, *, timeout: float = 10.0, close_wait: float = 2.0) -> RawResponse:
@@ -137,7 +139,10 @@ def read_response(sock: socket.socket, *, timeout: float = 10.0, close_wait: flo
         extra, body = body[length:], body[:length]
         if extra:
             return RawResponse(status, headers, body, closed=False)
-    return RawResponse(status, headers, body, closed=_closed_after(sock, close_wait))
+        closed, more = _drain(sock, close_wait)
+        return RawResponse(status, headers, body, closed=closed and not more)
+    closed, more = _drain(sock, close_wait)  # no length: the body runs until the server closes
+    return RawResponse(status, headers, body + more, closed=closed)
 
 
 def raw_exchange(port: int, data: bytes, *, timeout: float = 10.0) -> RawResponse:

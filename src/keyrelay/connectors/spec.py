@@ -11,10 +11,10 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
+from keyrelay.connectors.definition import DEFINITION_SCHEMA, Entity, parse_entities
 from keyrelay.errors import InvalidRequest
 
 CATALOG_DIR = Path(__file__).parent / "catalog"
-KINDS = ("api", "files")
 
 
 class SpecError(Exception):
@@ -31,6 +31,8 @@ class ConnectorSpec:
     credentials_schema: Mapping[str, Any]
     definition_id: str | None = None
     default_base_url: str | None = None
+    auth: Mapping[str, Any] = field(default_factory=dict)
+    entities: Mapping[str, Entity] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -86,11 +88,10 @@ def load_spec(path: Path) -> ConnectorSpec:
         raise SpecError(f"{path.name}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise SpecError(f"{path.name}: must be a mapping")
-    for key in ("name", "title", "kind", "config_schema", "credentials_schema"):
-        if key not in raw:
-            raise SpecError(f"{path.name}: missing '{key}'")
-    if raw["kind"] not in KINDS:
-        raise SpecError(f"{path.name}: kind must be one of {KINDS}")
+    problem = best_match(Draft202012Validator(DEFINITION_SCHEMA).iter_errors(raw))
+    if problem is not None:
+        where = "/".join(str(p) for p in problem.absolute_path) or "(top level)"
+        raise SpecError(f"{path.name}: {where}: {problem.message}")
     for key in ("config_schema", "credentials_schema"):
         try:
             Draft202012Validator.check_schema(raw[key])
@@ -100,7 +101,8 @@ def load_spec(path: Path) -> ConnectorSpec:
         name=str(raw["name"]), title=str(raw["title"]), kind=str(raw["kind"]),
         description=str(raw.get("description", "")).strip(), config_schema=raw["config_schema"],
         credentials_schema=raw["credentials_schema"], definition_id=raw.get("definition_id"),
-        default_base_url=raw.get("default_base_url"), raw=raw,
+        default_base_url=raw.get("default_base_url"), auth=raw.get("auth") or {},
+        entities=parse_entities(raw.get("entities") or {}), raw=raw,
     )
 
 

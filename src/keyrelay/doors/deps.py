@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import Request
 
+from keyrelay.connectors.execute import ConnectorService
 from keyrelay.connectors.spec import ConnectorSpec
 from keyrelay.errors import Forbidden
 from keyrelay.manage.access import AccessService
@@ -28,6 +29,7 @@ class Services:
     logs: LogStore
     vault: Vault
     ready: Callable[[], Awaitable[None]]
+    connectors: ConnectorService
     extras: dict[str, Any]
 
 

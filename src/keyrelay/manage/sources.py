@@ -10,7 +10,7 @@ from typing import Any
 from keyrelay.connectors.spec import ConnectorSpec
 from keyrelay.errors import InvalidRequest, NotFound, SsrfBlocked, UpstreamUnreachable
 from keyrelay.manage.policy import check_policy
-from keyrelay.model import Caller, NewSource, Source, Workspace
+from keyrelay.model import OAUTH_STATE_FIELD, Caller, NewSource, Source, Workspace
 from keyrelay.pipeline import destination, ssrf
 from keyrelay.ports import Clock, SourceStore, Vault, WorkspaceStore
 
@@ -30,6 +30,23 @@ def _check_name(name: Any, field: str = "name") -> str:
     if any(ord(c) < 0x20 for c in name):
         raise InvalidRequest(f"{field} may not contain control characters", field=field)
     return name.strip()
+
+
+def _check_credentials(spec: ConnectorSpec, data: Any) -> dict[str, Any]:
+    creds = spec.check_credentials(data)
+    if OAUTH_STATE_FIELD in creds:
+        raise InvalidRequest(f"credentials.{OAUTH_STATE_FIELD} is reserved", field=f"credentials.{OAUTH_STATE_FIELD}")
+    _check_secrets(creds)
+    return creds
+
+
+def _urls(config: Mapping[str, Any], credentials: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Every operator-configured destination: config URL fields and an OAuth2 token endpoint."""
+    urls = [(f"config.{key}", config.get(key)) for key in _URL_FIELDS]
+    oauth2 = credentials.get("oauth2")
+    if isinstance(oauth2, Mapping):
+        urls.append(("credentials.oauth2.token_url", oauth2.get("token_url")))
+    return urls
 
 
 def _check_secrets(value: Any, path: str = "credentials") -> None:
@@ -103,29 +120,27 @@ class SourceService:
         if not isinstance(slug, str) or not _SLUG.fullmatch(slug):
             raise InvalidRequest("slug must match [a-z0-9][a-z0-9_-]{0,63}", field="slug")
         config = spec.check_config(body.get("config"))
-        creds = spec.check_credentials(body.get("credentials"))
-        _check_secrets(creds)
+        creds = _check_credentials(spec, body.get("credentials"))
         policy = check_policy(body.get("policy"), catalog_api=spec.is_catalog_api)
-        await self._check_destinations(config)
+        await self._check_destinations(config, creds)
         source_id = str(uuid.uuid4())
         sealed = await self._vault.seal(workspace_id=ws.id, source_id=source_id, fields=creds)
         new = NewSource(id=source_id, workspace_id=ws.id, connector=spec.name, name=name, slug=slug,
                         config=config, policy=policy)
         return await self._sources.create_source(new, sealed, now=self._clock())
 
-    async def _check_destinations(self, config: Mapping[str, Any]) -> None:
+    async def _check_destinations(self, config: Mapping[str, Any], credentials: Mapping[str, Any]) -> None:
         """Config-time SSRF check (fast 422); the dialer checks again on every connection."""
-        for key in _URL_FIELDS:
-            url = config.get(key)
+        for key, url in _urls(config, credentials):
             if isinstance(url, str):
                 try:
                     base = destination.parse_base_url(url)
                 except InvalidRequest as err:
-                    raise InvalidRequest(f"Invalid config.{key}: {err.message}", field=f"config.{key}") from None
+                    raise InvalidRequest(f"Invalid {key}: {err.message}", field=key) from None
                 try:
                     await ssrf.resolve_checked(base.host, base.port, allow=self._allow)
                 except SsrfBlocked as err:
-                    raise SsrfBlocked(err.message, field=f"config.{key}") from None
+                    raise SsrfBlocked(err.message, field=key) from None
                 except UpstreamUnreachable:
                     pass  # DNS is down or the name is not public yet: the dialer checks every connection
 
@@ -161,15 +176,17 @@ class SourceService:
             changes["status"] = body["status"]
         if "config" in body:
             changes["config"] = spec.check_config(body["config"])
-            await self._check_destinations(changes["config"])
+            await self._check_destinations(changes["config"], {})
         if "policy" in body:
             current = await self._raw_policy(src)
             changes["policy"] = check_policy(body["policy"], catalog_api=spec.is_catalog_api, current=current)
         sealed = None
         if "credentials" in body:
-            creds = spec.check_credentials(body["credentials"])
-            _check_secrets(creds)
+            creds = _check_credentials(spec, body["credentials"])
+            await self._check_destinations({}, creds)
             sealed = await self._vault.seal(workspace_id=src.workspace_id, source_id=src.id, fields=creds)
+            if src.status == "needs_reauth" and "status" not in changes:
+                changes["status"] = "active"  # new credentials: try them (the OAuth token state is replaced too)
         updated = await self._sources.update_source(src.id, changes=changes, sealed=sealed, now=self._clock())
         if updated is None:
             raise NotFound("Source not found")

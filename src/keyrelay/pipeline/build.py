@@ -15,7 +15,7 @@ from urllib.parse import quote
 from keyrelay.errors import InvalidRequest
 from keyrelay.model import Inbound, Outbound, Policy, Source
 from keyrelay.pipeline import destination, headers
-from keyrelay.pipeline.inject import Injection, injection_for
+from keyrelay.pipeline.inject import Injection, injection_for, template
 from keyrelay.pipeline.policy import SAFE_METHODS
 from keyrelay.pipeline.redact import Redactor
 
@@ -32,14 +32,19 @@ class Prepared:
 
 
 def base_url_of(source: Source, default_base_url: str | None) -> str:
+    """`upstream_url` (http), else a `base_url` override, else the connector's default (config placeholders)."""
     config: Mapping[str, Any] = source.config
-    url = config.get("upstream_url") or config.get("base_url") or default_base_url
+    url = config.get("upstream_url") or config.get("base_url")
+    if url is None and default_base_url is not None:
+        url = template.render(default_base_url, config)
     if not isinstance(url, str):
         raise InvalidRequest("Source has no base URL configured")
     return url
 
 
-def prepare(source: Source, fields: Mapping[str, Any], default_base_url: str | None) -> Prepared:
+def prepare(source: Source, credentials: Mapping[str, Any], *, default_base_url: str | None,
+            auth: Mapping[str, Any] | None = None) -> Prepared:
+    fields = template.credential_fields(auth or {}, credentials, source.config)
     injection = injection_for(fields)
     redactor = Redactor(injection.secrets)
     for user, password in injection.basic:
@@ -47,7 +52,7 @@ def prepare(source: Source, fields: Mapping[str, Any], default_base_url: str | N
     return Prepared(
         base=destination.parse_base_url(base_url_of(source, default_base_url)), injection=injection,
         redactor=redactor, query_names=frozenset(n for n, _ in injection.query),
-        header_names=frozenset(n.lower() for n, _ in injection.headers),
+        header_names=injection.header_names,
     )
 
 

@@ -141,6 +141,13 @@ class Redactor:
             self._variants |= _b64(pair.encode("utf-8", "surrogatepass"))
             self._m = _Matcher(self._variants)
 
+    def extended(self, secrets: Iterable[str]) -> Redactor:
+        """A new redactor for these secrets as well (e.g. the current OAuth access token); self is unchanged."""
+        out = Redactor(secrets)
+        out._variants |= self._variants
+        out._m = _Matcher(out._variants)
+        return out
+
     @property
     def active(self) -> bool:
         return bool(self._m.variants)

@@ -8,19 +8,22 @@ authenticate -> authorize -> resolve source + decrypt -> policy (kind, method, s
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
-from keyrelay.errors import KeyrelayError, PayloadTooLarge, RateLimited, Unavailable
-from keyrelay.model import BodyStream, Caller, Inbound, Source
+from keyrelay.errors import InternalError, KeyrelayError, PayloadTooLarge, RateLimited, Unavailable
+from keyrelay.model import BodyStream, Caller, Inbound, Outbound, Source
 from keyrelay.pipeline import build, policy, response
 from keyrelay.pipeline.authenticate import Authenticator
 from keyrelay.pipeline.authorize import authorize
+from keyrelay.pipeline.oauth import OAuthSender
 from keyrelay.pipeline.ratelimit import RateLimiter
 from keyrelay.pipeline.record import Recorder
+from keyrelay.pipeline.redact import Redactor
 from keyrelay.pipeline.resolve import Resolved, SourceResolver
-from keyrelay.pipeline.upstream import UpstreamClient
+from keyrelay.pipeline.upstream import Sent, UpstreamClient
 from keyrelay.ports import Clock, EventSink
 
 _PREPARED_MAX = 10_000
@@ -32,6 +35,7 @@ class ConnectorFacts:
 
     kind: str
     default_base_url: str | None
+    auth: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -103,24 +107,21 @@ class WorkspaceGate:
 class Relay:
     def __init__(self, *, authenticator: Authenticator, resolver: SourceResolver, limiter: RateLimiter,
                  upstream: UpstreamClient, events: EventSink, clock: Clock, connectors: Mapping[str, ConnectorFacts],
-                 max_body_bytes: int, workspace_cap: int) -> None:
+                 max_body_bytes: int, workspace_cap: int, oauth: OAuthSender | None = None) -> None:
         self._authn, self._resolver, self._limiter = authenticator, resolver, limiter
         self._upstream, self._events, self._clock = upstream, events, clock
         self._connectors = connectors
         self._max_body = max_body_bytes
         self._gate = WorkspaceGate(workspace_cap)
         self._prepared: dict[int, tuple[Resolved, build.Prepared]] = {}
+        self._oauth = oauth
 
     async def relay(self, inbound: Inbound) -> Relayed:
         """The whole pipeline for an HTTP passthrough (gateway, request API)."""
         admitted = await self.admit(inbound, kinds=policy.API_CONNECTOR_KINDS)
-        try:
-            return await self._forward(inbound, admitted)
-        except KeyrelayError as err:
-            admitted.recorder.done(err.status, err)
-            raise
+        return await self.forward(inbound, admitted)
 
-    async def admit(self, inbound: Inbound, *, kinds: frozenset[str]) -> Admitted:
+    async def admit(self, inbound: Inbound, *, kinds: frozenset[str], enforce_methods: bool = True) -> Admitted:
         """The front half every door shares: authenticate, authorize, resolve + decrypt, policy, rate limit.
 
         On refusal the request is recorded and the error raised. On success the caller owns the recorder and
@@ -140,7 +141,8 @@ class Relay:
             rec.source(source)
             facts = self._connectors.get(source.connector)
             policy.check_kind(source, None if facts is None else facts.kind, kinds)
-            policy.check_method(source.policy, inbound.method)
+            if enforce_methods:  # raw passthrough; declarative actions are governed by `allow_writes`
+                policy.check_method(source.policy, inbound.method)
             policy.check_declared_length(inbound.content_length, policy.body_limit(source.policy, self._max_body))
             await self._limiter.check(source_id=source.id, source_limit=source.policy.rate_limit_per_minute,
                                       caller_id=caller.id)
@@ -153,6 +155,14 @@ class Relay:
         """Take one of the workspace's concurrent-request slots; call the result to give it back."""
         return self._gate.enter(workspace_id)
 
+    async def forward(self, inbound: Inbound, admitted: Admitted) -> Relayed:
+        """The back half: build, inject, send, response policy. A refusal here is recorded too."""
+        try:
+            return await self._forward(inbound, admitted)
+        except KeyrelayError as err:
+            admitted.recorder.done(err.status, err)
+            raise
+
     async def _forward(self, inbound: Inbound, admitted: Admitted) -> Relayed:
         source, rec = admitted.resolved.source, admitted.recorder
         limit = policy.body_limit(source.policy, self._max_body)
@@ -161,9 +171,9 @@ class Relay:
         out = build.build(inbound, source, prep, body=body, sonar=inbound.target.url is not None)
         release = self._gate.enter(source.workspace_id)
         try:
-            sent = await self._upstream.send(out)
+            sent, redactor = await self._send(source, prep, out)
             rec.upstream_ms = sent.upstream_ms
-            return await self._relayed(inbound, sent.response, prep, rec, release)
+            return await self._relayed(inbound, sent.response, redactor, rec, release)
         except KeyrelayError:
             release()
             if rec.bytes_in > limit:  # the client library may wrap the error raised by the body counter
@@ -172,6 +182,15 @@ class Relay:
         except BaseException:
             release()
             raise
+
+    async def _send(self, source: Source, prep: build.Prepared, out: Outbound) -> tuple[Sent, Redactor]:
+        # oauth2: the access token changes over time, so it is added per request (pipeline/oauth.py)
+        cfg = prep.injection.oauth2
+        if cfg is None:
+            return await self._upstream.send(out), prep.redactor
+        if self._oauth is None:
+            raise InternalError("OAuth2 credentials are not available in this process")
+        return await self._oauth.send(source, cfg, out, prep.redactor)
 
     async def _resolve(self, inbound: Inbound) -> Resolved:
         if inbound.slug is not None and inbound.workspace_id is not None:
@@ -183,32 +202,33 @@ class Relay:
         if hit is not None and hit[0] is resolved:
             return hit[1]
         prep = build.prepare(resolved.source, resolved.credentials.fields,
-                             None if facts is None else facts.default_base_url)
+                             default_base_url=None if facts is None else facts.default_base_url,
+                             auth=None if facts is None else facts.auth)
         if len(self._prepared) >= _PREPARED_MAX:
             self._prepared.clear()
         self._prepared[id(resolved)] = (resolved, prep)
         return prep
 
-    async def _relayed(self, inbound: Inbound, resp: aiohttp.ClientResponse, prep: build.Prepared,
+    async def _relayed(self, inbound: Inbound, resp: aiohttp.ClientResponse, redactor: Redactor,
                        rec: Recorder, release: Callable[[], None]) -> Relayed:
         status = resp.status
         try:
             if response.has_no_body(inbound.method, status):
-                headers = response.headers_for(resp, prep.redactor, exact_length=True)
+                headers = response.headers_for(resp, redactor, exact_length=True)
                 return Relayed(status=status, headers=headers, body=None, stream=None, resp=resp, recorder=rec,
                                release=release)
             if response.wants_buffer(resp):
-                data = await response.read_whole(resp, prep.redactor)
-                headers = response.headers_for(resp, prep.redactor, exact_length=False)
-                if prep.redactor.active:
+                data = await response.read_whole(resp, redactor)
+                headers = response.headers_for(resp, redactor, exact_length=False)
+                if redactor.active:
                     headers.append((b"content-length", str(len(data)).encode()))
                 return Relayed(status=status, headers=headers, body=data, stream=None, resp=resp, recorder=rec,
                                release=release)
         except BaseException:
             resp.release()
             raise
-        return Relayed(status=status, headers=response.headers_for(resp, prep.redactor, exact_length=False),
-                       body=None, stream=response.stream_body(resp, prep.redactor), resp=resp, recorder=rec,
+        return Relayed(status=status, headers=response.headers_for(resp, redactor, exact_length=False),
+                       body=None, stream=response.stream_body(resp, redactor), resp=resp, recorder=rec,
                        release=release)
 
 

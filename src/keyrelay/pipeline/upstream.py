@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import aiohttp
 from yarl import URL
@@ -71,6 +73,31 @@ class UpstreamClient:
             resp.release()
             await asyncio.sleep(delay)
             attempt += 1
+
+    async def post_form(self, url: str, form: Mapping[str, str], *, headers: Sequence[tuple[str, str]] = (),
+                        timeout_seconds: float, max_bytes: int = 64 * 1024) -> tuple[int, bytes]:
+        """One form POST (an OAuth token request) through the same guarded session: no redirects, no retries
+        (a refresh token may be single-use), the response body read whole up to `max_bytes`."""
+        assert self._session is not None, "UpstreamClient.start() was not awaited"
+        out = Outbound(method="POST", url=url, body=urlencode(form).encode(), timeout_seconds=timeout_seconds,
+                       headers=(("Content-Type", "application/x-www-form-urlencoded"),
+                                ("Accept", "application/json"), *headers))
+        deadline = time.monotonic() + timeout_seconds
+        resp = await self._once(out, deadline)
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                data = b""
+                while chunk := await resp.content.read(65536):
+                    data += chunk
+                    if len(data) > max_bytes:
+                        raise UpstreamUnreachable("The response was too large")
+        except TimeoutError:
+            raise UpstreamTimeout("Upstream did not answer in time") from None
+        except (aiohttp.ClientError, OSError):
+            raise UpstreamUnreachable("Upstream connection broke while sending the response") from None
+        finally:
+            resp.release()
+        return resp.status, data
 
     async def _once(self, out: Outbound, deadline: float) -> aiohttp.ClientResponse:
         assert self._session is not None

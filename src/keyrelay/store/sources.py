@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyrelay.errors import Conflict
-from keyrelay.model import NewSource, Policy, SealedField, Source
+from keyrelay.model import OAUTH_STATE_FIELD, NewSource, Policy, SealedField, Source
 from keyrelay.store.tables import source_secrets, sources
 
 
@@ -19,7 +19,8 @@ def _source(r: Any, fields: Sequence[str]) -> Source:
     return Source(
         id=r.id, workspace_id=r.workspace_id, connector=r.connector, name=r.name, slug=r.slug,
         config=json.loads(r.config), policy=Policy.from_mapping(json.loads(r.policy)), status=r.status,
-        credential_fields=tuple(sorted(fields)), created_at=r.created_at, updated_at=r.updated_at,
+        credential_fields=tuple(sorted(f for f in fields if f != OAUTH_STATE_FIELD)), created_at=r.created_at,
+        updated_at=r.updated_at,
     )
 
 
@@ -107,7 +108,8 @@ class SqlSourceStore:
         return bool(res.rowcount)
 
     async def load_sealed(self, source_id: str) -> list[SealedField]:
-        q = sa.select(source_secrets).where(source_secrets.c.source_id == source_id)
+        q = sa.select(source_secrets).where(source_secrets.c.source_id == source_id,
+                                            source_secrets.c.field != OAUTH_STATE_FIELD)  # store/oauth.py reads it
         async with self._engine.connect() as conn:
             return [SealedField(r.field, r.key_id, bytes(r.ciphertext)) for r in await conn.execute(q)]
 

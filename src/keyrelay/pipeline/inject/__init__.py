@@ -2,7 +2,8 @@
 
 Each kind turns its credential field into an `Injection`: headers to set (replacing any agent header of the
 same name), query parameters to add (agent parameters of the same name are dropped first), and the exact
-secret values the redaction step must scrub from responses.
+secret values the redaction step must scrub from responses. `oauth2` is dynamic: its injection carries the
+parsed configuration and `pipeline/oauth.py` adds the current access token per request.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from keyrelay.pipeline.inject import api_key, basic, bearer, static
+from keyrelay.pipeline.inject import api_key, basic, bearer, oauth2, static
+from keyrelay.pipeline.inject.oauth2 import OAuth2Config
 
 
 @dataclass
@@ -20,9 +22,21 @@ class Injection:
     query: list[tuple[str, str]] = field(default_factory=list)
     secrets: list[str] = field(default_factory=list, repr=False)
     basic: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    oauth2: OAuth2Config | None = None  # the header it sets is added per request
+
+    @property
+    def header_names(self) -> frozenset[str]:
+        """Lower-case names of every header keyrelay sets (agent headers of these names are dropped)."""
+        names = {n.lower() for n, _ in self.headers}
+        if self.oauth2 is not None:
+            names.add(self.oauth2.header.lower())
+        return frozenset(names)
 
     def merge(self, other: Injection) -> None:
         names = {n.lower() for n, _ in other.headers}
+        if other.oauth2 is not None:
+            names.add(other.oauth2.header.lower())
+            self.oauth2 = other.oauth2
         self.headers = [h for h in self.headers if h[0].lower() not in names] + other.headers
         self.query += other.query
         self.secrets += other.secrets
@@ -37,6 +51,7 @@ KINDS: dict[str, Kind] = {
     "basic": lambda v: Injection(**basic.inject(v)),
     "bearer_token": lambda v: Injection(**bearer.inject(v)),
     "api_key": lambda v: Injection(**api_key.inject(v)),
+    "oauth2": lambda v: Injection(**oauth2.inject(v)),
 }
 
 

@@ -1,0 +1,119 @@
+"""Calls one declared action through the same pipeline as the HTTP doors, and reads its JSON answer.
+
+The request is built from the definition (never from agent-chosen URLs, except a `next` URL that the upstream
+itself returned, which must still lie under the source's base URL) and sent with `Relay.forward`, so
+injection, SSRF guard, timeouts, redaction, rate limits and the request log are the same code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from keyrelay.connectors import extract
+from keyrelay.connectors.definition import Action
+from keyrelay.connectors.params import Placed
+from keyrelay.errors import (
+    KeyrelayError,
+    NotFound,
+    RateLimited,
+    Unprocessable,
+    UpstreamRejected,
+    UpstreamUnreachable,
+)
+from keyrelay.model import Inbound, Target
+from keyrelay.pipeline.relay import Admitted, Relay
+
+MAX_RESPONSE = 32 * 1024 * 1024
+_MESSAGE_PATHS = ("error.message", "error_description", "message", "errors.0.message", "error", "errorMessages.0")
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: Any
+    headers: Mapping[str, str]
+
+
+def request_for(action: Action, placed: Placed, *, next_url: str | None) -> tuple[Target, bytes | None, dict[str, str]]:
+    headers = {"accept": "application/json"}
+    payload: bytes | None = None
+    if placed.body or (action.method in ("POST", "PUT", "PATCH") and action.body == "json"):
+        if action.body == "form":
+            payload = urlencode(_flatten(placed.body)).encode()
+            headers["content-type"] = "application/x-www-form-urlencoded"
+        else:
+            payload = json.dumps(placed.body, separators=(",", ":")).encode()
+            headers["content-type"] = "application/json"
+    if next_url is not None:
+        return Target(url=next_url), payload, headers
+    query = urlencode(placed.query)
+    return Target(tail=placed.path.lstrip("/"), query=query), payload, headers
+
+
+def _flatten(body: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Stripe-style form encoding: nested objects as `a[b]=c`."""
+    out: list[tuple[str, str]] = []
+    for key, value in body.items():
+        name = f"{prefix}[{key}]" if prefix else key
+        if isinstance(value, dict):
+            out.extend(_flatten(value, name))
+        elif isinstance(value, bool):
+            out.append((name, "true" if value else "false"))
+        elif value is not None:
+            out.append((name, str(value)))
+    return out
+
+
+async def call(relay: Relay, base: Inbound, admitted: Admitted, action: Action, placed: Placed, *,
+               next_url: str | None = None) -> Answer:
+    """Send one request for `action` and return the parsed answer; upstream failures become KeyrelayErrors."""
+    target, payload, headers = request_for(action, placed, next_url=next_url)
+    raw = tuple((k.encode(), v.encode()) for k, v in headers.items())
+    inbound = Inbound(door=base.door, method=action.method, path=base.path, authorization=base.authorization,
+                      source_id=base.source_id, target=target, raw_headers=raw, json_headers=headers, body=payload,
+                      content_length=None if payload is None else len(payload), scope=base.scope)
+    relayed = await relay.forward(inbound, admitted)
+    chunks, size = [], 0
+    gen = relayed.chunks()
+    try:
+        async for chunk in gen:
+            size += len(chunk)
+            if size > MAX_RESPONSE:
+                raise UpstreamUnreachable("Upstream response is too large to process")
+            chunks.append(chunk)
+    finally:
+        await gen.aclose()
+    data = b"".join(chunks)
+    headers_out = {k.decode("latin-1"): v.decode("latin-1") for k, v in relayed.headers}
+    body: Any = None
+    if data:
+        try:
+            body = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = None
+    if relayed.status >= 400:
+        raise upstream_error(relayed.status, body, headers_out)
+    if data and body is None:
+        raise UpstreamUnreachable("Upstream answered with something that is not JSON")
+    return Answer(relayed.status, body, headers_out)
+
+
+def upstream_error(status: int, body: Any, headers: Mapping[str, str]) -> KeyrelayError:
+    """The contract's mapping of an upstream failure; the upstream's own message is kept (already redacted)."""
+    message = next((m for p in _MESSAGE_PATHS if isinstance(m := extract.get(body, p), str) and m), "")
+    detail = f": {message[:300]}" if message else ""
+    if status in (401, 403):
+        return UpstreamRejected(f"The upstream API refused the stored credentials ({status}){detail}")
+    if status == 404:
+        return NotFound(f"The upstream API found no such object{detail}")
+    if status == 429:
+        value = headers.get("retry-after", "")
+        retry = int(value) if value.isdigit() else 60
+        return RateLimited(f"The upstream API rate limit was hit{detail}", retry_after=max(1, min(retry, 3600)))
+    if status < 500:
+        return Unprocessable(f"The upstream API rejected the request ({status}){detail}")
+    return UpstreamUnreachable(f"The upstream API failed ({status}){detail}")

@@ -1,0 +1,203 @@
+"""Execute `{entity, action, params}` on a source (seed 002), and the stream query (seed 000).
+
+Both are thin: look the action up in the connector definition, validate params, call it through the pipeline
+(`engine.call`), then shape the answer. Exactly one request-log row per call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from keyrelay.connectors import engine, extract, paging, params, shape
+from keyrelay.connectors.cache import EntityCache, cache_key
+from keyrelay.connectors.definition import Action, Entity
+from keyrelay.connectors.pagetoken import PageTokens
+from keyrelay.connectors.spec import ConnectorSpec
+from keyrelay.errors import Forbidden, InvalidRequest, KeyrelayError, Unprocessable, UpstreamUnreachable
+from keyrelay.model import Door, Inbound, Scope
+from keyrelay.pipeline.policy import API_CONNECTOR_KINDS
+from keyrelay.pipeline.relay import Admitted, Relay
+
+ACTION_ALIASES = {"api_search": "search"}
+
+
+@dataclass(frozen=True)
+class ExecuteRequest:
+    authorization: str | None
+    source_id: str
+    entity: str
+    action: str
+    params: Mapping[str, Any]
+    select_fields: list[str] | None = None
+    exclude_fields: list[str] | None = None
+    skip_truncation: bool = True
+    use_cache: bool = True
+    door: Door = Door.EXECUTE
+    path: str = ""
+
+
+def find_action(spec: ConnectorSpec, entity: str, action: str) -> tuple[Entity, Action]:
+    ent = spec.entities.get(entity)
+    if ent is None:
+        valid = ", ".join(sorted(spec.entities)) or "(none)"
+        raise Unprocessable(f"Unknown entity '{entity}' for {spec.name}; valid entities: {valid}", field="entity")
+    act = ent.actions.get(ACTION_ALIASES.get(action, action))
+    if act is None:
+        valid = ", ".join(sorted(ent.actions))
+        raise Unprocessable(f"Unknown action '{action}' for {entity}; valid actions: {valid}", field="action")
+    return ent, act
+
+
+def _set_path(target: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = target
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def collection_metadata(act: Action, answer: engine.Answer, records: list[Any]) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for key, path in act.metadata.items():
+        _set_path(meta, key, extract.get(answer.body, path))
+    nxt = paging.next_state(act.pagination, body=answer.body, records=records, headers=answer.headers,
+                            size=len(records), state={})
+    if act.pagination.type == "cursor" and nxt is not None and "next_cursor" not in meta:
+        meta["next_cursor"] = nxt["cursor"]
+    return meta
+
+
+class ConnectorService:
+    def __init__(self, *, relay: Relay, catalog: Mapping[str, ConnectorSpec], tokens: PageTokens,
+                 cache: EntityCache) -> None:
+        self._relay, self._catalog, self._tokens, self._cache = relay, catalog, tokens, cache
+
+    async def _admit(self, authorization: str | None, source_id: str, door: Door, scope: Scope,
+                     path: str) -> tuple[Inbound, Admitted, ConnectorSpec]:
+        inbound = Inbound(door=door, method="POST", path=path, authorization=authorization, source_id=source_id,
+                          scope=scope)
+        admitted = await self._relay.admit(inbound, kinds=API_CONNECTOR_KINDS, enforce_methods=False)
+        spec = self._catalog[admitted.resolved.source.connector]
+        return inbound, admitted, spec
+
+    async def execute(self, req: ExecuteRequest) -> dict[str, Any]:
+        started = time.monotonic()
+        inbound, admitted, spec = await self._admit(req.authorization, req.source_id, req.door, Scope.EXECUTE,
+                                                    req.path)
+        source = admitted.resolved.source
+        try:
+            _, act = find_action(spec, req.entity, req.action)
+            if act.is_write and not source.policy.allow_writes:
+                raise Forbidden("This source is read-only: its policy does not allow writes")
+            values = params.check_params(act, req.params)
+        except KeyrelayError as err:
+            admitted.recorder.done(err.status, err)
+            raise
+        ttl = source.policy.cache_ttl_seconds or 0
+        key = cache_key(source.workspace_id, source.id, "execute", req.entity, act.name, values)
+        cached = self._cache.get(key) if ttl and req.use_cache and not act.is_write else None
+        if cached is not None:
+            admitted.recorder.done(200)
+            result, meta = cached
+        else:
+            answer = await engine.call(self._relay, inbound, admitted, act, params.place(act, values))
+            result, meta = self._result(act, answer)
+            if ttl and not act.is_write:
+                self._cache.put(key, (result, meta), ttl)
+        if act.is_collection:
+            result = [shape.shape(r, select=req.select_fields, exclude=req.exclude_fields) for r in result]
+            if not req.skip_truncation:
+                result = shape.truncate(result)
+        else:
+            result = shape.shape(result, select=req.select_fields, exclude=req.exclude_fields)
+        return {"status": "success", "result": result, "connector_metadata": meta,
+                "execution_metadata": {"connector_instance_id": source.id,
+                                       "execution_time_ms": round((time.monotonic() - started) * 1000, 2)}}
+
+    def _result(self, act: Action, answer: engine.Answer) -> tuple[Any, dict[str, Any]]:
+        if not act.is_collection:
+            return extract.get(answer.body, act.record or ""), {}
+        records = extract.get(answer.body, act.records or "")
+        if records is None:
+            records = []
+        if not isinstance(records, list):
+            raise UpstreamUnreachable("The upstream API answered with an unexpected shape")
+        return records, collection_metadata(act, answer, records)
+
+    def streams(self, spec: ConnectorSpec) -> list[dict[str, Any]]:
+        out = []
+        for ent in spec.entities.values():
+            act = ent.actions.get("list")
+            if act is None or not ent.stream:
+                continue
+            pag = act.pagination
+            out.append({
+                "name": ent.name, "description": ent.description, "schema": ent.schema or {"type": "object"},
+                "filters": [{"name": p.name, "type": p.type, "description": p.description}
+                            for p in act.params.values() if _is_filter(act, p.name)],
+                "page_size": {"default": pag.default_size, "max": pag.max_size},
+            })
+        return out
+
+    async def query(self, *, authorization: str | None, source_id: str, stream: Any, filters: Any,
+                    page_token: Any, path: str) -> dict[str, Any]:
+        inbound, admitted, spec = await self._admit(authorization, source_id, Door.QUERY, Scope.QUERY, path)
+        source = admitted.resolved.source
+        try:
+            act, values, size, state = self._query_plan(spec, source.id, stream, filters, page_token)
+        except KeyrelayError as err:
+            admitted.recorder.done(err.status, err)
+            raise
+        placed = params.place(act, values)
+        for extra in (paging.size_param(act.pagination, size), paging.position_param(act.pagination, state)):
+            if extra is None:
+                continue
+            name, location, value = extra
+            if location == "query":
+                placed.query.append((name, str(value)))
+            else:
+                placed.body[name] = value
+        answer = await engine.call(self._relay, inbound, admitted, act, placed, next_url=state.get("url"))
+        records, _ = self._result(act, answer)
+        nxt = paging.next_state(act.pagination, body=answer.body, records=records, headers=answer.headers,
+                                size=size, state=state)
+        token = None if nxt is None else self._tokens.issue(source_id=source.id, stream=stream,
+                                                            filters=filters or {}, state=nxt)
+        return {"records": records, "next_page_token": token}
+
+    def _query_plan(self, spec: ConnectorSpec, source_id: str, stream: Any, filters: Any,
+                    page_token: Any) -> tuple[Action, dict[str, Any], int, dict[str, Any]]:
+        names = sorted(e.name for e in spec.entities.values() if e.stream and "list" in e.actions)
+        if not isinstance(stream, str) or stream not in names:
+            raise Unprocessable(f"Unknown stream; valid streams: {', '.join(names) or '(none)'}", field="stream")
+        act = spec.entities[stream].actions["list"]
+        if filters is None:
+            filters = {}
+        if not isinstance(filters, dict):
+            raise InvalidRequest("filters must be an object", field="filters")
+        given = dict(filters)
+        size = given.pop("limit", act.pagination.default_size)
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= act.pagination.max_size:
+            raise InvalidRequest(f"filters.limit must be an integer from 1 to {act.pagination.max_size}",
+                                 field="filters.limit")
+        allowed = sorted(p for p in act.params if _is_filter(act, p))
+        unknown = sorted(set(given) - set(allowed))
+        if unknown:
+            raise InvalidRequest(f"Unknown filter '{unknown[0]}'; allowed filters: limit, {', '.join(allowed)}",
+                                 field=f"filters.{unknown[0]}")
+        try:
+            values = {k: params.check_value(act.params[k], v) for k, v in given.items()}
+        except Unprocessable as err:
+            raise InvalidRequest(err.message, field=(err.field or "").replace("params.", "filters.")) from None
+        state = {} if page_token is None else self._tokens.read(page_token, source_id=source_id, stream=stream,
+                                                                filters=filters)
+        return act, values, size, state
+
+
+def _is_filter(act: Action, name: str) -> bool:
+    p = act.params[name]
+    pag = act.pagination
+    return p.filter and p.location != "path" and p.upstream not in (pag.param, pag.size_param)

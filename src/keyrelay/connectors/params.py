@@ -1,0 +1,88 @@
+"""Typed action parameters: validate what the agent sent and place each value in the upstream request."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from keyrelay.connectors.definition import Action, Param
+from keyrelay.errors import Unprocessable
+
+_PY_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,), "array": (list,),
+    "object": (dict,),
+}
+MAX_STRING = 8192
+
+
+@dataclass
+class Placed:
+    path: str  # still relative to the base URL, values percent-encoded
+    query: list[tuple[str, str]] = field(default_factory=list)
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+def check_value(p: Param, value: Any) -> Any:
+    kinds = _PY_TYPES[p.type]
+    if isinstance(value, bool) and p.type in ("integer", "number"):
+        raise Unprocessable(f"Parameter '{p.name}' must be of type {p.type}", field=f"params.{p.name}")
+    if p.type == "integer" and isinstance(value, str) and value.lstrip("-").isdigit():
+        value = int(value)  # agents often send numbers as strings
+    if not isinstance(value, kinds):
+        raise Unprocessable(f"Parameter '{p.name}' must be of type {p.type}", field=f"params.{p.name}")
+    if isinstance(value, str) and len(value) > MAX_STRING:
+        raise Unprocessable(f"Parameter '{p.name}' is too long", field=f"params.{p.name}")
+    if p.enum is not None and value not in p.enum:
+        allowed = ", ".join(map(str, p.enum))
+        raise Unprocessable(f"Parameter '{p.name}' must be one of: {allowed}", field=f"params.{p.name}")
+    if isinstance(value, int | float) and not isinstance(value, bool) and _out_of_range(p, value):
+        raise Unprocessable(f"Parameter '{p.name}' is out of range", field=f"params.{p.name}")
+    return value
+
+
+def _out_of_range(p: Param, value: float) -> bool:
+    return (p.minimum is not None and value < p.minimum) or (p.maximum is not None and value > p.maximum)
+
+
+def check_params(action: Action, given: Mapping[str, Any], *, extra: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Validated params; unknown or missing ones -> 422 naming them and listing the valid ones."""
+    unknown = sorted(set(given) - set(action.params) - extra)
+    if unknown:
+        valid = ", ".join(sorted(action.params)) or "(none)"
+        raise Unprocessable(f"Unknown parameter '{unknown[0]}' for {action.name}; valid parameters: {valid}",
+                            field=f"params.{unknown[0]}")
+    out: dict[str, Any] = {}
+    for name, p in action.params.items():
+        if name not in given or given[name] is None:
+            if p.required:
+                raise Unprocessable(f"Missing required parameter '{name}'", field=f"params.{name}")
+            continue
+        out[name] = check_value(p, given[name])
+    return out
+
+
+def _wire(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(_wire(v) for v in value)
+    return str(value)
+
+
+def place(action: Action, values: Mapping[str, Any]) -> Placed:
+    """Substitute path params (each a single encoded segment) and sort the rest into query and body."""
+    path = action.path
+    placed = Placed(path="", query=[(k, _wire(v)) for k, v in action.static_query.items()],
+                    body=dict(action.static_body))
+    for name, value in values.items():
+        p = action.params[name]
+        if p.location == "path":
+            path = path.replace("{" + p.upstream + "}", quote(_wire(value), safe=""))
+        elif p.location == "query":
+            placed.query.append((p.upstream, _wire(value)))
+        else:
+            placed.body[p.upstream] = value
+    placed.path = path
+    return placed

@@ -1,0 +1,79 @@
+"""Declarative connector doors: stream query (seed 000), execute and instance lookup (seed 002), streams list."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from keyrelay.connectors.execute import ExecuteRequest
+from keyrelay.doors.deps import Services, caller, services
+from keyrelay.doors.render import json_response
+from keyrelay.errors import NotFound
+from keyrelay.model import Caller
+
+router = APIRouter(tags=["connectors"])
+Svc = Annotated[Services, Depends(services)]
+AnyCaller = Annotated[Caller, Depends(caller)]
+
+
+class QueryBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    stream: str = Field(min_length=1, max_length=128)
+    filters: dict[str, Any] | None = None
+    page_token: str | None = Field(None, max_length=4096)
+
+
+class ExecuteBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # e.g. `intent` from Airbyte clients
+    entity: str = Field(min_length=1, max_length=128)
+    action: str = Field(min_length=1, max_length=64)
+    params: dict[str, Any] | None = None
+    select_fields: list[str] | None = Field(None, max_length=200)
+    exclude_fields: list[str] | None = Field(None, max_length=200)
+    skip_truncation: bool = True
+    no_cache: bool = False
+
+
+@router.post("/v1/proxy/sources/{source_id}/query")
+async def query(source_id: str, body: QueryBody, request: Request, svc: Svc) -> Response:
+    out = await svc.connectors.query(authorization=request.headers.get("authorization"), source_id=source_id,
+                                     stream=body.stream, filters=body.filters, page_token=body.page_token,
+                                     path=request.url.path)
+    return json_response(out)
+
+
+@router.get("/api/v1/sources/{source_id}/streams")
+async def streams(source_id: str, svc: Svc, who: AnyCaller) -> Response:
+    src = await svc.sources.get_source(who, source_id)
+    spec = svc.catalog[src.connector]
+    return json_response({"data": svc.connectors.streams(spec)})
+
+
+def execute_request(source_id: str, body: ExecuteBody, request: Request) -> ExecuteRequest:
+    return ExecuteRequest(
+        authorization=request.headers.get("authorization"), source_id=source_id, entity=body.entity,
+        action=body.action, params=body.params or {}, select_fields=body.select_fields,
+        exclude_fields=body.exclude_fields, skip_truncation=body.skip_truncation, use_cache=not body.no_cache,
+        path=request.url.path,
+    )
+
+
+@router.post("/api/v1/connectors/instances/{source_id}/execute")
+async def execute(source_id: str, body: ExecuteBody, request: Request, svc: Svc) -> Response:
+    return json_response(await svc.connectors.execute(execute_request(source_id, body, request)))
+
+
+@router.get("/api/v1/connectors/instances_for_user")
+async def instances_for_user(svc: Svc, who: AnyCaller, external_user_id: str,
+                             definition_id: str | None = None) -> Response:
+    try:
+        ws = await svc.sources.workspace_named(external_user_id, create=False)
+    except NotFound:
+        return json_response({"instances": []})
+    if not who.can_reach(ws.id):
+        return json_response({"instances": []})
+    found = await svc.sources.list_sources(who, ws.id)
+    names = {n for n, spec in svc.catalog.items() if definition_id in (None, spec.definition_id, spec.name)}
+    return json_response({"instances": [{"id": s.id, "name": s.name} for s in found if s.connector in names]})

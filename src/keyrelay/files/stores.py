@@ -1,0 +1,173 @@
+"""One obstore store per file source, built from its config and decrypted credentials, nothing else.
+
+obstore's constructors also read `AWS_*`, `AZURE_*` and `GOOGLE_*` environment variables (session tokens, SSE-C
+keys, bearer tokens, account keys, endpoints). keyrelay must never sign a customer's request with the
+operator's ambient credentials, so every store gets:
+
+* credentials only through a `credential_provider` callback that returns the source's own values (a provider
+  overrides every credential the environment offers; without one obstore would also try instance metadata);
+* an explicit endpoint, region/addressing style, `skip_signature=False`, and for S3 `request_payer=False` and
+  `server_side_encryption="AES256"` (otherwise `AWS_SSE_CUSTOMER_KEY_BASE64` would be sent on every GET);
+* client options that pin `allow_http` to the endpoint's scheme and turn off proxy discovery: a `proxy_url` that
+  excludes every host makes every connection direct, and stops reqwest from honouring `HTTP(S)_PROXY`;
+* for GCS, a self-signed JWT (AIP-4111) made here from the service account key with the read-only storage
+  scope, so no token endpoint named in the JSON is ever called.
+
+A custom `endpoint_url` is checked against the SSRF policy when the source is created (manage/sources.py) and
+again before every request (`StoreFactory.open`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from obstore.store import AzureStore, GCSStore, LocalStore, S3Store
+
+from keyrelay.errors import DestinationNotAllowed, InvalidRequest, KeyrelayError, UpstreamUnreachable
+from keyrelay.files import gcsauth
+from keyrelay.files.paths import root_prefix
+from keyrelay.model import Credentials, Source
+from keyrelay.pipeline import destination, ssrf
+
+if TYPE_CHECKING:
+    from obstore.store import AzureCredential, ClientConfig, RetryConfig, S3Credential
+
+Store = S3Store | GCSStore | AzureStore | LocalStore
+FILE_CONNECTORS = frozenset({"s3", "gcs", "azure_blob", "local"})
+_CACHE_MAX = 1024
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """An opened file source: the store, the root prefix inside it, and (local only) the root directory."""
+
+    connector: str
+    store: Store
+    root: str
+    local_dir: Path | None = None
+    endpoint: destination.BaseUrl | None = None  # a custom endpoint, re-checked before each request
+
+
+class StoreFactory:
+    """Builds and caches stores (keyed by source id and a digest of its config and credentials)."""
+
+    def __init__(self, *, allow: tuple[ssrf.Network, ...], local_roots: tuple[Path, ...]) -> None:
+        self._allow = allow
+        self._local_roots = tuple(p.resolve() for p in local_roots)
+        self._cache: dict[tuple[str, str], FileSource] = {}
+
+    async def open(self, source: Source, credentials: Credentials) -> FileSource:
+        key = (source.id, _digest(source, credentials))
+        opened = self._cache.get(key)
+        if opened is None:
+            opened = self._build(source, credentials.fields)
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[key] = opened
+        if opened.endpoint is not None:  # DNS may have changed since the source was created
+            await ssrf.resolve_checked(opened.endpoint.host, opened.endpoint.port, allow=self._allow)
+        return opened
+
+    def _build(self, source: Source, creds: Mapping[str, Any]) -> FileSource:
+        config, timeout = source.config, source.policy.timeout_seconds
+        if source.connector == "local":
+            return self._local(config)
+        endpoint = _endpoint(config.get("endpoint_url"))
+        options = _client_options(endpoint, timeout)
+        retry: RetryConfig = {"max_retries": 2, "retry_timeout": timedelta(seconds=timeout)}
+        root = root_prefix(config.get("prefix"))
+        store: Store
+        if source.connector == "s3":
+            region = str(config.get("region") or "us-east-1")
+            url = endpoint.origin + endpoint.path if endpoint else f"https://s3.{region}.amazonaws.com"
+            store = S3Store(str(config["bucket"]), endpoint=url, region=region, virtual_hosted_style_request=False,
+                            skip_signature=False, request_payer=False, server_side_encryption="AES256",
+                            credential_provider=_s3_provider(creds), client_options=options, retry_config=retry)
+        elif source.connector == "azure_blob":
+            account = str(config["account"])
+            url = endpoint.origin + endpoint.path if endpoint else f"https://{account}.blob.core.windows.net"
+            store = AzureStore(str(config["container"]), account_name=account, endpoint=url, skip_signature=False,
+                               credential_provider=_azure_provider(creds), client_options=options,
+                               retry_config=retry)
+        elif source.connector == "gcs":
+            url = endpoint.origin + endpoint.path if endpoint else "https://storage.googleapis.com"
+            signer = gcsauth.signer(creds.get("service_account_json"))
+            store = GCSStore(str(config["bucket"]), base_url=url, skip_signature=False, credential_provider=signer,
+                             client_options=options, retry_config=retry)
+        else:
+            raise InvalidRequest(f"Connector '{source.connector}' is not a file connector")
+        return FileSource(source.connector, store, root, endpoint=endpoint)
+
+    def _local(self, config: Mapping[str, Any]) -> FileSource:
+        raw = config.get("root")
+        if not isinstance(raw, str) or not raw.startswith("/"):
+            raise InvalidRequest("The source's root must be an absolute directory", field="config.root")
+        directory = Path(raw).resolve()
+        if not any(directory == r or r in directory.parents for r in self._local_roots):
+            raise DestinationNotAllowed("The source's directory is outside KEYRELAY_LOCAL_ROOTS")
+        if not directory.is_dir():
+            raise UpstreamUnreachable("The source's directory does not exist")
+        return FileSource("local", LocalStore(directory), "", local_dir=directory)
+
+
+def _digest(source: Source, credentials: Credentials) -> str:
+    blob = json.dumps([source.connector, dict(source.config), dict(credentials.fields),
+                       source.policy.timeout_seconds], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _endpoint(url: object) -> destination.BaseUrl | None:
+    if url is None:
+        return None
+    if not isinstance(url, str):
+        raise InvalidRequest("The source's endpoint_url is invalid", field="config.endpoint_url")
+    try:
+        return destination.parse_base_url(url)
+    except KeyrelayError:
+        raise InvalidRequest("The source's endpoint_url is invalid", field="config.endpoint_url") from None
+
+
+def _client_options(endpoint: destination.BaseUrl | None, timeout: float) -> ClientConfig:
+    options: ClientConfig = {
+        "allow_http": endpoint is not None and endpoint.scheme == "http",
+        "connect_timeout": timedelta(seconds=min(timeout, 10.0)),
+        "read_timeout": timedelta(seconds=timeout),  # per read: a long download is fine, a stall is not
+        "timeout": timedelta(hours=6),
+        "user_agent": "keyrelay",
+        # a proxy that every host is excluded from: connections go direct, the environment's proxies are ignored
+        "proxy_url": "http://127.0.0.1:9",
+        "proxy_excludes": "0.0.0.0/0,::/0,*",
+    }
+    return options
+
+
+def _s3_provider(creds: Mapping[str, Any]) -> Any:
+    credential: S3Credential = {"access_key_id": str(creds.get("access_key_id", "")),
+                                "secret_access_key": str(creds.get("secret_access_key", "")),
+                                "token": None, "expires_at": None}
+
+    def provide() -> S3Credential:
+        return credential
+
+    return provide
+
+
+def _azure_provider(creds: Mapping[str, Any]) -> Any:
+    credential: AzureCredential
+    if creds.get("account_key"):
+        credential = {"access_key": str(creds["account_key"]), "expires_at": None}
+    elif creds.get("sas_token"):
+        credential = {"sas_token": str(creds["sas_token"]).lstrip("?"), "expires_at": None}
+    else:
+        raise InvalidRequest("The source has neither an account_key nor a sas_token", field="credentials")
+
+    def provide() -> AzureCredential:
+        return credential
+
+    return provide

@@ -1,0 +1,40 @@
+"""Catalog connectors declare how their credential fields map onto the generic credential kinds.
+
+Example (Gong): `auth: {basic: {username: "{access_key}", password: "{access_key_secret}"}}`. Placeholders name
+credential fields first, then config fields. Values are substituted as whole strings; nothing is parsed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from keyrelay.errors import InvalidRequest
+
+_PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
+
+
+def render(template: Any, values: Mapping[str, Any]) -> Any:
+    """Substitute `{name}` placeholders in every string of `template`."""
+    if isinstance(template, str):
+        def sub(m: re.Match[str]) -> str:
+            value = values.get(m.group(1))
+            if not isinstance(value, str | int):
+                raise InvalidRequest(f"Source is missing the '{m.group(1)}' field its connector needs")
+            return str(value)
+
+        return _PLACEHOLDER.sub(sub, template)
+    if isinstance(template, Mapping):
+        return {k: render(v, values) for k, v in template.items()}
+    if isinstance(template, list):
+        return [render(v, values) for v in template]
+    return template
+
+
+def credential_fields(auth: Mapping[str, Any], credentials: Mapping[str, Any],
+                      config: Mapping[str, Any]) -> dict[str, Any]:
+    """The generic credential kinds for a catalog connector (or the credentials as they are, for `http`)."""
+    if not auth:
+        return dict(credentials)
+    return dict(render(auth, {**config, **credentials}))
