@@ -54,7 +54,9 @@ echo "provisioned $DATA: workspace $WS, sources up+ups (policy $_policy), key ${
 
 _base="http://127.0.0.1:$KR_PORT/api/$WS/proxy"
 export TARGET_NAME="${TARGET_NAME:-keyrelay}"
-export TARGET_CMD="env ${_kr_env[*]} $KEYRELAY serve --port $KR_PORT"
+# KR_ENV: extra settings for the served process only, e.g. KR_ENV="KEYRELAY_TOKEN_CACHE_SECONDS=60"
+export TARGET_CMD="env ${_kr_env[*]} ${KR_ENV:-} $KEYRELAY serve --port $KR_PORT"
+if [ -n "${KR_ENV:-}" ]; then echo "served with $KR_ENV" | tee -a "$RUN_DIR/keyrelay-version.txt" >&2; fi
 export TARGET_CWD="$REPO"
 export TARGET_URL="$_base/up/small" TARGET_BIG_URL="$_base/up/big" TARGET_STREAM_URL="$_base/ups/big"
 export TARGET_AUTH="Bearer $KR_KEY"

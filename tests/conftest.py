@@ -74,3 +74,22 @@ def admin(kr: KeyrelayServer) -> Iterator[Admin]:
     client = Admin(kr.url)
     yield client
     client.close()
+
+
+# --- file sources: storage emulators (moto S3, Azurite, fake-gcs-server), one set for the whole run ---
+
+from support.storage import Storage  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def storage() -> Iterator[Storage]:
+    """moto, Azurite and fake-gcs-server on 127.0.0.1, each behind a recording proxy; bucket `files` in each."""
+    with Storage() as s:  # no skip: if an emulator cannot start, the run fails loudly
+        yield s
+
+
+@pytest.fixture
+def emulators(storage: Storage) -> Storage:
+    """The session's emulators with their request records cleared for this test."""
+    storage.clear()
+    return storage

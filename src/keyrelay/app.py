@@ -28,7 +28,7 @@ from keyrelay.connectors.cache import EntityCache
 from keyrelay.connectors.execute import ConnectorService
 from keyrelay.connectors.pagetoken import PageTokens
 from keyrelay.connectors.spec import load_catalog
-from keyrelay.doors import admin, auth, connectors, gateway, observe, sonar
+from keyrelay.doors import admin, auth, connectors, files, gateway, observe, sonar
 from keyrelay.doors.deps import Services
 from keyrelay.doors.render import dumps, error_headers, error_response
 from keyrelay.errors import (
@@ -44,6 +44,7 @@ from keyrelay.errors import (
     UriTooLong,
 )
 from keyrelay.events import EventLog, Metrics
+from keyrelay.files.stores import StoreFactory
 from keyrelay.manage.access import AccessService, NewApplication
 from keyrelay.manage.sources import SourceService
 from keyrelay.pipeline.authenticate import Authenticator, TokenHasher
@@ -176,11 +177,17 @@ def hot_path(relay: Relay, settings: Settings) -> HotPath:
     """The plain-ASGI doors, dispatched before FastAPI: answers True when one of them took the request."""
     gateway_door = gateway.GatewayDoor(relay)
     sonar_door = sonar.SonarDoor(relay, max_body_bytes=settings.max_body_bytes)
+    files_door = files.FilesDoor(relay, StoreFactory(allow=settings.allow_networks,
+                                                     local_roots=settings.local_root_paths),
+                                 max_range_bytes=settings.max_range_bytes)
 
     async def dispatch(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> bool:
         raw = scope.get("raw_path") or scope["path"].encode()
         if gateway.is_gateway(raw):
             await gateway_door(scope, receive, send)
+            return True
+        if files.is_files(scope["path"]):  # before sonar: both live under /api/v1/sonar/
+            await files_door(scope, receive, send)
             return True
         if sonar.is_sonar(scope["path"]):
             await sonar_door(scope, receive, send)

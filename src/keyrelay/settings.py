@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     upstream_max_connections: int = Field(512, ge=1)
     workspace_max_concurrency: int = Field(64, ge=1)
     caller_rate_limit_per_minute: int | None = Field(None, ge=1)
+    max_range_bytes: int = Field(64 * 1024 * 1024, ge=1, description="longest byte range one file read returns")
+    local_roots: str = Field("", description="directories local file sources may serve (comma-separated)")
     log_retention_days: int = Field(30, ge=1)
     log_flush_seconds: float = Field(0.5, gt=0)
     token_cache_seconds: float = Field(1.0, ge=0, description="how long a token lookup is reused")
@@ -48,6 +50,18 @@ class Settings(BaseSettings):
         for part in filter(None, (p.strip() for p in v.split(","))):
             ipaddress.ip_network(part, strict=True)
         return v
+
+    @field_validator("local_roots")
+    @classmethod
+    def _roots_absolute(cls, v: str) -> str:
+        for part in filter(None, (p.strip() for p in v.split(","))):
+            if not part.startswith("/"):
+                raise ValueError(f"{part!r} is not an absolute directory")
+        return v
+
+    @property
+    def local_root_paths(self) -> tuple[Path, ...]:
+        return tuple(Path(p.strip()) for p in self.local_roots.split(",") if p.strip())
 
     @property
     def allow_networks(self) -> tuple[Network, ...]:

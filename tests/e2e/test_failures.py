@@ -267,6 +267,7 @@ def test_client_disconnect_mid_sse_cancels_the_upstream_request(env: Env) -> Non
     with env.client.stream("GET", env.gw("up", "sse?events=50&delay=0.2"), extensions={"kr_stream": True}) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         first = next(r.iter_raw())
+        print("DBG", first, tcp_sockets(env.upstream.port), tcp_sockets(env.upstream.port, local=False), env.upstream.requests)
         assert first.startswith(b"data: 0")
         assert "ESTABLISHED" in tcp_sockets(env.upstream.port)  # the upstream is still streaming to keyrelay
     closed_at = time.monotonic()  # the agent hung up ~0.2 s into a 10 s stream

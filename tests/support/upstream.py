@@ -72,6 +72,7 @@ class FakeUpstream:
         self.require_auth = require_auth  # may be changed while running; ISSUED_TOKEN = OAuth tokens
         self.token_ttl = token_ttl  # expires_in of issued access tokens
         self.token_calls = 0
+        self.invalid_grants = 0  # refresh_token grants refused (unknown, revoked or already used token)
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._connections = 0
@@ -106,6 +107,7 @@ class FakeUpstream:
             self._requests.clear()
             self._connections = 0
             self.token_calls = 0
+            self.invalid_grants = 0
 
     def issue_refresh_token(self) -> str:
         """A fresh valid refresh token, as if a user had just consented."""
@@ -113,6 +115,20 @@ class FakeUpstream:
         with self._lock:
             self._refresh_tokens[token] = True
         return token
+
+    def revoke_access_tokens(self) -> None:
+        """Every access token issued so far is rejected from now on (as if revoked upstream)."""
+        with self._lock:
+            self._access_tokens.clear()
+
+    def revoke_refresh_tokens(self) -> None:
+        """Every refresh token issued so far is invalid from now on (the user withdrew consent)."""
+        with self._lock:
+            self._refresh_tokens = dict.fromkeys(self._refresh_tokens, False)
+
+    def refresh_token_valid(self, token: str) -> bool:
+        with self._lock:
+            return self._refresh_tokens.get(token, False)
 
     # --- life cycle -------------------------------------------------------------
 
@@ -333,6 +349,7 @@ class FakeUpstream:
             if grant == "refresh_token":
                 old = str(form.get("refresh_token", ""))
                 if not self._refresh_tokens.get(old):
+                    self.invalid_grants += 1
                     return web.json_response({"error": "invalid_grant"}, status=400)
                 self._refresh_tokens[old] = False  # rotated: using it again is an error
                 return web.json_response(self._issue_locked(with_refresh=True))

@@ -7,7 +7,8 @@ here exactly once, and refused (400 `invalid_request`) when it is in any way amb
 * a percent-encoded `/`, `\\`, `.`, `%` or NUL, or a malformed escape (`%zz`, a truncated `%2`);
 * after decoding: invalid UTF-8, control/format/private/unassigned characters (bidi overrides, zero-width
   characters, C0/C1 controls, NUL), and segments that are empty (`a//b`, a leading `/`), `.` or `..`, or that
-  look like `.`/`..` or contain a slash or backslash after Unicode compatibility folding (`．．`, `‥`, `∕`, `／`);
+  look like `.`/`..` or contain a slash or backslash after Unicode compatibility folding (fullwidth dots,
+  the two-dot leader, division and fullwidth slashes);
 * keys longer than S3's 1024-byte limit.
 
 A valid key is joined onto the configured root prefix with exactly one `/`; nothing is ever normalised away.

@@ -57,12 +57,13 @@ class TokenState:
 
 
 def _state_from(value: Any) -> TokenState | None:
-    if not isinstance(value, dict):
+    if not isinstance(value, dict) or not isinstance(value.get("fingerprint"), str):
         return None
-    try:
-        return TokenState(**{f.name: value.get(f.name) for f in dataclasses.fields(TokenState)})
-    except TypeError:
-        return None
+    text = {k: v if isinstance(v, str) else None for k in ("access_token", "refresh_token") for v in [value.get(k)]}
+    num = {k: float(v) if isinstance(v, int | float) else None for k in ("expires_at", "refresh_at")
+           for v in [value.get(k)]}
+    return TokenState(fingerprint=value["fingerprint"], access_token=text["access_token"],
+                      refresh_token=text["refresh_token"], expires_at=num["expires_at"], refresh_at=num["refresh_at"])
 
 
 def refresh_at(now: float, expires_in: float | None) -> float | None:

@@ -1,0 +1,34 @@
+"""Typed parameters: validation and placement into path, query and body."""
+
+from __future__ import annotations
+
+import pytest
+
+from keyrelay.connectors.definition import Action, Param
+from keyrelay.connectors.params import check_params, place
+from keyrelay.errors import Unprocessable
+
+ACT = Action(name="get", method="GET", path="/v1/things/{id}", description="", record="", params={
+    "id": Param("id", "string", "the id", required=True, location="path"),
+    "expand": Param("expand", "array", "what to expand"),
+    "limit": Param("limit", "integer", "page size", minimum=1, maximum=100),
+    "created_gte": Param("created_gte", "integer", "since", wire_name="created[gte]"),
+    "kind": Param("kind", "string", "a kind", enum=("a", "b")),
+})
+
+
+def test_path_values_are_one_encoded_segment() -> None:
+    placed = place(ACT, check_params(ACT, {"id": "../../admin?x=1#", "limit": "5", "created_gte": 3}))
+    assert placed.path == "/v1/things/..%2F..%2Fadmin%3Fx%3D1%23"
+    assert ("limit", "5") in placed.query and ("created[gte]", "3") in placed.query
+
+
+@pytest.mark.parametrize("given,field", [
+    ({}, "params.id"), ({"id": 5}, "params.id"), ({"id": "x", "limit": 0}, "params.limit"),
+    ({"id": "x", "limit": True}, "params.limit"), ({"id": "x", "kind": "c"}, "params.kind"),
+    ({"id": "x", "other": 1}, "params.other"), ({"id": "x" * 9000}, "params.id"),
+])
+def test_bad_params_are_named(given: dict[str, object], field: str) -> None:
+    with pytest.raises(Unprocessable) as err:
+        check_params(ACT, given)
+    assert err.value.field == field
