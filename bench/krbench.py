@@ -144,6 +144,8 @@ def memory():
             end = rss_mb(s.p.pid)
             hwm = H.mem_kb(s.p.pid)[1] / 1024
             series_all[name] = series
+            if d:
+                d["mbps"] = d["bytes"] / (d["duration_us"] / 1e6) / 1e6
             rows.append(f"| {name} | {conns} | {secs} | {d['rps']:,.0f} | {d['mbps']:,.0f} | {start:.1f} | {at2:.1f} | "
                         f"{mx:.1f} | {end:.1f} | {end - at2:+.1f} | {hwm:.1f} |" if d else f"| {name} | wrk failed |")
     with open(os.path.join(H.RUN, "memory.json"), "w") as f:

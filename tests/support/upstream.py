@@ -78,6 +78,7 @@ class FakeUpstream:
         self._connections = 0
         self._access_tokens: dict[str, float] = {}  # token -> monotonic expiry
         self._refresh_tokens: dict[str, bool] = {}  # token -> still valid
+        self._issued: list[str] = []  # every access and refresh token ever issued, in order
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -114,6 +115,7 @@ class FakeUpstream:
         token = "rt-" + secrets.token_hex(8)
         with self._lock:
             self._refresh_tokens[token] = True
+            self._issued.append(token)
         return token
 
     def revoke_access_tokens(self) -> None:
@@ -125,6 +127,12 @@ class FakeUpstream:
         """Every refresh token issued so far is invalid from now on (the user withdrew consent)."""
         with self._lock:
             self._refresh_tokens = dict.fromkeys(self._refresh_tokens, False)
+
+    @property
+    def issued_tokens(self) -> list[str]:
+        """Every access and refresh token issued so far (to scan storage and logs for them)."""
+        with self._lock:
+            return list(self._issued)
 
     def refresh_token_valid(self, token: str) -> bool:
         with self._lock:
@@ -358,9 +366,11 @@ class FakeUpstream:
     def _issue_locked(self, *, with_refresh: bool) -> dict[str, Any]:
         access = f"at-{self.token_calls}-{secrets.token_hex(4)}"
         self._access_tokens[access] = time.monotonic() + self.token_ttl
+        self._issued.append(access)
         out: dict[str, Any] = {"access_token": access, "token_type": "Bearer", "expires_in": self.token_ttl}
         if with_refresh:
             refresh = "rt-" + secrets.token_hex(8)
             self._refresh_tokens[refresh] = True
+            self._issued.append(refresh)
             out["refresh_token"] = refresh
         return out

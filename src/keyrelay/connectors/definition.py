@@ -42,6 +42,7 @@ _ACTION = {
         "record": {"type": "string"}, "params": {"type": "object", "additionalProperties": _PARAM},
         "pagination": _PAGINATION, "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
         "static_body": {"type": "object"}, "static_query": {"type": "object"}, "read_only": {"type": "boolean"},
+        "error_path": {"type": "string"},
     },
 }
 DEFINITION_SCHEMA: dict[str, Any] = {
@@ -77,6 +78,7 @@ class Param:
     minimum: float | None = None
     maximum: float | None = None
     filter: bool = True  # offered as a stream filter
+    default: Any = None  # used when the agent sends nothing; strings may name config fields: "{owner}"
 
     @property
     def upstream(self) -> str:
@@ -113,6 +115,7 @@ class Action:
     static_query: Mapping[str, Any] = field(default_factory=dict)
     static_body: Mapping[str, Any] = field(default_factory=dict)
     read_only: bool | None = None
+    error_path: str = ""  # e.g. GraphQL's `errors`: a non-empty value there on a 2xx is a failure
 
     @property
     def is_collection(self) -> bool:
@@ -139,7 +142,7 @@ def _param(name: str, raw: Mapping[str, Any], method: str) -> Param:
     return Param(name=name, type=raw["type"], description=raw["description"], required=raw.get("required", False),
                  location=raw.get("in", default_in), wire_name=raw.get("name", ""),
                  enum=tuple(raw["enum"]) if "enum" in raw else None, minimum=raw.get("minimum"),
-                 maximum=raw.get("maximum"), filter=raw.get("filter", True))
+                 maximum=raw.get("maximum"), filter=raw.get("filter", True), default=raw.get("default"))
 
 
 def _action(name: str, raw: Mapping[str, Any]) -> Action:
@@ -156,7 +159,7 @@ def _action(name: str, raw: Mapping[str, Any]) -> Action:
                   params=params, body=raw.get("body", "json"), records=raw.get("records"), record=raw.get("record"),
                   pagination=pagination, metadata=raw.get("metadata") or {},
                   static_query=raw.get("static_query") or {}, static_body=raw.get("static_body") or {},
-                  read_only=raw.get("read_only"))
+                  read_only=raw.get("read_only"), error_path=raw.get("error_path", ""))
 
 
 def parse_entities(raw: Mapping[str, Any]) -> dict[str, Entity]:

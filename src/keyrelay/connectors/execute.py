@@ -37,6 +37,7 @@ class ExecuteRequest:
     use_cache: bool = True
     door: Door = Door.EXECUTE
     path: str = ""
+    ignore_unknown: bool = False  # Airbyte clients send params (e.g. `limit` from check()) some actions lack
 
 
 def find_action(spec: ConnectorSpec, entity: str, action: str) -> tuple[Entity, Action]:
@@ -92,7 +93,7 @@ class ConnectorService:
             _, act = find_action(spec, req.entity, req.action)
             if act.is_write and not source.policy.allow_writes:
                 raise Forbidden("This source is read-only: its policy does not allow writes")
-            values = params.check_params(act, req.params)
+            values = params.check_params(act, req.params, config=source.config, ignore_unknown=req.ignore_unknown)
         except KeyrelayError as err:
             admitted.recorder.done(err.status, err)
             raise
@@ -118,6 +119,10 @@ class ConnectorService:
                                        "execution_time_ms": round((time.monotonic() - started) * 1000, 2)}}
 
     def _result(self, act: Action, answer: engine.Answer) -> tuple[Any, dict[str, Any]]:
+        problem = extract.get(answer.body, act.error_path) if act.error_path else None
+        if problem:
+            message = extract.get(problem, "0.message") or extract.get(problem, "message") or "request failed"
+            raise Unprocessable(f"The upstream API rejected the request: {str(message)[:300]}")
         if not act.is_collection:
             return extract.get(answer.body, act.record or ""), {}
         records = extract.get(answer.body, act.records or "")
@@ -143,11 +148,11 @@ class ConnectorService:
         return out
 
     async def query(self, *, authorization: str | None, source_id: str, stream: Any, filters: Any,
-                    page_token: Any, path: str) -> dict[str, Any]:
-        inbound, admitted, spec = await self._admit(authorization, source_id, Door.QUERY, Scope.QUERY, path)
+                    page_token: Any, path: str, door: Door = Door.QUERY) -> dict[str, Any]:
+        inbound, admitted, spec = await self._admit(authorization, source_id, door, Scope.QUERY, path)
         source = admitted.resolved.source
         try:
-            act, values, size, state = self._query_plan(spec, source.id, stream, filters, page_token)
+            act, values, size, state = self._query_plan(spec, source.id, source.config, stream, filters, page_token)
         except KeyrelayError as err:
             admitted.recorder.done(err.status, err)
             raise
@@ -168,8 +173,8 @@ class ConnectorService:
                                                             filters=filters or {}, state=nxt)
         return {"records": records, "next_page_token": token}
 
-    def _query_plan(self, spec: ConnectorSpec, source_id: str, stream: Any, filters: Any,
-                    page_token: Any) -> tuple[Action, dict[str, Any], int, dict[str, Any]]:
+    def _query_plan(self, spec: ConnectorSpec, source_id: str, source_config: Mapping[str, Any], stream: Any,
+                    filters: Any, page_token: Any) -> tuple[Action, dict[str, Any], int, dict[str, Any]]:
         names = sorted(e.name for e in spec.entities.values() if e.stream and "list" in e.actions)
         if not isinstance(stream, str) or stream not in names:
             raise Unprocessable(f"Unknown stream; valid streams: {', '.join(names) or '(none)'}", field="stream")
@@ -189,7 +194,7 @@ class ConnectorService:
             raise InvalidRequest(f"Unknown filter '{unknown[0]}'; allowed filters: limit, {', '.join(allowed)}",
                                  field=f"filters.{unknown[0]}")
         try:
-            values = {k: params.check_value(act.params[k], v) for k, v in given.items()}
+            values = params.check_params(act, given, config=source_config)
         except Unprocessable as err:
             raise InvalidRequest(err.message, field=(err.field or "").replace("params.", "filters.")) from None
         state = {} if page_token is None else self._tokens.read(page_token, source_id=source_id, stream=stream,

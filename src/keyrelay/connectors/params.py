@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,21 +47,47 @@ def _out_of_range(p: Param, value: float) -> bool:
     return (p.minimum is not None and value < p.minimum) or (p.maximum is not None and value > p.maximum)
 
 
-def check_params(action: Action, given: Mapping[str, Any], *, extra: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """Validated params; unknown or missing ones -> 422 naming them and listing the valid ones."""
-    unknown = sorted(set(given) - set(action.params) - extra)
+def check_params(action: Action, given: Mapping[str, Any], *, config: Mapping[str, Any] | None = None,
+                 ignore_unknown: bool = False) -> dict[str, Any]:
+    """Validated params; unknown (unless ignored) or missing ones -> 422 naming them and listing the valid ones.
+
+    A param the agent leaves out takes its declared `default`, where `{field}` names a field of the source's
+    config (e.g. a GitHub source configured with an owner).
+    """
+    given = {k: v for k, v in given.items() if v is not None}
+    for name, p in action.params.items():
+        if name not in given and p.default is not None:
+            value = _default(p.default, config or {})
+            if value is not None:
+                given[name] = value
+    unknown = [] if ignore_unknown else sorted(set(given) - set(action.params))
     if unknown:
         valid = ", ".join(sorted(action.params)) or "(none)"
         raise Unprocessable(f"Unknown parameter '{unknown[0]}' for {action.name}; valid parameters: {valid}",
                             field=f"params.{unknown[0]}")
     out: dict[str, Any] = {}
     for name, p in action.params.items():
-        if name not in given or given[name] is None:
+        if name not in given:
             if p.required:
                 raise Unprocessable(f"Missing required parameter '{name}'", field=f"params.{name}")
             continue
         out[name] = check_value(p, given[name])
     return out
+
+
+def _default(value: Any, config: Mapping[str, Any]) -> Any:
+    if isinstance(value, str) and value.startswith("{") and value.endswith("}"):
+        return config.get(value[1:-1])
+    return value
+
+
+def _set_nested(body: dict[str, Any], dotted: str, value: Any) -> None:
+    """`variables.owner` -> body["variables"]["owner"] (GraphQL variables, nested JSON bodies)."""
+    parts = dotted.split(".")
+    node = body
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
 
 
 def _wire(value: Any) -> str:
@@ -75,7 +102,7 @@ def place(action: Action, values: Mapping[str, Any]) -> Placed:
     """Substitute path params (each a single encoded segment) and sort the rest into query and body."""
     path = action.path
     placed = Placed(path="", query=[(k, _wire(v)) for k, v in action.static_query.items()],
-                    body=dict(action.static_body))
+                    body=copy.deepcopy(dict(action.static_body)))
     for name, value in values.items():
         p = action.params[name]
         if p.location == "path":
@@ -83,6 +110,6 @@ def place(action: Action, values: Mapping[str, Any]) -> Placed:
         elif p.location == "query":
             placed.query.append((p.upstream, _wire(value)))
         else:
-            placed.body[p.upstream] = value
+            _set_nested(placed.body, p.upstream, value)
     placed.path = path
     return placed

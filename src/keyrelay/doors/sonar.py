@@ -39,6 +39,11 @@ def parse_request(raw: bytes) -> tuple[str, str, dict[str, str] | None, bytes | 
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise InvalidRequest("Malformed JSON body", field="body") from None
+    return parse_fields(data)
+
+
+def parse_fields(data: Any) -> tuple[str, str, dict[str, str] | None, bytes | None]:
+    """The same, from an already decoded object (the request API's body, or MCP tool arguments)."""
     if not isinstance(data, dict):
         raise InvalidRequest("Body must be a JSON object", field="body")
     method, url, headers, body = data.get("method", "GET"), data.get("url"), data.get("headers"), data.get("body")
@@ -92,6 +97,33 @@ def envelope(status: int, headers: list[tuple[bytes, bytes]], data: bytes, trunc
     return out
 
 
+def request_inbound(parsed: tuple[str, str, dict[str, str] | None, bytes | None], *, door: Door, path: str,
+                    authorization: str | None, source_id: str) -> Inbound:
+    """The pipeline's view of one request-API call (`parsed` comes from `parse_request`/`parse_fields`)."""
+    method, url, headers, payload = parsed
+    return Inbound(door=door, method=method, path=path, authorization=authorization, source_id=source_id,
+                   target=Target(url=url), json_headers=headers, body=payload,
+                   content_length=None if payload is None else len(payload))
+
+
+async def relay_request(relay: Relay, inbound: Inbound) -> dict[str, Any]:
+    """Relay one request-API call and read the upstream answer (at most RESPONSE_MAX bytes) into the envelope."""
+    relayed = await relay.relay(inbound)
+    parts, size, truncated = [], 0, False
+    chunks = relayed.chunks()
+    try:
+        async for chunk in chunks:
+            if size + len(chunk) > RESPONSE_MAX:
+                parts.append(chunk[: RESPONSE_MAX - size])
+                truncated = True
+                break
+            parts.append(chunk)
+            size += len(chunk)
+    finally:
+        await chunks.aclose()  # releases the upstream response and records the event
+    return envelope(relayed.status, relayed.headers, b"".join(parts), truncated)
+
+
 class SonarDoor:
     def __init__(self, relay: Relay, *, max_body_bytes: int) -> None:
         self._relay = relay
@@ -106,25 +138,9 @@ class SonarDoor:
                 raise MethodNotAllowed(f"Method {scope['method']} is not allowed on this route")
             # the JSON wrapper adds a little to the forwarded body's own limit
             raw = await _read_body(receive, self._max_body * 2 + 65536)
-            method, url, headers, payload = parse_request(raw)
-            inbound = Inbound(door=Door.SONAR, method=method, path=scope["path"],
-                              authorization=_header(scope, b"authorization"), source_id=match.group(1),
-                              target=Target(url=url), json_headers=headers, body=payload,
-                              content_length=None if payload is None else len(payload))
-            relayed = await self._relay.relay(inbound)
-            parts, size, truncated = [], 0, False
-            chunks = relayed.chunks()
-            try:
-                async for chunk in chunks:
-                    if size + len(chunk) > RESPONSE_MAX:
-                        parts.append(chunk[: RESPONSE_MAX - size])
-                        truncated = True
-                        break
-                    parts.append(chunk)
-                    size += len(chunk)
-            finally:
-                await chunks.aclose()  # releases the upstream response and records the event
-            out = dumps(envelope(relayed.status, relayed.headers, b"".join(parts), truncated))
+            inbound = request_inbound(parse_request(raw), door=Door.SONAR, path=scope["path"],
+                                      authorization=_header(scope, b"authorization"), source_id=match.group(1))
+            out = dumps(await relay_request(self._relay, inbound))
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", b"application/json"),
                                     (b"content-length", str(len(out)).encode())]})

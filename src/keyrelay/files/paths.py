@@ -4,7 +4,8 @@ The agent's path arrives still percent-encoded (the door takes it from the raw r
 here exactly once, and refused (400 `invalid_request`) when it is in any way ambiguous:
 
 * raw bytes outside printable ASCII, a raw backslash, `?`/`#`;
-* a percent-encoded `/`, `\\`, `.`, `%` or NUL, or a malformed escape (`%zz`, a truncated `%2`);
+* a percent-encoded `/`, `\\`, `.` or NUL, or a malformed escape (`%zz`, a truncated `%2`);
+* a decoded key that still contains an escape (`%2e` after decoding `%252e`): double encoding;
 * after decoding: invalid UTF-8, control/format/private/unassigned characters (bidi overrides, zero-width
   characters, C0/C1 controls, NUL), and segments that are empty (`a//b`, a leading `/`), `.` or `..`, or that
   look like `.`/`..` or contain a slash or backslash after Unicode compatibility folding (fullwidth dots,
@@ -16,13 +17,15 @@ A valid key is joined onto the configured root prefix with exactly one `/`; noth
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from keyrelay.errors import InvalidRequest
 
 KEY_MAX_BYTES = 1024
 _HEX = frozenset("0123456789abcdefABCDEF")
-_FORBIDDEN_ESCAPES = frozenset({0x2F, 0x5C, 0x2E, 0x25, 0x00})  # / \ . % NUL
+_FORBIDDEN_ESCAPES = frozenset({0x2F, 0x5C, 0x2E, 0x00})  # / \ . NUL (`%25` is a literal '%')
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
@@ -49,7 +52,7 @@ def decode(raw: str) -> str:
             raise _refuse("Path has a malformed percent-escape")
         value = int(pair, 16)
         if value in _FORBIDDEN_ESCAPES:
-            raise _refuse("Path may not percent-encode '/', '\\', '.', '%' or NUL")
+            raise _refuse("Path may not percent-encode '/', '\\', '.' or NUL")
         out.append(value)
         i += 3
     try:
@@ -74,6 +77,8 @@ def check_key(key: str) -> str:
         raise _refuse("Path is empty")
     if len(key.encode("utf-8")) > KEY_MAX_BYTES:
         raise _refuse(f"Path is longer than {KEY_MAX_BYTES} bytes")
+    if _ESCAPE.search(key):
+        raise _refuse("Path is percent-encoded twice")
     for seg in key.split("/"):
         _check_segment(seg)
     return key
