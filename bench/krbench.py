@@ -238,6 +238,16 @@ def summarize_profile(stacks, top, rate_hz, seconds):
     return "\n".join(out)
 
 
+def main_ticks(pid):
+    """utime+stime of the main thread alone (the process total in /proc/PID/stat includes every thread)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/stat") as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return int(parts[11]) + int(parts[12])
+    except OSError:
+        return 0
+
+
 def profile():
     secs = int(os.environ.get("PROFILE_SECONDS", "15"))
     rate = os.environ.get("PROFILE_RATE", "250")
@@ -254,9 +264,10 @@ def profile():
         rec = subprocess.Popen(args + ["--format", "raw", "-o", raw], stdout=subprocess.DEVNULL,
                                stderr=open(os.path.join(H.RUN, "logs", "py-spy.log"), "ab"))
         time.sleep(1.0)
-        t0 = H.cpu_ticks(s.p.pid)
+        t0, m0 = H.cpu_ticks(s.p.pid), main_ticks(s.p.pid)
         d = H.wrk(port, small, H.CONNS, secs, auth)
         cpu = (H.cpu_ticks(s.p.pid) - t0) / H.HZ
+        cpu_main = (main_ticks(s.p.pid) - m0) / H.HZ
         rec.wait(timeout=secs + 60)
         if d is None or not os.path.exists(raw):
             raise SystemExit(f"profile failed; see {H.RUN}/logs/py-spy.log")
@@ -264,7 +275,9 @@ def profile():
     head = [f"keyrelay under wrk -c{H.CONNS} for {secs} s on {H.UP_HOST}:{port}{small.split('/proxy/')[0]}/proxy/up/small; "
             f"py-spy {rate} Hz, flags {' '.join(args[8:])} (idle frames excluded unless --native)",
             f"throughput: {base['rps']:,.0f} rps without the profiler, {d['rps']:,.0f} rps while sampled; "
-            f"CPU {cpu * 1e6 / max(d['requests'], 1):.0f} us/req while sampled" if base else "",
+            f"CPU {cpu * 1e6 / max(d['requests'], 1):.0f} us/req while sampled, of which the main (event loop) thread "
+            f"{cpu_main * 1e6 / max(d['requests'], 1):.0f} and other threads (aiosqlite connection threads, the "
+            f"default executor) {(cpu - cpu_main) * 1e6 / max(d['requests'], 1):.0f} (from /proc, exact)" if base else "",
             f"raw collapsed stacks: {raw} (flamegraph: `flamegraph.pl` or speedscope.app)", ""]
     write("profile.md", "\n".join(head) + summarize_profile(stacks, int(os.environ.get("PROFILE_TOP", "15")), int(rate), secs))
     return 0

@@ -21,10 +21,14 @@ KR_PORT="${KR_PORT:-18200}"
 RATE_LIMIT="${RATE_LIMIT-1000000}"   # requests/minute per source (1,000,000 is the policy maximum); empty = none
 mkdir -p "$RUN_DIR"
 
+# KR_SRC=<dir> runs the keyrelay package found in that directory;
 # KR_REV=<git revision> benchmarks that commit (extracted with `git archive` into the run dir and put first
 # on PYTHONPATH) instead of the working tree the venv's editable install points at.
 _kr_pp=()
-if [ -n "${KR_REV:-}" ]; then
+if [ -n "${KR_SRC:-}" ]; then   # any source tree (a directory holding keyrelay/), e.g. a patched copy for an A/B
+  _kr_pp=(PYTHONPATH="$(cd "$KR_SRC" && pwd)")
+  echo "keyrelay from $KR_SRC" | tee "$RUN_DIR/keyrelay-version.txt" >&2
+elif [ -n "${KR_REV:-}" ]; then
   _snap="$RUN_DIR/keyrelay-src-$(git -C "$REPO" rev-parse --short "$KR_REV")"
   rm -rf "$_snap" && mkdir -p "$_snap"
   git -C "$REPO" archive --format=tar "$KR_REV" src | tar -x -C "$_snap"

@@ -1,4 +1,7 @@
-"""The `keyrelay` console script, run for real in subprocesses against a data dir in tmp_path."""
+"""The `keyrelay` console script, run for real in subprocesses against a data dir in tmp_path.
+
+Each invocation pays ~1 s of imports, so independent invocations run side by side (`Cli.many`).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from support.keyrelay import Admin, KeyrelayServer, make_settings
 
 KEYRELAY = str(Path(sys.executable).parent / "keyrelay")
 HTTP_CONFIG = json.dumps({"upstream_url": "http://127.0.0.1:9/v1"})
+Run = tuple[list[str], str | None, dict[str, str] | None]  # args, stdin, extra environment
 
 
 class Cli:
@@ -26,11 +30,21 @@ class Cli:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("KEYRELAY_")}
         self.env.update({"KEYRELAY_DATA_DIR": str(data_dir), "KEYRELAY_UPSTREAM_ALLOW_CIDRS": "127.0.0.0/8"})
 
+    def many(self, runs: list[Run]) -> list[subprocess.CompletedProcess[str]]:
+        """Start every invocation, then collect them; stderr never holds a traceback."""
+        procs = [subprocess.Popen([KEYRELAY, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, env={**self.env, **(env or {})}, text=True)
+                 for args, _, env in runs]
+        done = []
+        for p, (args, stdin, _) in zip(procs, runs, strict=True):
+            out, err = p.communicate(stdin, timeout=120)
+            assert "Traceback" not in err, err
+            done.append(subprocess.CompletedProcess([KEYRELAY, *args], p.returncode, out, err))
+        return done
+
     def __call__(self, *args: str, input: str | None = None, env: dict[str, str] | None = None,
                  ok: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([KEYRELAY, *args], input=input, capture_output=True, text=True, timeout=60,
-                              env={**self.env, **(env or {})}, check=False)
-        assert "Traceback" not in done.stderr, done.stderr
+        done = self.many([(list(args), input, env)])[0]
         if ok:
             assert done.returncode == 0, (args, done.stdout, done.stderr)
         else:
@@ -40,16 +54,8 @@ class Cli:
     def json(self, *args: str, **kw: Any) -> Any:
         return json.loads(self(*args, **kw).stdout)
 
-    def many(self, runs: list[tuple[list[str], str | None]]) -> list[tuple[int, str, str]]:
-        """Run several invocations at once (each pays ~1 s of imports); (returncode, stdout, stderr) each."""
-        procs = [subprocess.Popen([KEYRELAY, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, env=self.env, text=True) for args, _ in runs]
-        out = []
-        for p, (_, stdin) in zip(procs, runs, strict=True):
-            o, e = p.communicate(stdin, timeout=120)
-            assert "Traceback" not in e, e
-            out.append((p.returncode, o, e))
-        return out
+    def db(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.data_dir / "keyrelay.db")
 
 
 @pytest.fixture
@@ -58,9 +64,13 @@ def cli(tmp_path: Path) -> Cli:
 
 
 def test_help_of_every_command_group_exits_0(cli: Cli) -> None:
-    groups = [[], ["serve"], ["init"], ["workspaces"], ["sources"], ["sources", "add"], ["keys"], ["vault"], ["db"]]
-    for group, (code, out, err) in zip(groups, cli.many([([*g, "--help"], None) for g in groups]), strict=True):
-        assert code == 0 and "Usage: keyrelay" in out and not err, (group, err)
+    groups = [[], ["workspaces"], ["sources"], ["keys"], ["vault"], ["db"]]
+    results = cli.many([([*g, "--help"], None, None) for g in groups])
+    for group, done in zip(groups, results, strict=True):
+        assert done.returncode == 0 and "Usage: keyrelay" in done.stdout and not done.stderr, (group, done.stderr)
+    top = results[0].stdout
+    for command in ("serve", "init", "workspaces", "sources", "keys", "vault", "db"):
+        assert re.search(rf"^\s+{command}\s", top, re.M), command
     assert not cli.data_dir.exists()  # --help touches nothing
 
 
@@ -82,50 +92,63 @@ def test_init_prints_the_bootstrap_credentials_once(cli: Cli) -> None:
         admin.close()
 
 
-def test_init_with_operator_supplied_credentials_never_prints_the_secret(cli: Cli) -> None:
+def test_init_with_operator_credentials_and_bad_settings(cli: Cli) -> None:
     secret = "operator-secret-" + "x" * 20
-    env = {"KEYRELAY_ADMIN_CLIENT_ID": "ops", "KEYRELAY_ADMIN_CLIENT_SECRET": secret}
-    done = cli("init", env=env)
-    assert "ops" in done.stdout and secret not in done.stdout + done.stderr
+    ops, bad_setting = cli.many([
+        (["init"], None, {"KEYRELAY_ADMIN_CLIENT_ID": "ops", "KEYRELAY_ADMIN_CLIENT_SECRET": secret}),
+        (["workspaces", "list"], None, {"KEYRELAY_UPSTREAM_ALLOW_CIDRS": "not-a-network",
+                                        "KEYRELAY_DATA_DIR": str(cli.data_dir) + "-other"}),
+    ])
+    assert ops.returncode == 0 and "ops" in ops.stdout and secret not in ops.stdout + ops.stderr
+    assert bad_setting.returncode == 1 and "KEYRELAY_" in bad_setting.stderr
 
 
-def test_workspaces_create_and_list(cli: Cli) -> None:
-    a = cli.json("workspaces", "create", "acme")
-    assert a["name"] == "acme" and a["id"]
-    cli.json("workspaces", "create", "globex")
-    assert [w["name"] for w in cli.json("workspaces", "list")] == ["acme", "globex"]
-    dup = cli("workspaces", "create", "acme", ok=False)
-    assert "conflict" in dup.stderr
+def test_workspaces_sources_and_vault_rotate(cli: Cli) -> None:
+    acme = cli.json("workspaces", "create", "acme")
+    assert acme["name"] == "acme" and acme["id"]
+    cli("workspaces", "create", "globex")
+    listed, dup = cli.many([(["workspaces", "list"], None, None), (["workspaces", "create", "acme"], None, None)])
+    assert [w["name"] for w in json.loads(listed.stdout)] == ["acme", "globex"]
+    assert dup.returncode == 1 and "conflict" in dup.stderr
 
-
-def test_sources_add_list_remove_with_secrets_from_stdin_and_env(cli: Cli) -> None:
-    ws = cli.json("workspaces", "create", "acme")["id"]
     via_stdin, via_env = new_canary("stdin-"), new_canary("env-")
     done = cli("sources", "add", "--workspace", "acme", "--connector", "http", "--name", "Stdin API",
                "--config", HTTP_CONFIG, "--credentials-stdin",
                input=json.dumps({"bearer_token": via_stdin, "basic": {"username": "u", "password": via_stdin}}))
     assert find(done.stdout + done.stderr, [via_stdin]) == []
     first = json.loads(done.stdout)
-    assert first["credentials"] == ["basic", "bearer_token"] and first["workspace_id"] == ws
-    assert first["slug"] == "stdin-api"
-    done = cli("sources", "add", "--workspace", ws, "--connector", "http", "--name", "Env API", "--slug", "env",
-               "--config", HTTP_CONFIG, "--policy", json.dumps({"allowed_methods": ["GET"]}),
+    assert first["credentials"] == ["basic", "bearer_token"] and first["workspace_id"] == acme["id"]
+    assert first["slug"] == "stdin-api" and first["config"] == json.loads(HTTP_CONFIG)
+    done = cli("sources", "add", "--workspace", acme["id"], "--connector", "http", "--name", "Env API",
+               "--slug", "env", "--config", HTTP_CONFIG, "--policy", json.dumps({"allowed_methods": ["GET"]}),
                "--credentials-env", "MY_CREDS", env={"MY_CREDS": json.dumps({"api_key": {"value": via_env}})})
     assert find(done.stdout + done.stderr, [via_env]) == []
     second = json.loads(done.stdout)
     assert second["credentials"] == ["api_key"] and second["policy"]["allowed_methods"] == ["GET"]
 
-    listed = cli("sources", "list")
-    assert find(listed.stdout, [via_stdin, via_env]) == []
-    assert [s["id"] for s in json.loads(listed.stdout)] == [first["id"], second["id"]]
-    assert [s["id"] for s in cli.json("sources", "list", "--workspace", "acme")] == [first["id"], second["id"]]
-    files = [p for p in cli.data_dir.iterdir() if p.is_file()]
-    assert find_in_files(files, [via_stdin, via_env]) == []
+    every, of_acme, of_globex = cli.many([(["sources", "list"], None, None),
+                                          (["sources", "list", "--workspace", "acme"], None, None),
+                                          (["sources", "list", "--workspace", "globex"], None, None)])
+    assert find(every.stdout + of_acme.stdout, [via_stdin, via_env]) == []
+    assert [s["id"] for s in json.loads(every.stdout)] == [first["id"], second["id"]]
+    assert [s["id"] for s in json.loads(of_acme.stdout)] == [first["id"], second["id"]]
+    assert json.loads(of_globex.stdout) == []
+    assert find_in_files([p for p in cli.data_dir.iterdir() if p.is_file()], [via_stdin, via_env]) == []
+
+    # rotation decrypts and re-encrypts every field (3 of them); the second drops the first key
+    assert "re-encrypted 3 credential field(s)" in cli("vault", "rotate").stdout
+    assert "re-encrypted 3 credential field(s)" in cli("vault", "rotate").stdout
+    with cli.db() as db:
+        keys = dict(db.execute("SELECT id, status FROM vault_keys"))
+        used = {r[0] for r in db.execute("SELECT DISTINCT key_id FROM source_secrets")}
+    db.close()
+    active = [k for k, s in keys.items() if s == "active"]
+    assert len(active) == 1 and used == set(active) and len(keys) == 2
 
     assert first["id"] in cli("sources", "remove", first["id"]).stdout
-    assert [s["id"] for s in cli.json("sources", "list")] == [second["id"]]
-    gone = cli("sources", "remove", first["id"], ok=False)
-    assert "not_found" in gone.stderr
+    remaining, again = cli.many([(["sources", "list"], None, None), (["sources", "remove", first["id"]], None, None)])
+    assert [s["id"] for s in json.loads(remaining.stdout)] == [second["id"]]
+    assert again.returncode == 1 and "not_found" in again.stderr
 
 
 def test_bad_source_input_is_a_clean_error(cli: Cli) -> None:
@@ -137,78 +160,58 @@ def test_bad_source_input_is_a_clean_error(cli: Cli) -> None:
          "credentials is not valid JSON"),
         (["--workspace", "acme", "--config", HTTP_CONFIG, "--credentials-env", "NOT_SET_ANYWHERE"], None,
          "NOT_SET_ANYWHERE is not set"),
-        (["--workspace", "acme", "--config", HTTP_CONFIG, "--policy", "[1"], None, "policy is not valid JSON"),
         (["--workspace", "acme", "--config", json.dumps({"upstream_url": "http://169.254.169.254/"})], None,
          "ssrf_blocked"),
         (["--workspace", "acme", "--config", HTTP_CONFIG, "--credentials-stdin"], '{"basic": {"username": "u"}}',
          "credentials.basic"),
         (["--workspace", "nobody", "--config", HTTP_CONFIG], None, "not_found"),
     ]
-    results = cli.many([([*add, *args], stdin) for args, stdin, _ in cases])
-    for (args, _, message), (code, _out, err) in zip(cases, results, strict=True):
-        assert code == 1 and message in err, (args, err)
-    assert cli.json("sources", "list") == []
+    results = cli.many([([*add, *args], stdin, None) for args, stdin, _ in cases])
+    for (args, _, message), done in zip(cases, results, strict=True):
+        assert done.returncode == 1 and message in done.stderr, (args, done.stderr)
+    with cli.db() as db:
+        assert db.execute("SELECT count(*) FROM sources").fetchone() == (0,)
+    db.close()
 
 
 def test_keys_create_and_revoke(cli: Cli) -> None:
     ws = cli.json("workspaces", "create", "acme")["id"]
-    key = cli.json("keys", "create", "--workspace", "acme", "--scopes", "proxy,logs", "--name", "agent",
-                   "--expires-in-days", "3")
+    created, bad_scope = cli.many([
+        (["keys", "create", "--workspace", "acme", "--scopes", "proxy,logs", "--name", "agent",
+          "--expires-in-days", "3"], None, None),
+        (["keys", "create", "--workspace", "acme", "--scopes", "root"], None, None),
+    ])
+    key = json.loads(created.stdout)
     assert key["key"].startswith("kr_") and key["workspace_id"] == ws and key["scopes"] == ["logs", "proxy"]
     assert key["expires_at"] and not key["revoked"]
-    assert key["id"] in cli("keys", "revoke", key["id"]).stdout
-    db = sqlite3.connect(cli.data_dir / "keyrelay.db")
-    try:
+    assert bad_scope.returncode == 1 and "unknown scope" in bad_scope.stderr
+    revoked, unknown = cli.many([(["keys", "revoke", key["id"]], None, None),
+                                 (["keys", "revoke", "no-such-key"], None, None)])
+    assert revoked.returncode == 0 and key["id"] in revoked.stdout
+    assert unknown.returncode == 1 and "not_found" in unknown.stderr
+    with cli.db() as db:
         (revoked_at, digest), = db.execute("SELECT revoked_at, digest FROM api_keys WHERE id = ?", (key["id"],))
-    finally:
-        db.close()
+    db.close()
     assert revoked_at is not None and key["key"] not in digest
-    assert "not_found" in cli("keys", "revoke", "no-such-key", ok=False).stderr
-    assert "unknown scope" in cli("keys", "create", "--workspace", "acme", "--scopes", "root", ok=False).stderr
-
-
-def test_vault_rotate_reencrypts_and_keeps_credentials_usable(cli: Cli) -> None:
-    cli("workspaces", "create", "acme")
-    for i in range(2):
-        cli("sources", "add", "--workspace", "acme", "--connector", "http", "--name", f"s{i}", "--config",
-            HTTP_CONFIG, "--credentials-stdin", input=json.dumps({"bearer_token": f"t{i}", "inject_headers": {"X": "y"}}))
-    assert "re-encrypted 4 credential field(s)" in cli("vault", "rotate").stdout
-    assert "re-encrypted 4 credential field(s)" in cli("vault", "rotate").stdout  # decrypts every row again
-    db = sqlite3.connect(cli.data_dir / "keyrelay.db")
-    try:
-        keys = dict(db.execute("SELECT id, status FROM vault_keys"))
-        used = {r[0] for r in db.execute("SELECT DISTINCT key_id FROM source_secrets")}
-    finally:
-        db.close()
-    active = [k for k, s in keys.items() if s == "active"]
-    assert len(active) == 1 and used == set(active) and len(keys) == 2  # the first key was dropped
 
 
 def test_wrong_master_key_is_a_clean_sealed_error(cli: Cli) -> None:
     cli("init")
     before = (cli.data_dir / "master.key").read_bytes()
-    wrong, garbage = {"KEYRELAY_MASTER_KEY": "A" * 43 + "="}, {"KEYRELAY_MASTER_KEY": "garbage"}
-    procs = [subprocess.Popen([KEYRELAY, "vault", "rotate"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env={**cli.env, **e}) for e in (wrong, garbage)]
-    (out1, err1), (out2, err2) = (p.communicate(timeout=120) for p in procs)
-    assert [p.returncode for p in procs] == [1, 1]
-    assert "sealed" in err1 and "base64" in err2 and "Traceback" not in err1 + err2
-    assert "A" * 43 not in out1 + err1 and "garbage" not in out2 + err2  # key material is never echoed
+    wrong, garbage = cli.many([(["vault", "rotate"], None, {"KEYRELAY_MASTER_KEY": "A" * 43 + "="}),
+                               (["vault", "rotate"], None, {"KEYRELAY_MASTER_KEY": "garbage"})])
+    assert wrong.returncode == garbage.returncode == 1
+    assert "sealed" in wrong.stderr and "base64" in garbage.stderr
+    assert "A" * 43 not in wrong.stdout + wrong.stderr  # key material is never echoed
+    assert "garbage" not in garbage.stdout + garbage.stderr
     assert (cli.data_dir / "master.key").read_bytes() == before
-
-
-def test_invalid_setting_is_a_clean_error(cli: Cli) -> None:
-    done = cli("workspaces", "list", env={"KEYRELAY_UPSTREAM_ALLOW_CIDRS": "not-a-network"}, ok=False)
-    assert "KEYRELAY_" in done.stderr or "setting" in done.stderr
 
 
 def test_db_upgrade(cli: Cli) -> None:
     assert "up to date" in cli("db", "upgrade").stdout
     assert "up to date" in cli("db", "upgrade").stdout
-    db = sqlite3.connect(cli.data_dir / "keyrelay.db")
-    try:
+    with cli.db() as db:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    finally:
-        db.close()
+    db.close()
     assert {"workspaces", "sources", "source_secrets", "vault_keys", "alembic_version"} <= tables
     assert not (cli.data_dir / "master.key").exists()  # upgrading the schema creates no key

@@ -104,7 +104,7 @@ def test_keyring_ciphertext_is_bound_to_its_context(change: dict[str, str]) -> N
     key_id, blob = ring.encrypt(b"secret", **CTX)
     args: dict[str, str] = {**CTX, "key_id": key_id, **change}
     with pytest.raises(VaultError):
-        ring.decrypt(blob, **args)  # type: ignore[arg-type]
+        ring.decrypt(blob, **args)
 
 
 def test_keyring_same_key_different_key_id_label_fails() -> None:

@@ -28,8 +28,9 @@ from keyrelay.connectors.cache import EntityCache
 from keyrelay.connectors.execute import ConnectorService
 from keyrelay.connectors.pagetoken import PageTokens
 from keyrelay.connectors.spec import load_catalog
-from keyrelay.doors import admin, auth, connectors, files, gateway, observe, sonar
+from keyrelay.doors import admin, airbyte, auth, connectors, files, gateway, mcp, observe, sonar
 from keyrelay.doors.deps import Services
+from keyrelay.doors.mcp_tools import Deps as McpDeps
 from keyrelay.doors.render import dumps, error_headers, error_response
 from keyrelay.errors import (
     HeadersTooLarge,
@@ -151,15 +152,20 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             entity_cache.forget_source(source_id)
 
         sources.on_change = source_changed
+        stores = StoreFactory(allow=settings.allow_networks, local_roots=settings.local_root_paths)
+        mcp_door = mcp.McpDoor(McpDeps(relay=relay, authenticator=authn, sources=sources, connectors=connector_service,
+                                       catalog=catalog, stores=stores, max_range_bytes=settings.max_range_bytes),
+                               settings)
         services = Services(settings=settings, authenticator=authn, access=access, sources=sources,
                             catalog=catalog, logs=log_store, vault=vault, ready=ready, connectors=connector_service,
-                            extras={"hot_path": hot_path(relay, settings)})
+                            extras={"hot_path": hot_path(relay, settings, stores, mcp_door)})
         stop = asyncio.Event()
         await upstream.start()
         # not a TaskGroup: it would wrap an error raised in the caller's block in an ExceptionGroup
         flusher = asyncio.create_task(events.run(stop))
         try:
-            yield Runtime(services, metrics, events, bootstrap)
+            async with mcp_door.running():  # the MCP SDK's task group lives as long as the runtime
+                yield Runtime(services, metrics, events, bootstrap)
         finally:
             stop.set()
             try:
@@ -173,13 +179,11 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
 HotPath = Callable[[MutableMapping[str, Any], "Receive", "Send"], Awaitable[bool]]
 
 
-def hot_path(relay: Relay, settings: Settings) -> HotPath:
+def hot_path(relay: Relay, settings: Settings, stores: StoreFactory, mcp_door: mcp.McpDoor) -> HotPath:
     """The plain-ASGI doors, dispatched before FastAPI: answers True when one of them took the request."""
     gateway_door = gateway.GatewayDoor(relay)
     sonar_door = sonar.SonarDoor(relay, max_body_bytes=settings.max_body_bytes)
-    files_door = files.FilesDoor(relay, StoreFactory(allow=settings.allow_networks,
-                                                     local_roots=settings.local_root_paths),
-                                 max_range_bytes=settings.max_range_bytes)
+    files_door = files.FilesDoor(relay, stores, max_range_bytes=settings.max_range_bytes)
 
     async def dispatch(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> bool:
         raw = scope.get("raw_path") or scope["path"].encode()
@@ -192,6 +196,9 @@ def hot_path(relay: Relay, settings: Settings) -> HotPath:
         if sonar.is_sonar(scope["path"]):
             await sonar_door(scope, receive, send)
             return True
+        if mcp.is_mcp(scope["path"]):
+            await mcp_door(scope, receive, send)
+            return True
         return False
 
     return dispatch
@@ -200,7 +207,7 @@ def hot_path(relay: Relay, settings: Settings) -> HotPath:
 def build_api() -> FastAPI:
     api = FastAPI(title="keyrelay", version="0.1.0", docs_url="/docs", redoc_url=None,
                   description="Self-hosted credential gateway for AI agents. See docs/ in the repository.")
-    for router in (auth.router, admin.router, connectors.router, observe.router):
+    for router in (auth.router, admin.router, connectors.router, airbyte.router, observe.router):
         api.include_router(router)
 
     def rid(request: Request) -> str | None:

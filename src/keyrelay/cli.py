@@ -37,8 +37,11 @@ def _run(work: Callable[[Runtime], Awaitable[T]]) -> T:
     """Open the database (applying migrations) and run one admin operation against it."""
 
     async def main() -> T:
-        async with runtime(_settings()) as rt:
-            return await work(rt)
+        try:
+            async with runtime(_settings()) as rt:
+                return await work(rt)
+        except BaseExceptionGroup as group:  # a task group in the runtime wraps errors raised by `work`
+            raise _sole(group) from None
 
     try:
         return asyncio.run(main())
@@ -46,6 +49,14 @@ def _run(work: Callable[[Runtime], Awaitable[T]]) -> T:
         raise click.ClickException(f"{err.code}: {err.message}") from None
     except crypto.VaultError as err:
         raise click.ClickException(str(err)) from None
+
+
+def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error inside (nested) single-member exception groups, else the group itself."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _echo(data: Any) -> None:
@@ -81,6 +92,7 @@ def serve(host: str | None, port: int | None) -> None:
     settings = _settings()
     host = host if host is not None else settings.host
     port = port if port is not None else settings.port
+    settings = settings.model_copy(update={"host": host, "port": port})  # /mcp's Host check follows --host
     base = f"http://{host}:{port}"
     app = create_app(settings, on_bootstrap=lambda a: click.echo(bootstrap_banner(a, base)))
     uvicorn.Server(uvicorn_config(app, settings, host=host, port=port)).run()
@@ -97,6 +109,24 @@ def init() -> None:
             click.echo("keyrelay is already initialised (an application exists).")
 
     _run(work)
+
+
+@main.command("mcp-stdio", help="Serve MCP on stdin/stdout for desktop MCP clients, forwarding every call to "
+                                 "a keyrelay server's /mcp. Holds only the token: no master key, no credentials.")
+@click.option("--url", required=True, help="The server's MCP endpoint, e.g. https://keyrelay.example.com/mcp.")
+@click.option("--token", default=None, help="Bearer token with the 'mcp' scope. Prefer KEYRELAY_MCP_TOKEN: "
+                                            "arguments are visible to other local users.")
+def mcp_stdio(url: str, token: str | None) -> None:
+    from keyrelay import mcp_bridge
+
+    secret = _settings().mcp_token
+    token = token or (secret.get_secret_value() if secret is not None else None)
+    if not token:
+        raise click.ClickException("no token: set KEYRELAY_MCP_TOKEN or pass --token")
+    try:
+        asyncio.run(mcp_bridge.serve(url, token))
+    except mcp_bridge.BridgeError as err:
+        raise click.ClickException(str(err)) from None
 
 
 @main.group(help="Manage workspaces (one per end customer).")

@@ -24,6 +24,10 @@ class _TooLarge(Exception):
     """Raised inside the parser callback; httptools turns it into a parser error, answered with 431."""
 
 
+class _BadHost(Exception):
+    """No Host header on an HTTP/1.1 request, or more than one (RFC 9112 3.2): a parser error, answered with 400."""
+
+
 class GuardedHttpTools(HttpToolsProtocol):
     header_timeout: float = 10.0
     max_header_bytes: int = 16 * 1024
@@ -34,6 +38,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
         self._header_count = 0
+        self._host_count = 0
         self._too_large = False
 
     def _arm(self) -> None:
@@ -60,7 +65,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._header_bytes = self._header_count = 0
+        self._header_bytes = self._header_count = self._host_count = 0
         self._arm()
 
     def on_url(self, url: bytes) -> None:
@@ -76,10 +81,14 @@ class GuardedHttpTools(HttpToolsProtocol):
         if self._header_bytes > self.max_header_bytes or self._header_count > self.max_header_count:
             self._too_large = True
             raise _TooLarge
+        if name.lower() == b"host":
+            self._host_count += 1
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        if self._host_count > 1 or (self._host_count == 0 and self.parser.get_http_version() != "1.0"):
+            raise _BadHost
         super().on_headers_complete()
 
     def send_400_response(self, msg: str) -> None:

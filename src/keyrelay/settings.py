@@ -41,7 +41,9 @@ class Settings(BaseSettings):
     token_cache_seconds: float = Field(1.0, ge=0, description="how long a token lookup is reused")
     source_cache_seconds: float = Field(1.0, ge=0, description="how long a resolved source is reused")
     cors_origins: str = ""
-    mcp_allowed_origins: str = ""
+    mcp_allowed_origins: str = Field("", description="Origin values accepted on /mcp (comma-separated)")
+    mcp_allowed_hosts: str = Field("", description="extra Host values accepted on /mcp (comma-separated)")
+    mcp_token: SecretStr | None = Field(None, description="token `keyrelay mcp-stdio` sends (client side only)")
     log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|debug|info|warning|error)$")
 
     @field_validator("upstream_allow_cidrs")
@@ -62,6 +64,14 @@ class Settings(BaseSettings):
     @property
     def local_root_paths(self) -> tuple[Path, ...]:
         return tuple(Path(p.strip()) for p in self.local_roots.split(",") if p.strip())
+
+    @property
+    def mcp_origins(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.mcp_allowed_origins.split(",") if p.strip())
+
+    @property
+    def mcp_hosts(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.mcp_allowed_hosts.split(",") if p.strip())
 
     @property
     def allow_networks(self) -> tuple[Network, ...]:

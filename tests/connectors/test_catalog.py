@@ -25,7 +25,7 @@ def test_definition_is_consistent(path: Path) -> None:
     for ent in spec.entities.values():
         for act in ent.actions.values():
             where = f"{spec.name}.{ent.name}.{act.name}"
-            placeholders = set(re.findall(r"\{([a-z_]+)\}", act.path))
+            placeholders = set(re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", act.path))
             path_params = {p.upstream for p in act.params.values() if p.location == "path"}
             assert placeholders == path_params, where
             assert all(p.required for p in act.params.values() if p.location == "path"), where
@@ -57,5 +57,46 @@ def test_catalog_api_connectors_declare_auth_and_base_url() -> None:
     for spec in CATALOG.values():
         if spec.is_catalog_api:
             assert spec.auth, spec.name
-            assert spec.default_base_url and spec.default_base_url.startswith("https://"), spec.name
+            assert spec.default_base_url, spec.name
             assert spec.definition_id, spec.name
+            url = spec.default_base_url
+            lead = re.match(r"\{([a-z_]+)\}", url)
+            if lead:  # a whole URL from config (Salesforce instance_url): its schema must insist on https
+                field = spec.config_schema["properties"][lead.group(1)]
+                assert field["pattern"].startswith("^https://"), spec.name
+                assert lead.group(1) in spec.config_schema.get("required", []), spec.name
+            else:
+                assert url.startswith("https://"), spec.name
+            for name in re.findall(r"\{([a-z_]+)\}", url)[1 if lead else 0:]:
+                # a tenant placeholder inside the host: only safe hostname labels
+                field = spec.config_schema["properties"][name]
+                assert field["pattern"].startswith("^[a-z0-9]") and "." not in field["pattern"], spec.name
+                assert name in spec.config_schema.get("required", []), spec.name
+
+
+@pytest.mark.parametrize("name,config,ok", [
+    ("zendesk-support", {"subdomain": "acme"}, True),
+    ("zendesk-support", {"subdomain": "evil.com#"}, False),
+    ("jira", {"subdomain": "acme-corp"}, True),
+    ("jira", {"subdomain": "x.evil.com"}, False),
+    ("shopify", {"shop": "my-shop"}, True),
+    ("shopify", {"shop": "-shop"}, False),
+    ("salesforce", {"instance_url": "https://acme.my.salesforce.com"}, True),
+    ("salesforce", {"instance_url": "http://acme.my.salesforce.com"}, False),
+    ("salesforce", {"instance_url": "https://acme.my.salesforce.com/x"}, False),
+    ("github", {"owner": "octo-org", "repo": "hello.js"}, True),
+    ("github", {"owner": "octo/org"}, False),
+])
+def test_tenant_config_allows_only_safe_values(name: str, config: dict[str, str], ok: bool) -> None:
+    from keyrelay.errors import InvalidRequest
+
+    if ok:
+        CATALOG[name].check_config(dict(config))
+    else:
+        with pytest.raises(InvalidRequest):
+            CATALOG[name].check_config(dict(config))
+
+
+def test_config_defaults_are_filled_in() -> None:
+    config = CATALOG["salesforce"].check_config({"instance_url": "https://acme.my.salesforce.com"})
+    assert config["login_url"] == "https://login.salesforce.com"

@@ -42,3 +42,12 @@ def test_offset_and_page_number() -> None:
     assert position_param(page, {}) == ("page", "query", 1)
     assert next_state(page, body={}, records=[1, 2], headers={}, size=2, state={"page": 3}) == {"page": 4}
     assert next_state(page, body={}, records=[], headers={}, size=2, state={"page": 3}) is None
+
+
+def test_link_relations_are_found_in_any_order() -> None:
+    from keyrelay.connectors.paging import link
+
+    value = '<https://s.myshopify.com/a?page_info=p>; rel="previous", <https://s.myshopify.com/a?page_info=n>; rel=next'
+    assert link({"Link": value}, "next") == "https://s.myshopify.com/a?page_info=n"
+    assert link({"link": value}, "previous") == "https://s.myshopify.com/a?page_info=p"
+    assert link({}, "next") is None

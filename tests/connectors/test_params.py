@@ -32,3 +32,24 @@ def test_bad_params_are_named(given: dict[str, object], field: str) -> None:
     with pytest.raises(Unprocessable) as err:
         check_params(ACT, given)
     assert err.value.field == field
+
+
+def test_objects_in_the_query_are_bracketed_and_in_none_params_are_never_sent() -> None:
+    act = Action(name="list", method="GET", path="/v1/things", description="", records="data", params={
+        "created": Param("created", "object", "a range"),
+        "limit": Param("limit", "integer", "ignored page size", location="none"),
+        "owner": Param("owner", "string", "an owner", default="{owner}"),
+    })
+    values = check_params(act, {"created": {"gte": 1, "lt": 5, "lte": None}, "limit": 1}, config={"owner": "acme"})
+    placed = place(act, values)
+    assert placed.query == [("created[gte]", "1"), ("created[lt]", "5"), ("owner", "acme")]
+    assert placed.body == {}
+
+
+def test_dotted_body_names_nest() -> None:
+    act = Action(name="create", method="PUT", path="/t", description="", record="", params={
+        "body": Param("body", "string", "text", location="body", wire_name="ticket.comment.body"),
+        "public": Param("public", "boolean", "visible", location="body", wire_name="ticket.comment.public"),
+    })
+    placed = place(act, check_params(act, {"body": "hi", "public": False}))
+    assert placed.body == {"ticket": {"comment": {"body": "hi", "public": False}}}

@@ -19,3 +19,9 @@ def test_exclude_drops_nested_paths_without_touching_the_original() -> None:
 def test_truncation_marks_long_strings_only() -> None:
     out = truncate([REC])
     assert out[0]["long"].endswith(MARK) and out[0]["id"] == "1"
+
+
+def test_a_literal_top_level_key_is_tried_before_a_dot_path() -> None:
+    rec = {"a.b": "literal", "a": {"b": "nested"}, "id": "1"}
+    assert shape(rec, select=["a.b"], exclude=None) == {"a.b": "literal"}
+    assert shape(rec, select=None, exclude=["a.b"]) == {"a": {"b": "nested"}, "id": "1"}

@@ -328,4 +328,5 @@ def test_a_100_mib_object_streams_with_flat_memory(env: dict[str, Any], admin: A
     sampler.join()
     assert got == size and digest.hexdigest() == want
     growth_mib = (peak[0] - base) / 1024
+    print(f"100 MiB through keyrelay: RSS {base / 1024:.0f} -> peak {peak[0] / 1024:.0f} MiB (+{growth_mib:.1f})")
     assert growth_mib < 32, f"RSS grew by {growth_mib:.1f} MiB while streaming 100 MiB"

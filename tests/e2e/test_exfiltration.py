@@ -255,6 +255,23 @@ def test_request_api_headers_cannot_redirect_the_request(env: Env) -> None:
     env.evil_untouched()
 
 
+def test_no_method_escapes_the_base_path(env: Env) -> None:
+    # aiohttp sends CONNECT in authority form (`CONNECT host:port`): the base path would not apply at all
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "TRACE", "PROPFIND", "FOO", "CONNECT",
+                   "connect"):
+        r = env.client.post(SONAR.format(env.v1), json={"method": method, "url": f"{env.upstream.url}/v1/echo"})
+        if method.upper() == "CONNECT":
+            assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed", r.text
+        else:
+            assert r.status_code == 200, (method, r.text)
+    r = env.client.request("CONNECT", f"/api/{env.ws}/proxy/v1/echo")
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed", r.text
+    seen = env.upstream.requests
+    assert len(seen) == 9 and "CONNECT" not in {s.method for s in seen}  # FOO: refused by the upstream parser
+    assert all(s.raw_path == "/v1/echo" for s in seen), [(s.method, s.raw_path) for s in seen]
+    env.evil_untouched()
+
+
 # Gateway tails, sent byte-exact. Each must be 400 (or 414 for the long one) with no upstream traffic.
 REFUSED_TAILS = [
     "/%2e%2e/echo", "/%2E%2E/echo", "/%2e%2E/echo", "/.%2e/echo", "/%2e./echo", "/../echo", "/./echo", "/..",
@@ -305,8 +322,8 @@ _PORTS = [":«P»", ":«P»", ":«P»", ":«E»", ":«N»", "", ":0", ":0«P»",
 _ATOMS = ["/", "/", "v1", "v1", "v1x", "echo", ".", "..", "%2e", "%2E%2e", "%2f", "%5c", "\\", "%00", "%252e", "@",
           ":", ";", "?", "#", "&", "=", "%", "%41", "~", "\t", " ", "\r\n", "\u00e9", "\uff0e", "//", "127.0.0.2",
           "«E»", "a", "b-c", "..;", "%3b", "%23", "%3f", "+", "$", "'", "(", "*", "!", "[", "]", "{", "|"]
-_NASTY = st.sampled_from(list("/\\@:.#?%&;=+ \t\r\n\x00\u3002\uff0e\u00e9[]") + ["%2e", "%2f", "%5c", "%00", "%25",
-                                                                                 "«E»", "«N»", "127.0.0.2"])
+_NASTY = st.sampled_from([*"/\\@:.#?%&;=+ \t\r\n\x00\u3002\uff0e\u00e9[]", "%2e", "%2f", "%5c", "%00", "%25", "«E»",
+                          "«N»", "127.0.0.2"])
 
 
 @st.composite

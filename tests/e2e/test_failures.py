@@ -91,6 +91,28 @@ def test_upstream_reset_mid_body_is_a_clean_502_or_a_closed_connection(env: Env)
     assert rows and all(row["status"] != 500 for row in rows)
 
 
+def test_upstream_dying_mid_stream_truncates_the_response_without_a_500(env: Env) -> None:
+    with env.client.stream("GET", env.gw("up", "sse?events=100&delay=0.05"), extensions={"kr_stream": True}) as r:
+        assert r.status_code == 200
+        chunks = r.iter_raw()
+        assert next(chunks).startswith(b"data: 0")
+        env.upstream.stop()  # the upstream process goes away in the middle of the stream
+        received = b""
+        with pytest.raises(httpx.RemoteProtocolError):  # the chunked body ends without its last chunk
+            for chunk in chunks:
+                received += chunk
+                assert len(received) < 10_000
+    assert b"Traceback" not in received and b"error" not in received
+    env.watcher.note(200, received, "truncated stream")
+
+    def row() -> dict[str, Any] | None:
+        return next((x for x in env.logs() if x["path"].endswith("/sse")), None)
+
+    assert wait_until(lambda: row() is not None, 3.0, step=0.1)
+    logged = row()
+    assert logged is not None and logged["error_code"] == "upstream_unreachable"
+
+
 def test_garbage_from_the_upstream_is_502(env: Env) -> None:
     env.error(env.client.get(env.gw("up", "garbage")), 502, "upstream_unreachable")
     env.error(env.client.post(env.gw("up", "garbage"), content=b"{}"), 502, "upstream_unreachable")
@@ -179,6 +201,11 @@ def test_declared_body_over_the_limit_is_413_and_the_upstream_sees_nothing(env: 
         assert r.status == 413, (declared, r.body)
         assert b'"payload_too_large"' in r.body
         assert r.closed  # the rest of the body is not drained from the socket
+    # with Expect: 100-continue the agent is told 413 before it sends a single body byte
+    head = _request_head(env, env.gw("small", "echo"), "Content-Length: 10485760\r\nExpect: 100-continue\r\n")
+    r = raw_exchange(env.kr.port, head)
+    env.watcher.note(r.status, r.body, "expect 100-continue")
+    assert r.status == 413 and r.closed
     r2 = env.client.put(env.gw("small", "echo"), content=b"y" * 2000)
     env.error(r2, 413, "payload_too_large")
     r2 = env.sonar("small", f"{env.upstream.url}/echo", method="POST", body="z" * 5000)
@@ -213,7 +240,6 @@ def test_chunked_upload_over_the_limit_is_413(env: Env) -> None:
         writer.join(10)
     env.watcher.note(r.status, r.body, "chunked upload")
     assert r.status == 413 and b'"payload_too_large"' in r.body and r.closed
-    print("SENT", sent)
     assert sent["bytes"] < 32 * 1024 * 1024  # keyrelay stopped reading: the upload could not finish
     assert all(s.raw_path != "/echo" for s in env.upstream.requests)  # no complete request reached the upstream
     env.upstream.clear()

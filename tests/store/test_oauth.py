@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keyrelay.errors import NotFound
-from keyrelay.model import OAUTH_STATE_FIELD, NewSource, SealedField
+from keyrelay.model import OAUTH_STATE_FIELD, NewSource, OAuthRecord, SealedField
 from keyrelay.store.oauth import SqlOAuthStore, lock_key
 from keyrelay.store.sources import SqlSourceStore
 from keyrelay.store.workspaces import SqlWorkspaceStore
@@ -69,7 +69,7 @@ async def test_an_error_inside_the_lock_rolls_everything_back(engine: AsyncEngin
             await txn.write_state(_state(b"lost"))
             await txn.mark_needs_reauth(now=5.0)
             raise RuntimeError("token endpoint failed")
-    assert await store.read(sid) == type(await store.read(sid))(status="active", state=None)
+    assert await store.read(sid) == OAuthRecord(status="active", state=None)
 
 
 async def test_writing_state_of_a_deleted_source_is_not_found(engine: AsyncEngine) -> None:

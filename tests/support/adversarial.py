@@ -6,6 +6,7 @@ keyrelay runs in-process (tests/support/keyrelay.py), so /proc/self describes ke
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterable
@@ -148,10 +149,8 @@ def read_response(sock: socket.socket, *, timeout: float = 10.0, close_wait: flo
 def raw_exchange(port: int, data: bytes, *, timeout: float = 10.0) -> RawResponse:
     """Send `data` on a fresh connection to 127.0.0.1:port and read one response (plus whether it then closed)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        try:
-            sock.sendall(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server may answer and close before reading everything
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(data)  # the server may answer and close before reading everything
         return read_response(sock, timeout=timeout)
 
 

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -64,11 +65,14 @@ class Emulator:
             with open(self.log_path, "ab") as log:
                 self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
                                               stderr=subprocess.STDOUT, cwd=self.dir, start_new_session=True)
-            try:
-                wait_port("127.0.0.1", self.port, timeout=30)
-                return self
-            except TimeoutError:
-                stop_child(self._proc)
+            deadline = time.monotonic() + 30
+            while self._proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    wait_port("127.0.0.1", self.port, timeout=0.2)
+                    return self
+                except TimeoutError:
+                    continue
+            stop_child(self._proc)
         raise RuntimeError(f"{self.name} did not start:\n{read_tail(self.log_path)}")
 
     def __exit__(self, *exc: object) -> None:
@@ -90,7 +94,7 @@ class AzuriteServer(Emulator):
         if not AZURITE_BIN.exists():
             raise RuntimeError(f"{AZURITE_BIN} is missing: run ./scripts/test (it installs azurite with npm)")
         return [str(AZURITE_BIN), "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--inMemoryPersistence",
-                "--disableTelemetry", "--skipApiVersionCheck", "--silent", "--location", self.dir]
+                "--disableTelemetry", "--skipApiVersionCheck", "--silent"]
 
 
 class FakeGcsServer(Emulator):
@@ -103,6 +107,9 @@ class FakeGcsServer(Emulator):
         return [str(_get_binary_path()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
                 "-port", str(self.port), "-external-url", url, "-public-host", f"127.0.0.1:{self.port}",
                 "-log-level", "warn"]
+
+
+_NO_AUTO = ("content-type", "user-agent", "accept", "accept-encoding")  # forward exactly what was signed
 
 
 @dataclass(frozen=True)
@@ -144,8 +151,8 @@ class RecordingProxy:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
         url = URL(str(self.target) + request.raw_path, encoded=True)
         body = await request.read()
-        async with self._session.request(request.method, url, headers=headers, data=body,
-                                         allow_redirects=False) as up:
+        async with self._session.request(request.method, url, headers=headers, data=body or None,
+                                         allow_redirects=False, skip_auto_headers=_NO_AUTO) as up:
             resp = web.StreamResponse(status=up.status, headers={k: v for k, v in up.headers.items()
                                                                  if k.lower() not in ("transfer-encoding",)})
             await resp.prepare(request)
@@ -304,3 +311,12 @@ class Storage:
     def clear(self) -> None:
         for proxy in self.proxies.values():
             proxy.seen.clear()
+
+
+def make_source(connector: str, config: dict[str, Any], sid: str = "src-1", timeout: float = 5) -> Any:
+    """A `Source` value for unit tests of keyrelay.files (no database)."""
+    from keyrelay.model import Policy, Source
+
+    return Source(id=sid, workspace_id="ws-1", connector=connector, name=sid, slug=sid, config=config,
+                  policy=Policy(timeout_seconds=timeout), status="active", credential_fields=(), created_at=0,
+                  updated_at=0)

@@ -71,6 +71,7 @@ class FakeUpstream:
         self.port = port
         self.require_auth = require_auth  # may be changed while running; ISSUED_TOKEN = OAuth tokens
         self.token_ttl = token_ttl  # expires_in of issued access tokens
+        self.token_delay = 0.0  # seconds /oauth/token waits before answering (widens refresh races)
         self.token_calls = 0
         self.invalid_grants = 0  # refresh_token grants refused (unknown, revoked or already used token)
         self._lock = threading.Lock()
@@ -348,6 +349,8 @@ class FakeUpstream:
     async def _oauth_token(self, request: web.Request) -> web.Response:
         form = await request.post()
         grant = form.get("grant_type")
+        if self.token_delay:
+            await asyncio.sleep(self.token_delay)
         with self._lock:
             self.token_calls += 1
             if grant == "client_credentials":

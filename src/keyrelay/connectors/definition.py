@@ -19,7 +19,7 @@ _PARAM = {
     "type": "object", "additionalProperties": False, "required": ["type", "description"],
     "properties": {
         "type": {"enum": list(PARAM_TYPES)}, "description": {"type": "string", "minLength": 3},
-        "required": {"type": "boolean"}, "in": {"enum": ["path", "query", "body"]},
+        "required": {"type": "boolean"}, "in": {"enum": ["path", "query", "body", "none"]},
         "name": {"type": "string", "minLength": 1}, "enum": {"type": "array"}, "default": {},
         "minimum": {"type": "number"}, "maximum": {"type": "number"}, "items": {"type": "object"},
         "filter": {"type": "boolean"},
@@ -43,6 +43,7 @@ _ACTION = {
         "pagination": _PAGINATION, "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
         "static_body": {"type": "object"}, "static_query": {"type": "object"}, "read_only": {"type": "boolean"},
         "error_path": {"type": "string"},
+        "record_filter": {"type": "object", "minProperties": 1},
     },
 }
 DEFINITION_SCHEMA: dict[str, Any] = {
@@ -72,7 +73,7 @@ class Param:
     type: str
     description: str
     required: bool = False
-    location: str = "query"  # path | query | body
+    location: str = "query"  # path | query | body | none (validated, never sent)
     wire_name: str = ""  # the upstream's name, if different
     enum: tuple[Any, ...] | None = None
     minimum: float | None = None
@@ -116,6 +117,9 @@ class Action:
     static_body: Mapping[str, Any] = field(default_factory=dict)
     read_only: bool | None = None
     error_path: str = ""  # e.g. GraphQL's `errors`: a non-empty value there on a 2xx is a failure
+    # dot path -> required value: other records are dropped (fail closed: a missing field drops the record),
+    # e.g. Gong's privacy rule {isPrivate: false}
+    record_filter: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def is_collection(self) -> bool:
@@ -159,7 +163,8 @@ def _action(name: str, raw: Mapping[str, Any]) -> Action:
                   params=params, body=raw.get("body", "json"), records=raw.get("records"), record=raw.get("record"),
                   pagination=pagination, metadata=raw.get("metadata") or {},
                   static_query=raw.get("static_query") or {}, static_body=raw.get("static_body") or {},
-                  read_only=raw.get("read_only"), error_path=raw.get("error_path", ""))
+                  read_only=raw.get("read_only"), error_path=raw.get("error_path", ""),
+                  record_filter=raw.get("record_filter") or {})
 
 
 def parse_entities(raw: Mapping[str, Any]) -> dict[str, Entity]:

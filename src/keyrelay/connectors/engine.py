@@ -8,6 +8,7 @@ injection, SSRF guard, timeouts, redaction, rate limits and the request log are 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,10 +26,12 @@ from keyrelay.errors import (
     UpstreamUnreachable,
 )
 from keyrelay.model import Inbound, Target
+from keyrelay.pipeline import build, destination
 from keyrelay.pipeline.relay import Admitted, Relay
 
 MAX_RESPONSE = 32 * 1024 * 1024
-_MESSAGE_PATHS = ("error.message", "error_description", "message", "errors.0.message", "error", "errorMessages.0")
+_MESSAGE_PATHS = ("error.message", "error_description", "message", "errors.0.message", "errors.0", "error",
+                  "errorMessages.0", "0.message", "errors")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ def _flatten(body: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]
         name = f"{prefix}[{key}]" if prefix else key
         if isinstance(value, dict):
             out.extend(_flatten(value, name))
+        elif isinstance(value, list):  # `items[0][price]=...`
+            out.extend(_flatten({str(i): v for i, v in enumerate(value)}, name))
         elif isinstance(value, bool):
             out.append((name, "true" if value else "false"))
         elif value is not None:
@@ -71,6 +76,8 @@ def _flatten(body: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]
 async def call(relay: Relay, base: Inbound, admitted: Admitted, action: Action, placed: Placed, *,
                next_url: str | None = None) -> Answer:
     """Send one request for `action` and return the parsed answer; upstream failures become KeyrelayErrors."""
+    if next_url is not None and next_url.startswith("/") and not next_url.startswith("//"):
+        next_url = _origin(admitted) + next_url  # a path from the upstream (Salesforce `nextRecordsUrl`)
     target, payload, headers = request_for(action, placed, next_url=next_url)
     raw = tuple((k.encode(), v.encode()) for k, v in headers.items())
     inbound = Inbound(door=base.door, method=action.method, path=base.path, authorization=base.authorization,
@@ -102,6 +109,20 @@ async def call(relay: Relay, base: Inbound, admitted: Admitted, action: Action, 
     return Answer(relayed.status, body, headers_out)
 
 
+def _origin(admitted: Admitted) -> str:
+    default = admitted.facts.default_base_url if admitted.facts is not None else None
+    return destination.parse_base_url(build.base_url_of(admitted.resolved.source, default)).origin
+
+
+def _retry_after(value: str) -> int:
+    """Integer seconds from `Retry-After` (Shopify sends `2.0`); 60 when it is missing or an HTTP date."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        return 60
+    return math.ceil(seconds) if math.isfinite(seconds) else 60
+
+
 def upstream_error(status: int, body: Any, headers: Mapping[str, str]) -> KeyrelayError:
     """The contract's mapping of an upstream failure; the upstream's own message is kept (already redacted)."""
     message = next((m for p in _MESSAGE_PATHS if isinstance(m := extract.get(body, p), str) and m), "")
@@ -111,8 +132,8 @@ def upstream_error(status: int, body: Any, headers: Mapping[str, str]) -> Keyrel
     if status == 404:
         return NotFound(f"The upstream API found no such object{detail}")
     if status == 429:
-        value = headers.get("retry-after", "")
-        retry = int(value) if value.isdigit() else 60
+        value = next((v for k, v in headers.items() if k.lower() == "retry-after"), "").strip()
+        retry = _retry_after(value)
         return RateLimited(f"The upstream API rate limit was hit{detail}", retry_after=max(1, min(retry, 3600)))
     if status < 500:
         return Unprocessable(f"The upstream API rejected the request ({status}){detail}")

@@ -22,6 +22,7 @@ from keyrelay.pipeline.policy import API_CONNECTOR_KINDS
 from keyrelay.pipeline.relay import Admitted, Relay
 
 ACTION_ALIASES = {"api_search": "search"}
+_ABSENT = object()
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,20 @@ def _set_path(target: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _meta_value(answer: engine.Answer, path: str) -> Any:
+    """A body path, or `@link.<rel>` (a URL of the `Link` header) or `@header.<name>` (a response header)."""
+    if path.startswith("@link."):
+        return paging.link(answer.headers, path[len("@link."):])
+    if path.startswith("@header."):
+        wanted = path[len("@header."):].lower()
+        return next((v for k, v in answer.headers.items() if k.lower() == wanted), None)
+    return extract.get(answer.body, path)
+
+
 def collection_metadata(act: Action, answer: engine.Answer, records: list[Any]) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     for key, path in act.metadata.items():
-        _set_path(meta, key, extract.get(answer.body, path))
+        _set_path(meta, key, _meta_value(answer, path))
     nxt = paging.next_state(act.pagination, body=answer.body, records=records, headers=answer.headers,
                             size=len(records), state={})
     if act.pagination.type == "cursor" and nxt is not None and "next_cursor" not in meta:
@@ -106,6 +117,8 @@ class ConnectorService:
         else:
             answer = await engine.call(self._relay, inbound, admitted, act, params.place(act, values))
             result, meta = self._result(act, answer)
+            if act.is_collection:
+                result = self._kept(act, result)
             if ttl and not act.is_write:
                 self._cache.put(key, (result, meta), ttl)
         if act.is_collection:
@@ -131,6 +144,14 @@ class ConnectorService:
         if not isinstance(records, list):
             raise UpstreamUnreachable("The upstream API answered with an unexpected shape")
         return records, collection_metadata(act, answer, records)
+
+    @staticmethod
+    def _kept(act: Action, records: list[Any]) -> list[Any]:
+        """Records that pass the action's `record_filter` (applied after paging has looked at the page)."""
+        if not act.record_filter:
+            return records
+        return [r for r in records
+                if all(extract.get(r, path, _ABSENT) == want for path, want in act.record_filter.items())]
 
     def streams(self, spec: ConnectorSpec) -> list[dict[str, Any]]:
         out = []
@@ -164,14 +185,14 @@ class ConnectorService:
             if location == "query":
                 placed.query.append((name, str(value)))
             else:
-                placed.body[name] = value
+                params.set_nested(placed.body, name, value)  # GraphQL: `variables.after`
         answer = await engine.call(self._relay, inbound, admitted, act, placed, next_url=state.get("url"))
         records, _ = self._result(act, answer)
         nxt = paging.next_state(act.pagination, body=answer.body, records=records, headers=answer.headers,
                                 size=size, state=state)
         token = None if nxt is None else self._tokens.issue(source_id=source.id, stream=stream,
                                                             filters=filters or {}, state=nxt)
-        return {"records": records, "next_page_token": token}
+        return {"records": self._kept(act, records), "next_page_token": token}
 
     def _query_plan(self, spec: ConnectorSpec, source_id: str, source_config: Mapping[str, Any], stream: Any,
                     filters: Any, page_token: Any) -> tuple[Action, dict[str, Any], int, dict[str, Any]]:
@@ -205,4 +226,4 @@ class ConnectorService:
 def _is_filter(act: Action, name: str) -> bool:
     p = act.params[name]
     pag = act.pagination
-    return p.filter and p.location != "path" and p.upstream not in (pag.param, pag.size_param)
+    return p.filter and p.location not in ("path", "none") and p.upstream not in (pag.param, pag.size_param)

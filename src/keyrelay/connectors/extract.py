@@ -27,11 +27,14 @@ def get(doc: Any, path: str, default: Any = None) -> Any:
 
 
 def pick(record: Any, paths: list[str]) -> Any:
-    """Only the given dot paths of a record (missing ones are left out)."""
+    """Only the given keys or dot paths of a record (missing ones are left out)."""
     if not isinstance(record, dict):
         return record
     out: dict[str, Any] = {}
     for path in paths:
+        if path in record:  # a literal top-level key (which may contain dots) before a dot path
+            out[path] = record[path]
+            continue
         parts = split(path)
         value = get(record, path, _MISSING)
         if value is _MISSING or not parts:
@@ -44,11 +47,14 @@ def pick(record: Any, paths: list[str]) -> Any:
 
 
 def drop(record: Any, paths: list[str]) -> Any:
-    """The record without the given dot paths."""
+    """The record without the given keys or dot paths."""
     if not isinstance(record, dict):
         return record
     out = _copy(record)
     for path in paths:
+        if path in out:
+            del out[path]
+            continue
         parts = split(path)
         node = out
         for part in parts[:-1]:

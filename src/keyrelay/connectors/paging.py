@@ -17,7 +17,16 @@ from typing import Any
 from keyrelay.connectors import extract
 from keyrelay.connectors.definition import Pagination
 
-_LINK_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?', re.IGNORECASE)
+_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="?([^";,]+)"?', re.IGNORECASE)
+
+
+def link(headers: Mapping[str, str], rel: str) -> str | None:
+    """The URL of relation `rel` in the `Link` response header (GitHub REST, Shopify), if any."""
+    value = next((v for k, v in headers.items() if k.lower() == "link"), "")
+    for url, rels in _LINK.findall(value):
+        if rel.lower() in rels.lower().split():
+            return str(url)
+    return None
 
 
 def size_param(p: Pagination, size: int) -> tuple[str, str, int] | None:
@@ -50,8 +59,8 @@ def next_state(p: Pagination, *, body: Any, records: list[Any], headers: Mapping
             value = extract.get(body, p.next)
         return {"cursor": value} if value not in (None, "") else None
     if p.type == "link_header":
-        match = _LINK_NEXT.search(headers.get("link", ""))
-        return {"url": match.group(1)} if match else None
+        url = link(headers, "next")
+        return {"url": url} if url else None
     if p.type == "next_url":
         value = extract.get(body, p.next)
         return {"url": value} if isinstance(value, str) and value else None

@@ -81,7 +81,7 @@ def _default(value: Any, config: Mapping[str, Any]) -> Any:
     return value
 
 
-def _set_nested(body: dict[str, Any], dotted: str, value: Any) -> None:
+def set_nested(body: dict[str, Any], dotted: str, value: Any) -> None:
     """`variables.owner` -> body["variables"]["owner"] (GraphQL variables, nested JSON bodies)."""
     parts = dotted.split(".")
     node = body
@@ -98,18 +98,31 @@ def _wire(value: Any) -> str:
     return str(value)
 
 
+def _query_pairs(name: str, value: Any) -> list[tuple[str, str]]:
+    """An object in the query string is sent deepObject style: `{"gte": 1}` as `name[gte]=1` (Stripe)."""
+    if isinstance(value, dict):
+        return [pair for k, v in value.items() if v is not None for pair in _query_pairs(f"{name}[{k}]", v)]
+    return [(name, _wire(value))]
+
+
 def place(action: Action, values: Mapping[str, Any]) -> Placed:
-    """Substitute path params (each a single encoded segment) and sort the rest into query and body."""
+    """Substitute path params (each a single encoded segment) and sort the rest into query and body.
+
+    Params declared `in: none` are validated but never sent (e.g. a `limit` that Airbyte clients send to an
+    API without a page size).
+    """
     path = action.path
     placed = Placed(path="", query=[(k, _wire(v)) for k, v in action.static_query.items()],
                     body=copy.deepcopy(dict(action.static_body)))
     for name, value in values.items():
         p = action.params[name]
+        if p.location == "none":
+            continue
         if p.location == "path":
             path = path.replace("{" + p.upstream + "}", quote(_wire(value), safe=""))
         elif p.location == "query":
-            placed.query.append((p.upstream, _wire(value)))
+            placed.query.extend(_query_pairs(p.upstream, value))
         else:
-            _set_nested(placed.body, p.upstream, value)
+            set_nested(placed.body, p.upstream, value)
     placed.path = path
     return placed

@@ -41,7 +41,12 @@ class ConnectorSpec:
         return self.kind == "api" and self.name != "http"
 
     def check_config(self, data: Any) -> dict[str, Any]:
-        return _check(self.config_schema, data, "config")
+        """The validated config, with the `default` of each top-level property the caller left out."""
+        config = _check(self.config_schema, data, "config")
+        for name, prop in (self.config_schema.get("properties") or {}).items():
+            if name not in config and isinstance(prop, Mapping) and "default" in prop:
+                config[name] = prop["default"]
+        return config
 
     def check_credentials(self, data: Any) -> dict[str, Any]:
         return _check(self.credentials_schema, data, "credentials")
@@ -53,6 +58,11 @@ class ConnectorSpec:
             "definition_id": self.definition_id, "default_base_url": self.default_base_url,
             "config_schema": self.config_schema, "credentials_schema": self.credentials_schema,
         }
+
+
+def check_json(schema: Mapping[str, Any], data: Any, where: str) -> dict[str, Any]:
+    """Validate a JSON object against `schema`; the error names the field and the rule, never the value."""
+    return _check(schema, data, where)
 
 
 def _check(schema: Mapping[str, Any], data: Any, where: str) -> dict[str, Any]:

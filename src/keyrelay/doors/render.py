@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from starlette.responses import Response
@@ -33,6 +34,15 @@ def error_headers(err: KeyrelayError) -> list[tuple[bytes, bytes]]:
     if err.retry_after is not None:
         headers.append((b"retry-after", str(err.retry_after).encode()))
     return headers
+
+
+async def send_error(send: Callable[[dict[str, Any]], Awaitable[None]], err: KeyrelayError, request_id: str | None,
+                     extra_headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    """The contract's error body as a plain-ASGI response."""
+    body = dumps(err.body(request_id))
+    headers = [*error_headers(err), (b"content-length", str(len(body)).encode()), *extra_headers]
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def error_response(err: KeyrelayError, request_id: str | None) -> Response:

@@ -60,6 +60,15 @@ def make_token(email: str, key_id: str | None, key: rsa.RSAPrivateKey, now: floa
     return f"{signing_input}.{_b64(signature)}"
 
 
+def sanitized(raw: object) -> str:
+    """The service account JSON reduced to the members obstore needs (no endpoint, no token URI, no flags)."""
+    email, key_id, key = _parse(raw)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    return json.dumps({"type": "service_account", "client_email": email, "private_key_id": key_id or "",
+                       "private_key": pem})
+
+
 def signer(raw: object, clock: Callable[[], float] = time.time) -> Callable[[], GCSCredential]:
     """An obstore `credential_provider` for the service account JSON `raw` (validated now, not at first use)."""
     email, key_id, key = _parse(raw)

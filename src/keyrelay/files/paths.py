@@ -27,6 +27,8 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 _FORBIDDEN_ESCAPES = frozenset({0x2F, 0x5C, 0x2E, 0x00})  # / \ . NUL (`%25` is a literal '%')
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+# slash and backslash look-alikes that Unicode folding leaves alone (fraction, division, big, set-minus ...)
+_SLASHES = frozenset("/\\\u2044\u2215\u29f8\u29f5\u29f9\u2216\ufe68\uff0f\uff3c")
 
 
 def _refuse(message: str) -> InvalidRequest:
@@ -67,7 +69,7 @@ def _check_segment(seg: str) -> None:
     if any(unicodedata.category(ch) in _BAD_CATEGORIES for ch in seg):
         raise _refuse("Path may not contain control, format or unassigned characters")
     folded = unicodedata.normalize("NFKC", seg)
-    if folded.strip() in (".", "..") or "/" in folded or "\\" in folded:
+    if folded.strip() in (".", "..") or any(ch in _SLASHES for ch in folded):
         raise _refuse("Path may not contain characters that fold to '.', '..', '/' or '\\'")
 
 
@@ -92,9 +94,9 @@ def file_key(raw: str) -> str:
 def list_prefix(raw: str) -> str:
     """The directory an agent asks to list: '' (the root) or `a/b` (one trailing '/' is allowed)."""
     text = decode(raw)
-    if text.endswith("/"):
-        text = text[:-1]
-    return check_key(text) if text else ""
+    if not text:
+        return ""
+    return check_key(text[:-1] if text.endswith("/") else text)
 
 
 def root_prefix(configured: object) -> str:

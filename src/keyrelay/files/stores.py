@@ -8,13 +8,14 @@ operator's ambient credentials, so every store gets:
   overrides every credential the environment offers; without one obstore would also try instance metadata);
 * an explicit endpoint, region/addressing style, `skip_signature=False`, and for S3 `request_payer=False` and
   `server_side_encryption="AES256"` (otherwise `AWS_SSE_CUSTOMER_KEY_BASE64` would be sent on every GET);
-* client options that pin `allow_http` to the endpoint's scheme and turn off proxy discovery: a `proxy_url` that
-  excludes every host makes every connection direct, and stops reqwest from honouring `HTTP(S)_PROXY`;
+* client options that pin `allow_http` to the endpoint's scheme, and a `proxy_url` pointing at keyrelay's own
+  egress guard (files/egress.py): it binds the store to its one endpoint (no redirect to another origin is
+  followed), dials only SSRF-checked addresses, and an explicit proxy stops reqwest honouring `HTTP(S)_PROXY`;
 * for GCS, a self-signed JWT (AIP-4111) made here from the service account key with the read-only storage
   scope, so no token endpoint named in the JSON is ever called.
 
-A custom `endpoint_url` is checked against the SSRF policy when the source is created (manage/sources.py) and
-again before every request (`StoreFactory.open`).
+A custom `endpoint_url` is checked against the SSRF policy when the source is created (manage/sources.py),
+before every request (`StoreFactory.open`, for a fast 422), and by the egress guard on every connection.
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from obstore import exceptions as ox
 from obstore.store import AzureStore, GCSStore, LocalStore, S3Store
 
 from keyrelay.errors import DestinationNotAllowed, InvalidRequest, KeyrelayError, UpstreamUnreachable
 from keyrelay.files import gcsauth
+from keyrelay.files.egress import EgressGuard
+from keyrelay.files.failures import translate
 from keyrelay.files.paths import root_prefix
 from keyrelay.model import Credentials, Source
 from keyrelay.pipeline import destination, ssrf
@@ -61,12 +65,16 @@ class StoreFactory:
         self._allow = allow
         self._local_roots = tuple(p.resolve() for p in local_roots)
         self._cache: dict[tuple[str, str], FileSource] = {}
+        self.guard = EgressGuard(allow=allow)
 
     async def open(self, source: Source, credentials: Credentials) -> FileSource:
         key = (source.id, _digest(source, credentials))
         opened = self._cache.get(key)
         if opened is None:
-            opened = self._build(source, credentials.fields)
+            try:
+                opened = await self._build(source, credentials.fields)
+            except (ox.BaseError, ValueError, TypeError) as exc:  # obstore refused the configuration
+                raise translate(exc) from None
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()
             self._cache[key] = opened
@@ -74,34 +82,34 @@ class StoreFactory:
             await ssrf.resolve_checked(opened.endpoint.host, opened.endpoint.port, allow=self._allow)
         return opened
 
-    def _build(self, source: Source, creds: Mapping[str, Any]) -> FileSource:
+    async def _build(self, source: Source, creds: Mapping[str, Any]) -> FileSource:
         config, timeout = source.config, source.policy.timeout_seconds
         if source.connector == "local":
             return self._local(config)
+        if source.connector not in FILE_CONNECTORS:
+            raise InvalidRequest(f"Connector '{source.connector}' is not a file connector")
         endpoint = _endpoint(config.get("endpoint_url"))
-        options = _client_options(endpoint, timeout)
+        url = _default_url(source.connector, config) if endpoint is None else endpoint.origin + endpoint.path
+        target = endpoint or destination.parse_base_url(url)
+        proxy = await self.guard.proxy_url(target.host, target.port)
+        options = _client_options(target.scheme, timeout, proxy)
         retry: RetryConfig = {"max_retries": 2, "retry_timeout": timedelta(seconds=timeout)}
         root = root_prefix(config.get("prefix"))
         store: Store
         if source.connector == "s3":
             region = str(config.get("region") or "us-east-1")
-            url = endpoint.origin + endpoint.path if endpoint else f"https://s3.{region}.amazonaws.com"
             store = S3Store(str(config["bucket"]), endpoint=url, region=region, virtual_hosted_style_request=False,
                             skip_signature=False, request_payer=False, server_side_encryption="AES256",
                             credential_provider=_s3_provider(creds), client_options=options, retry_config=retry)
         elif source.connector == "azure_blob":
-            account = str(config["account"])
-            url = endpoint.origin + endpoint.path if endpoint else f"https://{account}.blob.core.windows.net"
-            store = AzureStore(str(config["container"]), account_name=account, endpoint=url, skip_signature=False,
-                               credential_provider=_azure_provider(creds), client_options=options,
+            store = AzureStore(str(config["container"]), account_name=str(config["account"]), endpoint=url,
+                               skip_signature=False, credential_provider=_azure_provider(creds), client_options=options,
                                retry_config=retry)
-        elif source.connector == "gcs":
-            url = endpoint.origin + endpoint.path if endpoint else "https://storage.googleapis.com"
-            signer = gcsauth.signer(creds.get("service_account_json"))
-            store = GCSStore(str(config["bucket"]), base_url=url, skip_signature=False, credential_provider=signer,
-                             client_options=options, retry_config=retry)
         else:
-            raise InvalidRequest(f"Connector '{source.connector}' is not a file connector")
+            account = creds.get("service_account_json")  # explicit, so GOOGLE_SERVICE_ACCOUNT_KEY is not read
+            store = GCSStore(str(config["bucket"]), base_url=url, skip_signature=False,
+                             service_account_key=gcsauth.sanitized(account),
+                             credential_provider=gcsauth.signer(account), client_options=options, retry_config=retry)
         return FileSource(source.connector, store, root, endpoint=endpoint)
 
     def _local(self, config: Mapping[str, Any]) -> FileSource:
@@ -133,16 +141,22 @@ def _endpoint(url: object) -> destination.BaseUrl | None:
         raise InvalidRequest("The source's endpoint_url is invalid", field="config.endpoint_url") from None
 
 
-def _client_options(endpoint: destination.BaseUrl | None, timeout: float) -> ClientConfig:
+def _default_url(connector: str, config: Mapping[str, Any]) -> str:
+    if connector == "s3":
+        return f"https://s3.{config.get('region') or 'us-east-1'}.amazonaws.com"
+    if connector == "azure_blob":
+        return f"https://{config['account']}.blob.core.windows.net"
+    return "https://storage.googleapis.com"
+
+
+def _client_options(scheme: str, timeout: float, proxy_url: str) -> ClientConfig:
     options: ClientConfig = {
-        "allow_http": endpoint is not None and endpoint.scheme == "http",
+        "allow_http": scheme == "http",
         "connect_timeout": timedelta(seconds=min(timeout, 10.0)),
         "read_timeout": timedelta(seconds=timeout),  # per read: a long download is fine, a stall is not
         "timeout": timedelta(hours=6),
         "user_agent": "keyrelay",
-        # a proxy that every host is excluded from: connections go direct, the environment's proxies are ignored
-        "proxy_url": "http://127.0.0.1:9",
-        "proxy_excludes": "0.0.0.0/0,::/0,*",
+        "proxy_url": proxy_url,  # the egress guard; also turns off reqwest's HTTP(S)_PROXY discovery
     }
     return options
 

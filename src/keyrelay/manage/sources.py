@@ -16,7 +16,7 @@ from keyrelay.ports import Clock, SourceStore, Vault, WorkspaceStore
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _NAME_MAX = 200
-_URL_FIELDS = ("upstream_url", "base_url", "endpoint_url")
+_URL_FIELDS = ("upstream_url", "base_url", "endpoint_url", "instance_url", "login_url")
 
 
 def slugify(name: str) -> str:

@@ -78,6 +78,7 @@ class OAuthTokens:
         self._memo: dict[str, TokenState] = {}
         self._rejected: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._failed: dict[str, KeyrelayError] = {}  # the last failed refresh per source
 
     def reject(self, source_id: str, token: str) -> None:
         """The upstream answered 401 to `token`: the next `token()` refreshes unless it already changed."""
@@ -94,11 +95,21 @@ class OAuthTokens:
         if len(self._locks) >= _CACHE_MAX:
             self._locks = {k: v for k, v in self._locks.items() if v.locked()}
         lock = self._locks.setdefault(source.id, asyncio.Lock())
+        failed_before = self._failed.get(source.id)
         async with lock:
             memo = self._usable(source.id, cfg)
             if memo is not None:
                 return memo
-            state = await self._fresh(source, cfg, self._rejected.get(source.id))
+            failed = self._failed.get(source.id)
+            if failed is not None and failed is not failed_before:
+                # the refresh this request waited for failed: share its answer instead of calling again
+                raise type(failed)(failed.message)
+            try:
+                state = await self._fresh(source, cfg, self._rejected.get(source.id))
+            except KeyrelayError as err:
+                self._failed[source.id] = err
+                raise
+            self._failed.pop(source.id, None)
             if len(self._memo) >= _CACHE_MAX:
                 self._memo.clear()
             self._memo[source.id] = state
@@ -187,8 +198,14 @@ class OAuthSender:
         self._tokens, self._upstream = tokens, upstream
         self._redactors: dict[int, tuple[Redactor, str, Redactor]] = {}
 
-    async def send(self, source: Source, cfg: OAuth2Config, out: Outbound, base: Redactor) -> tuple[Sent, Redactor]:
-        token = await self._tokens.token(source, cfg)
+    async def token(self, source: Source, cfg: OAuth2Config) -> str:
+        return await self._tokens.token(source, cfg)
+
+    async def send(self, source: Source, cfg: OAuth2Config, out: Outbound, base: Redactor, *,
+                   token: str | None = None) -> tuple[Sent, Redactor]:
+        """Send `out` with `token` (fetched now when None); returns the response and the redactor for it."""
+        if token is None:
+            token = await self._tokens.token(source, cfg)
         sent = await self._upstream.send(with_token(out, cfg, token))
         if sent.response.status == 401:
             self._tokens.reject(source.id, token)

@@ -7,6 +7,9 @@ from keyrelay.model import Policy, Source
 
 API_CONNECTOR_KINDS = frozenset({"api"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# never forwarded, whatever the allowlist says: the HTTP client sends CONNECT in authority form (`host:port`),
+# so the request would not be confined to the source's base path
+NEVER_FORWARDED = frozenset({"CONNECT"})
 
 
 FILE_CONNECTOR_KINDS = frozenset({"files"})
@@ -19,7 +22,7 @@ def check_kind(source: Source, kind: str | None, allowed: frozenset[str]) -> Non
 
 
 def check_method(policy: Policy, method: str) -> None:
-    if policy.allowed_methods is not None and method not in policy.allowed_methods:
+    if method in NEVER_FORWARDED or (policy.allowed_methods is not None and method not in policy.allowed_methods):
         raise MethodNotAllowed(f"Method '{method}' is not allowed for this source")
 
 

@@ -169,9 +169,10 @@ class Relay:
         prep = self._prepare(admitted.resolved, admitted.facts)
         body = _limited(inbound.body, limit, rec)
         out = build.build(inbound, source, prep, body=body, sonar=inbound.target.url is not None)
+        token = await self._oauth_token(source, prep)  # waiting for a refresh takes no workspace slot
         release = self._gate.enter(source.workspace_id)
         try:
-            sent, redactor = await self._send(source, prep, out)
+            sent, redactor = await self._send(source, prep, out, token)
             rec.upstream_ms = sent.upstream_ms
             return await self._relayed(inbound, sent.response, redactor, rec, release)
         except KeyrelayError:
@@ -183,14 +184,21 @@ class Relay:
             release()
             raise
 
-    async def _send(self, source: Source, prep: build.Prepared, out: Outbound) -> tuple[Sent, Redactor]:
-        # oauth2: the access token changes over time, so it is added per request (pipeline/oauth.py)
+    # oauth2: the access token changes over time, so it is added per request (pipeline/oauth.py)
+    async def _oauth_token(self, source: Source, prep: build.Prepared) -> str | None:
         cfg = prep.injection.oauth2
         if cfg is None:
-            return await self._upstream.send(out), prep.redactor
+            return None
         if self._oauth is None:
             raise InternalError("OAuth2 credentials are not available in this process")
-        return await self._oauth.send(source, cfg, out, prep.redactor)
+        return await self._oauth.token(source, cfg)
+
+    async def _send(self, source: Source, prep: build.Prepared, out: Outbound,
+                    token: str | None) -> tuple[Sent, Redactor]:
+        cfg = prep.injection.oauth2
+        if cfg is None or token is None or self._oauth is None:
+            return await self._upstream.send(out), prep.redactor
+        return await self._oauth.send(source, cfg, out, prep.redactor, token=token)
 
     async def _resolve(self, inbound: Inbound) -> Resolved:
         if inbound.slug is not None and inbound.workspace_id is not None:

@@ -75,7 +75,7 @@ class SqlOAuthStore:
     async def locked(self, source_id: str) -> AsyncIterator[SqlOAuthTxn]:
         try:
             async with self._engine.begin() as conn:
-                pass
+                await _lock(conn, source_id)
                 yield SqlOAuthTxn(conn, source_id)
         except IntegrityError:
             raise NotFound("Source not found") from None  # deleted while its token was being refreshed

@@ -210,6 +210,7 @@ async def test_concurrent_requests_share_one_refresh_within_and_across_processes
     a, b = env.tokens(), env.tokens()
     await a.token(src, cfg)
     env.clock.now += 3600  # expired everywhere
+    env.upstream.token_delay = 0.3  # every caller arrives while the refresh is in flight
     got = await asyncio.gather(*(p.token(src, cfg) for p in [a, b] * 50))
     assert len(set(got)) == 1
     assert (env.upstream.token_calls, env.upstream.invalid_grants) == (2, 0)
@@ -242,6 +243,17 @@ async def test_a_transient_token_endpoint_failure_leaves_the_status_alone(env: E
         await env.tokens().token(src, cfg)
     assert "503" in info.value.message
     assert (await env.store.read(src.id)).status == "active"
+
+
+async def test_requests_waiting_for_a_failed_refresh_share_its_error(env: Env) -> None:
+    src, cfg = await env.source(_config(env.upstream, token_url=env.upstream.url + "/status/503"))
+    tokens = env.tokens()
+    results = await asyncio.gather(*(tokens.token(src, cfg) for _ in range(20)), return_exceptions=True)
+    assert all(isinstance(r, UpstreamAuthFailed) for r in results)
+    assert len([r for r in env.upstream.requests if r.raw_path == "/status/503"]) == 1
+    with pytest.raises(UpstreamAuthFailed):  # a later request tries again
+        await tokens.token(src, cfg)
+    assert len([r for r in env.upstream.requests if r.raw_path == "/status/503"]) == 2
 
 
 async def test_the_token_endpoint_is_dialled_through_the_ssrf_guard(env: Env) -> None:

@@ -11,7 +11,8 @@ from support.fakes.base import FakeApi
 
 API_KEY = "sk_test_fake_4eC39HqLyjWDarjtT1zdp7dc"
 PREFIX = {"customers": "cus", "invoices": "in", "charges": "ch", "subscriptions": "sub", "products": "prod",
-          "prices": "price", "payment_intents": "pi", "balance_transactions": "txn", "refunds": "re"}
+          "prices": "price", "payment_intents": "pi", "balance_transactions": "txn", "refunds": "re", "disputes": "dp",
+          "payouts": "po"}
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> web.Response:
@@ -36,11 +37,17 @@ class FakeStripe(FakeApi):
         return _error(401, "Invalid API Key provided: sk_test_****")
 
     def routes(self, app: web.Application) -> None:
+        app.router.add_get("/v1/balance", self.balance)
         app.router.add_get("/v1/{entity}", self.list)
         app.router.add_get("/v1/{entity}/search", self.search)
         app.router.add_get("/v1/{entity}/{id}", self.get)
         app.router.add_post("/v1/{entity}", self.create)
         app.router.add_post("/v1/{entity}/{id}", self.update)
+
+    async def balance(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "balance", "livemode": False,
+                                  "available": [{"amount": 12345, "currency": "usd"}],
+                                  "pending": [{"amount": 100, "currency": "usd"}]})
 
     def _rows(self, request: web.Request) -> list[dict[str, Any]] | None:
         return self.objects.get(request.match_info["entity"])
