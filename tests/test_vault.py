@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import base64
 import logging
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,12 +24,15 @@ from keyrelay.app import runtime
 from keyrelay.errors import InternalError, Sealed
 from keyrelay.model import NewSource, Source
 from keyrelay.settings import Settings
+from keyrelay.store.engine import make_engine
 from keyrelay.store.sources import SqlSourceStore
 from keyrelay.store.tables import source_secrets, vault_keys
 from keyrelay.store.vault import SqlVaultStore
 from keyrelay.store.workspaces import SqlWorkspaceStore
 from keyrelay.vault import KeyVault
 from support.db import migrated_engine
+from support.keyrelay import Admin, KeyrelayServer, make_settings
+from support.upstream import FakeUpstream
 
 
 @pytest.fixture
@@ -153,8 +158,6 @@ async def test_runtime_never_creates_a_key_over_existing_data(tmp_path: Path, da
 
 
 async def _runtime_key_ids(settings: Settings) -> list[tuple[Any, ...]]:
-    from keyrelay.store.engine import make_engine
-
     eng = make_engine(settings.resolved_database_url)
     try:
         return await _key_rows(eng)
@@ -238,3 +241,33 @@ async def test_copied_ciphertext_fails_to_decrypt(engine: AsyncEngine, target: s
     untouched = thief if dest is victim else victim
     if target != "same_source_other_field":
         assert (await _open(engine, v, untouched))["bearer_token"] == "CANARY-victim-token"
+
+
+def test_moved_ciphertext_is_never_injected_through_the_gateway(kr_settings: dict[str, Any],
+                                                                upstream: FakeUpstream) -> None:
+    """Bar 20 end to end: after an SQL copy of A's ciphertext onto B, a gateway call for B injects nothing."""
+    kr_settings["source_cache_seconds"] = 0
+    with KeyrelayServer(make_settings(**kr_settings)) as kr:
+        admin = Admin(kr.url)
+        ws_a, ws_b = admin.workspace("a"), admin.workspace("b")
+        victim = admin.source(ws_a, upstream_url=upstream.url, slug="victim",
+                              credentials={"bearer_token": "CANARY-victim-only"})
+        thief = admin.source(ws_b, upstream_url=upstream.url, slug="thief",
+                             credentials={"bearer_token": "thief-token"})
+        r = httpx.get(f"{kr.url}/api/{ws_b}/proxy/thief/status/200", headers=admin.headers)
+        assert r.status_code == 200 and upstream.requests[-1].header("authorization") == "Bearer thief-token"
+        db = sqlite3.connect(kr.settings.data_dir / "keyrelay.db")
+        with db:
+            cur = db.execute(
+                "UPDATE source_secrets SET (key_id, ciphertext) = (SELECT key_id, ciphertext FROM source_secrets "
+                "WHERE source_id = ? AND field = 'bearer_token') WHERE source_id = ? AND field = 'bearer_token'",
+                (victim["id"], thief["id"]))
+            assert cur.rowcount == 1
+        db.close()
+        before = len(upstream.requests)
+        r = httpx.get(f"{kr.url}/api/{ws_b}/proxy/thief/status/200", headers=admin.headers)
+        assert r.status_code >= 500 and r.json()["error"]["code"] in ("internal_error", "sealed")
+        assert "CANARY" not in r.text
+        assert len(upstream.requests) == before  # nothing was sent, so nothing was injected
+        assert all("CANARY-victim-only" not in str(req.headers) for req in upstream.requests)
+        admin.close()

@@ -6,6 +6,7 @@ entity)."""
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,7 @@ from keyrelay.connectors import extract
 from keyrelay.connectors.spec import load_catalog
 from support.fakes import github, gong, hubspot, jira, salesforce, shopify, stripe, zendesk
 from support.fakes.base import FakeApi
-from support.keyrelay import Admin, KeyrelayServer
+from support.keyrelay import Admin, KeyrelayServer, make_settings
 
 Ids = Callable[[Any], list[Any]]
 
@@ -352,9 +353,20 @@ class Env:
         return httpx.post(self.query_url, json=body, headers=self.auth, timeout=20)
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KeyrelayServer, Admin]]:
+    """One keyrelay for the module (as the `kr` fixture, but started once): every test gets its own workspace,
+    source and fake, so nothing is shared but the process."""
+    with KeyrelayServer(make_settings(data_dir=tmp_path_factory.mktemp("catalog") / "data")) as kr:
+        admin = Admin(kr.url)
+        yield kr, admin
+        admin.close()
+
+
 @pytest.fixture
-def env(kr: KeyrelayServer, admin: Admin, case: Case, fake: FakeApi) -> Env:
-    ws = admin.workspace("acme")
+def env(server: tuple[KeyrelayServer, Admin], case: Case, fake: FakeApi, request: pytest.FixtureRequest) -> Env:
+    kr, admin = server
+    ws = admin.workspace(f"ws-{uuid.uuid4().hex[:12]}")
     config = {"base_url": fake.url + case.base_path, **case.config}
     if case.name == "salesforce":
         config["login_url"] = fake.url

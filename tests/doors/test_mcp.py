@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from keyrelay.doors.mcp import origin_allowed, transport_security
+from keyrelay.settings import Settings
 from support.fakes.stripe import API_KEY, FakeStripe
 from support.keyrelay import Admin, KeyrelayServer
 from support.mcp import inspector, log_rows, mcp_client, payload
@@ -114,7 +116,7 @@ async def test_execute_and_query_stream_on_stripe(env: dict[str, Any], stripe: F
     assert sorted(r["path"] for r in rows) == ["/mcp/execute", "/mcp/query_stream", "/mcp/query_stream"]
 
 
-@pytest.mark.parametrize("tool,args,code,field", [
+ERRORS = [  # (tool, arguments, code, field)
     ("apis_make_request", {"source_id": "nope", "url": "https://x.example/"}, "not_found", None),
     ("apis_make_request", {"source_id": "x"}, "invalid_request", "arguments"),
     ("apis_make_request", {"source_id": "x", "url": "u", "bogus": 1}, "invalid_request", "arguments"),
@@ -122,14 +124,16 @@ async def test_execute_and_query_stream_on_stripe(env: dict[str, Any], stripe: F
     ("query_stream", {"source_id": "$stripe", "stream": "customers", "filters": {"limit": 0}}, "invalid_request",
      "filters.limit"),
     ("no_such_tool", {}, "invalid_request", "name"),
-])
-async def test_keyrelay_errors_become_tool_errors(env: dict[str, Any], tool: str, args: dict[str, Any], code: str,
-                                                  field: str | None) -> None:
-    args = {k: env["stripe"] if v == "$stripe" else v for k, v in args.items()}
+]
+
+
+async def test_keyrelay_errors_become_tool_errors(env: dict[str, Any], stripe: FakeStripe) -> None:
     async with mcp_client(env["url"], env["token"]) as c:
-        res = await c.call_tool(tool, args)
-    err = payload(res)["error"]
-    assert res.is_error and err["code"] == code and err.get("field") == field and err["request_id"]
+        for tool, args, code, field in ERRORS:
+            res = await c.call_tool(tool, {k: env["stripe"] if v == "$stripe" else v for k, v in args.items()})
+            err = payload(res)["error"]
+            assert res.is_error and err["code"] == code and err.get("field") == field and err["request_id"], tool
+    assert stripe.requests == []
 
 
 async def test_files_list_and_get(env: dict[str, Any]) -> None:
@@ -166,6 +170,8 @@ def test_auth_wrapper_answers_before_the_sdk(env: dict[str, Any], admin: Admin) 
     r = post(no_mcp)
     assert r.status_code == 403 and r.json()["error"] == {"code": "forbidden", "message": "Token lacks the 'mcp' scope",
                                                           "request_id": r.headers["x-request-id"]}
+    r = httpx.get(env["url"], headers={**ACCEPT, "Authorization": f"Bearer {env['token']}"}, timeout=10)
+    assert r.status_code == 405 and r.headers["allow"] == "POST"  # stateless: no SSE stream is held open
     r = post(env["token"], Origin="https://evil.example")
     assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
     for origin in ("https://agent.example", "http://localhost:5173", None):
@@ -201,3 +207,17 @@ def test_the_official_inspector_cli_lists_and_calls_tools(env: dict[str, Any], u
     out = json.loads(called.stdout)
     assert not out.get("isError") and out["structuredContent"]["body"]["raw_path"] == "/echo?via=inspector"
     assert upstream.requests[-1].header("X-Api-Key") == KEY and KEY not in called.stdout
+
+
+def test_origin_and_host_allowlists() -> None:
+    allowed = ("https://agent.example", "http://localhost:*")
+    assert origin_allowed("https://agent.example", allowed) and origin_allowed("http://localhost:5173", allowed)
+    for bad in ("https://agent.example.evil", "http://localhost:5173.evil.example", "http://localhost", "null"):
+        assert not origin_allowed(bad, allowed), bad
+    local = transport_security(Settings(host="127.0.0.1"))
+    assert local.enable_dns_rebinding_protection and "localhost:*" in local.allowed_hosts
+    assert "kr.example:*" not in local.allowed_hosts
+    assert not transport_security(Settings(host="0.0.0.0")).enable_dns_rebinding_protection
+    named = transport_security(Settings(host="10.1.2.3", mcp_allowed_hosts="kr.example, kr.example:8443"))
+    assert {"10.1.2.3:*", "kr.example", "kr.example:*", "kr.example:8443", "[::1]:*"} <= set(named.allowed_hosts)
+    assert not transport_security(Settings(mcp_allowed_hosts="*")).enable_dns_rebinding_protection

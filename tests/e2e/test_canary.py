@@ -19,6 +19,7 @@ import pytest
 from support.canary import find, find_in_files, new_canary
 from support.keyrelay import Admin, KeyrelayServer
 from support.postgres import PostgresServer
+from support.upstream import FakeUpstream
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -58,14 +59,14 @@ class Recorder:
         self.responses.append(r)
 
 
-def _exercise(admin: Admin, c: dict[str, str]) -> None:
-    """Write every canary through the API, then read everything back through every read route."""
+def _exercise(admin: Admin, c: dict[str, str], upstream: FakeUpstream) -> None:
+    """Write every canary through the API, use them through the gateway, then read everything back."""
     ws = admin.workspace("canary-ws")
     creds = {"bearer_token": c["bearer"], "basic": {"username": "user", "password": c["password"]},
              "api_key": {"value": c["api_key"], "header": "X-Api-Key", "prefix": "Token "},
              "inject_headers": {"X-Secret": c["header"]}}
     body = {"workspace_id": ws, "connector": "http", "name": "Canary", "slug": "canary",
-            "config": {"upstream_url": "http://127.0.0.1:9/v1"}, "credentials": creds}
+            "config": {"upstream_url": upstream.url}, "credentials": creds}
     r = admin.post("/api/v1/sources", body)
     assert r.status_code == 201, r.text
     sid = r.json()["id"]
@@ -103,6 +104,13 @@ def _exercise(admin: Admin, c: dict[str, str]) -> None:
     r = admin.http.post("/api/v1/sources", headers=h,
                         content=b'{"credentials": {"bearer_token": "' + bad.encode().hex().encode() * 40000 + b'"}}')
     assert r.status_code == 413
+    # use the credentials: the upstream receives them (positive control), the caller never sees them
+    for tail in ("status/200", "status/404", "headers", "nope?x=1", "echo"):
+        r = admin.http.get(f"/api/{ws}/proxy/canary/{tail}", headers=h)
+        assert r.status_code < 500, (tail, r.text)
+    received = b"".join(f"{k}: {v}\n".encode() for req in upstream.requests for k, v in req.headers)
+    assert {hit[0] for hit in find(received, [c["bearer"], c["api_key"], c["header"]])} == {
+        c["bearer"], c["api_key"], c["header"]}
     # read everything back
     for path, params in [
         (f"/api/v1/sources/{sid}", None), (f"/api/v1/sources/{second}", None), ("/api/v1/sources", None),
@@ -117,12 +125,13 @@ def _exercise(admin: Admin, c: dict[str, str]) -> None:
 
 def test_canaries_never_leave_the_vault(backend: str | None, loud_logs: pytest.LogCaptureFixture,
                                         capfd: pytest.CaptureFixture[str], kr: KeyrelayServer, admin: Admin,
-                                        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+                                        tmp_path: Path, request: pytest.FixtureRequest,
+                                        upstream: FakeUpstream) -> None:
     c = {k: new_canary(k + "-") for k in ("bearer", "password", "api_key", "header", "patched", "seed",
                                           "refused")}
     canaries = list(c.values())
     rec = Recorder(admin)
-    _exercise(admin, c)
+    _exercise(admin, c, upstream)
 
     # positive control: the scanner sees the canaries in what we sent
     sent = b"".join(r.request.content for r in rec.responses if r.request.method in ("POST", "PATCH"))
@@ -162,7 +171,7 @@ def test_canaries_never_leave_the_vault(backend: str | None, loud_logs: pytest.L
 
 
 def test_canaries_absent_from_files_after_shutdown(loud_logs: pytest.LogCaptureFixture, tmp_path: Path,
-                                                   kr_settings: dict[str, Any]) -> None:
+                                                   kr_settings: dict[str, Any], upstream: FakeUpstream) -> None:
     """After a clean stop (WAL checkpointed into the main file) the files still hold no canary."""
     from support.keyrelay import make_settings
 
@@ -170,7 +179,7 @@ def test_canaries_absent_from_files_after_shutdown(loud_logs: pytest.LogCaptureF
                                           "refused")}
     with KeyrelayServer(make_settings(**kr_settings)) as server:
         adm = Admin(server.url)
-        _exercise(adm, c)
+        _exercise(adm, c, upstream)
         adm.close()
     files = [p for p in kr_settings["data_dir"].iterdir() if p.is_file()]
     assert any(p.name == "keyrelay.db" for p in files)

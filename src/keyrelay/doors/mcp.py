@@ -28,7 +28,14 @@ from mcp.server.transport_security import TransportSecuritySettings
 from keyrelay.connectors.spec import check_json
 from keyrelay.doors.mcp_tools import TOOLS, Deps, ToolDef
 from keyrelay.doors.render import send_error
-from keyrelay.errors import Forbidden, InternalError, InvalidRequest, KeyrelayError
+from keyrelay.errors import (
+    Forbidden,
+    InternalError,
+    InvalidRequest,
+    KeyrelayError,
+    MethodNotAllowed,
+    PayloadTooLarge,
+)
 from keyrelay.model import Scope
 from keyrelay.settings import Settings
 
@@ -51,8 +58,9 @@ def is_mcp(path: str) -> bool:
 
 
 def origin_allowed(origin: str, allowed: tuple[str, ...]) -> bool:
-    """Exact match, or an entry ending in `:*` (any port), like the SDK's own check."""
-    return origin in allowed or any(a.endswith(":*") and origin.startswith(a[:-1]) for a in allowed)
+    """Exact match, or an entry ending in `:*` followed by a numeric port."""
+    return origin in allowed or any(
+        a.endswith(":*") and origin.startswith(a[:-1]) and origin[len(a) - 1:].isdigit() for a in allowed)
 
 
 def transport_security(settings: Settings) -> TransportSecuritySettings:
@@ -88,9 +96,10 @@ class McpDoor:
         self._tools: dict[str, ToolDef] = {t.name: t for t in TOOLS if deps.stores is not None or not t.needs_files}
         self._server: Server[Any] = Server("keyrelay", version="0.1.0", instructions=INSTRUCTIONS,
                                            on_list_tools=self._list_tools, on_call_tool=self._call_tool)
+        self._max_body = settings.max_body_bytes * 2 + 65536  # room for a JSON-encoded apis_make_request body
         self._manager = StreamableHTTPSessionManager(
             app=self._server, stateless=True, json_response=True, security_settings=transport_security(settings),
-            max_request_body_size=settings.max_body_bytes * 2 + 65536)
+            max_request_body_size=self._max_body)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -106,8 +115,14 @@ class McpDoor:
             caller = await self._deps.authenticator.authenticate(_header(scope, b"authorization"))
             if Scope.MCP not in caller.scopes:
                 raise Forbidden("Token lacks the 'mcp' scope")
+            if scope["method"] != "POST":  # stateless: no stream to GET, no session to DELETE (MCP spec: 405)
+                raise MethodNotAllowed(f"Method {scope['method'][:16]} is not allowed on /mcp; use POST")
+            length = _header(scope, b"content-length")
+            if length is not None and length.isdigit() and int(length) > self._max_body:
+                raise PayloadTooLarge(f"Request body is larger than {self._max_body} bytes")
         except KeyrelayError as err:
-            extra = [(b"www-authenticate", b"Bearer")] if err.status == 401 else []
+            extra = {401: [(b"www-authenticate", b"Bearer")], 405: [(b"allow", b"POST")],
+                     413: [(b"connection", b"close")]}.get(err.status, [])
             await send_error(send, err, scope.get("state", {}).get("request_id"), extra)
             return
         await self._manager.handle_request(scope, receive, send)
