@@ -364,7 +364,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KeyrelayS
 
 
 @pytest.fixture
-def env(server: tuple[KeyrelayServer, Admin], case: Case, fake: FakeApi, request: pytest.FixtureRequest) -> Env:
+def env(server: tuple[KeyrelayServer, Admin], case: Case, fake: FakeApi) -> Env:
     kr, admin = server
     ws = admin.workspace(f"ws-{uuid.uuid4().hex[:12]}")
     config = {"base_url": fake.url + case.base_path, **case.config}

@@ -139,3 +139,10 @@ def test_request_log_has_one_row_per_request(setup: dict[str, Any], admin: Admin
     denied = next(r for r in rows if r["status"] == 401)
     assert denied["error_code"] == "unauthenticated" and denied["caller"] is None
     assert "abc" not in str(rows)
+
+
+def test_connect_and_trace_are_never_forwarded(setup: dict[str, Any], upstream: FakeUpstream) -> None:
+    for method in ("TRACE", "CONNECT"):
+        r = httpx.request(method, setup["base"] + "/echo", headers=setup["auth"])
+        assert r.status_code == 405, method
+    assert upstream.requests == []

@@ -9,7 +9,7 @@ API_CONNECTOR_KINDS = frozenset({"api"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # never forwarded, whatever the allowlist says: the HTTP client sends CONNECT in authority form (`host:port`),
 # so the request would not be confined to the source's base path
-NEVER_FORWARDED = frozenset({"CONNECT"})
+NEVER_FORWARDED = frozenset({"CONNECT", "TRACE"})  # TRACE would echo the injected credential
 
 
 FILE_CONNECTOR_KINDS = frozenset({"files"})
