@@ -279,7 +279,25 @@ def profile():
             f"{cpu_main * 1e6 / max(d['requests'], 1):.0f} and other threads (aiosqlite connection threads, the "
             f"default executor) {(cpu - cpu_main) * 1e6 / max(d['requests'], 1):.0f} (from /proc, exact)" if base else "",
             f"raw collapsed stacks: {raw} (flamegraph: `flamegraph.pl` or speedscope.app)", ""]
-    write("profile.md", "\n".join(head) + summarize_profile(stacks, int(os.environ.get("PROFILE_TOP", "15")), int(rate), secs))
+    write("profile.md", "\n".join(head) + profile_text(stacks, int(rate), secs))
+    return 0
+
+
+def profile_text(stacks, rate, secs):
+    """All threads, then the main (event loop) thread alone: py-spy counts a thread as active while it waits for
+    the GIL, so the aiosqlite threads' share of samples overstates their CPU (compare the /proc split above)."""
+    top = int(os.environ.get("PROFILE_TOP", "15"))
+    main = Counter({k: v for k, v in stacks.items() if k.split(";", 1)[0].endswith(": MainThread")})
+    return ("## all threads\n\n" + summarize_profile(stacks, top, rate, secs)
+            + "\n\n## main thread only (100% = the main thread's samples)\n\n"
+            + summarize_profile(main, top, rate, secs))
+
+
+def summarize():
+    """Re-summarize a saved profile.collapsed.txt: krbench.py summarize FILE [RATE SECONDS]."""
+    rate = int(sys.argv[3]) if len(sys.argv) > 3 else 250
+    secs = int(sys.argv[4]) if len(sys.argv) > 4 else 15
+    print(profile_text(collapse(sys.argv[2]), rate, secs))
     return 0
 
 
@@ -343,7 +361,8 @@ def noise():
 
 if __name__ == "__main__":
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
-    fn = {"check": check, "memory": memory, "profile": profile, "noise": noise}.get(cmd)
+    fn = {"check": check, "memory": memory, "profile": profile, "noise": noise,
+          "summarize": summarize}.get(cmd)
     if fn is None:
         raise SystemExit(__doc__)
     sys.exit(fn())
