@@ -23,8 +23,8 @@ check first and then the harness with CHECKS=0.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -130,11 +130,11 @@ def sampled_load(s, path, conns, seconds, every=0.25):
 
 def memory():
     secs = int(os.environ.get("MEM_SECONDS", "20"))
-    rows = ["| phase | conns | seconds | rps | MB/s | RSS start MB | RSS at 2 s | RSS max | RSS end | end - 2 s | peak (VmHWM) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| phase | conns | seconds | rps | MB/s | RSS start MB | RSS at 2 s | RSS max | RSS end | end - 2 s "
+            "| peak (VmHWM) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     series_all = {}
     with Stack() as s:
-        small, big, stream = s.c["paths"]
+        small, _big, stream = s.c["paths"]
         H.wrk(s.c["port"], small, 4, 1, s.c["auth_hdr"])  # warm: connections, caches, first request log flush
         for name, path, conns in (("1 MiB streamed", stream, H.BIG_CONNS), ("1 KiB", small, H.CONNS)):
             start = rss_mb(s.p.pid)
@@ -186,13 +186,11 @@ def component(fr):
                        ("yarl/", "yarl/multidict"), ("multidict/", "yarl/multidict"),
                        ("uvicorn/", "uvicorn (server)"), ("httptools", "httptools (parser)"),
                        ("uvloop", "uvloop (event loop)"), ("limits/", "limits (rate limiter)"),
-                       ("sqlalchemy/", "sqlalchemy/aiosqlite (request log)"), ("aiosqlite/", "sqlalchemy/aiosqlite (request log)"),
+                       ("sqlalchemy/", "sqlalchemy/aiosqlite"), ("aiosqlite/", "sqlalchemy/aiosqlite"),
                        ("prometheus_client/", "prometheus_client"), ("asyncio/", "asyncio (stdlib)"),
                        ("uuid.py", "uuid (stdlib)")):
         if key in f:
             return label
-    if ".so" in f or "lib" in f and "(" not in f:
-        return "native"
     return "other (stdlib/python)"
 
 
@@ -261,8 +259,8 @@ def profile():
         H.log(f"without profiler: {base['rps']:,.0f} rps" if base else "warm-up wrk failed")
         args = [pyspy, "record", "--pid", str(s.p.pid), "--rate", rate, "--duration", str(secs + 1),
                 "--threads"] + extra + (["--native"] if native else ["--nonblocking"])
-        rec = subprocess.Popen(args + ["--format", "raw", "-o", raw], stdout=subprocess.DEVNULL,
-                               stderr=open(os.path.join(H.RUN, "logs", "py-spy.log"), "ab"))
+        with open(os.path.join(H.RUN, "logs", "py-spy.log"), "ab") as errlog:
+            rec = subprocess.Popen([*args, "--format", "raw", "-o", raw], stdout=subprocess.DEVNULL, stderr=errlog)
         time.sleep(1.0)
         t0, m0 = H.cpu_ticks(s.p.pid), main_ticks(s.p.pid)
         d = H.wrk(port, small, H.CONNS, secs, auth)
@@ -272,12 +270,13 @@ def profile():
         if d is None or not os.path.exists(raw):
             raise SystemExit(f"profile failed; see {H.RUN}/logs/py-spy.log")
     stacks = collapse(raw)
-    head = [f"keyrelay under wrk -c{H.CONNS} for {secs} s on {H.UP_HOST}:{port}{small.split('/proxy/')[0]}/proxy/up/small; "
+    head = [f"keyrelay under wrk -c{H.CONNS} for {secs} s on {H.UP_HOST}:{port}{small}; "
             f"py-spy {rate} Hz, flags {' '.join(args[8:])} (idle frames excluded unless --native)",
             f"throughput: {base['rps']:,.0f} rps without the profiler, {d['rps']:,.0f} rps while sampled; "
             f"CPU {cpu * 1e6 / max(d['requests'], 1):.0f} us/req while sampled, of which the main (event loop) thread "
             f"{cpu_main * 1e6 / max(d['requests'], 1):.0f} and other threads (aiosqlite connection threads, the "
-            f"default executor) {(cpu - cpu_main) * 1e6 / max(d['requests'], 1):.0f} (from /proc, exact)" if base else "",
+            f"default executor) {(cpu - cpu_main) * 1e6 / max(d['requests'], 1):.0f} (from /proc, exact)"
+            if base else "",
             f"raw collapsed stacks: {raw} (flamegraph: `flamegraph.pl` or speedscope.app)", ""]
     write("profile.md", "\n".join(head) + profile_text(stacks, int(rate), secs))
     return 0
@@ -317,6 +316,16 @@ def _procs():
     return out  # pid -> (ppid, comm, utime+stime ticks)
 
 
+def _in_tree(procs, pid, root):
+    for _ in range(64):
+        if pid == root:
+            return True
+        if pid <= 1:
+            return False
+        pid = procs.get(pid, (0,))[0]
+    return False
+
+
 def noise():
     """Sample, every 2 s until SIGTERM, the CPU used by processes outside ROOT's tree (other work)."""
     import signal
@@ -326,19 +335,10 @@ def noise():
     prev, per_comm, samples, loads = _procs(), Counter(), [], []
     while not stop:
         time.sleep(2.0)
-        t0 = time.time()
         cur = _procs()
-        def ours(pid):
-            seen = 0
-            while pid > 1 and seen < 64:
-                if pid == root:
-                    return True
-                pid = cur.get(pid, (0,))[0]
-                seen += 1
-            return False
         other = 0
         for pid, (_pp, comm, ticks) in cur.items():
-            if pid in prev and not ours(pid) and pid != os.getpid():
+            if pid in prev and not _in_tree(cur, pid, root) and pid != os.getpid():
                 d = ticks - prev[pid][2]
                 other += d
                 per_comm[comm] += d
@@ -346,13 +346,14 @@ def noise():
         with open("/proc/loadavg") as f:
             loads.append(float(f.read().split()[0]))
         prev = cur
-        del t0
     import statistics
     top = ", ".join(f"{c} {t / H.HZ:.0f} s" for c, t in per_comm.most_common(5) if t)
+    samples = samples or [0.0]
+    load = statistics.median(loads) if loads else 0.0
     text = (f"other work on the machine during the run (processes outside the benchmark's tree, sampled every 2 s "
-            f"over {len(samples) * 2} s): CPU used median {statistics.median(samples) if samples else 0:.0f}% of one "
-            f"core, p90 {sorted(samples)[int(len(samples) * 0.9)] if samples else 0:.0f}%, max {max(samples, default=0):.0f}% "
-            f"(the machine has {os.cpu_count()} cores); load average median {statistics.median(loads) if loads else 0:.1f}; "
+            f"over {len(samples) * 2} s): CPU used median {statistics.median(samples):.0f}% of one core, "
+            f"p90 {sorted(samples)[int(len(samples) * 0.9)]:.0f}%, max {max(samples):.0f}% "
+            f"(the machine has {os.cpu_count()} cores); load average median {load:.1f}; "
             f"top other processes by CPU: {top or 'none'}")
     with open(out_path, "w") as f:
         f.write(text + "\n")

@@ -104,46 +104,49 @@ def test_init_with_operator_credentials_and_bad_settings(cli: Cli) -> None:
 
 
 def test_workspaces_sources_and_vault_rotate(cli: Cli) -> None:
-    acme = cli.json("workspaces", "create", "acme")
-    assert acme["name"] == "acme" and acme["id"]
-    cli("workspaces", "create", "globex")
-    listed, dup = cli.many([(["workspaces", "list"], None, None), (["workspaces", "create", "acme"], None, None)])
-    assert [w["name"] for w in json.loads(listed.stdout)] == ["acme", "globex"]
-    assert dup.returncode == 1 and "conflict" in dup.stderr
+    cli("init")  # the database exists before concurrent invocations start
+    acme, globex = (json.loads(d.stdout) for d in cli.many([(["workspaces", "create", "acme"], None, None),
+                                                            (["workspaces", "create", "globex"], None, None)]))
+    assert acme["name"] == "acme" and acme["id"] and globex["name"] == "globex"
 
     via_stdin, via_env = new_canary("stdin-"), new_canary("env-")
-    done = cli("sources", "add", "--workspace", "acme", "--connector", "http", "--name", "Stdin API",
-               "--config", HTTP_CONFIG, "--credentials-stdin",
-               input=json.dumps({"bearer_token": via_stdin, "basic": {"username": "u", "password": via_stdin}}))
-    assert find(done.stdout + done.stderr, [via_stdin]) == []
-    first = json.loads(done.stdout)
+    listed, dup, added_stdin, added_env = cli.many([
+        (["workspaces", "list"], None, None),
+        (["workspaces", "create", "acme"], None, None),
+        (["sources", "add", "--workspace", "acme", "--connector", "http", "--name", "Stdin API", "--config",
+          HTTP_CONFIG, "--credentials-stdin"],
+         json.dumps({"bearer_token": via_stdin, "basic": {"username": "u", "password": via_stdin}}), None),
+        (["sources", "add", "--workspace", acme["id"], "--connector", "http", "--name", "Env API", "--slug", "env",
+          "--config", HTTP_CONFIG, "--policy", json.dumps({"allowed_methods": ["GET"]}),
+          "--credentials-env", "MY_CREDS"], None, {"MY_CREDS": json.dumps({"api_key": {"value": via_env}})}),
+    ])
+    assert sorted(w["name"] for w in json.loads(listed.stdout)) == ["acme", "globex"]
+    assert dup.returncode == 1 and "conflict" in dup.stderr
+    for done, canary in ((added_stdin, via_stdin), (added_env, via_env)):
+        assert done.returncode == 0, done.stderr
+        assert find(done.stdout + done.stderr, [canary]) == []
+    first, second = json.loads(added_stdin.stdout), json.loads(added_env.stdout)
     assert first["credentials"] == ["basic", "bearer_token"] and first["workspace_id"] == acme["id"]
     assert first["slug"] == "stdin-api" and first["config"] == json.loads(HTTP_CONFIG)
-    done = cli("sources", "add", "--workspace", acme["id"], "--connector", "http", "--name", "Env API",
-               "--slug", "env", "--config", HTTP_CONFIG, "--policy", json.dumps({"allowed_methods": ["GET"]}),
-               "--credentials-env", "MY_CREDS", env={"MY_CREDS": json.dumps({"api_key": {"value": via_env}})})
-    assert find(done.stdout + done.stderr, [via_env]) == []
-    second = json.loads(done.stdout)
     assert second["credentials"] == ["api_key"] and second["policy"]["allowed_methods"] == ["GET"]
 
-    every, of_acme, of_globex = cli.many([(["sources", "list"], None, None),
-                                          (["sources", "list", "--workspace", "acme"], None, None),
-                                          (["sources", "list", "--workspace", "globex"], None, None)])
+    every, of_acme, of_globex, rotated = cli.many([(["sources", "list"], None, None),
+                                                   (["sources", "list", "--workspace", "acme"], None, None),
+                                                   (["sources", "list", "--workspace", "globex"], None, None),
+                                                   (["vault", "rotate"], None, None)])
     assert find(every.stdout + of_acme.stdout, [via_stdin, via_env]) == []
-    assert [s["id"] for s in json.loads(every.stdout)] == [first["id"], second["id"]]
-    assert [s["id"] for s in json.loads(of_acme.stdout)] == [first["id"], second["id"]]
+    assert {s["id"] for s in json.loads(every.stdout)} == {first["id"], second["id"]}
+    assert {s["id"] for s in json.loads(of_acme.stdout)} == {first["id"], second["id"]}
     assert json.loads(of_globex.stdout) == []
-    assert find_in_files([p for p in cli.data_dir.iterdir() if p.is_file()], [via_stdin, via_env]) == []
-
-    # rotation decrypts and re-encrypts every field (3 of them); the second drops the first key
-    assert "re-encrypted 3 credential field(s)" in cli("vault", "rotate").stdout
-    assert "re-encrypted 3 credential field(s)" in cli("vault", "rotate").stdout
+    # rotation decrypted and re-encrypted every field (3 of them) under one new key
+    assert "re-encrypted 3 credential field(s)" in rotated.stdout
     with cli.db() as db:
         keys = dict(db.execute("SELECT id, status FROM vault_keys"))
         used = {r[0] for r in db.execute("SELECT DISTINCT key_id FROM source_secrets")}
     db.close()
     active = [k for k, s in keys.items() if s == "active"]
     assert len(active) == 1 and used == set(active) and len(keys) == 2
+    assert find_in_files([p for p in cli.data_dir.iterdir() if p.is_file()], [via_stdin, via_env]) == []
 
     assert first["id"] in cli("sources", "remove", first["id"]).stdout
     remaining, again = cli.many([(["sources", "list"], None, None), (["sources", "remove", first["id"]], None, None)])

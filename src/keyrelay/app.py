@@ -44,7 +44,7 @@ from keyrelay.errors import (
     Unavailable,
     UriTooLong,
 )
-from keyrelay.events import EventLog, Metrics
+from keyrelay.events import EventLog, Metrics, RedisFeed
 from keyrelay.files.stores import StoreFactory
 from keyrelay.manage.access import AccessService, NewApplication
 from keyrelay.manage.sources import SourceService
@@ -162,14 +162,16 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         stop = asyncio.Event()
         await upstream.start()
         # not a TaskGroup: it would wrap an error raised in the caller's block in an ExceptionGroup
-        flusher = asyncio.create_task(events.run(stop))
+        background = [asyncio.create_task(events.run(stop))]
+        if settings.redis_url:
+            background.append(asyncio.create_task(RedisFeed(events, settings.redis_url).run(stop)))
         try:
             async with mcp_door.running():  # the MCP SDK's task group lives as long as the runtime
                 yield Runtime(services, metrics, events, bootstrap)
         finally:
             stop.set()
             try:
-                await flusher
+                await asyncio.gather(*background)
             finally:
                 await upstream.close()
     finally:

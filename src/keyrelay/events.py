@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import asdict
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -68,6 +71,7 @@ class EventLog:
         self._purge_every = purge_every_seconds
         self._next_purge = 0.0
         self.dropped = 0
+        self.outbox: asyncio.Queue[Event] | None = None  # set by RedisFeed when instances share live logs
 
     @property
     def healthy(self) -> bool:
@@ -82,6 +86,12 @@ class EventLog:
         else:
             self._queue.append(event)
         self._metrics.observe(event)
+        self.deliver(event)
+        if self.outbox is not None and self.outbox.qsize() < _QUEUE_MAX:
+            self.outbox.put_nowait(event)
+
+    def deliver(self, event: Event) -> None:
+        """Hand an event to this instance's live subscribers (its own, or one another instance published)."""
         for q in self._subscribers:
             if q.qsize() < 1000:
                 q.put_nowait(event)
@@ -129,3 +139,44 @@ class EventLog:
             await self.flush()
             await self.purge_if_due()
         await self.flush()
+
+
+class RedisFeed:
+    """Live logs across instances: each instance publishes its events and delivers the others' (pub/sub)."""
+
+    CHANNEL = "keyrelay:events"
+
+    def __init__(self, events: EventLog, redis_url: str) -> None:
+        import redis.asyncio as aioredis
+
+        self._events = events
+        self._redis = aioredis.from_url(redis_url)
+        self._me = uuid.uuid4().hex
+        events.outbox = asyncio.Queue()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish and subscribe until `stop`; a lost Redis connection is retried, never fatal."""
+        while not stop.is_set():
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self.CHANNEL)
+                    await self._pump(pubsub, stop)
+            except Exception:
+                log.warning("live log feed: Redis unavailable, retrying")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+        await self._redis.aclose()
+
+    async def _pump(self, pubsub: object, stop: asyncio.Event) -> None:
+        outbox = self._events.outbox
+        assert outbox is not None
+        while not stop.is_set():
+            while not outbox.empty():
+                event = outbox.get_nowait()
+                await self._redis.publish(self.CHANNEL, json.dumps({"from": self._me, "event": asdict(event)}))
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)  # type: ignore[attr-defined]
+            if message is None or message.get("type") != "message":
+                continue
+            data = json.loads(message["data"])
+            if data.get("from") != self._me:
+                self._events.deliver(Event(**data["event"]))

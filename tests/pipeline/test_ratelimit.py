@@ -1,0 +1,79 @@
+"""Rate limits: moving window per source and per caller, in memory or shared through Redis."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from keyrelay.errors import RateLimited, Unavailable
+from keyrelay.pipeline.ratelimit import RateLimiter, make_storage
+from support.keyrelay import Admin, KeyrelayServer, make_settings
+from support.postgres import PostgresServer
+from support.redis import RedisServer
+from support.upstream import FakeUpstream
+
+
+async def test_source_limit_refuses_with_retry_after_in_range() -> None:
+    limiter = RateLimiter(make_storage(None), caller_limit=None)
+    for _ in range(3):
+        await limiter.check(source_id="s", source_limit=3, caller_id="a")
+    with pytest.raises(RateLimited) as err:
+        await limiter.check(source_id="s", source_limit=3, caller_id="b")  # other callers share the source limit
+    assert err.value.retry_after is not None and 1 <= err.value.retry_after <= 60
+    await limiter.check(source_id="other", source_limit=3, caller_id="a")
+
+
+async def test_caller_limit_is_per_caller() -> None:
+    limiter = RateLimiter(make_storage(None), caller_limit=2)
+    for _ in range(2):
+        await limiter.check(source_id="s", source_limit=None, caller_id="a")
+    with pytest.raises(RateLimited):
+        await limiter.check(source_id="s", source_limit=None, caller_id="a")
+    await limiter.check(source_id="s", source_limit=None, caller_id="b")
+
+
+async def test_two_limiters_on_one_redis_share_the_budget(redis_server: RedisServer) -> None:
+    key = "src-" + uuid.uuid4().hex
+    a = RateLimiter(make_storage(redis_server.url), caller_limit=None)
+    b = RateLimiter(make_storage(redis_server.url), caller_limit=None)
+    accepted = 0
+    for i in range(10):
+        try:
+            await (a if i % 2 else b).check(source_id=key, source_limit=5, caller_id="x")
+            accepted += 1
+        except RateLimited:
+            pass
+    assert accepted == 5
+
+
+async def test_an_unreachable_redis_fails_closed() -> None:
+    limiter = RateLimiter(make_storage("redis://127.0.0.1:1/0"), caller_limit=None)
+    with pytest.raises(Unavailable):
+        await limiter.check(source_id="s", source_limit=5, caller_id="x")
+
+
+def test_two_instances_on_postgres_and_redis_enforce_one_limit(tmp_path: Path, postgres: PostgresServer,
+                                                               redis_server: RedisServer,
+                                                               upstream: FakeUpstream) -> None:
+    name = "kr_" + uuid.uuid4().hex[:12]
+    postgres.create_database(name)
+    common = {"database_url": postgres.sqlalchemy_url(name), "redis_url": redis_server.url,
+              "master_key": "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY="}
+    with KeyrelayServer(make_settings(data_dir=tmp_path / "a", **common)) as one, \
+            KeyrelayServer(make_settings(data_dir=tmp_path / "b", **common)) as two:
+        admin = Admin(one.url)
+        ws = admin.workspace("shared")
+        admin.source(ws, upstream_url=upstream.url, policy={"rate_limit_per_minute": 4})
+        key = admin.api_key(ws, ["proxy"])
+        codes = []
+        for i in range(8):
+            base = (one if i % 2 else two).url
+            r = httpx.get(f"{base}/api/{ws}/proxy/echo/echo", headers={"Authorization": f"Bearer {key}",
+                                                                      "X-Forwarded-For": f"10.1.1.{i}"})
+            codes.append(r.status_code)
+        admin.close()
+    assert codes.count(200) == 4 and codes.count(429) == 4
+    assert len(upstream.requests) == 4

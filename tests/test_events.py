@@ -1,0 +1,91 @@
+"""The request log: batching, fail-closed health, retention, and live logs shared through Redis."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from keyrelay.events import EventLog, Metrics
+from keyrelay.model import Event
+from keyrelay.store.engine import make_engine, upgrade
+from keyrelay.store.logs import SqlLogStore
+from support.keyrelay import Admin, KeyrelayServer, make_settings
+from support.postgres import PostgresServer
+from support.redis import RedisServer
+from support.upstream import FakeUpstream
+
+
+def _event(ts: float, **kw: Any) -> Event:
+    values: dict[str, Any] = {"id": uuid.uuid4().hex, "ts": ts, "workspace_id": "w", "source_id": "s",
+                              "door": "gateway", "method": "GET", "path": "/x", "status": 200, "latency_ms": 1.0}
+    values.update(kw)
+    return Event(**values)
+
+
+async def test_events_are_written_in_batches_and_old_ones_purged(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'e.db'}")
+    await upgrade(engine)
+    now = [1_000_000.0]
+    log = EventLog(SqlLogStore(engine), Metrics(), clock=lambda: now[0], retention_days=1)
+    for i in range(2500):
+        log.emit(_event(now[0] - 3 * 86400 if i < 100 else now[0]))
+    await log.flush()
+    store = SqlLogStore(engine)
+    from keyrelay.model import LogQuery
+
+    assert len(await store.query_events(LogQuery(limit=1000))) == 1000
+    await log.purge_if_due()
+    rows = await store.query_events(LogQuery(limit=1000, since=0))
+    assert all(r.ts == now[0] for r in rows)
+    await engine.dispose()
+
+
+async def test_an_unwritable_log_turns_unhealthy_after_the_outage_window(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'e.db'}")  # no migration: inserts fail
+    now = [0.0]
+    log = EventLog(SqlLogStore(engine), Metrics(), clock=lambda: now[0], outage_seconds=10)
+    log.emit(_event(0))
+    await log.flush()
+    assert log.healthy
+    now[0] = 11
+    await log.flush()
+    assert not log.healthy
+    await engine.dispose()
+
+
+def test_live_logs_reach_subscribers_of_another_instance(tmp_path: Path, postgres: PostgresServer,
+                                                         redis_server: RedisServer, upstream: FakeUpstream) -> None:
+    name = "kr_" + uuid.uuid4().hex[:12]
+    postgres.create_database(name)
+    common = {"database_url": postgres.sqlalchemy_url(name), "redis_url": redis_server.url,
+              "master_key": "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY="}
+    with KeyrelayServer(make_settings(data_dir=tmp_path / "a", **common)) as one, \
+            KeyrelayServer(make_settings(data_dir=tmp_path / "b", **common)) as two:
+        admin = Admin(one.url)
+        ws = admin.workspace("live")
+        admin.source(ws, upstream_url=upstream.url)
+        key = admin.api_key(ws, ["proxy", "logs"])
+        got: list[dict[str, Any]] = []
+
+        def listen() -> None:
+            with httpx.stream("GET", one.url + "/api/v1/logs/stream", headers={"Authorization": f"Bearer {key}"},
+                              timeout=15) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: "):
+                        got.append(json.loads(line[6:]))
+                        return
+
+        t = threading.Thread(target=listen, daemon=True)
+        t.start()
+        time.sleep(1.0)
+        r = httpx.get(f"{two.url}/api/{ws}/proxy/echo/echo", headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 200
+        t.join(timeout=15)
+        admin.close()
+    assert got and got[0]["workspace_id"] == ws and got[0]["status"] == 200
