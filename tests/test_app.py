@@ -157,8 +157,6 @@ def test_header_bytes_over_the_limit_is_431(kr: KeyrelayServer) -> None:
     _is_431(httpx.get(kr.url + "/healthz", headers={"x-big": "v" * (kr.settings.max_header_bytes + 1)}))
 
 
-@pytest.mark.xfail(strict=True, reason="server.py answers 431 from the protocol layer with a fixed response: "
-                                       "no X-Request-Id header and no request_id (contract: every response)")
 def test_431_carries_a_request_id(kr: KeyrelayServer) -> None:
     r = httpx.get(kr.url + "/healthz", headers={f"x-h{i}": "v" for i in range(kr.settings.max_header_count + 1)})
     _contract_error(r, 431, "headers_too_large")

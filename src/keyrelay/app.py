@@ -116,6 +116,7 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         bootstrap = await access.ensure_bootstrap(settings.admin_client_id, secret)
         sources = SourceService(sources=SqlSourceStore(engine), workspaces=ws_store, vault=vault, catalog=catalog,
                                 clock=clock, allow=settings.allow_networks)
+        sources.local_roots = tuple(p.resolve() for p in settings.local_root_paths)
         log_store = SqlLogStore(engine)
         metrics = Metrics()
         events = EventLog(log_store, metrics, clock=clock, flush_seconds=settings.log_flush_seconds,

@@ -8,19 +8,20 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from keyrelay import crypto
-from keyrelay.app import Runtime, create_app, runtime
 from keyrelay.doors.render import api_key_view, source_view, workspace_view
 from keyrelay.errors import KeyrelayError
 from keyrelay.manage.access import NewApplication
 from keyrelay.model import ALL_SCOPES, Caller, CallerKind, Scope
-from keyrelay.server import uvicorn_config
 from keyrelay.settings import Settings
 from keyrelay.store.engine import make_engine, upgrade
+
+if TYPE_CHECKING:  # the server stack is imported only by the commands that run it (fast --help, mcp-stdio)
+    from keyrelay.app import Runtime
 
 T = TypeVar("T")
 SYSTEM = Caller(kind=CallerKind.APPLICATION, id="cli", workspace_id=None, scopes=ALL_SCOPES)
@@ -35,6 +36,8 @@ def _settings() -> Settings:
 
 def _run(work: Callable[[Runtime], Awaitable[T]]) -> T:
     """Open the database (applying migrations) and run one admin operation against it."""
+
+    from keyrelay.app import runtime
 
     async def main() -> T:
         try:
@@ -94,6 +97,9 @@ def serve(host: str | None, port: int | None) -> None:
     port = port if port is not None else settings.port
     settings = settings.model_copy(update={"host": host, "port": port})  # /mcp's Host check follows --host
     base = f"http://{host}:{port}"
+    from keyrelay.app import create_app
+    from keyrelay.server import uvicorn_config
+
     app = create_app(settings, on_bootstrap=lambda a: click.echo(bootstrap_banner(a, base)))
     uvicorn.Server(uvicorn_config(app, settings, host=host, port=port)).run()
 

@@ -8,6 +8,8 @@ application sees it, so an oversized header section is never buffered whole.
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from typing import Any
 
 import uvicorn
@@ -15,9 +17,13 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from keyrelay.settings import Settings
 
-_431_BODY = b'{"error":{"code":"headers_too_large","message":"Request headers are too large"}}'
-_431 = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\nconnection: close\r\n"
-        b"content-length: " + str(len(_431_BODY)).encode() + b"\r\n\r\n" + _431_BODY)
+def framing_error(status: int, reason: str, code: str, message: str) -> bytes:
+    """A complete HTTP response in the contract's error shape, for refusals made before the app runs."""
+    request_id = uuid.uuid4().hex
+    body = json.dumps({"error": {"code": code, "message": message, "request_id": request_id}}).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncache-control: no-store\r\n"
+            f"x-request-id: {request_id}\r\nconnection: close\r\ncontent-length: {len(body)}\r\n\r\n")
+    return head.encode() + body
 
 
 class _TooLarge(Exception):
@@ -92,11 +98,13 @@ class GuardedHttpTools(HttpToolsProtocol):
         super().on_headers_complete()
 
     def send_400_response(self, msg: str) -> None:
-        if not self._too_large:
-            super().send_400_response(msg)
-            return
         self._disarm()
-        self.transport.write(_431)
+        if self._too_large:
+            response = framing_error(431, "Request Header Fields Too Large", "headers_too_large",
+                                     "Request headers are too large")
+        else:
+            response = framing_error(400, "Bad Request", "invalid_request", "Malformed HTTP request")
+        self.transport.write(response)
         self.transport.close()
 
 

@@ -275,10 +275,13 @@ def test_local_sources_never_follow_symlinks_or_leave_the_allowed_roots(env: dic
         assert r.status_code == 404, tail
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    src = _source(admin, env["ws"], "elsewhere", {"connector": "local", "config": {"root": str(elsewhere)},
-                                                  "credentials": {}})
-    r = httpx.get(f"{env['kr'].url}/api/v1/sonar/files/{src['id']}/list/", headers=env["auth"])
-    assert r.status_code == 403 and r.json()["error"]["code"] == "destination_not_allowed"
+    r = admin.post("/api/v1/sources", {"workspace_id": env["ws"], "name": "elsewhere", "slug": "elsewhere",
+                                       "connector": "local", "config": {"root": str(elsewhere)}, "credentials": {}})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "config.root"  # refused at create time
+    r = admin.post("/api/v1/sources", {"workspace_id": env["ws"], "name": "escape", "slug": "escape",
+                                       "connector": "local", "config": {"root": str(tmp_path / "local" / "..")},
+                                       "credentials": {}})
+    assert r.status_code == 400
 
 
 def test_internal_endpoints_are_refused_at_create(env: dict[str, Any], admin: Admin) -> None:

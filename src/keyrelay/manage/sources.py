@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -73,6 +74,7 @@ class SourceService:
         self._clock = clock
         self._allow = allow
         self.on_change = on_change
+        self.local_roots: tuple[Path, ...] = ()
 
     # workspaces ---------------------------------------------------------------------------------------
     async def create_workspace(self, name: Any) -> Workspace:
@@ -123,11 +125,21 @@ class SourceService:
         creds = _check_credentials(spec, body.get("credentials"))
         policy = check_policy(body.get("policy"), catalog_api=spec.is_catalog_api)
         await self._check_destinations(config, creds)
+        self._check_local_root(spec.name, config)
         source_id = str(uuid.uuid4())
         sealed = await self._vault.seal(workspace_id=ws.id, source_id=source_id, fields=creds)
         new = NewSource(id=source_id, workspace_id=ws.id, connector=spec.name, name=name, slug=slug,
                         config=config, policy=policy)
         return await self._sources.create_source(new, sealed, now=self._clock())
+
+    def _check_local_root(self, connector: str, config: Mapping[str, Any]) -> None:
+        """A `local` source must serve a directory inside KEYRELAY_LOCAL_ROOTS (also re-checked per request)."""
+        if connector != "local":
+            return
+        root = Path(str(config.get("root", ""))).resolve()
+        if not any(root == r or r in root.parents for r in self.local_roots):
+            raise InvalidRequest("config.root is not inside a directory allowed by KEYRELAY_LOCAL_ROOTS",
+                                 field="config.root")
 
     async def _check_destinations(self, config: Mapping[str, Any], credentials: Mapping[str, Any]) -> None:
         """Config-time SSRF check (fast 422); the dialer checks again on every connection."""
@@ -176,6 +188,7 @@ class SourceService:
             changes["status"] = body["status"]
         if "config" in body:
             changes["config"] = spec.check_config(body["config"])
+            self._check_local_root(spec.name, changes["config"])
             await self._check_destinations(changes["config"], {})
         if "policy" in body:
             current = await self._raw_policy(src)
