@@ -29,6 +29,7 @@ from keyrelay.connectors.execute import ConnectorService
 from keyrelay.connectors.pagetoken import PageTokens
 from keyrelay.connectors.spec import load_catalog
 from keyrelay.doors import admin, airbyte, auth, connectors, files, gateway, mcp, observe, sonar
+from keyrelay.doors.asgi import Message, Receive, Scope, Send, read_body
 from keyrelay.doors.deps import Services
 from keyrelay.doors.mcp_tools import Deps as McpDeps
 from keyrelay.doors.render import dumps, error_headers, error_response
@@ -39,7 +40,6 @@ from keyrelay.errors import (
     KeyrelayError,
     MethodNotAllowed,
     NotFound,
-    PayloadTooLarge,
     Sealed,
     Unavailable,
     UriTooLong,
@@ -66,10 +66,6 @@ from keyrelay.store.workspaces import SqlWorkspaceStore
 from keyrelay.vault import KeyVault
 
 log = logging.getLogger("keyrelay")
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 
 
@@ -297,7 +293,7 @@ class KeyrelayApp:
         hot = rt.services.extras.get("hot_path")
         if hot is not None and await hot(scope, receive, send):
             return
-        body = await _read_limited(receive, scope, self.settings.max_admin_body_bytes)
+        body = await read_body(receive, scope, self.settings.max_admin_body_bytes)
         if body:
             _json_content_type(scope)
         replayed = False
@@ -347,23 +343,6 @@ def _json_content_type(scope: Scope) -> None:
     scope["headers"] = [*headers, (b"content-type", b"application/json")]
 
 
-async def _read_limited(receive: Receive, scope: Scope, limit: int) -> bytes:
-    for k, v in scope["headers"]:
-        if k == b"content-length" and v.isdigit() and int(v) > limit:
-            raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
 
 
 async def _send_error(send: Send, err: KeyrelayError, request_id: str) -> None:

@@ -17,6 +17,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from keyrelay.settings import Settings
 
+
 def framing_error(status: int, reason: str, code: str, message: str) -> bytes:
     """A complete HTTP response in the contract's error shape, for refusals made before the app runs."""
     request_id = uuid.uuid4().hex

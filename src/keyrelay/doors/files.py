@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs
 
+from keyrelay.doors.asgi import Receive, Send, header
+from keyrelay.doors.asgi import Scope as AsgiScope
 from keyrelay.doors.render import dumps, error_headers
 from keyrelay.errors import InvalidRequest, KeyrelayError, MethodNotAllowed, NotFound
 from keyrelay.files import listing, paths, reading
@@ -23,11 +25,6 @@ from keyrelay.files.stores import StoreFactory
 from keyrelay.model import Door, Inbound, Scope
 from keyrelay.pipeline.policy import FILE_CONNECTOR_KINDS
 from keyrelay.pipeline.relay import Admitted, Relay
-
-AsgiScope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 PREFIX = "/api/v1/sonar/files/"
 _ROUTE = re.compile(rb"/api/v1/sonar/files/([A-Za-z0-9_-]{1,64})/(list|get)(?:/(.*))?", re.DOTALL)
@@ -40,12 +37,6 @@ class ClientGone(Exception):
 def is_files(path: str) -> bool:
     return path.startswith(PREFIX)
 
-
-def _header(scope: AsgiScope, name: bytes) -> str | None:
-    for k, v in scope["headers"]:
-        if k == name:
-            return str(v.decode("latin-1"))
-    return None
 
 
 def _query(scope: AsgiScope) -> tuple[str | None, int]:
@@ -90,7 +81,7 @@ class FilesDoor:
 
     def _inbound(self, scope: AsgiScope, source_id: str, raw: bytes) -> Inbound:
         return Inbound(door=Door.FILES, method=scope["method"], path=raw.decode("latin-1"),
-                       authorization=_header(scope, b"authorization"), source_id=source_id, scope=Scope.FILES)
+                       authorization=header(scope, b"authorization"), source_id=source_id, scope=Scope.FILES)
 
     async def _refuse(self, scope: AsgiScope, send: Send, inbound: Inbound, err: KeyrelayError) -> None:
         """Refuse a malformed request, after authenticating it like any other (so 401 beats 400)."""
@@ -126,7 +117,7 @@ class FilesDoor:
                 await _json(send, 200, data)
                 rec.bytes_out = len(data)
                 return
-            opened = await reading.open_file(fs, key, range_header=_header(scope, b"range"),
+            opened = await reading.open_file(fs, key, range_header=header(scope, b"range"),
                                              max_span=self._max_range, head_only=scope["method"] == "HEAD")
             status, started = opened.status, True
             await send({"type": "http.response.start", "status": opened.status, "headers": opened.headers})

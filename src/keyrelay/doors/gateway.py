@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import AsyncIterator
 
+from keyrelay.doors.asgi import Receive, Scope, Send, header
 from keyrelay.doors.render import dumps, error_headers
 from keyrelay.errors import InvalidRequest, KeyrelayError, NotFound
 from keyrelay.model import Door, Inbound, Target
 from keyrelay.pipeline.relay import Relay, Relayed
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 PREFIX = b"/api/"
 READ_WHOLE_MAX = 64 * 1024
@@ -108,7 +103,7 @@ class GatewayDoor:
                     body = _stream(receive)
             inbound = Inbound(
                 door=Door.GATEWAY, method=scope["method"], path=f"/api/{workspace}/proxy/{slug}/{tail}",
-                authorization=_header(scope, b"authorization"), workspace_id=workspace, slug=slug,
+                authorization=header(scope, b"authorization"), workspace_id=workspace, slug=slug,
                 target=Target(tail=tail, query=scope["query_string"].decode("latin-1")),
                 raw_headers=tuple(scope["headers"]), body=body, content_length=length,
             )
@@ -127,12 +122,6 @@ class GatewayDoor:
                                     *_CLOSE.get(err.status, ())]})
             await send({"type": "http.response.body", "body": body_bytes})
 
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for k, v in scope["headers"]:
-        if k == name:
-            return str(v.decode("latin-1"))
-    return None
 
 
 async def _respond(relayed: Relayed, receive: Receive, send: Send, *, watch: bool) -> None:

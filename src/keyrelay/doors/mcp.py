@@ -16,7 +16,7 @@ import contextlib
 import ipaddress
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 from mcp import types
@@ -26,6 +26,8 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 
 from keyrelay.connectors.spec import check_json
+from keyrelay.doors.asgi import Receive, Send, header
+from keyrelay.doors.asgi import Scope as AsgiScope
 from keyrelay.doors.mcp_tools import TOOLS, Deps, ToolDef
 from keyrelay.doors.render import send_error
 from keyrelay.errors import (
@@ -40,11 +42,6 @@ from keyrelay.model import Scope
 from keyrelay.settings import Settings
 
 log = logging.getLogger("keyrelay.mcp")
-AsgiScope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
 PATH = "/mcp"
 INSTRUCTIONS = (
     "keyrelay lets you use the APIs and files of the sources connected for this workspace without ever "
@@ -109,15 +106,15 @@ class McpDoor:
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         try:
-            origin = _header(scope, b"origin")
+            origin = header(scope, b"origin")
             if origin is not None and not origin_allowed(origin, self._origins):
                 raise Forbidden("Origin is not allowed on /mcp")
-            caller = await self._deps.authenticator.authenticate(_header(scope, b"authorization"))
+            caller = await self._deps.authenticator.authenticate(header(scope, b"authorization"))
             if Scope.MCP not in caller.scopes:
                 raise Forbidden("Token lacks the 'mcp' scope")
             if scope["method"] != "POST":  # stateless: no stream to GET, no session to DELETE (MCP spec: 405)
                 raise MethodNotAllowed(f"Method {scope['method'][:16]} is not allowed on /mcp; use POST")
-            length = _header(scope, b"content-length")
+            length = header(scope, b"content-length")
             if length is not None and length.isdigit() and int(length) > self._max_body:
                 raise PayloadTooLarge(f"Request body is larger than {self._max_body} bytes")
         except KeyrelayError as err:
@@ -158,9 +155,3 @@ def _result(data: dict[str, Any], *, error: bool) -> types.CallToolResult:
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)], structured_content=data,
                                 is_error=error)
 
-
-def _header(scope: AsgiScope, name: bytes) -> str | None:
-    for k, v in scope["headers"]:
-        if k == name:
-            return str(v.decode("latin-1"))
-    return None

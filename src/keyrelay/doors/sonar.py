@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from keyrelay.doors.asgi import Receive, Scope, Send, header, read_body
 from keyrelay.doors.render import dumps, error_headers
-from keyrelay.errors import InvalidRequest, KeyrelayError, MethodNotAllowed, NotFound, PayloadTooLarge
+from keyrelay.errors import InvalidRequest, KeyrelayError, MethodNotAllowed, NotFound
 from keyrelay.model import Door, Inbound, Target
 from keyrelay.pipeline.relay import Relay
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 _PATH = re.compile(r"/api/v1/sonar/apis/([A-Za-z0-9_-]{1,64})/request")
 _METHOD = re.compile(r"[A-Za-z]{1,16}")
@@ -63,20 +58,6 @@ def parse_fields(data: Any) -> tuple[str, str, dict[str, str] | None, bytes | No
             headers["Content-Type"] = "application/json"
     return method.upper(), url, headers, payload
 
-
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b""
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def envelope(status: int, headers: list[tuple[bytes, bytes]], data: bytes, truncated: bool) -> dict[str, Any]:
@@ -137,9 +118,9 @@ class SonarDoor:
             if scope["method"] != "POST":
                 raise MethodNotAllowed(f"Method {scope['method']} is not allowed on this route")
             # the JSON wrapper adds a little to the forwarded body's own limit
-            raw = await _read_body(receive, self._max_body * 2 + 65536)
+            raw = await read_body(receive, scope, self._max_body * 2 + 65536)
             inbound = request_inbound(parse_request(raw), door=Door.SONAR, path=scope["path"],
-                                      authorization=_header(scope, b"authorization"), source_id=match.group(1))
+                                      authorization=header(scope, b"authorization"), source_id=match.group(1))
             out = dumps(await relay_request(self._relay, inbound))
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", b"application/json"),
@@ -152,9 +133,3 @@ class SonarDoor:
                                     *_CLOSE.get(err.status, ())]})
             await send({"type": "http.response.body", "body": body})
 
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for k, v in scope["headers"]:
-        if k == name:
-            return str(v.decode("latin-1"))
-    return None

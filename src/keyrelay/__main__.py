@@ -1,0 +1,5 @@
+"""`python -m keyrelay` runs the CLI."""
+
+from keyrelay.cli import main
+
+main()
