@@ -106,9 +106,13 @@ class EventLog:
             self._subscribers.discard(q)
 
     async def flush(self) -> None:
-        """Write everything queued so far, in batches. Events stay queued if the write fails."""
-        while self._queue:
-            batch: Sequence[Event] = [self._queue[i] for i in range(min(_BATCH, len(self._queue)))]
+        """Write what was queued when the flush began, in batches (events arriving meanwhile wait for the next
+        tick, so a busy server writes a few large transactions, not a stream of small ones). Events stay queued
+        if the write fails."""
+        remaining = len(self._queue)
+        while remaining > 0:
+            batch: Sequence[Event] = [self._queue[i] for i in range(min(_BATCH, remaining))]
+            remaining -= len(batch)
             try:
                 await self._store.insert_events(batch)
             except Exception:

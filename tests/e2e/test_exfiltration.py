@@ -256,18 +256,19 @@ def test_request_api_headers_cannot_redirect_the_request(env: Env) -> None:
 
 
 def test_no_method_escapes_the_base_path(env: Env) -> None:
-    # aiohttp sends CONNECT in authority form (`CONNECT host:port`): the base path would not apply at all
+    # aiohttp sends CONNECT in authority form (`CONNECT host:port`): the base path would not apply at all;
+    # TRACE would have the upstream echo the injected credential back: both are never forwarded
     for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "TRACE", "PROPFIND", "FOO", "CONNECT",
                    "connect"):
         r = env.client.post(SONAR.format(env.v1), json={"method": method, "url": f"{env.upstream.url}/v1/echo"})
-        if method.upper() == "CONNECT":
+        if method.upper() in ("CONNECT", "TRACE"):
             assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed", r.text
         else:
             assert r.status_code == 200, (method, r.text)
     r = env.client.request("CONNECT", f"/api/{env.ws}/proxy/v1/echo")
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed", r.text
     seen = env.upstream.requests
-    assert len(seen) == 9 and "CONNECT" not in {s.method for s in seen}  # FOO: refused by the upstream parser
+    assert len(seen) == 8 and not {"CONNECT", "TRACE"} & {s.method for s in seen}  # FOO: refused by the upstream
     assert all(s.raw_path == "/v1/echo" for s in seen), [(s.method, s.raw_path) for s in seen]
     env.evil_untouched()
 

@@ -9,6 +9,7 @@ import secrets
 
 from keyrelay.errors import Unauthenticated
 from keyrelay.model import Caller, CallerKind, TokenRecord
+from keyrelay.pipeline.cache import SingleFlightCache
 from keyrelay.ports import AuthStore, Clock
 
 APP_TOKEN_PREFIX = "kra_"  # noqa: S105 - a prefix, not a secret
@@ -54,8 +55,8 @@ class Authenticator:
         self._store = store
         self._hasher = hasher
         self._clock = clock
-        self._ttl = cache_seconds
-        self._cache: dict[str, tuple[float, TokenRecord]] = {}
+        self._cache: SingleFlightCache[str, TokenRecord] = SingleFlightCache(clock, ttl=cache_seconds,
+                                                                             max_entries=_CACHE_MAX)
 
     def forget_all(self) -> None:
         """Called after a local revocation so it takes effect at once on this instance."""
@@ -64,24 +65,21 @@ class Authenticator:
     async def authenticate(self, authorization: str | None) -> Caller:
         token = bearer(authorization)
         digest = self._hasher.digest(token)
+        record = await self._cache.get(digest, lambda: self._lookup(digest))
         now = self._clock()
-        hit = self._cache.get(digest)
-        if hit is not None and now - hit[0] < self._ttl:
-            record = hit[1]
-        else:
-            found = await self._store.lookup(digest)
-            if found is None:
-                raise Unauthenticated("Unknown token")
-            record = found
-            if len(self._cache) >= _CACHE_MAX:
-                self._cache.clear()
-            self._cache[digest] = (now, record)
         if record.revoked:
             raise Unauthenticated("Token has been revoked")
         if record.expires_at is not None and record.expires_at <= now:
             raise Unauthenticated("Token has expired")
         return Caller(kind=record.kind, id=_caller_id(record), workspace_id=record.workspace_id,
                       scopes=record.scopes)
+
+
+    async def _lookup(self, digest: str) -> TokenRecord:
+        found = await self._store.lookup(digest)
+        if found is None:
+            raise Unauthenticated("Unknown token")
+        return found
 
 
 def _caller_id(record: TokenRecord) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from keyrelay.errors import NotFound
 from keyrelay.model import Credentials, Source
+from keyrelay.pipeline.cache import SingleFlightCache
 from keyrelay.ports import Clock, SourceStore, Vault
 
 _MAX = 50_000
@@ -27,12 +28,12 @@ class SourceResolver:
         self._store = store
         self._vault = vault
         self._clock = clock
-        self._ttl = cache_seconds
-        self._by_key: dict[tuple[str, str], tuple[float, Resolved]] = {}
+        self._cache: SingleFlightCache[tuple[str, str], Resolved] = SingleFlightCache(
+            clock, ttl=cache_seconds, max_entries=_MAX)
 
     def forget(self, source_id: str) -> None:
         """Drop cached entries (all of them: a slug change must not leave the old slug routable)."""
-        self._by_key.clear()
+        self._cache.clear()
 
     async def by_slug(self, workspace_id: str, slug: str) -> Resolved:
         return await self._get(("slug", f"{workspace_id}/{slug}"),
@@ -42,17 +43,12 @@ class SourceResolver:
         return await self._get(("id", source_id), lambda: self._store.get_source(source_id))
 
     async def _get(self, key: tuple[str, str], load: Callable[[], Awaitable[Source | None]]) -> Resolved:
-        now = self._clock()
-        hit = self._by_key.get(key)
-        if hit is not None and now - hit[0] < self._ttl:
-            return hit[1]
+        return await self._cache.get(key, lambda: self._resolve(load))
+
+    async def _resolve(self, load: Callable[[], Awaitable[Source | None]]) -> Resolved:
         source = await load()
         if source is None or not source.active:
             raise NotFound("Source not found")
         sealed = await self._store.load_sealed(source.id)
         creds = await self._vault.open(workspace_id=source.workspace_id, source_id=source.id, sealed=sealed)
-        resolved = Resolved(source, creds)
-        if len(self._by_key) >= _MAX:
-            self._by_key.clear()
-        self._by_key[key] = (now, resolved)
-        return resolved
+        return Resolved(source, creds)
