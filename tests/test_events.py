@@ -15,7 +15,7 @@ from keyrelay.events import EventLog, Metrics
 from keyrelay.model import Event
 from keyrelay.store.engine import make_engine, upgrade
 from keyrelay.store.logs import SqlLogStore
-from support.keyrelay import Admin, KeyrelayServer, make_settings
+from support.keyrelay import Admin, scaled_out_pair
 from support.postgres import PostgresServer
 from support.redis import RedisServer
 from support.upstream import FakeUpstream
@@ -61,12 +61,7 @@ async def test_an_unwritable_log_turns_unhealthy_after_the_outage_window(tmp_pat
 
 def test_live_logs_reach_subscribers_of_another_instance(tmp_path: Path, postgres: PostgresServer,
                                                          redis_server: RedisServer, upstream: FakeUpstream) -> None:
-    name = "kr_" + uuid.uuid4().hex[:12]
-    postgres.create_database(name)
-    common = {"database_url": postgres.sqlalchemy_url(name), "redis_url": redis_server.url,
-              "master_key": "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY="}
-    with KeyrelayServer(make_settings(data_dir=tmp_path / "a", **common)) as one, \
-            KeyrelayServer(make_settings(data_dir=tmp_path / "b", **common)) as two:
+    with scaled_out_pair(tmp_path, postgres, redis_server.url) as (one, two):
         admin = Admin(one.url)
         ws = admin.workspace("live")
         admin.source(ws, upstream_url=upstream.url)

@@ -122,6 +122,8 @@ def uvicorn_config(app: Any, settings: Settings, *, host: str, port: int, **over
         "host": host, "port": port, "lifespan": "on", "access_log": False, "http": protocol_for(settings),
         "loop": "uvloop", "timeout_keep_alive": 30, "timeout_graceful_shutdown": 10, "server_header": False,
         "log_level": "warning",
+        # keyrelay never trusts client-supplied forwarding headers (rate limits key on the authenticated caller)
+        "proxy_headers": False, "forwarded_allow_ips": "",
     }
     options.update(overrides)
     return uvicorn.Config(app, **options)

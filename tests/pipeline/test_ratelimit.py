@@ -10,7 +10,7 @@ import pytest
 
 from keyrelay.errors import RateLimited, Unavailable
 from keyrelay.pipeline.ratelimit import RateLimiter, make_storage
-from support.keyrelay import Admin, KeyrelayServer, make_settings
+from support.keyrelay import Admin, scaled_out_pair
 from support.postgres import PostgresServer
 from support.redis import RedisServer
 from support.upstream import FakeUpstream
@@ -58,12 +58,7 @@ async def test_an_unreachable_redis_fails_closed() -> None:
 def test_two_instances_on_postgres_and_redis_enforce_one_limit(tmp_path: Path, postgres: PostgresServer,
                                                                redis_server: RedisServer,
                                                                upstream: FakeUpstream) -> None:
-    name = "kr_" + uuid.uuid4().hex[:12]
-    postgres.create_database(name)
-    common = {"database_url": postgres.sqlalchemy_url(name), "redis_url": redis_server.url,
-              "master_key": "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY="}
-    with KeyrelayServer(make_settings(data_dir=tmp_path / "a", **common)) as one, \
-            KeyrelayServer(make_settings(data_dir=tmp_path / "b", **common)) as two:
+    with scaled_out_pair(tmp_path, postgres, redis_server.url) as (one, two):
         admin = Admin(one.url)
         ws = admin.workspace("shared")
         admin.source(ws, upstream_url=upstream.url, policy={"rate_limit_per_minute": 4})

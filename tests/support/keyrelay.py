@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +115,18 @@ class Admin:
 
     def close(self) -> None:
         self.http.close()
+
+
+SCALE_OUT_MASTER_KEY = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY="  # base64 of 32 bytes, tests only
+
+
+@contextlib.contextmanager
+def scaled_out_pair(tmp_path: Path, postgres: Any, redis_url: str) -> Iterator[tuple[KeyrelayServer, KeyrelayServer]]:
+    """Two keyrelay instances on one fresh PostgreSQL database and one Redis: the scale-out topology."""
+    name = "kr_" + uuid.uuid4().hex[:12]
+    postgres.create_database(name)
+    common = {"database_url": postgres.sqlalchemy_url(name), "redis_url": redis_url,
+              "master_key": SCALE_OUT_MASTER_KEY}
+    with KeyrelayServer(make_settings(data_dir=tmp_path / "a", **common)) as one, \
+            KeyrelayServer(make_settings(data_dir=tmp_path / "b", **common)) as two:
+        yield one, two

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 
 from keyrelay.errors import KeyrelayError
 from keyrelay.model import Event, Inbound, Source
@@ -40,7 +40,7 @@ class Recorder:
         self._done = True
         now = self._clock()
         self._sink.emit(Event(
-            id=str(uuid.uuid4()), ts=self._started, workspace_id=self.workspace_id, source_id=self.source_id,
+            id=os.urandom(16).hex(), ts=self._started, workspace_id=self.workspace_id, source_id=self.source_id,
             door=self._inbound.door.value, method=self._inbound.method[:16], path=self._inbound.path[:2048],
             status=status, latency_ms=(now - self._started) * 1000, upstream_latency_ms=self.upstream_ms,
             bytes_in=self.bytes_in, bytes_out=self.bytes_out, error_code=None if error is None else error.code,

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import fields
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keyrelay.model import Event, LogQuery
 from keyrelay.store.tables import gateway_logs
+
+_COLUMNS = tuple(f.name for f in fields(Event))  # flat values: cheaper than dataclasses.asdict
 
 
 class SqlLogStore:
@@ -20,7 +22,7 @@ class SqlLogStore:
         if not events:
             return
         async with self._engine.begin() as conn:
-            await conn.execute(sa.insert(gateway_logs), [asdict(e) for e in events])
+            await conn.execute(sa.insert(gateway_logs), [{n: getattr(e, n) for n in _COLUMNS} for e in events])
 
     async def query_events(self, q: LogQuery) -> list[Event]:
         stmt = sa.select(gateway_logs).order_by(gateway_logs.c.ts.desc()).limit(max(1, min(q.limit, 1000)))
