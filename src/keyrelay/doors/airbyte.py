@@ -13,11 +13,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field
 
 from keyrelay.connectors import skilldocs
 from keyrelay.connectors.execute import ACTION_ALIASES, ExecuteRequest
 from keyrelay.connectors.spec import ConnectorSpec
+from keyrelay.doors.bodies import ExecuteBody
 from keyrelay.doors.deps import Services, caller, need_scope, services
 from keyrelay.doors.render import dumps, iso, json_response
 from keyrelay.errors import Forbidden, InvalidRequest, KeyrelayError, NotFound, Unprocessable
@@ -74,15 +74,6 @@ async def executor(request: Request) -> Caller:
 
 Executor = Annotated[Caller, Depends(executor)]
 
-
-class ExecuteBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # `intent` and future keys
-    entity: str = Field(min_length=1, max_length=128)
-    action: str = Field(min_length=1, max_length=64)
-    params: dict[str, Any] | None = None
-    select_fields: list[str] | None = Field(None, max_length=200)
-    exclude_fields: list[str] | None = Field(None, max_length=200)
-    skip_truncation: bool = True
 
 
 def connector_view(src: Source, spec: ConnectorSpec) -> dict[str, Any]:

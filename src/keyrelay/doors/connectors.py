@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from keyrelay.connectors.execute import ExecuteRequest
+from keyrelay.doors.bodies import ExecuteBody
 from keyrelay.doors.deps import Services, caller, services
 from keyrelay.doors.render import json_response
 from keyrelay.errors import NotFound
@@ -24,16 +25,6 @@ class QueryBody(BaseModel):
     filters: dict[str, Any] | None = None
     page_token: str | None = Field(None, max_length=4096)
 
-
-class ExecuteBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # e.g. `intent` from Airbyte clients
-    entity: str = Field(min_length=1, max_length=128)
-    action: str = Field(min_length=1, max_length=64)
-    params: dict[str, Any] | None = None
-    select_fields: list[str] | None = Field(None, max_length=200)
-    exclude_fields: list[str] | None = Field(None, max_length=200)
-    skip_truncation: bool = True
-    no_cache: bool = False
 
 
 @router.post("/v1/proxy/sources/{source_id}/query")
