@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -15,7 +13,7 @@ from keyrelay.events import EventLog, Metrics
 from keyrelay.model import Event
 from keyrelay.store.engine import make_engine, upgrade
 from keyrelay.store.logs import SqlLogStore
-from support.keyrelay import Admin, scaled_out_pair
+from support.keyrelay import Admin, first_live_log, scaled_out_pair
 from support.postgres import PostgresServer
 from support.redis import RedisServer
 from support.upstream import FakeUpstream
@@ -66,21 +64,9 @@ def test_live_logs_reach_subscribers_of_another_instance(tmp_path: Path, postgre
         ws = admin.workspace("live")
         admin.source(ws, upstream_url=upstream.url)
         key = admin.api_key(ws, ["proxy", "logs"])
-        got: list[dict[str, Any]] = []
-
-        def listen() -> None:
-            with httpx.stream("GET", one.url + "/api/v1/logs/stream", headers={"Authorization": f"Bearer {key}"},
-                              timeout=15) as r:
-                for line in r.iter_lines():
-                    if line.startswith("data: "):
-                        got.append(json.loads(line[6:]))
-                        return
-
-        t = threading.Thread(target=listen, daemon=True)
-        t.start()
-        time.sleep(1.0)
-        r = httpx.get(f"{two.url}/api/{ws}/proxy/echo/echo", headers={"Authorization": f"Bearer {key}"})
-        assert r.status_code == 200
-        t.join(timeout=15)
+        with first_live_log(one.url, key) as got:
+            time.sleep(0.5)  # the instances' Redis subscriptions are live well within this
+            r = httpx.get(f"{two.url}/api/{ws}/proxy/echo/echo", headers={"Authorization": f"Bearer {key}"})
+            assert r.status_code == 200
         admin.close()
     assert got and got[0]["workspace_id"] == ws and got[0]["status"] == 200

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from typing import Any
 
 import httpx
 
-from support.keyrelay import Admin, KeyrelayServer
+from support.keyrelay import Admin, KeyrelayServer, first_live_log
 from support.upstream import FakeUpstream
 
 
@@ -71,19 +68,6 @@ def test_a_workspace_key_cannot_read_another_workspaces_logs(kr: KeyrelayServer,
 
 def test_live_log_stream_delivers_new_entries(kr: KeyrelayServer, admin: Admin, upstream: FakeUpstream) -> None:
     _, key, base = _proxy_setup(kr, admin, upstream, "live")
-    got: list[dict[str, Any]] = []
-
-    def listen() -> None:
-        with httpx.stream("GET", kr.url + "/api/v1/logs/stream", headers={"Authorization": f"Bearer {key}"},
-                          timeout=10) as r:
-            for line in r.iter_lines():
-                if line.startswith("data: "):
-                    got.append(json.loads(line[6:]))
-                    return
-
-    t = threading.Thread(target=listen, daemon=True)
-    t.start()
-    time.sleep(0.5)
-    httpx.get(base + "/echo", headers={"Authorization": f"Bearer {key}"})
-    t.join(timeout=10)
+    with first_live_log(kr.url, key) as got:
+        httpx.get(base + "/echo", headers={"Authorization": f"Bearer {key}"})
     assert got and got[0]["door"] == "gateway" and got[0]["status"] == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import time
 import uuid
@@ -130,3 +131,25 @@ def scaled_out_pair(tmp_path: Path, postgres: Any, redis_url: str) -> Iterator[t
     with KeyrelayServer(make_settings(data_dir=tmp_path / "a", **common)) as one, \
             KeyrelayServer(make_settings(data_dir=tmp_path / "b", **common)) as two:
         yield one, two
+
+
+@contextlib.contextmanager
+def first_live_log(base_url: str, token: str, *, timeout: float = 15) -> Iterator[list[dict[str, Any]]]:
+    """Listen on `/api/v1/logs/stream` in a thread; the yielded list gets the first entry seen (bounded wait)."""
+    got: list[dict[str, Any]] = []
+    connected = threading.Event()
+
+    def listen() -> None:
+        with httpx.stream("GET", base_url + "/api/v1/logs/stream", headers={"Authorization": f"Bearer {token}"},
+                          timeout=timeout) as r:
+            for line in r.iter_lines():
+                connected.set()
+                if line.startswith("data: "):
+                    got.append(json.loads(line[6:]))
+                    return
+
+    t = threading.Thread(target=listen, daemon=True)
+    t.start()
+    connected.wait(timeout)
+    yield got
+    t.join(timeout)
