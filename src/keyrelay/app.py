@@ -29,7 +29,7 @@ from keyrelay.connectors.execute import ConnectorService
 from keyrelay.connectors.pagetoken import PageTokens
 from keyrelay.connectors.spec import load_catalog
 from keyrelay.doors import admin, airbyte, auth, connectors, files, gateway, mcp, observe, sonar
-from keyrelay.doors.asgi import Message, Receive, Scope, Send, read_body
+from keyrelay.doors.asgi import Message, Receive, Scope, Send, read_body, sole_error
 from keyrelay.doors.deps import Services
 from keyrelay.doors.mcp_tools import Deps as McpDeps
 from keyrelay.doors.render import dumps, error_headers, error_response
@@ -165,6 +165,8 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         try:
             async with mcp_door.running():  # the MCP SDK's task group lives as long as the runtime
                 yield Runtime(services, metrics, events, bootstrap)
+        except BaseExceptionGroup as group:  # that task group wraps errors raised in the caller's block:
+            raise sole_error(group) from None  # hand them back as themselves
         finally:
             stop.set()
             try:

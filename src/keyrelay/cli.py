@@ -40,11 +40,8 @@ def _run(work: Callable[[Runtime], Awaitable[T]]) -> T:
     from keyrelay.app import runtime
 
     async def main() -> T:
-        try:
-            async with runtime(_settings()) as rt:
-                return await work(rt)
-        except BaseExceptionGroup as group:  # a task group in the runtime wraps errors raised by `work`
-            raise _sole(group) from None
+        async with runtime(_settings()) as rt:
+            return await work(rt)
 
     try:
         return asyncio.run(main())
@@ -52,14 +49,6 @@ def _run(work: Callable[[Runtime], Awaitable[T]]) -> T:
         raise click.ClickException(f"{err.code}: {err.message}") from None
     except crypto.VaultError as err:
         raise click.ClickException(str(err)) from None
-
-
-def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one error inside (nested) single-member exception groups, else the group itself."""
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 def _echo(data: Any) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from keyrelay.errors import PayloadTooLarge
@@ -38,3 +39,43 @@ async def read_body(receive: Receive, scope: Scope, limit: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+class ClientGone(Exception):
+    """The agent closed its connection."""
+
+
+def sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error inside (nested) single-member exception groups, else the group itself."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+async def send_body(chunks: AsyncIterator[bytes], receive: Receive, send: Send, *, watch: bool = True) -> None:
+    """Send `chunks` as the response body. With `watch`, an agent that disconnects stops the pump at once
+    (raises ClientGone) instead of draining the upstream into a closed socket. Errors keep their own type."""
+    if not watch:
+        await _pump(chunks, send)
+        return
+    try:
+        async with asyncio.TaskGroup() as tg:
+            watcher = tg.create_task(_watch(receive))
+            await _pump(chunks, send)
+            watcher.cancel()
+    except BaseExceptionGroup as group:
+        raise sole_error(group) from None
+
+
+async def _pump(chunks: AsyncIterator[bytes], send: Send) -> None:
+    async for chunk in chunks:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _watch(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone

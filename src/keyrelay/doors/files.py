@@ -9,13 +9,12 @@ the path, `Range` and the two query parameters reaches the store: no agent heade
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs
 
-from keyrelay.doors.asgi import Receive, Send, header
+from keyrelay.doors.asgi import ClientGone, Receive, Send, header, send_body
 from keyrelay.doors.asgi import Scope as AsgiScope
 from keyrelay.doors.render import dumps, error_headers
 from keyrelay.errors import InvalidRequest, KeyrelayError, MethodNotAllowed, NotFound
@@ -29,9 +28,6 @@ from keyrelay.pipeline.relay import Admitted, Relay
 PREFIX = "/api/v1/sonar/files/"
 _ROUTE = re.compile(rb"/api/v1/sonar/files/([A-Za-z0-9_-]{1,64})/(list|get)(?:/(.*))?", re.DOTALL)
 
-
-class ClientGone(Exception):
-    """The agent closed its connection mid-download."""
 
 
 def is_files(path: str) -> bool:
@@ -140,28 +136,12 @@ class FilesDoor:
 async def _stream(body: AsyncIterator[bytes], receive: Receive, send: Send, rec: Any) -> None:
     """Pump the file to the agent; stop (and drop the store stream) if the agent disconnects."""
 
-    async def pump() -> None:
+    async def counted() -> AsyncIterator[bytes]:
         async for chunk in body:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
             rec.bytes_out += len(chunk)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            yield chunk
 
-    async def watch() -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone
-
-    try:
-        async with asyncio.TaskGroup() as tg:
-            watcher = tg.create_task(watch())
-            await pump()
-            watcher.cancel()
-    except* ClientGone:
-        raise ClientGone from None
-    except* KeyrelayError as group:  # the store failed part-way: ending unfinished closes the connection
-        first = group.exceptions[0]
-        raise first if isinstance(first, KeyrelayError) else group from None
+    await send_body(counted(), receive, send)
 
 
 async def _json(send: Send, status: int, data: bytes) -> None:

@@ -6,11 +6,10 @@ that disconnects while a streamed response is in flight cancels the upstream req
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 
-from keyrelay.doors.asgi import Receive, Scope, Send, header
+from keyrelay.doors.asgi import ClientGone, Receive, Scope, Send, header, send_body
 from keyrelay.doors.render import dumps, error_headers
 from keyrelay.errors import InvalidRequest, KeyrelayError, NotFound
 from keyrelay.model import Door, Inbound, Target
@@ -23,9 +22,6 @@ _ID = re.compile(rb"[A-Za-z0-9_-]{1,64}")
 # a refused body is not read to its end: close the connection instead of draining it (bar 12)
 _CLOSE = {413: [(b"connection", b"close")]}
 
-
-class ClientGone(Exception):
-    """The agent closed its connection."""
 
 
 def is_gateway(raw_path: bytes) -> bool:
@@ -127,28 +123,8 @@ class GatewayDoor:
 async def _respond(relayed: Relayed, receive: Receive, send: Send, *, watch: bool) -> None:
     chunks = relayed.chunks()
     await send({"type": "http.response.start", "status": relayed.status, "headers": relayed.headers})
-    if not watch:
-        await _pump(chunks, send)
-        return
     try:
-        async with asyncio.TaskGroup() as tg:
-            watcher = tg.create_task(_watch(receive))
-            await _pump(chunks, send)
-            watcher.cancel()
-    except* ClientGone:
+        await send_body(chunks, receive, send, watch=watch)
+    except ClientGone:
         await chunks.aclose()  # releases the upstream connection and records the event
-    except* KeyrelayError:
-        pass  # the upstream broke mid-body: returning unfinished makes the server close the connection
-
-
-async def _pump(chunks: AsyncIterator[bytes], send: Send) -> None:
-    async for chunk in chunks:
-        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _watch(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
+    # a KeyrelayError mid-body reaches __call__, which ends the started response by closing the connection
