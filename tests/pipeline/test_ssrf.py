@@ -1,4 +1,7 @@
-"""SSRF guard: the address table, the resolver, and real aiohttp connections through the guarded connector."""
+"""SSRF guard: the address table, the resolver, and real connections through the upstream pool (pipeline/http1.py).
+
+The pool dials only addresses `resolve_checked` validated; the last section proves it against counting servers
+on 127.0.0.1 and 127.0.0.2: a refused destination never gets so much as a TCP connection."""
 
 from __future__ import annotations
 
@@ -6,20 +9,19 @@ import asyncio
 import errno
 import ipaddress
 import socket
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
 
 from keyrelay.errors import InvalidRequest, SsrfBlocked, UpstreamUnreachable
+from keyrelay.pipeline import http1
+from keyrelay.pipeline.http1 import Pool
 from keyrelay.pipeline.ssrf import (
-    DestinationBlocked,
-    GuardedResolver,
+    Network,
     check_destination,
-    guarded_connector,
     is_forbidden,
     parse_cidrs,
     resolve_checked,
@@ -91,7 +93,7 @@ def fake_dns(*rounds: Sequence[str], calls: list[str] | None = None) -> Any:
         state["n"] += 1
         if answers == ["NXDOMAIN"]:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        out = []
+        out: list[tuple[Any, ...]] = []
         for ip in answers:
             if ":" in ip:
                 out.append((socket.AF_INET6, socket.SOCK_STREAM, 6, "", (ip, port, 0, 0)))
@@ -159,43 +161,59 @@ async def test_check_destination() -> None:
     await check_destination("https://93.184.216.34/v1")
 
 
-# --- real connections through aiohttp ---
+# --- real connections through the upstream pool (pipeline/http1.py) ---
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+CLOSE = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
 
 
 @dataclass
 class Server:
     host: str
     port: int = 0
+    close: bool = False  # answer `Connection: close`, so every request needs a new connection
     connections: int = 0
-    requests: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)  # the Host header of each request
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
-async def _start(srv: Server) -> tuple[asyncio.Server, web.Server]:
-    async def handler(request: web.BaseRequest) -> web.Response:
-        srv.requests.append(request.host)
-        return web.Response(text="ok")
-
-    lowlevel = web.Server(handler)
-
-    def factory() -> Any:
+async def _start(srv: Server) -> asyncio.Server:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        srv.tasks.add(task)
         srv.connections += 1
-        return lowlevel()
+        try:
+            async with asyncio.timeout(30):
+                for _ in range(100):  # GET requests only: no body to read
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    lines = head.decode("latin-1").split("\r\n")
+                    srv.requests.append(next(v.strip() for n, _, v in (ln.partition(":") for ln in lines[1:])
+                                             if n.lower() == "host"))
+                    writer.write(CLOSE if srv.close else OK)
+                    await writer.drain()
+                    if srv.close:
+                        break
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the client hung up, or the test is over
+        finally:
+            writer.close()
 
-    server = await asyncio.get_running_loop().create_server(factory, srv.host, srv.port)
+    server = await asyncio.start_server(handle, srv.host, srv.port)
     srv.port = server.sockets[0].getsockname()[1]
-    return server, lowlevel
+    return server
 
 
 @pytest.fixture
 async def servers() -> AsyncIterator[tuple[Server, Server]]:
     """Two counting servers on the same port: 127.0.0.1 (the real upstream) and 127.0.0.2 (the internal one)."""
-    started: list[tuple[asyncio.Server, web.Server]] = []
+    started: list[tuple[asyncio.Server, Server]] = []
     for _ in range(20):
         a = Server("127.0.0.1")
-        started.append(await _start(a))
+        started.append((await _start(a), a))
         b = Server("127.0.0.2", port=a.port)
         try:
-            started.append(await _start(b))
+            started.append((await _start(b), b))
             break
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
@@ -203,103 +221,146 @@ async def servers() -> AsyncIterator[tuple[Server, Server]]:
     else:
         raise RuntimeError("no free port pair")
     yield a, b
-    for server, lowlevel in started:
+    for server, srv in started:
         server.close()
+        for task in srv.tasks:
+            task.cancel()
+        if srv.tasks:
+            await asyncio.wait(srv.tasks, timeout=5)
         await server.wait_closed()
-        await lowlevel.shutdown()
 
 
-async def _get(connector: aiohttp.BaseConnector, url: str) -> str:
-    async with (
-        aiohttp.ClientSession(connector=connector, trust_env=False) as session,
-        session.get(url, allow_redirects=False) as resp,
-    ):
-        return await resp.text()
+@pytest.fixture
+async def pools() -> AsyncIterator[Callable[..., Pool]]:
+    """Make pools (nothing allowed unless told); all closed after the test, before the servers stop."""
+    made: list[Pool] = []
+
+    def make(*, allow: Sequence[Network] = (), **kw: Any) -> Pool:
+        pool = Pool(allow=allow, max_connections=4, **kw)
+        made.append(pool)
+        return pool
+
+    yield make
+    for pool in made:
+        await pool.close()
 
 
-async def test_ip_literal_blocked_at_dial_with_zero_connections(servers: tuple[Server, Server]) -> None:
+async def _get(pool: Pool, url: str) -> str:
+    resp = await pool.request("GET", url, [], None, deadline=time.monotonic() + 5, read_timeout=5)
+    try:
+        return (await resp.read()).decode()
+    finally:
+        resp.release()
+
+
+async def test_ip_literal_blocked_at_dial_with_zero_connections(
+    servers: tuple[Server, Server], pools: Callable[..., Pool]
+) -> None:
     a, _ = servers
-    with pytest.raises(aiohttp.ClientConnectorError) as info:
-        await _get(guarded_connector(), f"http://127.0.0.1:{a.port}/")
-    # the recipe the upstream module uses (see ssrf.py docstring)
-    assert isinstance(info.value.os_error, DestinationBlocked)
-    assert isinstance(info.value.__cause__, DestinationBlocked)
-    assert a.connections == 0 and a.requests == []
-    assert await _get(guarded_connector(allow=LOOPBACK), f"http://127.0.0.1:{a.port}/") == "ok"
-    assert a.requests == [f"127.0.0.1:{a.port}"]
+    dialed: list[str] = []
+    with pytest.raises(SsrfBlocked) as info:
+        await _get(pools(on_dial=dialed.append), f"http://127.0.0.1:{a.port}/")
+    assert info.value.message == "Upstream address is not allowed"
+    assert a.connections == 0 and a.requests == [] and dialed == []
+    assert await _get(pools(allow=LOOPBACK, on_dial=dialed.append), f"http://127.0.0.1:{a.port}/") == "ok"
+    assert a.requests == [f"127.0.0.1:{a.port}"] and dialed == ["127.0.0.1"]
 
 
-@pytest.mark.parametrize("host", [
-    "127.0.0.1", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[::1]", "2130706433", "0x7f.0.0.1", "127.1", "0177.0.0.1",
-    "0x7f000001", "localhost", "127.0.0.1.",
+@pytest.mark.parametrize(("host", "error"), [
+    ("127.0.0.1", SsrfBlocked), ("[::ffff:127.0.0.1]", SsrfBlocked), ("[::ffff:7f00:1]", SsrfBlocked),
+    ("[::1]", SsrfBlocked), ("localhost", SsrfBlocked), ("2130706433", InvalidRequest),
+    ("0x7f.0.0.1", InvalidRequest), ("127.1", InvalidRequest), ("0177.0.0.1", InvalidRequest),
+    ("0x7f000001", InvalidRequest), ("127.0.0.1.", InvalidRequest), ("[fe80::1%25lo]", InvalidRequest),
 ])
-async def test_every_literal_form_is_refused_through_aiohttp(servers: tuple[Server, Server], host: str) -> None:
+async def test_every_literal_form_is_refused_through_the_pool(
+    servers: tuple[Server, Server], pools: Callable[..., Pool], host: str, error: type[Exception]
+) -> None:
     a, _ = servers
-    with pytest.raises(aiohttp.ClientError):
-        await _get(guarded_connector(), f"http://{host}:{a.port}/")
-    assert a.connections == 0
+    calls: list[str] = []
+    dialed: list[str] = []
+    pool = pools(getaddrinfo=fake_dns(["127.0.0.1"], calls=calls), on_dial=dialed.append)
+    with pytest.raises(error):
+        await _get(pool, f"http://{host}:{a.port}/")
+    assert a.connections == 0 and dialed == []
+    assert calls == (["localhost"] if host == "localhost" else [])  # literals are judged as they are
+    if error is InvalidRequest:  # odd forms are never read as an address, whatever is allowed
+        with pytest.raises(InvalidRequest):
+            await _get(pools(allow=LOOPBACK, getaddrinfo=fake_dns(["127.0.0.1"])), f"http://{host}:{a.port}/")
+        assert a.connections == 0
 
 
-async def test_aiohttp_skips_the_resolver_for_ip_literals(servers: tuple[Server, Server]) -> None:
-    """Why guarded_connector() also installs DialGuard: a resolver alone never sees IP-literal hosts."""
+async def test_ip_literals_never_reach_the_resolver(
+    servers: tuple[Server, Server], pools: Callable[..., Pool]
+) -> None:
     a, _ = servers
-    resolved: list[str] = []
-    plain = aiohttp.TCPConnector(resolver=GuardedResolver(on_resolved=lambda h, ips: resolved.append(h)))
-    assert await _get(plain, f"http://127.0.0.1:{a.port}/") == "ok"
-    assert resolved == [] and a.connections == 1
+    calls: list[str] = []
+    dialed: list[str] = []
+    pool = pools(allow=LOOPBACK, getaddrinfo=fake_dns(["10.0.0.1"], calls=calls), on_dial=dialed.append)
+    assert await _get(pool, f"http://127.0.0.1:{a.port}/") == "ok"
+    assert calls == [] and dialed == ["127.0.0.1"] and a.connections == 1
 
 
-async def test_hostname_blocked_by_resolver_with_zero_connections(servers: tuple[Server, Server]) -> None:
+async def test_hostname_blocked_by_resolver_with_zero_connections(
+    servers: tuple[Server, Server], pools: Callable[..., Pool]
+) -> None:
     a, _ = servers
     dns = fake_dns(["127.0.0.1"])
-    with pytest.raises(aiohttp.ClientConnectorDNSError) as info:
-        await _get(guarded_connector(getaddrinfo=dns), f"http://api.internal.test:{a.port}/")
-    assert isinstance(info.value.os_error, DestinationBlocked)
+    with pytest.raises(SsrfBlocked):
+        await _get(pools(getaddrinfo=dns), f"http://api.internal.test:{a.port}/")
     assert a.connections == 0
-    text = await _get(guarded_connector(getaddrinfo=dns, allow=LOOPBACK), f"http://api.internal.test:{a.port}/")
+    text = await _get(pools(getaddrinfo=dns, allow=LOOPBACK), f"http://api.internal.test:{a.port}/")
     assert text == "ok" and a.requests == [f"api.internal.test:{a.port}"]  # Host header keeps the name
 
 
-async def test_dns_failure_surfaces_as_plain_dns_error(servers: tuple[Server, Server]) -> None:
+async def test_dns_failure_surfaces_as_unreachable_not_blocked(
+    servers: tuple[Server, Server], pools: Callable[..., Pool]
+) -> None:
     a, _ = servers
-    with pytest.raises(aiohttp.ClientConnectorDNSError) as info:
-        await _get(guarded_connector(getaddrinfo=fake_dns(["NXDOMAIN"])), f"http://nx.test:{a.port}/")
-    assert not isinstance(info.value.os_error, DestinationBlocked)
+    with pytest.raises(UpstreamUnreachable) as info:
+        await _get(pools(getaddrinfo=fake_dns(["NXDOMAIN"]), allow=LOOPBACK), f"http://nx.test:{a.port}/")
+    assert not isinstance(info.value, SsrfBlocked)
+    assert info.value.message == "Upstream host could not be resolved"
+    assert a.connections == 0
 
 
 @pytest.mark.parametrize("second", [["127.0.0.2"], ["10.0.0.1"], ["127.0.0.1", "127.0.0.2"]])
 async def test_dns_rebinding_is_refused_on_the_next_connection(
-    servers: tuple[Server, Server], second: list[str]
+    servers: tuple[Server, Server], pools: Callable[..., Pool], monkeypatch: pytest.MonkeyPatch,
+    second: list[str],
 ) -> None:
     a, b = servers
-    resolved: list[list[str]] = []
-    dialed: list[str] = []
-    # The upstream client may keep aiohttp's DNS cache (it only holds validated answers); here it is off and
-    # connections are not reused, so every request resolves and is checked again.
-    connector = guarded_connector(
-        allow=parse_cidrs("127.0.0.1/32"), getaddrinfo=fake_dns(["127.0.0.1"], second),
-        on_resolved=lambda host, ips: resolved.append(ips), on_dial=dialed.append,
-        use_dns_cache=False, force_close=True)
-    url = f"http://api.rebind.test:{a.port}/"
-    async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
-        async with session.get(url, allow_redirects=False) as resp:
-            assert await resp.text() == "ok"
-        with pytest.raises(aiohttp.ClientConnectorError) as info:
-            async with session.get(url, allow_redirects=False):
-                pass
-    assert isinstance(info.value.os_error, DestinationBlocked)
-    assert len(a.requests) == 1 and b.connections == 0
-    assert resolved == [["127.0.0.1"]] and dialed == ["127.0.0.1"]  # every dialed IP was validated
-
-
-async def test_dns_cache_only_holds_validated_answers(servers: tuple[Server, Server]) -> None:
-    a, b = servers
+    a.close = True  # no keep-alive: the second request needs a new connection
+    # The pool keeps validated answers for http1.DNS_TTL (10 s); with 0 the next connection resolves again,
+    # which is the moment a rebinding name would switch to an internal address.
+    monkeypatch.setattr(http1, "DNS_TTL", 0.0)
     calls: list[str] = []
-    connector = guarded_connector(allow=parse_cidrs("127.0.0.1/32"), force_close=True,
-                                  getaddrinfo=fake_dns(["127.0.0.1"], ["127.0.0.2"], calls=calls))
+    dialed: list[str] = []
+    pool = pools(allow=parse_cidrs("127.0.0.1/32"), getaddrinfo=fake_dns(["127.0.0.1"], second, calls=calls),
+                 on_dial=dialed.append)
     url = f"http://api.rebind.test:{a.port}/"
-    async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
-        for _ in range(2):
-            async with session.get(url, allow_redirects=False) as resp:
-                assert await resp.text() == "ok"
-    assert calls == ["api.rebind.test"] and len(a.requests) == 2 and b.connections == 0
+    assert await _get(pool, url) == "ok"
+    with pytest.raises(SsrfBlocked):
+        await _get(pool, url)
+    assert calls == ["api.rebind.test"] * 2  # the second connection did look the name up again
+    assert len(a.requests) == 1 and b.connections == 0
+    assert dialed == ["127.0.0.1"]  # every dialed IP was validated
+
+
+async def test_dns_cache_only_holds_validated_answers(
+    servers: tuple[Server, Server], pools: Callable[..., Pool]
+) -> None:
+    a, b = servers
+    a.close = True
+    url = f"http://api.rebind.test:{a.port}/"
+    calls: list[str] = []
+    pool = pools(allow=parse_cidrs("127.0.0.1/32"), getaddrinfo=fake_dns(["127.0.0.1"], ["127.0.0.2"], calls=calls))
+    for _ in range(2):
+        assert await _get(pool, url) == "ok"
+    assert calls == ["api.rebind.test"] and a.connections == 2 and len(a.requests) == 2 and b.connections == 0
+    # a refused answer is not remembered: the next connection asks again
+    calls = []
+    pool = pools(allow=parse_cidrs("127.0.0.1/32"), getaddrinfo=fake_dns(["10.0.0.1"], ["127.0.0.1"], calls=calls))
+    with pytest.raises(SsrfBlocked):
+        await _get(pool, url)
+    assert await _get(pool, url) == "ok"
+    assert calls == ["api.rebind.test"] * 2 and a.connections == 3 and b.connections == 0

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+import uvloop
 
 from keyrelay.app import KeyrelayApp, create_app
 from keyrelay.server import uvicorn_config
@@ -34,20 +35,21 @@ def make_settings(*, data_dir: Path, **overrides: Any) -> Settings:
 
 
 class KeyrelayServer:
-    """Serve `create_app(settings)` with uvicorn (httptools) in a thread; stop cleanly on exit."""
+    """Serve `create_app(settings)` with uvicorn (httptools) on uvloop, as `keyrelay serve` does, in a thread;
+    stop cleanly on exit."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.app: KeyrelayApp = create_app(settings)
-        config = uvicorn_config(self.app, settings, host="127.0.0.1", port=self.port, loop="asyncio")
+        config = uvicorn_config(self.app, settings, host="127.0.0.1", port=self.port, loop="uvloop")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def _run(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = uvloop.new_event_loop()
         self.loop.run_until_complete(self._server.serve())
         self.loop.close()
 

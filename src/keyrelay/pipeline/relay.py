@@ -11,13 +11,12 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
 from keyrelay.errors import InternalError, KeyrelayError, PayloadTooLarge, RateLimited, Unavailable
 from keyrelay.model import BodyStream, Caller, Inbound, Outbound, Source
 from keyrelay.pipeline import build, policy, response
 from keyrelay.pipeline.authenticate import Authenticator
 from keyrelay.pipeline.authorize import authorize
+from keyrelay.pipeline.http1 import Response
 from keyrelay.pipeline.oauth import OAuthSender
 from keyrelay.pipeline.ratelimit import RateLimiter
 from keyrelay.pipeline.record import Recorder
@@ -27,6 +26,7 @@ from keyrelay.pipeline.upstream import Sent, UpstreamClient
 from keyrelay.ports import Clock, EventSink
 
 _PREPARED_MAX = 10_000
+CLIENT_CLOSED = 499  # logged status of a request whose agent disconnected before the response began
 
 
 @dataclass(frozen=True)
@@ -49,22 +49,35 @@ class Admitted:
 
 
 class Relayed:
-    """An upstream response on its way to the agent. Iterate `chunks()` exactly once; it records the event."""
+    """An upstream response on its way to the agent. A whole body (`streaming` False) is in `body`: send it and
+    call `finish()`; otherwise iterate `chunks()` exactly once. Either way the event is recorded once."""
+
+    __slots__ = ("_recorder", "_release", "_resp", "_stream", "body", "headers", "status", "streaming")
 
     def __init__(self, *, status: int, headers: list[tuple[bytes, bytes]], body: bytes | None,
-                 stream: AsyncIterator[bytes] | None, resp: aiohttp.ClientResponse, recorder: Recorder,
+                 stream: AsyncIterator[bytes] | None, resp: Response, recorder: Recorder,
                  release: Callable[[], None]) -> None:
         self.status, self.headers = status, headers
-        self._body, self._stream, self._resp = body, stream, resp
+        self.body = body or b""
+        self.streaming = stream is not None
+        self._stream, self._resp = stream, resp
         self._recorder, self._release = recorder, release
+        if stream is None:
+            recorder.bytes_out = len(self.body)
+
+    def finish(self, error: KeyrelayError | None = None) -> None:
+        """Release the upstream connection and the workspace slot, and record the event (idempotent)."""
+        self._resp.release()
+        self._release()
+        self._recorder.done(self.status, error)
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:
         error: KeyrelayError | None = None
         try:
-            if self._body is not None:
-                self._recorder.bytes_out += len(self._body)
-                yield self._body
-            elif self._stream is not None:
+            if self._stream is None:
+                if self.body:
+                    yield self.body
+            else:
                 async for chunk in self._stream:
                     self._recorder.bytes_out += len(chunk)
                     yield chunk
@@ -72,9 +85,7 @@ class Relayed:
             error = err
             raise
         finally:
-            self._resp.release()
-            self._release()
-            self._recorder.done(self.status, error)
+            self.finish(error)
 
 
 class WorkspaceGate:
@@ -162,6 +173,9 @@ class Relay:
         except KeyrelayError as err:
             admitted.recorder.done(err.status, err)
             raise
+        except BaseException:
+            admitted.recorder.done(CLIENT_CLOSED)  # the agent went away (or the task was cancelled)
+            raise
 
     async def _forward(self, inbound: Inbound, admitted: Admitted) -> Relayed:
         source, rec = admitted.resolved.source, admitted.recorder
@@ -217,7 +231,7 @@ class Relay:
         self._prepared[id(resolved)] = (resolved, prep)
         return prep
 
-    async def _relayed(self, inbound: Inbound, resp: aiohttp.ClientResponse, redactor: Redactor,
+    async def _relayed(self, inbound: Inbound, resp: Response, redactor: Redactor,
                        rec: Recorder, release: Callable[[], None]) -> Relayed:
         status = resp.status
         try:

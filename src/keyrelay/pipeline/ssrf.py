@@ -1,14 +1,9 @@
-"""SSRF guard: the address policy (security.md Appendix A) plus a resolver and dialer enforcing it.
+"""SSRF guard: the address policy (security.md Appendix A) and a resolver enforcing it.
 
-Use `guarded_connector()` for the upstream `ClientSession` (with `trust_env=False`, so no proxy bypasses it).
-aiohttp 3.14 never calls the resolver for IP-literal hosts, so the connector also installs `DialGuard` as its
-`socket_factory`: every socket is checked against the policy right before it connects.
-
-How the upstream module recognises a refusal (aiohttp 3.14): resolver errors surface as
-`aiohttp.ClientConnectorDNSError`, dial-time errors as `aiohttp.ClientConnectorError` (the DNS error is a
-subclass); both keep the original exception in `exc.os_error` (also `exc.__cause__`). So:
-`except aiohttp.ClientConnectorError as exc:` -> `SsrfBlocked` if
-`isinstance(exc.os_error, DestinationBlocked)`, else `UpstreamUnreachable`.
+`resolve_checked` returns every answer for a host only if all of them are allowed (IP literals are judged
+as they are, odd literal forms are refused before any lookup). The upstream connection pool
+(pipeline/http1.py) dials only such answers and checks each exact address again right before dialing it;
+`check_destination` is the same check at source create/update time (a fast 422).
 """
 
 from __future__ import annotations
@@ -16,20 +11,15 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-
-from keyrelay.errors import KeyrelayError, SsrfBlocked, UpstreamUnreachable
+from keyrelay.errors import SsrfBlocked, UpstreamUnreachable
 from keyrelay.pipeline.destination import normalize_host, parse_base_url
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 GetAddrInfo = Callable[..., Awaitable[Sequence[tuple[Any, ...]]]]
-OnResolved = Callable[[str, list[str]], None]
-OnDial = Callable[[str], None]
 
 _DENY_V4 = tuple(ipaddress.IPv4Network(n) for n in (
     "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
@@ -41,13 +31,6 @@ _DENY_V6 = tuple(ipaddress.IPv6Network(n) for n in (
 _NAT64_WKP = ipaddress.IPv6Network("64:ff9b::/96")  # DNS64: judged on the embedded IPv4
 _BLOCKED = "Upstream address is not allowed"
 CHECK_TIMEOUT_S = 5.0  # config-time resolution budget
-
-
-class DestinationBlocked(OSError):
-    """Raised inside aiohttp's connector when the guard refuses an address; report it as `SsrfBlocked`."""
-
-    def __init__(self) -> None:
-        super().__init__(_BLOCKED)  # fixed text: aiohappyeyeballs keeps the type only when messages agree
 
 
 def parse_cidrs(text: str) -> tuple[Network, ...]:
@@ -129,70 +112,3 @@ async def check_destination(url: str, *, allow: Sequence[Network] = ()) -> None:
             await resolve_checked(base.host, base.port, allow=allow)
     except TimeoutError:
         raise UpstreamUnreachable("Upstream host could not be resolved") from None
-
-
-class GuardedResolver(AbstractResolver):
-    """aiohttp resolver returning only validated answers; refuses a name if any answer is forbidden."""
-
-    def __init__(
-        self, *, allow: Sequence[Network] = (), on_resolved: OnResolved | None = None,
-        getaddrinfo: GetAddrInfo | None = None,
-    ) -> None:
-        self._allow = tuple(allow)
-        self._on_resolved = on_resolved
-        self._getaddrinfo = getaddrinfo
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        try:
-            ips = await resolve_checked(host, port, allow=self._allow, getaddrinfo=self._getaddrinfo,
-                                        family=family)
-        except UpstreamUnreachable as exc:
-            raise socket.gaierror(socket.EAI_NONAME, "Upstream host could not be resolved") from exc
-        except KeyrelayError as exc:  # SsrfBlocked, or InvalidRequest for an odd host form
-            raise DestinationBlocked() from exc
-        if self._on_resolved is not None:
-            self._on_resolved(host, list(ips))
-        return [_result(host, ip, port) for ip in ips]
-
-    async def close(self) -> None:
-        return None
-
-
-def _result(host: str, ip: str, port: int) -> ResolveResult:
-    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-    return ResolveResult(hostname=host, host=ip, port=port, family=family, proto=0,
-                         flags=socket.AI_NUMERICHOST)
-
-
-class DialGuard:
-    """aiohttp `socket_factory`: checks the exact address about to be dialed (covers IP-literal hosts)."""
-
-    def __init__(self, *, allow: Sequence[Network] = (), on_dial: OnDial | None = None) -> None:
-        self._allow = tuple(allow)
-        self._on_dial = on_dial
-
-    def __call__(self, addr_info: tuple[int, int, int, str, tuple[Any, ...]]) -> socket.socket:
-        family, type_, proto, _, sockaddr = addr_info
-        ip = _ip_of(sockaddr)
-        if is_forbidden(ip, allow=self._allow):
-            raise DestinationBlocked()
-        if self._on_dial is not None:
-            self._on_dial(ip)
-        return socket.socket(family=family, type=type_, proto=proto)
-
-
-def guarded_connector(
-    *, allow: Iterable[Network] = (), on_resolved: OnResolved | None = None,
-    on_dial: OnDial | None = None, getaddrinfo: GetAddrInfo | None = None, **kwargs: Any,
-) -> aiohttp.TCPConnector:
-    """A TCPConnector whose resolver and dialer both enforce the policy. Extra kwargs go to TCPConnector.
-
-    aiohttp's DNS cache (default on, 10 s) only ever holds validated answers, so it is safe; pass
-    `use_dns_cache=False` to re-resolve (and re-check) on every new connection.
-    """
-    allowed = tuple(allow)
-    return aiohttp.TCPConnector(
-        resolver=GuardedResolver(allow=allowed, on_resolved=on_resolved, getaddrinfo=getaddrinfo),
-        socket_factory=DialGuard(allow=allowed, on_dial=on_dial), **kwargs)

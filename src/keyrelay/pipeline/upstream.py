@@ -1,4 +1,4 @@
-"""Step 8: send. One pooled aiohttp session per process, behind the SSRF-guarded connector.
+"""Step 8: send. One connection pool per process (pipeline/http1.py), dialing only validated addresses.
 
 Guarantees: redirects are never followed; bodies pass through undecoded (no Accept-Encoding added, no
 decompression); no cookie jar; no proxy from the environment; explicit timeouts; bounded retries only for
@@ -9,50 +9,44 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-import aiohttp
-from yarl import URL
-
-from keyrelay.errors import KeyrelayError, SsrfBlocked, UpstreamTimeout, UpstreamUnreachable
+from keyrelay.errors import UpstreamTimeout, UpstreamUnreachable
 from keyrelay.model import Outbound
-from keyrelay.pipeline.ssrf import DestinationBlocked, Network, guarded_connector
+from keyrelay.pipeline.http1 import OnDial, Pool, Response
+from keyrelay.pipeline.ssrf import GetAddrInfo, Network
 
 RETRY_STATUSES = frozenset({502, 503, 504})
 MAX_RETRIES = 2
-_SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+CONNECT_TIMEOUT = 10.0
+KEEPALIVE_SECONDS = 30.0
 
 
-@dataclass
+@dataclass(slots=True)
 class Sent:
-    response: aiohttp.ClientResponse
+    response: Response
     upstream_ms: float  # time to response headers
 
 
 class UpstreamClient:
-    def __init__(self, *, allow: tuple[Network, ...], max_connections: int) -> None:
-        self._allow = allow
-        self._max = max_connections
-        self._session: aiohttp.ClientSession | None = None
+    def __init__(self, *, allow: tuple[Network, ...], max_connections: int,
+                 ssl_context: ssl.SSLContext | None = None, getaddrinfo: GetAddrInfo | None = None,
+                 on_dial: OnDial | None = None) -> None:
+        self._pool = Pool(allow=allow, max_connections=max_connections, keepalive_seconds=KEEPALIVE_SECONDS,
+                          ssl_context=ssl_context, getaddrinfo=getaddrinfo, on_dial=on_dial)
 
     async def start(self) -> None:
-        connector = guarded_connector(allow=self._allow, limit=self._max, limit_per_host=0, keepalive_timeout=30,
-                                      enable_cleanup_closed=True)
-        self._session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, skip_auto_headers=_SKIP_AUTO, trust_env=False,
-            cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False, timeout=aiohttp.ClientTimeout(total=None),
-        )
+        return None
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._pool.close()
 
     async def send(self, out: Outbound) -> Sent:
         """Send and return once response headers arrived; the caller must release the response."""
-        assert self._session is not None, "UpstreamClient.start() was not awaited"
         deadline = time.monotonic() + out.timeout_seconds
         replayable = out.body is None or isinstance(out.body, bytes)
         attempt = 0
@@ -76,9 +70,8 @@ class UpstreamClient:
 
     async def post_form(self, url: str, form: Mapping[str, str], *, headers: Sequence[tuple[str, str]] = (),
                         timeout_seconds: float, max_bytes: int = 64 * 1024) -> tuple[int, bytes]:
-        """One form POST (an OAuth token request) through the same guarded session: no redirects, no retries
+        """One form POST (an OAuth token request) through the same guarded pool: no redirects, no retries
         (a refresh token may be single-use), the response body read whole up to `max_bytes`."""
-        assert self._session is not None, "UpstreamClient.start() was not awaited"
         out = Outbound(method="POST", url=url, body=urlencode(form).encode(), timeout_seconds=timeout_seconds,
                        headers=(("Content-Type", "application/x-www-form-urlencoded"),
                                 ("Accept", "application/json"), *headers))
@@ -86,52 +79,28 @@ class UpstreamClient:
         resp = await self._once(out, deadline)
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                data = b""
-                while chunk := await resp.content.read(65536):
-                    data += chunk
-                    if len(data) > max_bytes:
-                        raise UpstreamUnreachable("The response was too large")
+                data = await resp.read(max_bytes)
         except TimeoutError:
             raise UpstreamTimeout("Upstream did not answer in time") from None
-        except (aiohttp.ClientError, OSError):
-            raise UpstreamUnreachable("Upstream connection broke while sending the response") from None
         finally:
             resp.release()
         return resp.status, data
 
-    async def _once(self, out: Outbound, deadline: float) -> aiohttp.ClientResponse:
-        assert self._session is not None
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+    async def _once(self, out: Outbound, deadline: float) -> Response:
+        if deadline <= time.monotonic():
             raise UpstreamTimeout("Upstream did not answer in time")
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(10.0, remaining), sock_read=out.timeout_seconds)
-        try:
-            async with asyncio.timeout(remaining):
-                return await self._session.request(
-                    out.method, URL(out.url, encoded=True), headers=out.headers, data=out.body,
-                    allow_redirects=False, timeout=timeout, compress=None, chunked=None,
-                )
-        except TimeoutError:
-            raise UpstreamTimeout("Upstream did not answer in time") from None
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, DestinationBlocked):
-                raise SsrfBlocked("Upstream address is not allowed") from None
-            raise UpstreamUnreachable("Upstream connection failed") from None
-        except KeyrelayError:
-            raise  # e.g. PayloadTooLarge raised while streaming the request body
-        except (aiohttp.ClientError, OSError, ValueError):
-            # library messages may embed header values: never pass them on
-            raise UpstreamUnreachable("Upstream connection failed or sent an invalid response") from None
+        return await self._pool.request(out.method, out.url, out.headers, out.body, deadline=deadline,
+                                        read_timeout=out.timeout_seconds, connect_timeout=CONNECT_TIMEOUT)
 
 
-def _retry_delay(resp: aiohttp.ClientResponse, attempt: int, deadline: float) -> float | None:
+def _retry_delay(resp: Response, attempt: int, deadline: float) -> float | None:
     if attempt >= MAX_RETRIES:
         return None
     remaining = deadline - time.monotonic()
     if resp.status in RETRY_STATUSES:
         delay = _jittered(attempt)
     elif resp.status == 429:
-        value = resp.headers.get("Retry-After", "")
+        value = (resp.header(b"retry-after") or b"").strip()
         if not value.isdigit():
             return None
         delay = float(value)

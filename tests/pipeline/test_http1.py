@@ -1,0 +1,1113 @@
+"""pipeline/http1.py against real loopback upstreams that we script byte by byte.
+
+Every upstream here is an `asyncio.start_server` on 127.0.0.1 whose handler reads raw requests and writes
+exact response bytes, so framing, keep-alive, desync and error cases are under the test's control. Every
+loop is bounded and every wait has a timeout (`WAIT`), so a regression fails instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import socket
+import ssl
+import struct
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from keyrelay.errors import InvalidRequest, PayloadTooLarge, SsrfBlocked, UpstreamTimeout, UpstreamUnreachable
+from keyrelay.pipeline import http1
+from keyrelay.pipeline.http1 import (
+    HIGH_WATER,
+    LOW_WATER,
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    Connection,
+    Origin,
+    Pool,
+    Response,
+    request_head,
+    split_url,
+)
+from keyrelay.pipeline.ssrf import parse_cidrs
+
+LOOPBACK = parse_cidrs("127.0.0.0/8")
+WAIT = 5.0  # upper bound of any single wait in these tests
+SERVER_IDLE = 30.0  # a scripted upstream waits this long for the next request (the test ends it sooner)
+READ_SIZE = 256 * 1024  # asyncio's socket transports read at most this much per data_received
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+CLOSE = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
+
+
+# --- scripted upstreams ---
+
+
+T = TypeVar("T")
+
+
+async def within(aw: Awaitable[T], seconds: float = WAIT) -> T:
+    """`aw`, bounded. Handlers use this, not asyncio.wait_for: on Python 3.11 wait_for can swallow the
+    cancellation that ends a handler when the test is over."""
+    async with asyncio.timeout(seconds):
+        return await aw
+
+
+@dataclass
+class Req:
+    """One request as it arrived: header names lowercased; `raw` is every byte of it, framing included."""
+
+    line: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    raw: bytes
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k == name), None)
+
+
+async def read_request(reader: asyncio.StreamReader) -> Req:
+    """One HTTP/1.1 request off the wire (raises asyncio.IncompleteReadError at EOF)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    line, *fields = head[:-4].decode("latin-1").split("\r\n")
+    headers = [(n.strip().lower(), v.strip()) for n, _, v in (f.partition(":") for f in fields)]
+    names = dict(headers)
+    raw, parts = [head], []
+    if names.get("transfer-encoding") == "chunked":
+        for _ in range(1_000_000):
+            size_line = await reader.readuntil(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            data = await reader.readexactly(size + 2)  # no trailers in these tests
+            raw += [size_line, data]
+            if size == 0:
+                break
+            parts.append(data[:-2])
+        else:
+            raise AssertionError("endless chunked body")
+    elif "content-length" in names:
+        parts.append(await reader.readexactly(int(names["content-length"])))
+        raw += parts
+    return Req(line, headers, b"".join(parts), b"".join(raw))
+
+
+@dataclass
+class Upstream:
+    tls: bool = False
+    port: int = 0
+    connections: int = 0  # accepted (for TLS: handshake completed)
+    requests: list[Req] = field(default_factory=list)  # complete requests, in arrival order
+    eofs: list[int] = field(default_factory=list)  # connections (1-based) the client ended
+    errors: list[Exception] = field(default_factory=list)  # failures inside a handler (checked at exit)
+
+    def url(self, path: str = "/", host: str = "127.0.0.1") -> str:
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}{path}"
+
+
+@dataclass
+class Conn:
+    """One accepted connection, as a handler scripts it."""
+
+    up: Upstream
+    index: int  # 1-based, in accept order
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    async def request(self) -> Req | None:
+        """The next complete request, or None once the client ended the connection (even mid-request)."""
+        try:
+            req = await within(read_request(self.reader), SERVER_IDLE)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.up.eofs.append(self.index)
+            return None
+        self.up.requests.append(req)
+        return req
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await within(self.writer.drain())
+
+    async def wait_eof(self) -> None:
+        """Drop whatever the client still sends until it ends the connection (a TimeoutError is a failure)."""
+        with contextlib.suppress(ConnectionError):
+            async with asyncio.timeout(WAIT):
+                while await self.reader.read(65536):
+                    pass
+        self.up.eofs.append(self.index)
+
+    def reset(self) -> None:
+        """End the connection with a TCP RST instead of a FIN."""
+        sock = self.writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.writer.transport.abort()
+
+
+Handler = Callable[[Conn], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def serve(handler: Handler, *, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[Upstream]:
+    up = Upstream(tls=ssl_context is not None)
+    tasks: set[asyncio.Task[Any]] = set()
+
+    async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.add(task)
+        up.connections += 1
+        try:
+            await handler(Conn(up, up.connections, reader, writer))
+        except asyncio.CancelledError:
+            pass  # the test is over; returning normally keeps asyncio.streams from logging it
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client went away mid-script
+        except Exception as exc:
+            up.errors.append(exc)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(accepted, "127.0.0.1", 0, ssl=ssl_context, limit=1 << 20)
+    up.port = server.sockets[0].getsockname()[1]
+    try:
+        yield up
+    finally:
+        server.close()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=WAIT)
+        await server.wait_closed()
+    assert not up.errors, up.errors
+
+
+def replying(response: bytes | Callable[[Req], bytes], *, close: bool = False) -> Handler:
+    """Answer every request on each connection (at most 1000) with `response`; hang up after one if `close`."""
+
+    async def handler(conn: Conn) -> None:
+        for _ in range(1000):
+            req = await conn.request()
+            if req is None:
+                return
+            await conn.send(response(req) if callable(response) else response)
+            if close:
+                return
+
+    return handler
+
+
+async def until(cond: Callable[[], bool], timeout: float = WAIT) -> None:
+    """Poll `cond` until it holds (AssertionError after `timeout`)."""
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.005)
+
+
+# --- client side ---
+
+
+def soon(seconds: float = WAIT) -> float:
+    return time.monotonic() + seconds
+
+
+async def fetch(pool: Pool, url: str, method: str = "GET", headers: Sequence[tuple[str, str]] = (),
+                body: bytes | AsyncIterable[bytes] | None = None) -> tuple[Response, bytes]:
+    resp = await pool.request(method, url, headers, body, deadline=soon(), read_timeout=WAIT)
+    try:
+        return resp, await resp.read()
+    finally:
+        resp.release()
+
+
+@pytest.fixture
+async def pools() -> AsyncIterator[Callable[..., Pool]]:
+    """Make pools (loopback allowed, 10 connections unless told otherwise); all closed after the test."""
+    made: list[Pool] = []
+
+    def make(**kw: Any) -> Pool:
+        kw.setdefault("allow", LOOPBACK)
+        kw.setdefault("max_connections", 10)
+        pool = Pool(**kw)
+        made.append(pool)
+        return pool
+
+    yield make
+    for pool in made:
+        await pool.close()
+
+
+def fake_dns(*answers: str, calls: list[str] | None = None) -> Any:
+    """A getaddrinfo stand-in answering `answers` for every name (recording each call in `calls`)."""
+
+    async def getaddrinfo(host: str, port: int, *, family: int = 0, type: int = 0, **_: Any) -> list[Any]:
+        if calls is not None:
+            calls.append(host)
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", (ip, port, 0, 0)) if ":" in ip
+                else (socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in answers]
+
+    return getaddrinfo
+
+
+async def body_of(*chunks: bytes, then: BaseException | None = None) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+    if then is not None:
+        raise then
+
+
+# --- split_url ---
+
+
+@pytest.mark.parametrize(("url", "origin", "target"), [
+    ("http://example.com:8080/a/b?c=1&d=%20#frag", Origin(False, "example.com", 8080, b"example.com:8080"),
+     "/a/b?c=1&d=%20"),
+    ("http://example.com/", Origin(False, "example.com", 80, b"example.com"), "/"),
+    ("http://example.com", Origin(False, "example.com", 80, b"example.com"), "/"),
+    ("https://example.com", Origin(True, "example.com", 443, b"example.com"), "/"),
+    ("https://example.com:8443?x=1", Origin(True, "example.com", 8443, b"example.com:8443"), "/?x=1"),
+    ("https://example.com#top", Origin(True, "example.com", 443, b"example.com"), "/"),
+    ("HTTPS://api.example.com/v1", Origin(True, "api.example.com", 443, b"api.example.com"), "/v1"),
+    ("http://[::1]:8080/x", Origin(False, "::1", 8080, b"[::1]:8080"), "/x"),
+    ("https://[2606:4700::1111]/", Origin(True, "2606:4700::1111", 443, b"[2606:4700::1111]"), "/"),
+    ("http://127.0.0.1:65535/%2F..%2F", Origin(False, "127.0.0.1", 65535, b"127.0.0.1:65535"), "/%2F..%2F"),
+])
+def test_split_url(url: str, origin: Origin, target: str) -> None:
+    assert split_url(url) == (origin, target)
+
+
+@pytest.mark.parametrize("url", [
+    # userinfo
+    "http://user:pw@example.com/", "http://user@example.com/", "https://@example.com/",
+    "http://example.com@127.0.0.1/",
+    # not http(s), not absolute
+    "ftp://example.com/", "file:///etc/passwd", "ws://example.com/", "gopher://example.com:70/",
+    "example.com/path", "//example.com/", "/relative", "",
+    # no host, bad ports, broken IPv6 literals
+    "http:///path", "http://:80/", "http://example.com:abc/", "http://example.com:0/",
+    "http://example.com:65536/", "http://example.com:-1/", "http://example.com:+80/", "http://[::1/",
+    "http://[::1]x/", "http://[]:80/",
+    # a target that would need percent-encoding
+    "http://example.com/a b", "http://example.com/a\r\nX-Injected: 1", "http://example.com/\x00",
+    "http://example.com/\t", "http://example.com/\x7f", "http://example.com/caf\u00e9", "http://example.com/?q=a b",
+    "http://example.com/?q=\n",
+])
+def test_split_url_refuses(url: str) -> None:
+    with pytest.raises(InvalidRequest):
+        split_url(url)
+
+
+@pytest.mark.parametrize("url", ["http://ex\u00e4mple.com/", "http://example.com:\u0663/", "http://example.com:\u00b2/"])
+def test_split_url_refuses_non_ascii_authorities_as_invalid_request(url: str) -> None:
+    with pytest.raises(InvalidRequest):
+        split_url(url)
+
+
+# --- request_head ---
+
+API = split_url("https://api.example.com/")[0]
+
+
+def test_request_head_host_and_framing_are_ours() -> None:
+    head = request_head("GET", "/v1?x=1", API, [
+        ("Host", "evil.test"), ("connection", "Upgrade"), ("TRANSFER-ENCODING", "chunked"),
+        ("Content-Length", "99"), ("X-Api", "a\tb"), ("accept", "*/*"), ("X-Api", "twice"), ("HOST", "evil2")], 0)
+    assert head == (b"GET /v1?x=1 HTTP/1.1\r\nHost: api.example.com\r\n"
+                    b"X-Api: a\tb\r\naccept: */*\r\nX-Api: twice\r\n\r\n")
+
+
+def test_request_head_adds_nothing() -> None:
+    assert request_head("GET", "/", API, [], 0) == b"GET / HTTP/1.1\r\nHost: api.example.com\r\n\r\n"
+    origin = split_url("http://[::1]:8080/")[0]
+    assert request_head("DELETE", "/x", origin, [], 0) == b"DELETE /x HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n"
+
+
+@pytest.mark.parametrize(("method", "length", "framing"), [
+    ("POST", 0, b"Content-Length: 0\r\n"), ("PUT", 0, b"Content-Length: 0\r\n"),
+    ("PATCH", 0, b"Content-Length: 0\r\n"), ("GET", 0, b""), ("HEAD", 0, b""), ("DELETE", 0, b""),
+    ("OPTIONS", 0, b""), ("POST", 5, b"Content-Length: 5\r\n"), ("DELETE", 3, b"Content-Length: 3\r\n"),
+    ("POST", None, b"Transfer-Encoding: chunked\r\n"), ("GET", None, b"Transfer-Encoding: chunked\r\n"),
+])
+def test_request_head_body_framing(method: str, length: int | None, framing: bytes) -> None:
+    expected = method.encode() + b" / HTTP/1.1\r\nHost: api.example.com\r\n" + framing + b"\r\n"
+    assert request_head(method, "/", API, [("Content-Length", "7")], length) == expected
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("X-A", "a\r\nX-Injected: 1"), ("X-A", "a\nb"), ("X-A", "a\rb"), ("X-A", "a\x00"), ("X-A", "\x7f"),
+    ("X-A", "\x1b[31m"), ("X A", "sekrit"), ("X:A", "sekrit"), ("", "sekrit"), ("X-A\r\nX-B", "sekrit"),
+    ("\u00c4", "sekrit"), ("X-A ", "sekrit"), ("(x)", "sekrit"), ("X-A\x00", "sekrit"),
+])
+def test_request_head_refuses_bad_headers(name: str, value: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        request_head("GET", "/", API, [("X-Ok", "fine"), (name, value)], 0)
+    assert info.value.field == "headers"
+    assert "sekrit" not in info.value.message and "X-Injected" not in info.value.message  # never a value
+
+
+@pytest.mark.parametrize("method", ["GE T", "", "GET\r\n", "G(T", "GET /x"])
+def test_request_head_refuses_bad_methods(method: str) -> None:
+    with pytest.raises(InvalidRequest):
+        request_head(method, "/", API, [], 0)
+
+
+# --- the request on the wire ---
+
+
+async def test_request_on_the_wire_is_exactly_what_we_built(pools: Callable[..., Pool]) -> None:
+    async with serve(replying(OK)) as up:
+        pool = pools()
+        resp, data = await fetch(pool, up.url("/p?q=%20"), headers=[("X-Key", "v"), ("Host", "evil.test")])
+        assert (resp.status, data, resp.content_length, resp.chunked) == (200, b"ok", 2, False)
+        assert resp.header(b"content-length") == b"2" and resp.header(b"nope") is None
+        await fetch(pool, up.url("/form"), "POST", [("Content-Length", "99")], b"abc")
+        await fetch(pool, up.url("/empty"), "POST")
+    assert [r.raw for r in up.requests] == [
+        f"GET /p?q=%20 HTTP/1.1\r\nHost: 127.0.0.1:{up.port}\r\nX-Key: v\r\n\r\n".encode(),
+        f"POST /form HTTP/1.1\r\nHost: 127.0.0.1:{up.port}\r\nContent-Length: 3\r\n\r\nabc".encode(),
+        f"POST /empty HTTP/1.1\r\nHost: 127.0.0.1:{up.port}\r\nContent-Length: 0\r\n\r\n".encode(),
+    ]
+
+
+async def test_streamed_body_without_length_is_chunked_on_the_wire(pools: Callable[..., Pool]) -> None:
+    async with serve(replying(OK)) as up:
+        _, data = await fetch(pools(), up.url("/up"), "POST", [("X-A", "1")], body_of(b"hello", b"", b" world!"))
+    assert data == b"ok"
+    assert up.requests[0].raw == (f"POST /up HTTP/1.1\r\nHost: 127.0.0.1:{up.port}\r\nX-A: 1\r\n"
+                                  "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7\r\n world!\r\n0\r\n\r\n").encode()
+
+
+async def test_streamed_body_with_length_passes_through_exactly(pools: Callable[..., Pool]) -> None:
+    async with serve(replying(OK)) as up:
+        body = body_of(b"hello", b" world!")
+        _, data = await fetch(pools(), up.url("/up"), "PUT", [("content-length", "12")], body)
+    assert data == b"ok"
+    assert up.requests[0].raw == (f"PUT /up HTTP/1.1\r\nHost: 127.0.0.1:{up.port}\r\n"
+                                  "Content-Length: 12\r\n\r\nhello world!").encode()
+
+
+@pytest.mark.parametrize(("declared", "chunks"), [("5", (b"hello", b" world!")), ("20", (b"hello", b" world!"))])
+async def test_streamed_body_must_match_its_content_length(
+    pools: Callable[..., Pool], declared: str, chunks: tuple[bytes, ...]
+) -> None:
+    async with serve(replying(OK)) as up:
+        pool = pools()
+        with pytest.raises(UpstreamUnreachable, match="Content-Length"):
+            await fetch(pool, up.url(), "POST", [("Content-Length", declared)], body_of(*chunks))
+        assert (await fetch(pool, up.url()))[1] == b"ok"  # the slot was freed; a new connection is used
+        assert up.connections == 2
+    assert all(b"world" not in r.raw for r in up.requests)  # nothing past the declared length was sent
+
+
+class BodyBroke(Exception):
+    pass
+
+
+@pytest.mark.parametrize("error", [PayloadTooLarge("Request body is larger than 5 bytes"), BodyBroke("gone")])
+async def test_body_iterator_error_reaches_the_caller_as_itself(
+    pools: Callable[..., Pool], error: Exception
+) -> None:
+    async with serve(replying(OK)) as up:
+        pool = pools(max_connections=1)
+        with pytest.raises(type(error)) as info:
+            await fetch(pool, up.url("/up"), "POST", [], body_of(b"abc", then=error))
+        assert info.value is error
+        await until(lambda: up.eofs == [1])  # the half-sent request's connection was closed...
+        assert up.requests == []  # ...and never completed into a request
+        _, data = await fetch(pool, up.url("/next"))  # the slot was freed (max_connections=1)
+        assert data == b"ok" and up.connections == 2 and [r.line for r in up.requests] == ["GET /next HTTP/1.1"]
+
+
+async def test_request_body_waits_for_the_socket_to_drain(pools: Callable[..., Pool]) -> None:
+    total, size = 32 * 1024 * 1024, 64 * 1024
+    produced = [0]
+    go = asyncio.Event()
+
+    async def big() -> AsyncIterator[bytes]:
+        chunk = b"x" * size
+        for _ in range(total // size):
+            produced[0] += size
+            yield chunk
+
+    async def handler(conn: Conn) -> None:
+        await within(go.wait())  # read nothing until told
+        req = await conn.request()
+        assert req is not None and len(req.body) == total
+        await conn.send(OK)
+
+    async with serve(handler) as up:
+        task = asyncio.create_task(fetch(pools(), up.url(), "POST", [], big()))
+        await asyncio.sleep(0.3)
+        stalled = produced[0]
+        await asyncio.sleep(0.1)
+        assert produced[0] == stalled < total // 2  # socket buffers filled, then the body iterator waited
+        go.set()
+        _, data = await asyncio.wait_for(task, WAIT)
+        assert data == b"ok" and produced[0] == total
+
+
+# --- keep-alive ---
+
+
+async def test_keep_alive_reuses_one_connection(pools: Callable[..., Pool]) -> None:
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    async with serve(replying(lambda req: chunked if req.line.startswith("POST") else OK)) as up:
+        pool = pools()
+        for method in ("GET", "POST", "GET", "POST"):
+            resp, data = await fetch(pool, up.url(), method, [], b"body" if method == "POST" else None)
+            assert (resp.status, data) == (200, b"ok")
+        assert up.connections == 1 and len(up.requests) == 4
+
+
+async def test_pool_close_closes_idle_connections(pools: Callable[..., Pool]) -> None:
+    async with serve(replying(OK)) as up:
+        pool = pools()
+        await fetch(pool, up.url())
+        await asyncio.sleep(0.05)
+        assert up.eofs == []
+        await pool.close()
+        await until(lambda: up.eofs == [1])
+
+
+async def test_idle_connections_expire_after_keepalive_seconds(pools: Callable[..., Pool]) -> None:
+    async with serve(replying(OK)) as up:
+        pool = pools(keepalive_seconds=0.2)
+        await fetch(pool, up.url())
+        await fetch(pool, up.url())
+        assert up.connections == 1
+        await asyncio.sleep(0.3)
+        await fetch(pool, up.url())
+        assert up.connections == 2
+        await until(lambda: up.eofs == [1])  # the expired one was closed, not leaked
+
+
+async def test_origins_never_share_connections(pools: Callable[..., Pool]) -> None:
+    async with serve(replying(OK)) as up:
+        pool = pools(getaddrinfo=fake_dns("127.0.0.1"))
+        for host in ("a.test", "b.test", "a.test", "b.test"):
+            await fetch(pool, up.url(host=host))
+        assert up.connections == 2
+    assert [r.header("host") for r in up.requests] == [f"{h}:{up.port}" for h in ("a.test", "b.test") * 2]
+
+
+@pytest.mark.parametrize("response", [
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nconnection: Close\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+])
+async def test_no_reuse_after_connection_close(pools: Callable[..., Pool], response: bytes) -> None:
+    async with serve(replying(response)) as up:  # the upstream itself would happily keep going
+        pool = pools()
+        assert (await fetch(pool, up.url()))[1] == b"ok"
+        assert (await fetch(pool, up.url()))[1] == b"ok"
+        assert up.connections == 2
+        await until(lambda: 1 in up.eofs)  # the client hung up, not the upstream
+
+
+async def test_no_reuse_after_head(pools: Callable[..., Pool]) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
+    async with serve(replying(lambda req: head if req.line.startswith("HEAD") else OK)) as up:
+        pool = pools()
+        resp, data = await fetch(pool, up.url(), "HEAD")
+        assert (resp.status, resp.content_length, data) == (200, 10, b"")
+        resp, data = await fetch(pool, up.url())
+        assert data == b"ok" and up.connections == 2
+
+
+@pytest.mark.parametrize("reading", ["none", "one chunk"])
+async def test_no_reuse_when_the_body_was_not_read_to_its_end(pools: Callable[..., Pool], reading: str) -> None:
+    async def handler(conn: Conn) -> None:
+        if conn.index > 1:
+            return await replying(OK)(conn)
+        await conn.request()
+        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")  # 7 bytes still to come
+        await conn.wait_eof()
+        return None
+
+    async with serve(handler) as up:
+        pool = pools()
+        resp = await pool.request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
+        if reading == "one chunk":
+            first = await anext(resp.chunks())
+            assert first and b"abc".startswith(first)
+        resp.release()
+        resp.release()  # twice is harmless
+        await until(lambda: up.eofs == [1])
+        assert (await fetch(pool, up.url()))[1] == b"ok" and up.connections == 2
+
+
+async def test_no_reuse_when_the_upstream_answered_before_the_body_was_sent(pools: Callable[..., Pool]) -> None:
+    gen_ended = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        try:
+            yield b"part one"
+            await asyncio.sleep(WAIT * 2)  # the rest never comes in time
+            yield b"part two"
+        finally:
+            gen_ended.set()
+
+    async def handler(conn: Conn) -> None:
+        if conn.index > 1:
+            return await replying(OK)(conn)
+        await within(conn.reader.readuntil(b"\r\n\r\n"))
+        await conn.send(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n\r\nbig!")
+        await conn.wait_eof()
+        return None
+
+    async with serve(handler) as up:
+        pool = pools()
+        resp, data = await fetch(pool, up.url(), "POST", [], slow_body())
+        assert (resp.status, data) == (413, b"big!")
+        await asyncio.wait_for(gen_ended.wait(), WAIT)  # the body writer was stopped
+        await until(lambda: up.eofs == [1])  # a half-written request body never precedes the next request
+        assert (await fetch(pool, up.url()))[1] == b"ok" and up.connections == 2
+
+
+@pytest.mark.parametrize("late", [False, True])
+async def test_an_extra_response_never_answers_the_next_request(pools: Callable[..., Pool], late: bool) -> None:
+    smuggled = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!"
+
+    async def handler(conn: Conn) -> None:
+        if conn.index > 1:
+            return await replying(OK)(conn)
+        await conn.request()
+        if late:
+            await conn.send(OK)
+            await asyncio.sleep(0.1)
+            await conn.send(smuggled)  # arrives while the connection idles in the pool
+        else:
+            await conn.send(OK + smuggled)  # arrives right behind the real response
+        await conn.wait_eof()
+        return None
+
+    async with serve(handler) as up:
+        pool = pools()
+        assert (await fetch(pool, up.url()))[1] == b"ok"
+        await asyncio.sleep(0.3)
+        assert (await fetch(pool, up.url()))[1] == b"ok"
+        assert up.connections == 2 and 1 in up.eofs
+
+
+# --- response framing ---
+
+
+async def test_close_delimited_body_is_read_whole(pools: Callable[..., Pool]) -> None:
+    payload = bytes(range(256)) * 4000
+
+    async def handler(conn: Conn) -> None:
+        await conn.request()
+        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n" + payload[:1000])
+        await asyncio.sleep(0.05)
+        await conn.send(payload[1000:])
+        conn.writer.close()  # the end of the connection is the end of the body
+
+    async with serve(handler) as up:
+        pool = pools()
+        resp, data = await fetch(pool, up.url())
+        assert (resp.content_length, resp.chunked, data) == (None, False, payload)
+        assert up.connections == 1
+
+
+async def test_close_delimited_body_ended_by_a_reset_is_an_error(pools: Callable[..., Pool]) -> None:
+    async def handler(conn: Conn) -> None:
+        await conn.request()
+        await conn.send(b"HTTP/1.1 200 OK\r\n\r\npartial")
+        await asyncio.sleep(0.05)
+        conn.reset()
+
+    async with serve(handler) as up:
+        resp = await pools().request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
+        try:
+            with pytest.raises(UpstreamUnreachable):
+                await resp.read()
+        finally:
+            resp.release()
+
+
+async def test_chunked_response_is_decoded(pools: Callable[..., Pool]) -> None:
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n")
+
+    async def handler(conn: Conn) -> None:
+        for _ in range(2):
+            await conn.request()
+            for i in range(0, len(chunked), 7):  # framing split at awkward places
+                await conn.send(chunked[i:i + 7])
+                await asyncio.sleep(0.001)
+
+    async with serve(handler) as up:
+        pool = pools()
+        for _ in range(2):
+            resp, data = await fetch(pool, up.url())
+            assert (resp.chunked, resp.content_length, data) == (True, None, b"hello world")
+        assert up.connections == 1
+
+
+async def test_chunked_trailers_are_not_merged_into_the_headers(pools: Callable[..., Pool]) -> None:
+    response = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"5\r\nhello\r\n0\r\nSet-Cookie: session=evil\r\nX-Trailer: t\r\n\r\n")
+    async with serve(replying(response)) as up:
+        resp = await pools().request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
+        try:
+            assert await resp.read() == b"hello"
+            assert resp.raw_headers == [(b"Transfer-Encoding", b"chunked")]
+        finally:
+            resp.release()
+
+
+@pytest.mark.parametrize("status", [204, 304])
+async def test_no_body_statuses_ignore_content_length(pools: Callable[..., Pool], status: int) -> None:
+    response = b"HTTP/1.1 %d Nothing\r\nContent-Length: 10\r\n\r\n" % status
+    async with serve(replying(lambda req: response if req.line.startswith("GET /a") else OK)) as up:
+        pool = pools()
+        resp, data = await fetch(pool, up.url("/a"))
+        assert (resp.status, data) == (status, b"")
+        assert (await fetch(pool, up.url("/b")))[1] == b"ok" and up.connections == 1
+
+
+@pytest.mark.parametrize("response", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+])
+@pytest.mark.parametrize("way", ["read", "chunks"])
+async def test_truncated_body_is_unreachable(pools: Callable[..., Pool], response: bytes, way: str) -> None:
+    async def handler(conn: Conn) -> None:
+        await conn.request()
+        await conn.send(response)
+        conn.writer.close()
+
+    async with serve(handler) as up:
+        resp = await pools().request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
+        got: list[bytes] = []
+        try:
+            with pytest.raises(UpstreamUnreachable):
+                if way == "read":
+                    await resp.read()
+                else:
+                    async for chunk in resp.chunks():
+                        got.append(chunk)
+        finally:
+            resp.release()
+        assert b"".join(got) in (b"", b"abc", b"hello")
+
+
+@pytest.mark.parametrize("response", [
+    b"garbage\r\n\r\n", b"HTTP/1.1 2OO OK\r\n\r\n", b"HTTP/2 200\r\n\r\n", b"\x16\x03\x01\x02\x00",
+    b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok",
+    b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nX-A: a\r\n folded\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    b"HTTP/1.1 000 Zero\r\nContent-Length: 2\r\n\r\nok",  # outside 100-599: RFC 9110 says treat as 5xx
+    b"HTTP/1.1 999 Nine\r\nContent-Length: 2\r\n\r\nok",
+    b"",  # closed without a word
+])
+async def test_invalid_responses_are_unreachable(pools: Callable[..., Pool], response: bytes) -> None:
+    async def handler(conn: Conn) -> None:
+        if conn.index > 1:
+            return await replying(OK)(conn)
+        await conn.request()
+        await conn.send(response)
+        if response:
+            await conn.wait_eof()  # the client hangs up on an invalid response
+        return None
+
+    async with serve(handler) as up:
+        pool = pools(max_connections=1)
+        with pytest.raises(UpstreamUnreachable):
+            await fetch(pool, up.url())
+        assert (await fetch(pool, up.url()))[1] == b"ok"  # slot freed, broken connection not reused
+        assert up.connections == 2
+
+
+@pytest.mark.parametrize("parts", [
+    [b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+    [b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+    [b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n", b"HTTP/1.1 100 Continue\r\n\r\n",
+     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+])
+async def test_interim_responses_are_skipped(pools: Callable[..., Pool], parts: list[bytes]) -> None:
+    async def handler(conn: Conn) -> None:
+        for _ in range(2):
+            if await conn.request() is None:
+                return
+            for part in parts:
+                await conn.send(part)
+                await asyncio.sleep(0.02)
+
+    async with serve(handler) as up:
+        pool = pools()
+        for _ in range(2):
+            resp, data = await fetch(pool, up.url(), "POST", [], b"x")
+            assert (resp.status, resp.raw_headers, data) == (200, [(b"Content-Length", b"2")], b"ok")
+        assert up.connections == 1
+
+
+@pytest.mark.parametrize(("count", "ok"), [(MAX_HEADERS, True), (MAX_HEADERS + 1, False), (5000, False)])
+async def test_header_count_limit(pools: Callable[..., Pool], count: int, ok: bool) -> None:
+    fields = b"".join(b"X-H%d: v\r\n" % i for i in range(count - 1))
+    async with serve(replying(b"HTTP/1.1 200 OK\r\n" + fields + b"Content-Length: 2\r\n\r\nok")) as up:
+        pool = pools()
+        if ok:
+            resp, data = await fetch(pool, up.url())
+            assert len(resp.raw_headers) == count and data == b"ok"
+        else:
+            with pytest.raises(UpstreamUnreachable, match="invalid response"):
+                await fetch(pool, up.url())
+
+
+@pytest.mark.parametrize(("extra", "ok"), [(0, True), (1, False)])
+async def test_header_bytes_limit(pools: Callable[..., Pool], extra: int, ok: bool) -> None:
+    cl = len(b"Content-Length") + len(b"2")
+    value = b"v" * (MAX_HEADER_BYTES - cl - len(b"X-Big") + extra)
+    async with serve(replying(b"HTTP/1.1 200 OK\r\nX-Big: " + value + b"\r\nContent-Length: 2\r\n\r\nok")) as up:
+        pool = pools()
+        if ok:
+            assert (await fetch(pool, up.url()))[1] == b"ok"
+        else:
+            with pytest.raises(UpstreamUnreachable, match="invalid response"):
+                await fetch(pool, up.url())
+
+
+async def test_read_past_max_bytes_is_refused(pools: Callable[..., Pool]) -> None:
+    async with serve(replying(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 100)) as up:
+        resp = await pools().request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
+        try:
+            with pytest.raises(UpstreamUnreachable, match="too large"):
+                await resp.read(max_bytes=10)
+        finally:
+            resp.release()
+
+
+# --- timeouts ---
+
+
+async def test_head_deadline_is_a_timeout_and_closes_the_connection(pools: Callable[..., Pool]) -> None:
+    async def handler(conn: Conn) -> None:
+        await conn.request()
+        await conn.wait_eof()  # never answers
+
+    async with serve(handler) as up:
+        pool = pools(max_connections=1)
+        started = time.monotonic()
+        with pytest.raises(UpstreamTimeout):
+            await pool.request("GET", up.url(), [], None, deadline=soon(0.3), read_timeout=WAIT)
+        assert 0.25 < time.monotonic() - started < WAIT
+        await until(lambda: up.eofs == [1])
+        assert pool._busy == 0  # the slot was given back
+
+
+async def test_head_deadline_covers_a_slow_status_line(pools: Callable[..., Pool]) -> None:
+    async def handler(conn: Conn) -> None:
+        await conn.request()
+        await conn.send(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        for _ in range(100):  # a byte every 50 ms: each arrives in time, the head never completes
+            await conn.send(b"a")
+            await asyncio.sleep(0.05)
+
+    async with serve(handler) as up:
+        with pytest.raises(UpstreamTimeout):
+            await pools().request("GET", up.url(), [], None, deadline=soon(0.3), read_timeout=WAIT)
+
+
+@pytest.mark.parametrize("way", ["read", "chunks"])
+async def test_body_read_timeout(pools: Callable[..., Pool], way: str) -> None:
+    async def handler(conn: Conn) -> None:
+        await conn.request()
+        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        await conn.wait_eof()  # stalls
+
+    async with serve(handler) as up:
+        resp = await pools().request("GET", up.url(), [], None, deadline=soon(), read_timeout=0.3)
+        started = time.monotonic()
+        try:
+            with pytest.raises(UpstreamTimeout):
+                if way == "read":
+                    await resp.read()
+                else:
+                    async for _ in resp.chunks():
+                        pass
+        finally:
+            resp.release()
+        assert 0.25 < time.monotonic() - started < WAIT
+        await until(lambda: up.eofs == [1])
+
+
+# --- backpressure ---
+
+
+async def test_a_slow_reader_keeps_the_buffer_bounded(
+    pools: Callable[..., Pool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payload = bytes(range(256)) * (5 * 1024 * 1024 // 256)
+    peak, pauses = [0], [0]
+    feed, pause = Response._feed, Connection.pause
+
+    def counting_feed(self: Response, data: bytes) -> None:
+        feed(self, data)
+        peak[0] = max(peak[0], self._buffered)
+
+    def counting_pause(self: Connection) -> None:
+        pauses[0] += 1
+        pause(self)
+
+    monkeypatch.setattr(Response, "_feed", counting_feed)
+    monkeypatch.setattr(Connection, "pause", counting_pause)
+    async with serve(replying(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload)) as up:
+        pool = pools()
+        resp = await pool.request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
+        got = []
+        try:
+            await asyncio.sleep(0.2)  # let the upstream push as much as it can
+            async for chunk in resp.chunks():
+                got.append(chunk)
+                await asyncio.sleep(0.002)
+                if len(got) > 100_000:
+                    raise AssertionError("endless body")
+        finally:
+            resp.release()
+        assert b"".join(got) == payload
+        resp = await pool.request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
+        try:
+            assert b"".join([c async for c in resp.chunks()]) == payload
+        finally:
+            resp.release()
+        assert up.connections == 1  # reading resumed and the body ended cleanly: the connection was reused
+    assert LOW_WATER < peak[0] <= HIGH_WATER + READ_SIZE
+    assert pauses[0] >= 1
+
+
+async def test_read_returns_a_body_larger_than_high_water(pools: Callable[..., Pool]) -> None:
+    payload = b"x" * (3 * 1024 * 1024)
+    async with serve(replying(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload)) as up:
+        resp = await pools().request("GET", up.url(), [], None, deadline=soon(), read_timeout=1.0)
+        try:
+            assert await resp.read() == payload
+        finally:
+            resp.release()
+
+
+# --- SSRF: where the pool dials ---
+
+
+async def test_loopback_is_refused_unless_allowed(pools: Callable[..., Pool]) -> None:
+    dialed: list[str] = []
+    async with serve(replying(OK)) as up:
+        with pytest.raises(SsrfBlocked):
+            await fetch(pools(allow=(), on_dial=dialed.append), up.url())
+        assert up.connections == 0 and dialed == []
+        _, data = await fetch(pools(allow=LOOPBACK, on_dial=dialed.append), up.url())
+        assert data == b"ok" and up.connections == 1 and dialed == ["127.0.0.1"]
+
+
+@pytest.mark.parametrize("answers", [["127.0.0.1"], ["10.0.0.1"], ["93.184.216.34", "127.0.0.1"],
+                                     ["169.254.169.254"], ["::ffff:127.0.0.1"]])
+async def test_a_private_dns_answer_is_refused_before_dialing(pools: Callable[..., Pool], answers: list[str]) -> None:
+    dialed: list[str] = []
+    async with serve(replying(OK)) as up:
+        pool = pools(allow=(), getaddrinfo=fake_dns(*answers), on_dial=dialed.append)
+        with pytest.raises(SsrfBlocked):
+            await fetch(pool, up.url(host="api.example.test"))
+        assert up.connections == 0 and dialed == []
+
+
+@pytest.mark.parametrize("host", ["a b", "127.0.0.1\r\nX-Evil: 1", "api.test\r\nX-Evil: 1", "[::1\r\nX: y]"])
+async def test_a_host_that_could_inject_never_reaches_the_wire(pools: Callable[..., Pool], host: str) -> None:
+    calls: list[str] = []
+    async with serve(replying(OK)) as up:
+        with pytest.raises(InvalidRequest):
+            await fetch(pools(getaddrinfo=fake_dns("127.0.0.1", calls=calls)), f"http://{host}:{up.port}/")
+        assert up.connections == 0 and calls == []
+
+
+async def test_dns_answers_are_cached_briefly(pools: Callable[..., Pool], monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    async with serve(replying(CLOSE, close=True)) as up:  # every request needs a new connection
+        pool = pools(getaddrinfo=fake_dns("127.0.0.1", calls=calls))
+        for _ in range(3):
+            assert (await fetch(pool, up.url(host="api.test")))[1] == b"ok"
+        assert up.connections == 3 and calls == ["api.test"]
+        monkeypatch.setattr(http1, "DNS_TTL", 0.05)
+        await fetch(pool, up.url(host="other.test"))  # cached with the short TTL
+        await asyncio.sleep(0.1)
+        await fetch(pool, up.url(host="other.test"))
+        assert calls == ["api.test", "other.test", "other.test"]
+
+
+async def test_on_dial_sees_each_exact_address(pools: Callable[..., Pool]) -> None:
+    dialed: list[str] = []
+    async with serve(replying(OK)) as up:
+        # nothing listens on 127.0.0.2 at this port: the pool moves on to the next validated answer
+        pool = pools(getaddrinfo=fake_dns("127.0.0.2", "127.0.0.1"), on_dial=dialed.append)
+        assert (await fetch(pool, up.url(host="api.test")))[1] == b"ok"
+        assert dialed == ["127.0.0.2", "127.0.0.1"] and up.connections == 1
+
+
+async def test_no_answer_accepts_a_connection_is_unreachable(pools: Callable[..., Pool]) -> None:
+    async with serve(replying(OK)) as up:
+        port = up.port
+    with pytest.raises(UpstreamUnreachable):
+        await fetch(pools(), f"http://127.0.0.1:{port}/")
+
+
+# --- the connection limit ---
+
+
+async def test_max_connections_makes_the_next_request_wait(pools: Callable[..., Pool]) -> None:
+    async with serve(replying(OK)) as up:
+        pool = pools(max_connections=1)
+        first = await pool.request("GET", up.url("/1"), [], None, deadline=soon(), read_timeout=WAIT)
+        second = asyncio.create_task(fetch(pool, up.url("/2")))
+        await asyncio.sleep(0.2)
+        assert not second.done() and len(up.requests) == 1
+        assert await first.read() == b"ok"
+        first.release()
+        _, data = await asyncio.wait_for(second, WAIT)
+        assert data == b"ok" and up.connections == 1 and len(up.requests) == 2
+
+
+async def test_waiting_for_a_slot_respects_the_deadline(pools: Callable[..., Pool]) -> None:
+    async with serve(replying(OK)) as up:
+        pool = pools(max_connections=1)
+        first = await pool.request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
+        try:
+            with pytest.raises(UpstreamTimeout):
+                await pool.request("GET", up.url(), [], None, deadline=soon(0.2), read_timeout=WAIT)
+        finally:
+            first.release()
+        assert (await fetch(pool, up.url()))[1] == b"ok"
+
+
+async def test_failed_requests_give_their_slot_back(pools: Callable[..., Pool]) -> None:
+    async def handler(conn: Conn) -> None:
+        for _ in range(100):
+            req = await conn.request()
+            if req is None:
+                return
+            if req.line.startswith("GET /slow"):
+                return await conn.wait_eof()  # never answers
+            await conn.send(OK)
+
+    async with serve(handler) as up:
+        pool = pools(max_connections=1, getaddrinfo=fake_dns("10.0.0.1"))
+        for _ in range(3):
+            with pytest.raises(SsrfBlocked):
+                await fetch(pool, up.url(host="internal.test"))
+            with pytest.raises(UpstreamUnreachable):
+                await fetch(pool, f"http://127.0.0.2:{up.port}/")  # refused
+            with pytest.raises(UpstreamTimeout):
+                await pool.request("GET", up.url("/slow"), [], None, deadline=soon(0.1), read_timeout=WAIT)
+            assert (await fetch(pool, up.url()))[1] == b"ok"
+        assert pool._busy == 0
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_an_invalid_header_leaves_no_connection_behind(pools: Callable[..., Pool], streamed: bool) -> None:
+    async with serve(replying(OK)) as up:
+        pool = pools()
+        await fetch(pool, up.url())  # one idle connection
+        for _ in range(2):
+            with pytest.raises(InvalidRequest):
+                await fetch(pool, up.url(), "POST", [("X-Key", "secret\n")], body_of(b"x") if streamed else b"x")
+        await fetch(pool, up.url())
+        await asyncio.sleep(0.05)
+        idle = sum(len(conns) for conns in pool._idle.values())
+        leaked = len(pool._open) - idle
+        await pool.close()  # before the upstream goes: no unretrieved head futures are left to log
+        assert leaked == 0
+
+
+async def test_a_cancelled_waiter_does_not_swallow_the_free_slot(pools: Callable[..., Pool]) -> None:
+    async with serve(replying(OK)) as up:
+        pool = pools(max_connections=1)
+        first = await pool.request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
+        second = asyncio.create_task(fetch(pool, up.url()))
+        third = asyncio.create_task(fetch(pool, up.url()))
+        await asyncio.sleep(0.05)
+        assert not second.done() and not third.done()
+        assert await first.read() == b"ok"
+        first.release()  # wakes `second`...
+        second.cancel()  # ...whose caller gives up in the same turn
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        _, data = await asyncio.wait_for(third, 1.0)
+        assert data == b"ok"
+
+
+# --- TLS ---
+
+
+@dataclass
+class Tls:
+    server: ssl.SSLContext
+    trusting: ssl.SSLContext  # a client context trusting only this certificate
+
+
+def self_signed(tmp_path: Path, *names: str) -> Tls:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "keyrelay test upstream")])
+    sans: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            sans.append(x509.DNSName(name))
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert_pem)
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert_file, key_file)
+    return Tls(server, ssl.create_default_context(cadata=cert_pem.decode()))
+
+
+async def test_https_with_a_trusted_certificate(pools: Callable[..., Pool], tmp_path: Path) -> None:
+    tls = self_signed(tmp_path, "127.0.0.1", "upstream.test")
+    async with serve(replying(OK), ssl_context=tls.server) as up:
+        pool = pools(ssl_context=tls.trusting, getaddrinfo=fake_dns("127.0.0.1"))
+        for url in (up.url(), up.url(), up.url(host="upstream.test")):
+            resp, data = await fetch(pool, url)
+            assert (resp.status, data) == (200, b"ok")
+        assert up.connections == 2  # keep-alive over TLS; another origin, another connection
+    assert [r.header("host") for r in up.requests] == [f"127.0.0.1:{up.port}"] * 2 + [f"upstream.test:{up.port}"]
+
+
+async def test_https_refuses_an_untrusted_certificate(pools: Callable[..., Pool], tmp_path: Path) -> None:
+    tls = self_signed(tmp_path, "127.0.0.1")
+    async with serve(replying(OK), ssl_context=tls.server) as up:
+        with pytest.raises(UpstreamUnreachable):
+            await fetch(pools(), up.url())  # the default context does not trust it
+        assert up.connections == 0 and up.requests == []
+
+
+async def test_https_checks_the_name_in_the_url(pools: Callable[..., Pool], tmp_path: Path) -> None:
+    tls = self_signed(tmp_path, "other.test")
+    async with serve(replying(OK), ssl_context=tls.server) as up:
+        pool = pools(ssl_context=tls.trusting, getaddrinfo=fake_dns("127.0.0.1"))
+        for host in ("127.0.0.1", "upstream.test"):
+            with pytest.raises(UpstreamUnreachable):
+                await fetch(pool, up.url(host=host))
+        assert (await fetch(pool, up.url(host="other.test")))[1] == b"ok"
+        assert up.connections == 1
