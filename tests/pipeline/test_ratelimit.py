@@ -1,4 +1,4 @@
-"""Rate limits: moving window per source and per caller, in memory or shared through Redis."""
+"""Rate limits: sliding window counter per source and per caller, in memory or shared through Redis."""
 
 from __future__ import annotations
 
