@@ -10,11 +10,10 @@ import asyncio
 import base64
 import contextlib
 import logging
-import os
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +28,7 @@ from keyrelay.connectors.execute import ConnectorService
 from keyrelay.connectors.pagetoken import PageTokens
 from keyrelay.connectors.spec import load_catalog
 from keyrelay.doors import admin, airbyte, auth, connectors, files, gateway, mcp, observe, sonar
-from keyrelay.doors.asgi import Message, Receive, Scope, Send, read_body, sole_error
+from keyrelay.doors.asgi import Message, Receive, Scope, Send, read_body, sole_error, with_request_id
 from keyrelay.doors.deps import Services
 from keyrelay.doors.mcp_tools import Deps as McpDeps
 from keyrelay.doors.render import dumps, error_headers, error_response
@@ -46,6 +45,7 @@ from keyrelay.errors import (
 )
 from keyrelay.events import EventLog, Metrics, RedisFeed
 from keyrelay.files.stores import StoreFactory
+from keyrelay.ids import new_id
 from keyrelay.manage.access import AccessService, NewApplication
 from keyrelay.manage.sources import SourceService
 from keyrelay.pipeline.authenticate import Authenticator, TokenHasher
@@ -66,6 +66,7 @@ from keyrelay.store.workspaces import SqlWorkspaceStore
 from keyrelay.vault import KeyVault
 
 log = logging.getLogger("keyrelay")
+HotPath = Callable[[Scope, Receive, Send, str], Awaitable[bool]]
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 
 
@@ -75,6 +76,7 @@ class Runtime:
     metrics: Metrics
     events: EventLog
     bootstrap: NewApplication | None
+    hot_path: HotPath
 
 
 def load_master_key(settings: Settings) -> bytes | None:
@@ -155,7 +157,7 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
                                settings)
         services = Services(settings=settings, authenticator=authn, access=access, sources=sources,
                             catalog=catalog, logs=log_store, vault=vault, ready=ready, connectors=connector_service,
-                            extras={"hot_path": hot_path(relay, settings, stores, mcp_door)})
+                            extras={})
         stop = asyncio.Event()
         await upstream.start()
         # not a TaskGroup: it would wrap an error raised in the caller's block in an ExceptionGroup
@@ -164,7 +166,7 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             background.append(asyncio.create_task(RedisFeed(events, settings.redis_url).run(stop)))
         try:
             async with mcp_door.running():  # the MCP SDK's task group lives as long as the runtime
-                yield Runtime(services, metrics, events, bootstrap)
+                yield Runtime(services, metrics, events, bootstrap, hot_path(relay, settings, stores, mcp_door))
         except BaseExceptionGroup as group:  # that task group wraps errors raised in the caller's block:
             raise sole_error(group) from None  # hand them back as themselves
         finally:
@@ -177,30 +179,30 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await engine.dispose()
 
 
-HotPath = Callable[[MutableMapping[str, Any], "Receive", "Send"], Awaitable[bool]]
-
-
 def hot_path(relay: Relay, settings: Settings, stores: StoreFactory, mcp_door: mcp.McpDoor) -> HotPath:
-    """The plain-ASGI doors, dispatched before FastAPI: answers True when one of them took the request."""
+    """The plain-ASGI doors, dispatched before FastAPI: answers True when one of them took the request.
+    The gateway adds X-Request-Id to its own responses; the others get a `send` that adds it."""
     gateway_door = gateway.GatewayDoor(relay)
     sonar_door = sonar.SonarDoor(relay, max_body_bytes=settings.max_body_bytes)
     files_door = files.FilesDoor(relay, stores, max_range_bytes=settings.max_range_bytes)
 
-    async def dispatch(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> bool:
+    async def dispatch(scope: Scope, receive: Receive, send: Send, request_id: str) -> bool:
         raw = scope.get("raw_path") or scope["path"].encode()
         if gateway.is_gateway(raw):
             await gateway_door(scope, receive, send)
             return True
-        if files.is_files(scope["path"]):  # before sonar: both live under /api/v1/sonar/
-            await files_door(scope, receive, send)
-            return True
-        if sonar.is_sonar(scope["path"]):
-            await sonar_door(scope, receive, send)
-            return True
-        if mcp.is_mcp(scope["path"]):
-            await mcp_door(scope, receive, send)
-            return True
-        return False
+        path = scope["path"]
+        door: Callable[[Scope, Receive, Send], Awaitable[None]]
+        if files.is_files(path):  # before sonar: both live under /api/v1/sonar/
+            door = files_door
+        elif sonar.is_sonar(path):
+            door = sonar_door
+        elif mcp.is_mcp(path):
+            door = mcp_door
+        else:
+            return False
+        await door(scope, receive, with_request_id(send, request_id))
+        return True
 
     return dispatch
 
@@ -267,18 +269,16 @@ class KeyrelayApp:
             return
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
-        rid_header = (b"x-request-id", request_id.encode())
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), rid_header]
-            await send(message)
-
         try:
             self._check_framing(scope)
-            await self._dispatch(scope, receive, send_with_id)
+            rt = self.runtime
+            if rt is None:
+                raise Unavailable("keyrelay is starting")
+            if await rt.hot_path(scope, receive, send, request_id):
+                return
+            await self._api_call(scope, receive, with_request_id(send, request_id))
         except KeyrelayError as err:
-            await _send_error(send_with_id, err, request_id)
+            await _send_error(with_request_id(send, request_id), err, request_id)
 
     def _check_framing(self, scope: Scope) -> None:
         s = self.settings
@@ -288,13 +288,7 @@ class KeyrelayApp:
         if len(scope.get("raw_path") or b"") + len(scope["query_string"]) > s.max_url_bytes:
             raise UriTooLong("Request URL is too long")
 
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rt = self.runtime
-        if rt is None:
-            raise Unavailable("keyrelay is starting")
-        hot = rt.services.extras.get("hot_path")
-        if hot is not None and await hot(scope, receive, send):
-            return
+    async def _api_call(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await read_body(receive, scope, self.settings.max_admin_body_bytes)
         if body:
             _json_content_type(scope)
@@ -333,7 +327,7 @@ def _request_id(scope: Scope) -> str:
     for k, v in scope["headers"]:
         if k == b"x-request-id" and _REQUEST_ID.fullmatch(v):
             return str(v.decode())
-    return os.urandom(16).hex()  # as random as uuid4, without building a UUID object per request
+    return new_id()
 
 
 def _json_content_type(scope: Scope) -> None:

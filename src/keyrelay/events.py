@@ -15,6 +15,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -43,16 +44,31 @@ class Metrics:
                                     registry=r)
         self.bytes_in = Counter("keyrelay_bytes_in", "Request body bytes received", ["door"], registry=r)
         self.bytes_out = Counter("keyrelay_bytes_out", "Response body bytes sent", ["door"], registry=r)
+        # labelled children, looked up once (prometheus_client's labels() takes a lock and builds a tuple)
+        self._doors: dict[str, tuple[Any, Any, Any, Any]] = {}
+        self._requests: dict[tuple[str, int, str | None], Any] = {}
 
     def observe(self, e: Event) -> None:
-        self.requests.labels(e.door, f"{e.status // 100}xx", e.connector or "none").inc()
-        self.latency.labels(e.door).observe(e.latency_ms / 1000)
+        per_door = self._doors.get(e.door)
+        if per_door is None:
+            per_door = self._doors[e.door] = (self.latency.labels(e.door), self.upstream.labels(e.door),
+                                              self.bytes_in.labels(e.door), self.bytes_out.labels(e.door))
+        latency, upstream, bytes_in, bytes_out = per_door
+        key = (e.door, e.status // 100, e.connector)
+        requests = self._requests.get(key)
+        if requests is None:
+            requests = self._requests[key] = self.requests.labels(e.door, f"{e.status // 100}xx",
+                                                                  e.connector or "none")
+        requests.inc()
+        latency.observe(e.latency_ms / 1000)
         if e.upstream_latency_ms is not None:
-            self.upstream.labels(e.door).observe(e.upstream_latency_ms / 1000)
+            upstream.observe(e.upstream_latency_ms / 1000)
         if e.error_code == "rate_limited":
             self.rate_limited.labels(e.door).inc()
-        self.bytes_in.labels(e.door).inc(e.bytes_in)
-        self.bytes_out.labels(e.door).inc(e.bytes_out)
+        if e.bytes_in:
+            bytes_in.inc(e.bytes_in)
+        if e.bytes_out:
+            bytes_out.inc(e.bytes_out)
 
 
 class EventLog:

@@ -8,13 +8,22 @@ application sees it, so an oversized header section is never buffered whole.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import time
 import uuid
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
+from keyrelay.pipeline.deadlines import deadlines_for
 from keyrelay.settings import Settings
 
 
@@ -42,23 +51,24 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._header_timer: asyncio.TimerHandle | None = None
+        self._header_timer = False  # armed in the loop's coarse deadlines (pipeline/deadlines.py)
         self._header_bytes = 0
         self._header_count = 0
         self._host_count = 0
         self._too_large = False
 
     def _arm(self) -> None:
-        if self._header_timer is None:
-            self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+        if not self._header_timer:
+            self._header_timer = True
+            deadlines_for(self.loop).add(self, time.monotonic() + self.header_timeout, self._headers_too_slow)
 
     def _disarm(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        if self._header_timer:
+            self._header_timer = False
+            deadlines_for(self.loop).discard(self)
 
     def _headers_too_slow(self) -> None:
-        self._header_timer = None
+        self._header_timer = False
         if not self.transport.is_closing():
             self.transport.close()
 
@@ -97,6 +107,10 @@ class GuardedHttpTools(HttpToolsProtocol):
         if self._host_count > 1 or (self._host_count == 0 and self.parser.get_http_version() != "1.0"):
             raise _BadHost
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:  # the app has not run yet: offer the extension
+            extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
+            extensions[WHOLE_RESPONSE] = functools.partial(send_whole, cycle)
 
     def send_400_response(self, msg: str) -> None:
         self._disarm()
@@ -107,6 +121,50 @@ class GuardedHttpTools(HttpToolsProtocol):
             response = framing_error(400, "Bad Request", "invalid_request", "Malformed HTTP request")
         self.transport.write(response)
         self.transport.close()
+
+
+WHOLE_RESPONSE = "keyrelay.whole_response"
+
+
+def send_whole(cycle: RequestResponseCycle, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+    """The ASGI scope extension `keyrelay.whole_response`: status line, headers and body in one write.
+
+    Two ASGI sends cost two writes (two syscalls) and uvicorn's per-message bookkeeping; a proxied response that
+    is already whole needs neither. The same checks as uvicorn's `send` apply (header syntax, Content-Length
+    equal to the body, no body for HEAD); anything unusual answers False and the caller falls back to the two
+    ordinary sends."""
+    if cycle.response_started or cycle.disconnected or cycle.flow.write_paused or cycle.access_log \
+            or status not in STATUS_LINE:
+        return False
+    content = [STATUS_LINE[status]]
+    length = None
+    for name, value in (*cycle.default_headers, *headers):
+        if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value) or name in (b"transfer-encoding", b"connection"):
+            return False
+        if name == b"content-length":
+            if length is not None or not value.isdigit():
+                return False
+            length = int(value)
+        content.extend((name, b": ", value, b"\r\n"))
+    head = cycle.scope["method"] == "HEAD"
+    if head or status in (204, 304) or status < 200:
+        if body:
+            return False
+    elif length != len(body):
+        return False
+    if not cycle.keep_alive:
+        content.append(b"connection: close\r\n")
+    content.append(b"\r\n")
+    content.append(body)
+    cycle.response_started = True
+    cycle.waiting_for_100_continue = False
+    cycle.transport.write(b"".join(content))
+    cycle.response_complete = True
+    cycle.message_event.set()
+    if not cycle.keep_alive:
+        cycle.transport.close()
+    cycle.on_response()
+    return True
 
 
 def protocol_for(settings: Settings) -> type[GuardedHttpTools]:

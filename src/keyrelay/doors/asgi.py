@@ -41,6 +41,18 @@ async def read_body(receive: Receive, scope: Scope, limit: int) -> bytes:
             return b"".join(chunks)
 
 
+def with_request_id(send: Send, request_id: str) -> Send:
+    """A `send` that adds X-Request-Id to the response head."""
+    rid_header = (b"x-request-id", request_id.encode())
+
+    async def send_with_id(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), rid_header]
+        await send(message)
+
+    return send_with_id
+
+
 class ClientGone(Exception):
     """The agent closed its connection."""
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 
-from keyrelay.doors.asgi import ClientGone, Receive, Scope, Send, header, send_body
+from keyrelay.doors.asgi import ClientGone, Receive, Scope, Send, send_body
 from keyrelay.doors.render import dumps, error_headers
 from keyrelay.errors import InvalidRequest, KeyrelayError, NotFound
 from keyrelay.model import Door, Inbound, Target
 from keyrelay.pipeline.relay import Relay, Relayed
 
 PREFIX = b"/api/"
+WHOLE_RESPONSE = "keyrelay.whole_response"  # an ASGI scope extension of keyrelay's server (server.py)
 READ_WHOLE_MAX = 64 * 1024
-_ID = re.compile(rb"[A-Za-z0-9_-]{1,64}")
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
 
 # a refused body is not read to its end: close the connection instead of draining it (bar 12)
 _CLOSE = {413: [(b"connection", b"close")]}
@@ -31,21 +32,27 @@ def is_gateway(raw_path: bytes) -> bool:
 
 def parse_path(raw_path: bytes) -> tuple[str, str, str]:
     """(workspace_id, slug, raw tail) from the still-encoded path."""
-    parts = raw_path.split(b"/", 5)
+    try:
+        text = raw_path.decode("ascii")
+    except UnicodeDecodeError:
+        text = raw_path.decode("latin-1")
+        parts = text.split("/", 5)
+        if _ID.fullmatch(parts[2]) and _ID.fullmatch(parts[4]):
+            raise InvalidRequest("Path must be ASCII (percent-encode other bytes)") from None
+        raise NotFound("Source not found") from None
+    parts = text.split("/", 5)
     workspace, slug = parts[2], parts[4]
     if not _ID.fullmatch(workspace) or not _ID.fullmatch(slug):
         raise NotFound("Source not found")
-    tail = parts[5] if len(parts) > 5 else b""
-    try:
-        return workspace.decode(), slug.decode(), tail.decode("ascii")
-    except UnicodeDecodeError:
-        raise InvalidRequest("Path must be ASCII (percent-encode other bytes)") from None
+    return workspace, slug, parts[5] if len(parts) > 5 else ""
 
 
-def _content_length(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bool]:
-    """(declared length, has a body at all). Framing itself was already checked by the HTTP server."""
+def _request_facts(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bool, str | None]:
+    """(declared length, has a body at all, Authorization) in one pass. Framing itself was already checked by
+    the HTTP server."""
     length: int | None = None
     chunked = False
+    authorization: str | None = None
     for k, v in headers:
         if k == b"content-length":
             if not v.isdigit():
@@ -53,7 +60,9 @@ def _content_length(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, boo
             length = int(v)
         elif k == b"transfer-encoding":
             chunked = True
-    return length, chunked or bool(length)
+        elif k == b"authorization" and authorization is None:
+            authorization = v.decode("latin-1")
+    return length, chunked or bool(length), authorization
 
 
 async def _read_all(receive: Receive) -> bytes:
@@ -88,7 +97,7 @@ class GatewayDoor:
         started = False
         try:
             workspace, slug, tail = parse_path(raw_path)
-            length, has_body = _content_length(scope["headers"])
+            length, has_body, authorization = _request_facts(scope["headers"])
             body: bytes | AsyncIterator[bytes] | None = None
             streaming_in = False
             if has_body:
@@ -99,25 +108,39 @@ class GatewayDoor:
                     body = _stream(receive)
             inbound = Inbound(
                 door=Door.GATEWAY, method=scope["method"], path=f"/api/{workspace}/proxy/{slug}/{tail}",
-                authorization=header(scope, b"authorization"), workspace_id=workspace, slug=slug,
+                authorization=authorization, workspace_id=workspace, slug=slug,
                 target=Target(tail=tail, query=scope["query_string"].decode("latin-1")),
                 raw_headers=tuple(scope["headers"]), body=body, content_length=length,
             )
             relayed = await self._relay.relay(inbound)
             started = True
-            await _respond(relayed, receive, send, watch=not streaming_in)
+            relayed.headers.append((b"x-request-id", _request_id(scope)))
+            if relayed.streaming:
+                await _respond(relayed, receive, send, watch=not streaming_in)
+            else:  # a whole body: one write when the server offers it (server.py), else two sends
+                try:
+                    whole = scope.get("extensions", {}).get(WHOLE_RESPONSE)
+                    if whole is None or not whole(relayed.status, relayed.headers, relayed.body):
+                        await send({"type": "http.response.start", "status": relayed.status,
+                                    "headers": relayed.headers})
+                        await send({"type": "http.response.body", "body": relayed.body})
+                finally:
+                    relayed.finish()
         except ClientGone:
             return
         except KeyrelayError as err:
             if started:
                 return  # the response is under way: end it by closing the connection
-            request_id = scope.get("state", {}).get("request_id")
-            body_bytes = dumps(err.body(request_id))
+            body_bytes = dumps(err.body(scope.get("state", {}).get("request_id")))
             await send({"type": "http.response.start", "status": err.status,
                         "headers": [*error_headers(err), (b"content-length", str(len(body_bytes)).encode()),
-                                    *_CLOSE.get(err.status, ())]})
+                                    *_CLOSE.get(err.status, ()), (b"x-request-id", _request_id(scope))]})
             await send({"type": "http.response.body", "body": body_bytes})
 
+
+
+def _request_id(scope: Scope) -> bytes:
+    return str(scope.get("state", {}).get("request_id", "")).encode()
 
 
 async def _respond(relayed: Relayed, receive: Receive, send: Send, *, watch: bool) -> None:

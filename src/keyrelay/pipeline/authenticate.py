@@ -55,8 +55,8 @@ class Authenticator:
         self._store = store
         self._hasher = hasher
         self._clock = clock
-        self._cache: SingleFlightCache[str, TokenRecord] = SingleFlightCache(clock, ttl=cache_seconds,
-                                                                             max_entries=_CACHE_MAX)
+        self._cache: SingleFlightCache[str, tuple[TokenRecord, Caller]] = SingleFlightCache(
+            clock, ttl=cache_seconds, max_entries=_CACHE_MAX)
 
     def forget_all(self) -> None:
         """Called after a local revocation so it takes effect at once on this instance."""
@@ -65,21 +65,19 @@ class Authenticator:
     async def authenticate(self, authorization: str | None) -> Caller:
         token = bearer(authorization)
         digest = self._hasher.digest(token)
-        record = await self._cache.get(digest, lambda: self._lookup(digest))
-        now = self._clock()
+        record, caller = await self._cache.get(digest, lambda: self._lookup(digest))
         if record.revoked:
             raise Unauthenticated("Token has been revoked")
-        if record.expires_at is not None and record.expires_at <= now:
+        if record.expires_at is not None and record.expires_at <= self._clock():
             raise Unauthenticated("Token has expired")
-        return Caller(kind=record.kind, id=_caller_id(record), workspace_id=record.workspace_id,
-                      scopes=record.scopes)
+        return caller
 
-
-    async def _lookup(self, digest: str) -> TokenRecord:
+    async def _lookup(self, digest: str) -> tuple[TokenRecord, Caller]:
         found = await self._store.lookup(digest)
         if found is None:
             raise Unauthenticated("Unknown token")
-        return found
+        return found, Caller(kind=found.kind, id=_caller_id(found), workspace_id=found.workspace_id,
+                             scopes=found.scopes)
 
 
 def _caller_id(record: TokenRecord) -> str:

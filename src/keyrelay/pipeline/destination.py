@@ -9,6 +9,7 @@ import ipaddress
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from urllib.parse import SplitResult, quote, unquote, unquote_plus, unquote_to_bytes, urlsplit
 
 import ada_url
@@ -35,7 +36,7 @@ _OUTSIDE = "URL is outside this source's API"
 
 
 @dataclass(frozen=True)
-class BaseUrl:
+class BaseUrl:  # not slots: `origin` is a cached_property
     """A validated upstream base: lowercase ASCII host (IPv6 unbracketed), raw path without trailing slash."""
 
     scheme: str
@@ -43,7 +44,7 @@ class BaseUrl:
     port: int
     path: str
 
-    @property
+    @cached_property
     def origin(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         port = "" if DEFAULT_PORTS[self.scheme] == self.port else f":{self.port}"
@@ -73,17 +74,22 @@ def normalize_host(host: str) -> str:
     return h
 
 
+_CACHED_MAX = 256  # pure checks of short strings are cached (agents repeat paths); long ones never fill memory
+
+
 def validate_tail(raw: str) -> str:
     """Return the still-encoded path tail unchanged if it is unambiguous; raise otherwise."""
+    return _validate_tail_cached(raw) if len(raw) <= _CACHED_MAX else _validate_tail(raw)
+
+
+def _validate_tail(raw: str) -> str:
     if len(raw) > MAX_URL_CHARS:
         raise UriTooLong("Path is too long")
     if not raw:
         return raw
-    bad = InvalidRequest("Path contains characters or sequences that are not allowed")
-    if not _PRINTABLE.fullmatch(raw) or any(c in raw for c in "\\?#") or _BAD_ESCAPE.search(raw):
-        raise bad
-    if _ENCODED_FORBIDDEN.search(raw) or _DOUBLE_ENCODED.search(unquote_to_bytes(raw).decode("latin-1")):
-        raise bad
+    if not _PRINTABLE.fullmatch(raw) or any(c in raw for c in "\\?#") or _BAD_ESCAPE.search(raw) \
+            or _ENCODED_FORBIDDEN.search(raw) or _DOUBLE_ENCODED.search(unquote_to_bytes(raw).decode("latin-1")):
+        raise InvalidRequest("Path contains characters or sequences that are not allowed")
     segments = raw.split("/")
     if len(segments) > MAX_SEGMENTS:
         raise UriTooLong("Path has too many segments")
@@ -97,8 +103,15 @@ def validate_tail(raw: str) -> str:
 
 def validate_query(raw: str, *, drop: Collection[str] = ()) -> str:
     """Return the raw query byte-exact, minus parameters named in `drop` (the ones keyrelay injects)."""
+    if not raw:
+        return raw
     if len(raw) > MAX_URL_CHARS:
         raise UriTooLong("Query string is too long")
+    drop = frozenset(drop)
+    return _validate_query_cached(raw, drop) if len(raw) <= _CACHED_MAX else _validate_query(raw, drop)
+
+
+def _validate_query(raw: str, drop: frozenset[str]) -> str:
     if not _PRINTABLE.fullmatch(raw) or "#" in raw:
         raise InvalidRequest("Query string contains characters that are not allowed")
     if not drop or not raw:
@@ -112,6 +125,10 @@ def validate_query(raw: str, *, drop: Collection[str] = ()) -> str:
             raise InvalidRequest("Query string sets a parameter that keyrelay controls")
         kept.append(part)
     return "&".join(kept)
+
+
+_validate_tail_cached = lru_cache(maxsize=4096)(_validate_tail)  # errors are never cached
+_validate_query_cached = lru_cache(maxsize=4096)(_validate_query)
 
 
 def _param_name(param: str) -> set[str]:

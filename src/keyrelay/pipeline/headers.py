@@ -154,21 +154,38 @@ def validate_forward_list(names: Iterable[str]) -> frozenset[str]:
     return frozenset(out)
 
 
+_DROP = object()
+_response_names: dict[bytes, bytes | object] = {}  # name as sent -> lowercase name to keep, or _DROP
+
+
+def _response_name(rname: bytes) -> bytes | object:
+    name = rname.lower()
+    if name in RESPONSE_DROP or name.startswith(RESPONSE_DROP_PREFIXES) or not _TOKEN_B.fullmatch(name):
+        return _DROP
+    return name
+
+
 def response_headers(
     raw: Sequence[tuple[bytes, bytes]], *, redactor: Redactor | None, passthrough_length: bool
 ) -> list[tuple[bytes, bytes]]:
     """Upstream response headers (any name case) to return to the agent, lowercase names."""
     kept: list[tuple[bytes, bytes, bytes]] = []  # (name, value, name as sent: secrets are case-sensitive)
     named: set[bytes] | None = None
+    names = _response_names
     for rname, value in raw:
-        name = rname.lower()
-        if name in RESPONSE_DROP or name.startswith(RESPONSE_DROP_PREFIXES):
-            if name == b"connection":
+        name = names.get(rname)
+        if name is None:
+            name = _response_name(rname)
+            if len(names) < 4096:  # names are few in practice; never let an upstream grow this without bound
+                names[rname] = name
+        if name is _DROP:
+            if rname.lower() == b"connection":
                 named = _connection_tokens(value) if named is None else named | _connection_tokens(value)
             continue
+        assert isinstance(name, bytes)
         if name == b"content-length" and not passthrough_length:
             continue
-        if not _TOKEN_B.fullmatch(name) or _BAD_VALUE.search(value):
+        if _BAD_VALUE.search(value):
             continue
         kept.append((name, value, rname))
     if named:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 from keyrelay.errors import KeyrelayError
+from keyrelay.ids import new_id
 from keyrelay.model import Event, Inbound, Source
 from keyrelay.ports import Clock, EventSink
 
@@ -40,7 +39,7 @@ class Recorder:
         self._done = True
         now = self._clock()
         self._sink.emit(Event(
-            id=os.urandom(16).hex(), ts=self._started, workspace_id=self.workspace_id, source_id=self.source_id,
+            id=new_id(), ts=self._started, workspace_id=self.workspace_id, source_id=self.source_id,
             door=self._inbound.door.value, method=self._inbound.method[:16], path=self._inbound.path[:2048],
             status=status, latency_ms=(now - self._started) * 1000, upstream_latency_ms=self.upstream_ms,
             bytes_in=self.bytes_in, bytes_out=self.bytes_out, error_code=None if error is None else error.code,

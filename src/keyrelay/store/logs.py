@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import fields
 
@@ -11,18 +12,26 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from keyrelay.model import Event, LogQuery
 from keyrelay.store.tables import gateway_logs
 
-_COLUMNS = tuple(f.name for f in fields(Event))  # flat values: cheaper than dataclasses.asdict
+_COLUMNS = tuple(f.name for f in fields(Event))
 
 
 class SqlLogStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # The batch insert is compiled once for the dialect and sent as driver-level executemany with rows as
+        # plain tuples: SQLAlchemy's per-row parameter processing cost more than the rest of the write.
+        compiled = sa.insert(gateway_logs).values({c: sa.bindparam(c) for c in _COLUMNS}).compile(
+            dialect=engine.dialect)
+        order = compiled.positiontup or list(_COLUMNS)
+        self._insert_sql = str(compiled)
+        self._row = operator.attrgetter(*order)
 
     async def insert_events(self, events: Sequence[Event]) -> None:
         if not events:
             return
+        row = self._row
         async with self._engine.begin() as conn:
-            await conn.execute(sa.insert(gateway_logs), [{n: getattr(e, n) for n in _COLUMNS} for e in events])
+            await conn.exec_driver_sql(self._insert_sql, [row(e) for e in events])
 
     async def query_events(self, q: LogQuery) -> list[Event]:
         stmt = sa.select(gateway_logs).order_by(gateway_logs.c.ts.desc()).limit(max(1, min(q.limit, 1000)))

@@ -1,0 +1,136 @@
+"""server.py: the `keyrelay.whole_response` scope extension (one write per whole response), on a real uvicorn
+response cycle with a recording transport, and end to end through the gateway on a real connection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+from keyrelay.server import send_whole
+from support.keyrelay import Admin, KeyrelayServer, make_settings
+from support.upstream import FakeUpstream
+
+
+class Recording:
+    """Just enough of a transport for uvicorn's cycle: records writes and closes."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+def cycle(method: str = "GET", *, keep_alive: bool = True) -> tuple[RequestResponseCycle, Recording, list[int]]:
+    transport = Recording()
+    completed: list[int] = []
+    c = RequestResponseCycle(
+        scope={"type": "http", "method": method, "headers": []}, transport=transport,  # type: ignore[typeddict-item,arg-type]
+        flow=FlowControl(transport), logger=logging.getLogger("test"),  # type: ignore[arg-type]
+        access_logger=logging.getLogger("test.access"), access_log=False,
+        default_headers=[(b"date", b"Sun, 22 Nov 2026 00:00:00 GMT")], message_event=asyncio.Event(),
+        expect_100_continue=False, keep_alive=keep_alive, on_response=lambda: completed.append(1))
+    return c, transport, completed
+
+
+async def test_a_whole_response_is_one_write() -> None:
+    c, transport, completed = cycle()
+    assert send_whole(c, 200, [(b"content-type", b"application/json"), (b"content-length", b"2")], b"{}")
+    assert transport.writes == [b"HTTP/1.1 200 OK\r\ndate: Sun, 22 Nov 2026 00:00:00 GMT\r\n"
+                                b"content-type: application/json\r\ncontent-length: 2\r\n\r\n{}"]
+    assert c.response_complete and completed == [1] and not transport.closed
+
+
+async def test_head_keeps_the_length_and_sends_no_body() -> None:
+    c, transport, _ = cycle("HEAD")
+    assert send_whole(c, 200, [(b"content-length", b"5")], b"")
+    assert transport.writes == [b"HTTP/1.1 200 OK\r\ndate: Sun, 22 Nov 2026 00:00:00 GMT\r\ncontent-length: 5\r\n\r\n"]
+
+
+async def test_without_keep_alive_the_connection_closes_after_the_write() -> None:
+    c, transport, completed = cycle(keep_alive=False)
+    assert send_whole(c, 204, [], b"")
+    assert transport.writes[0].endswith(b"connection: close\r\n\r\n") and transport.closed and completed == [1]
+
+
+@pytest.mark.parametrize(("status", "headers", "body"), [
+    (200, [(b"content-length", b"3")], b"{}"),  # length differs from the body
+    (200, [], b"{}"),  # no length: needs the ordinary path to frame it
+    (200, [(b"content-length", b"2"), (b"content-length", b"2")], b"{}"),
+    (200, [(b"transfer-encoding", b"chunked")], b"{}"),
+    (200, [(b"connection", b"close"), (b"content-length", b"2")], b"{}"),
+    (200, [(b"x-bad", b"a\r\nb"), (b"content-length", b"2")], b"{}"),
+    (200, [(b"bad name", b"x"), (b"content-length", b"2")], b"{}"),
+    (204, [], b"x"),  # a body where none may be
+    (99, [], b""),
+])
+async def test_anything_unusual_falls_back_to_the_ordinary_sends(
+        status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    c, transport, completed = cycle()
+    assert not send_whole(c, status, headers, body)
+    assert transport.writes == [] and not c.response_started and completed == []
+
+
+async def test_a_started_response_is_never_written_twice() -> None:
+    c, transport, _ = cycle()
+    assert send_whole(c, 200, [(b"content-length", b"0")], b"")
+    assert not send_whole(c, 200, [(b"content-length", b"0")], b"")
+    assert len(transport.writes) == 1
+
+
+@pytest.fixture()
+def gateway(tmp_path: Path, upstream: FakeUpstream) -> Iterator[tuple[KeyrelayServer, str, str]]:
+    with KeyrelayServer(make_settings(data_dir=tmp_path)) as server:
+        admin = Admin(server.url)
+        ws = admin.workspace("whole")
+        admin.source(ws, upstream_url=upstream.url)
+        key = admin.api_key(ws, ["proxy"])
+        admin.close()
+        yield server, ws, key
+
+
+def _read(reader: Any, method: str) -> tuple[int, dict[str, str], bytes]:
+    status = int(reader.readline().split(b" ", 2)[1])
+    headers: dict[str, str] = {}
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = 0 if method == "HEAD" else int(headers.get("content-length", "0"))
+    return status, headers, reader.read(length)
+
+
+def test_pipelined_gateway_requests_each_get_their_whole_response(gateway: tuple[KeyrelayServer, str, str]) -> None:
+    server, ws, key = gateway
+    auth = f"Host: x\r\nAuthorization: Bearer {key}\r\n"
+    requests = (f"GET /api/{ws}/proxy/echo/echo?n=1 HTTP/1.1\r\n{auth}\r\n"
+                f"HEAD /api/{ws}/proxy/echo/echo HTTP/1.1\r\n{auth}\r\n"
+                f"GET /api/{ws}/proxy/echo/echo?n=3 HTTP/1.1\r\n{auth}Connection: close\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(requests)
+        reader = sock.makefile("rb")
+        (s1, h1, b1), (s2, h2, b2), (s3, h3, b3) = (_read(reader, m) for m in ("GET", "HEAD", "GET"))
+        assert reader.read() == b""  # closed after the third response, nothing more on the wire
+    assert (s1, s2, s3) == (200, 200, 200)
+    assert int(h1["content-length"]) == len(b1) and b'"n", "1"' in b1
+    assert b2 == b"" and int(h2["content-length"]) > 0
+    assert h3.get("connection") == "close" and b'"n", "3"' in b3
+    assert len({h1["x-request-id"], h2["x-request-id"], h3["x-request-id"]}) == 3
