@@ -5,6 +5,8 @@
                          deviations verified instead (see below); exit 1 if anything else fails
     krbench.py memory    RSS of keyrelay sampled every 0.25 s under 1 MiB streamed load, then 1 KiB load
     krbench.py profile   py-spy samples keyrelay under 1 KiB load at CONNS connections; text summary
+    krbench.py quick     A/B loop for development: keyrelay and uv+rawasgi+aiohttp alternately, QUICK_ROUNDS
+                         x DURATION s of 1 KiB at CONNS; rps, CPU us/req and their ratio (not a report)
 
 Run through bench/gateway.sh or bench/profile.sh, which provision keyrelay and export TARGET_* and HARNESS.
 The upstream nginx and keyrelay are started and pinned exactly as the harness does (keyrelay on
@@ -282,6 +284,39 @@ def profile():
     return 0
 
 
+def quick():
+    rounds = int(os.environ.get("QUICK_ROUNDS", "3"))
+    os.environ["CANDIDATES"] = "uv+rawasgi+aiohttp"
+    cands = {c["name"]: c for c in H.select()}
+    kr, cand = cands[os.environ.get("TARGET_NAME", "keyrelay")], cands["uv+rawasgi+aiohttp"]
+    os.makedirs(H.RUN, exist_ok=True)
+    H.setup_run_dir()
+    H.start_nginx("upstream", "upstream.nginx.conf", H.UP_PORT, 1, H.LOAD_CPUS)
+    got = {kr["name"]: [], cand["name"]: []}
+    try:
+        for _ in range(rounds):
+            for c in (kr, cand):
+                p, ok = H.start_candidate(c, 1)
+                if not ok:
+                    raise SystemExit(f"{c['name']} did not start; see {H.RUN}/logs")
+                H.wrk(c["port"], c["paths"][0], H.CONNS, 2, c["auth_hdr"])
+                t0 = H.cpu_ticks(p.pid)
+                d = H.wrk(c["port"], c["paths"][0], H.CONNS, H.DURATION, c["auth_hdr"])
+                cpu = (H.cpu_ticks(p.pid) - t0) / H.HZ * 1e6 / max(d["requests"], 1)
+                rss = H.mem_kb(p.pid)[0] / 1024
+                got[c["name"]].append((d["rps"], cpu, rss, d["errors"]))
+                H.stop(p)
+    finally:
+        for _pid, (p, _name) in list(H.PIDS.items()):
+            H.stop(p)
+    for name, rows in got.items():
+        print(f"{name:24} " + "  ".join(f"{r:7,.0f} rps {c:4.0f} us/req {m:5.1f} MiB err {e}" for r, c, m, e in rows))
+    ratios = [a[0] / b[0] for a, b in zip(got[kr["name"]], got[cand["name"]])]
+    cpu = [b[1] / a[1] for a, b in zip(got[kr["name"]], got[cand["name"]])]
+    print(f"ratio rps {sorted(ratios)[len(ratios) // 2]:.2f}  cpu efficiency {sorted(cpu)[len(cpu) // 2]:.2f}")
+    return 0
+
+
 def profile_text(stacks, rate, secs):
     """All threads, then the main (event loop) thread alone: py-spy counts a thread as active while it waits for
     the GIL, so the aiosqlite threads' share of samples overstates their CPU (compare the /proc split above)."""
@@ -363,7 +398,7 @@ def noise():
 if __name__ == "__main__":
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
     fn = {"check": check, "memory": memory, "profile": profile, "noise": noise,
-          "summarize": summarize}.get(cmd)
+          "summarize": summarize, "quick": quick}.get(cmd)
     if fn is None:
         raise SystemExit(__doc__)
     sys.exit(fn())
