@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from keyrelay.errors import RateLimited, Unavailable
-from keyrelay.pipeline.ratelimit import RateLimiter, make_storage
+from keyrelay.pipeline import ratelimit
+from keyrelay.pipeline.ratelimit import LocalWindows, RateLimiter, make_storage
 from support.keyrelay import Admin, scaled_out_pair
 from support.postgres import PostgresServer
 from support.redis import RedisServer
@@ -24,6 +25,42 @@ async def test_source_limit_refuses_with_retry_after_in_range() -> None:
         await limiter.check(source_id="s", source_limit=3, caller_id="b")  # other callers share the source limit
     assert err.value.retry_after is not None and 1 <= err.value.retry_after <= 60
     await limiter.check(source_id="other", source_limit=3, caller_id="a")
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_local_window_weights_the_previous_minute() -> None:
+    clock = Clock(6000.0)  # the start of a window (6000 = 100 * 60)
+    windows = LocalWindows(clock)
+    assert [windows.hit("k", 10) for _ in range(10)] == [0] * 10
+    assert windows.hit("k", 10) == 60  # full, and only the next window can make room
+    clock.now = 6000.0 + 60 + 30  # half way into the next minute: the previous 10 count as 5
+    assert [windows.hit("k", 10) for _ in range(5)] == [0] * 5
+    retry = windows.hit("k", 10)
+    assert 1 <= retry <= 6  # the previous window's weight falls by 10/60 per second: one more fits in 6 s
+    clock.now += retry
+    assert windows.hit("k", 10) == 0
+    clock.now = 6000.0 + 180  # two windows later nothing is left
+    assert [windows.hit("k", 10) for _ in range(10)] == [0] * 10
+    assert windows.hit("other", 1) == 0 and windows.hit("other", 1) > 0  # keys are independent
+
+
+def test_local_windows_stay_bounded_under_a_key_flood(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ratelimit, "_KEYS_MAX", 100)
+    clock = Clock(6000.0)
+    windows = LocalWindows(clock)
+    for i in range(100):
+        windows.hit(f"old{i}", 5)
+    clock.now += 120  # those are two windows old now
+    for i in range(250):
+        windows.hit(f"new{i}", 5)
+        assert len(windows._counts) <= 100
 
 
 async def test_caller_limit_is_per_caller() -> None:
