@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import logging
 import re
 import secrets
@@ -313,6 +314,9 @@ class KeyrelayApp:
                 self.api.state.events = rt.events
                 if rt.bootstrap is not None:
                     (self._on_bootstrap or _log_bootstrap)(rt.bootstrap)
+                # Everything built so far lives as long as the process: keep it out of the cyclic GC's full
+                # collections, which otherwise walk the whole (large) startup heap while requests wait.
+                gc.freeze()
                 await send({"type": "lifespan.startup.complete"})
                 await receive()  # lifespan.shutdown
                 self.runtime = None

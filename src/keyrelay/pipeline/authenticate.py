@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
@@ -31,7 +30,7 @@ class TokenHasher:
         self._key = key
 
     def digest(self, token: str) -> str:
-        return hmac.new(self._key, token.encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self._key, token.encode(), "sha256").hex()
 
     def matches(self, token: str, digest: str) -> bool:
         return hmac.compare_digest(self.digest(token), digest)
@@ -65,7 +64,8 @@ class Authenticator:
     async def authenticate(self, authorization: str | None) -> Caller:
         token = bearer(authorization)
         digest = self._hasher.digest(token)
-        record, caller = await self._cache.get(digest, lambda: self._lookup(digest))
+        hit = self._cache.peek(digest)
+        record, caller = hit if hit is not None else await self._cache.get(digest, lambda: self._lookup(digest))
         if record.revoked:
             raise Unauthenticated("Token has been revoked")
         if record.expires_at is not None and record.expires_at <= self._clock():

@@ -25,6 +25,13 @@ class SingleFlightCache(Generic[K, V]):
     def clear(self) -> None:
         self._items.clear()
 
+    def peek(self, key: K) -> V | None:
+        """The fresh cached value, without awaiting anything (the hot path's common case), else None."""
+        hit = self._items.get(key)
+        if hit is not None and self._clock() - hit[0] < self._ttl:
+            return hit[1]
+        return None
+
     async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
         hit = self._items.get(key)
         if hit is not None and self._clock() - hit[0] < self._ttl:

@@ -502,7 +502,10 @@ class Pool:
         else:
             length = _declared_length(headers)
         head = request_head(method, target, origin, headers, length)  # refuses bad input before any dial
-        await self._slot(deadline)
+        if self._busy < self._max:
+            self._busy += 1
+        else:
+            await self._slot(deadline)
         try:
             conn = self._idle_connection(origin) or await self._connect(origin, deadline, connect_timeout)
             return await conn.exchange(method, head, length, body, deadline=deadline, read_timeout=read_timeout)

@@ -76,6 +76,22 @@ class RateLimiter:
         self._caller_limit = caller_limit
         self._items: dict[int, RateLimitItemPerMinute] = {}
 
+    def check_local(self, *, source_id: str, source_limit: int | None, caller_id: str) -> bool:
+        """`check` without an await when the counters are in this process; False: call `check` instead."""
+        local = self._local
+        if local is None:
+            return False
+        if source_limit is not None:
+            self._refuse(local.hit(f"source/{source_id}", source_limit), source_limit, "this source")
+        if self._caller_limit is not None:
+            self._refuse(local.hit(f"caller/{caller_id}", self._caller_limit), self._caller_limit, "this caller")
+        return True
+
+    @staticmethod
+    def _refuse(retry: int, limit: int, what: str) -> None:
+        if retry:
+            raise RateLimited(f"Rate limit of {limit} requests per minute for {what} exceeded", retry_after=retry)
+
     async def check(self, *, source_id: str, source_limit: int | None, caller_id: str) -> None:
         """Count this request against both limits, or raise RateLimited with a Retry-After in [1, 60]."""
         if source_limit is not None:
@@ -88,8 +104,7 @@ class RateLimiter:
             retry = self._local.hit(f"{kind}/{key}", limit)
         else:
             retry = await self._shared_hit(limit, kind, key)
-        if retry:
-            raise RateLimited(f"Rate limit of {limit} requests per minute for {what} exceeded", retry_after=retry)
+        self._refuse(retry, limit, what)
 
     async def _shared_hit(self, limit: int, kind: str, key: str) -> int:
         assert self._shared is not None

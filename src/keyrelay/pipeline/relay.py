@@ -146,7 +146,7 @@ class Relay:
             rec.caller = caller.id
             if inbound.workspace_id is not None:
                 authorize(caller, workspace_id=inbound.workspace_id, scope=inbound.scope)
-            resolved = await self._resolve(inbound)
+            resolved = self._cached(inbound) or await self._resolve(inbound)
             source = resolved.source
             authorize(caller, workspace_id=source.workspace_id, scope=inbound.scope)
             rec.source(source)
@@ -155,8 +155,11 @@ class Relay:
             if enforce_methods:  # raw passthrough; declarative actions are governed by `allow_writes`
                 policy.check_method(source.policy, inbound.method)
             policy.check_declared_length(inbound.content_length, policy.body_limit(source.policy, self._max_body))
-            await self._limiter.check(source_id=source.id, source_limit=source.policy.rate_limit_per_minute,
-                                      caller_id=caller.id)
+            limiter = self._limiter
+            if not limiter.check_local(source_id=source.id, source_limit=source.policy.rate_limit_per_minute,
+                                       caller_id=caller.id):
+                await limiter.check(source_id=source.id, source_limit=source.policy.rate_limit_per_minute,
+                                    caller_id=caller.id)
         except KeyrelayError as err:
             rec.done(err.status, err)
             raise
@@ -213,6 +216,11 @@ class Relay:
         if cfg is None or token is None or self._oauth is None:
             return await self._upstream.send(out), prep.redactor
         return await self._oauth.send(source, cfg, out, prep.redactor, token=token)
+
+    def _cached(self, inbound: Inbound) -> Resolved | None:
+        if inbound.slug is not None and inbound.workspace_id is not None:
+            return self._resolver.cached_slug(inbound.workspace_id, inbound.slug)
+        return None
 
     async def _resolve(self, inbound: Inbound) -> Resolved:
         if inbound.slug is not None and inbound.workspace_id is not None:

@@ -35,6 +35,10 @@ class SourceResolver:
         """Drop cached entries (all of them: a slug change must not leave the old slug routable)."""
         self._cache.clear()
 
+    def cached_slug(self, workspace_id: str, slug: str) -> Resolved | None:
+        """The cached resolution, if fresh (no await: the hot path's common case)."""
+        return self._cache.peek(("slug", f"{workspace_id}/{slug}"))
+
     async def by_slug(self, workspace_id: str, slug: str) -> Resolved:
         return await self._get(("slug", f"{workspace_id}/{slug}"),
                                lambda: self._store.get_source_by_slug(workspace_id, slug))

@@ -49,11 +49,12 @@ class UpstreamClient:
         """Send and return once response headers arrived; the caller must release the response."""
         deadline = time.monotonic() + out.timeout_seconds
         replayable = out.body is None or isinstance(out.body, bytes)
-        attempt = 0
+        attempt = 0  # a retry starts after a backoff that never passes the deadline
         while True:
             started = time.monotonic()
             try:
-                resp = await self._once(out, deadline)
+                resp = await self._pool.request(out.method, out.url, out.headers, out.body, deadline=deadline,
+                                                read_timeout=out.timeout_seconds, connect_timeout=CONNECT_TIMEOUT)
             except UpstreamUnreachable:
                 if not (out.idempotent and replayable) or attempt >= MAX_RETRIES:
                     raise
