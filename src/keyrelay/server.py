@@ -12,6 +12,7 @@ import functools
 import json
 import time
 import uuid
+import weakref
 from typing import Any
 
 import uvicorn
@@ -110,7 +111,9 @@ class GuardedHttpTools(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:  # the app has not run yet: offer the extension
             extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
-            extensions[WHOLE_RESPONSE] = functools.partial(send_whole, cycle)
+            # through a weak reference: scope -> extension -> cycle -> scope would be a reference cycle per
+            # request, garbage that only the cyclic GC can free
+            extensions[WHOLE_RESPONSE] = functools.partial(_send_whole_weak, weakref.ref(cycle))
 
     def send_400_response(self, msg: str) -> None:
         self._disarm()
@@ -124,6 +127,12 @@ class GuardedHttpTools(HttpToolsProtocol):
 
 
 WHOLE_RESPONSE = "keyrelay.whole_response"
+
+
+def _send_whole_weak(ref: weakref.ref[RequestResponseCycle], status: int, headers: list[tuple[bytes, bytes]],
+                     body: bytes) -> bool:
+    cycle = ref()
+    return cycle is not None and send_whole(cycle, status, headers, body)
 
 
 def send_whole(cycle: RequestResponseCycle, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
