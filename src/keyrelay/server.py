@@ -53,6 +53,7 @@ class GuardedHttpTools(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer = False  # armed in the loop's coarse deadlines (pipeline/deadlines.py)
+        self._deadlines = deadlines_for(self.loop)
         self._header_bytes = 0
         self._header_count = 0
         self._host_count = 0
@@ -61,12 +62,12 @@ class GuardedHttpTools(HttpToolsProtocol):
     def _arm(self) -> None:
         if not self._header_timer:
             self._header_timer = True
-            deadlines_for(self.loop).add(self, time.monotonic() + self.header_timeout, self._headers_too_slow)
+            self._deadlines.add(self, time.monotonic() + self.header_timeout, self._headers_too_slow)
 
     def _disarm(self) -> None:
         if self._header_timer:
             self._header_timer = False
-            deadlines_for(self.loop).discard(self)
+            self._deadlines.discard(self)
 
     def _headers_too_slow(self) -> None:
         self._header_timer = False
@@ -147,14 +148,20 @@ def send_whole(cycle: RequestResponseCycle, status: int, headers: list[tuple[byt
         return False
     content = [STATUS_LINE[status]]
     length = None
+    names, values = [], []
     for name, value in (*cycle.default_headers, *headers):
-        if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value) or name in (b"transfer-encoding", b"connection"):
+        if name in (b"transfer-encoding", b"connection"):
             return False
         if name == b"content-length":
             if length is not None or not value.isdigit():
                 return False
             length = int(value)
+        names.append(name)
+        values.append(value)
         content.extend((name, b": ", value, b"\r\n"))
+    # uvicorn's per-header checks, once over all names and once over all values (HTAB is allowed in values)
+    if HEADER_RE.search(b"".join(names)) or HEADER_VALUE_RE.search(b"\t".join(values)):
+        return False
     head = cycle.scope["method"] == "HEAD"
     if head or status in (204, 304) or status < 200:
         if body:

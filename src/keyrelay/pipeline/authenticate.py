@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 import secrets
@@ -27,10 +28,12 @@ class TokenHasher:
     """HMAC-SHA256 digests of tokens and client secrets (the key lives in the database's meta table)."""
 
     def __init__(self, key: bytes) -> None:
-        self._key = key
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)  # copied per token: no key setup, no digest lookup
 
     def digest(self, token: str) -> str:
-        return hmac.digest(self._key, token.encode(), "sha256").hex()
+        h = self._keyed.copy()
+        h.update(token.encode())
+        return h.hexdigest()
 
     def matches(self, token: str, digest: str) -> bool:
         return hmac.compare_digest(self.digest(token), digest)

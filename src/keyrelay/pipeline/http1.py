@@ -241,9 +241,9 @@ class Response:
             waiter.set_result(None)
 
     async def _wait(self) -> None:
-        loop = asyncio.get_running_loop()
-        waiter = self._waiter = loop.create_future()
-        deadlines = deadlines_for(loop)
+        conn = self._conn
+        waiter = self._waiter = conn.loop.create_future()
+        deadlines = conn.deadlines
         deadlines.add(self, time.monotonic() + self._read_timeout, lambda: _expire(waiter))
         try:
             await waiter
@@ -266,6 +266,8 @@ class Connection(asyncio.Protocol):
     def __init__(self, pool: Pool, origin: Origin) -> None:
         self._pool = pool
         self.origin = origin
+        self.loop = asyncio.get_running_loop()  # once per connection, not per request (it calls getpid())
+        self.deadlines = deadlines_for(self.loop)
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -397,7 +399,7 @@ class Connection(asyncio.Protocol):
         """Write one request (`head_bytes` from `request_head`) and wait (until `deadline`, monotonic) for the
         response head."""
         assert self.transport is not None
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         head: asyncio.Future[Response] = loop.create_future()
         self._head = head
         self._resp = None
@@ -411,7 +413,7 @@ class Connection(asyncio.Protocol):
             self._written = True
         else:
             self._writer = loop.create_task(self._write_body(head_bytes, body, length))
-        deadlines = deadlines_for(loop)
+        deadlines = self.deadlines
         deadlines.add(self, deadline, lambda: _expire(head))
         try:
             return await head
@@ -452,7 +454,7 @@ class Connection(asyncio.Protocol):
             transport.abort()
 
     async def _drained(self) -> None:
-        self._drain = asyncio.get_running_loop().create_future()
+        self._drain = self.loop.create_future()
         try:
             await self._drain
         finally:
