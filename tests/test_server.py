@@ -158,3 +158,13 @@ def test_gateway_requests_leave_no_cyclic_garbage(gateway: tuple[KeyrelayServer,
         finally:
             gc.enable()
     assert unreachable < 200, f"{unreachable} objects in reference cycles after 200 requests"
+
+
+def test_headers_over_the_limit_are_refused_even_when_the_url_is_short(tmp_path: Path) -> None:
+    """The protocol's own budget is headers + URL; the header limit alone still holds (the app checks it
+    whenever the server could not vouch for it)."""
+    settings = make_settings(data_dir=tmp_path, max_header_bytes=2048, max_url_bytes=8192)
+    with KeyrelayServer(settings) as server, socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 3000 + b"\r\n\r\n")
+        status, headers, body = _read(s.makefile("rb"), "GET")
+    assert status == 431 and b"headers_too_large" in body and headers.get("x-request-id")

@@ -29,7 +29,16 @@ from keyrelay.connectors.execute import ConnectorService
 from keyrelay.connectors.pagetoken import PageTokens
 from keyrelay.connectors.spec import load_catalog
 from keyrelay.doors import admin, airbyte, auth, connectors, files, gateway, mcp, observe, sonar
-from keyrelay.doors.asgi import Message, Receive, Scope, Send, read_body, sole_error, with_request_id
+from keyrelay.doors.asgi import (
+    HEADERS_CHECKED,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    sole_error,
+    with_request_id,
+)
 from keyrelay.doors.deps import Services
 from keyrelay.doors.mcp_tools import Deps as McpDeps
 from keyrelay.doors.render import dumps, error_headers, error_response
@@ -284,7 +293,8 @@ class KeyrelayApp:
     def _check_framing(self, scope: Scope) -> None:
         s = self.settings
         headers = scope["headers"]
-        if len(headers) > s.max_header_count or sum(len(k) + len(v) for k, v in headers) > s.max_header_bytes:
+        if HEADERS_CHECKED not in scope.get("extensions", ()) and (  # else our server counted them already
+                len(headers) > s.max_header_count or sum(len(k) + len(v) for k, v in headers) > s.max_header_bytes):
             raise HeadersTooLarge("Request headers are too large")
         if len(scope.get("raw_path") or b"") + len(scope["query_string"]) > s.max_url_bytes:
             raise UriTooLong("Request URL is too long")

@@ -80,7 +80,9 @@ class EventLog:
         self._clock = clock
         self._flush_seconds = flush_seconds
         self._outage_seconds = outage_seconds
-        self._queue: deque[Event] = deque()
+        # rows as plain tuples: thousands wait here between flushes, and the cyclic GC stops tracking tuples of
+        # plain values, so they cost its collections nothing (Event objects would be scanned on every pass)
+        self._queue: deque[tuple[Any, ...]] = deque()
         self._subscribers: set[asyncio.Queue[Event]] = set()
         self._failing_since: float | None = None
         self._retention = retention_days * 86400.0
@@ -100,7 +102,7 @@ class EventLog:
             self.dropped += 1
             log.error("request log queue full; an event was dropped")
         else:
-            self._queue.append(event)
+            self._queue.append(self._store.row(event))
         self._metrics.observe(event)
         self.deliver(event)
         if self.outbox is not None and self.outbox.qsize() < _QUEUE_MAX:
@@ -127,10 +129,10 @@ class EventLog:
         if the write fails."""
         remaining = len(self._queue)
         while remaining > 0:
-            batch: Sequence[Event] = [self._queue[i] for i in range(min(_BATCH, remaining))]
+            batch: Sequence[tuple[Any, ...]] = [self._queue[i] for i in range(min(_BATCH, remaining))]
             remaining -= len(batch)
             try:
-                await self._store.insert_events(batch)
+                await self._store.insert_rows(batch)
             except Exception:
                 if self._failing_since is None:
                     self._failing_since = self._clock()

@@ -24,6 +24,7 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
+from keyrelay.doors.asgi import HEADERS_CHECKED, WHOLE_RESPONSE
 from keyrelay.pipeline.deadlines import deadlines_for
 from keyrelay.settings import Settings
 
@@ -49,6 +50,7 @@ class GuardedHttpTools(HttpToolsProtocol):
     header_timeout: float = 10.0
     max_header_bytes: int = 16 * 1024
     max_header_count: int = 100
+    max_field_bytes: int = 16 * 1024  # header names + values alone: within it, the app need not count again
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -57,6 +59,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._header_bytes = 0
         self._header_count = 0
         self._host_count = 0
+        self._field_bytes = 0
         self._too_large = False
 
     def _arm(self) -> None:
@@ -84,7 +87,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._header_bytes = self._header_count = self._host_count = 0
+        self._header_bytes = self._header_count = self._host_count = self._field_bytes = 0
         self._arm()
 
     def on_url(self, url: bytes) -> None:
@@ -95,6 +98,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._field_bytes += len(name) + len(value)
         self._header_bytes += len(name) + len(value)
         self._header_count += 1
         if self._header_bytes > self.max_header_bytes or self._header_count > self.max_header_count:
@@ -115,6 +119,8 @@ class GuardedHttpTools(HttpToolsProtocol):
             # through a weak reference: scope -> extension -> cycle -> scope would be a reference cycle per
             # request, garbage that only the cyclic GC can free
             extensions[WHOLE_RESPONSE] = functools.partial(_send_whole_weak, weakref.ref(cycle))
+            if self._field_bytes <= self.max_field_bytes:
+                extensions[HEADERS_CHECKED] = True
 
     def send_400_response(self, msg: str) -> None:
         self._disarm()
@@ -125,9 +131,6 @@ class GuardedHttpTools(HttpToolsProtocol):
             response = framing_error(400, "Bad Request", "invalid_request", "Malformed HTTP request")
         self.transport.write(response)
         self.transport.close()
-
-
-WHOLE_RESPONSE = "keyrelay.whole_response"
 
 
 def _send_whole_weak(ref: weakref.ref[RequestResponseCycle], status: int, headers: list[tuple[bytes, bytes]],
@@ -188,6 +191,7 @@ def protocol_for(settings: Settings) -> type[GuardedHttpTools]:
         "header_timeout": settings.header_timeout_seconds,
         "max_header_bytes": settings.max_header_bytes + settings.max_url_bytes,
         "max_header_count": settings.max_header_count,
+        "max_field_bytes": settings.max_header_bytes,
     })
 
 

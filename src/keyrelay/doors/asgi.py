@@ -8,6 +8,10 @@ from typing import Any
 
 from keyrelay.errors import PayloadTooLarge
 
+# ASGI scope extensions offered by keyrelay's own server (server.py); other ASGI servers simply lack them
+WHOLE_RESPONSE = "keyrelay.whole_response"  # callable(status, headers, body) -> bool: the response in one write
+HEADERS_CHECKED = "keyrelay.headers_checked"  # the server already enforced the header count and size limits
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]

@@ -9,14 +9,13 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 
-from keyrelay.doors.asgi import ClientGone, Receive, Scope, Send, send_body
+from keyrelay.doors.asgi import WHOLE_RESPONSE, ClientGone, Receive, Scope, Send, send_body
 from keyrelay.doors.render import dumps, error_headers
 from keyrelay.errors import InvalidRequest, KeyrelayError, NotFound
 from keyrelay.model import Door, Inbound, Target
 from keyrelay.pipeline.relay import Relay, Relayed
 
 PREFIX = b"/api/"
-WHOLE_RESPONSE = "keyrelay.whole_response"  # an ASGI scope extension of keyrelay's server (server.py)
 READ_WHOLE_MAX = 64 * 1024
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Sequence
 from dataclasses import fields
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,12 +27,18 @@ class SqlLogStore:
         self._insert_sql = str(compiled)
         self._row = operator.attrgetter(*order)
 
+    def row(self, event: Event) -> tuple[Any, ...]:
+        """An event as the plain tuple `insert_rows` takes (tuples of plain values are not tracked by the GC)."""
+        return tuple(self._row(event))
+
     async def insert_events(self, events: Sequence[Event]) -> None:
-        if not events:
+        await self.insert_rows([self._row(e) for e in events])
+
+    async def insert_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        if not rows:
             return
-        row = self._row
         async with self._engine.begin() as conn:
-            await conn.exec_driver_sql(self._insert_sql, [row(e) for e in events])
+            await conn.exec_driver_sql(self._insert_sql, rows)
 
     async def query_events(self, q: LogQuery) -> list[Event]:
         stmt = sa.select(gateway_logs).order_by(gateway_logs.c.ts.desc()).limit(max(1, min(q.limit, 1000)))
