@@ -446,9 +446,7 @@ class Connection(asyncio.Protocol):
             if length is None:
                 transport.write(b"0\r\n\r\n")
             self._written = True
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # the body's own error (PayloadTooLarge, a gone client) wins
+        except Exception as exc:  # the body's own error (PayloadTooLarge, a gone client) wins
             self._write_error = exc
             self._fail(exc)
             transport.abort()
