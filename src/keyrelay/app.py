@@ -169,7 +169,6 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
                             catalog=catalog, logs=log_store, vault=vault, ready=ready, connectors=connector_service,
                             extras={})
         stop = asyncio.Event()
-        await upstream.start()
         # not a TaskGroup: it would wrap an error raised in the caller's block in an ExceptionGroup
         background = [asyncio.create_task(events.run(stop))]
         if settings.redis_url:

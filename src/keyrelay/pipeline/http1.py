@@ -167,10 +167,6 @@ class Response:
                 return v
         return None
 
-    @property
-    def ended(self) -> bool:
-        return self._done and not self._chunks
-
     async def read(self, max_bytes: int | None = None) -> bytes:
         """The whole body (UpstreamUnreachable past `max_bytes`)."""
         if self._done and self._error is None and len(self._chunks) == 1:  # the usual small response

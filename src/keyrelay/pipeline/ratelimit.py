@@ -94,17 +94,13 @@ class RateLimiter:
 
     async def check(self, *, source_id: str, source_limit: int | None, caller_id: str) -> None:
         """Count this request against both limits, or raise RateLimited with a Retry-After in [1, 60]."""
+        if self.check_local(source_id=source_id, source_limit=source_limit, caller_id=caller_id):
+            return
         if source_limit is not None:
-            await self._hit(source_limit, "source", source_id, what="this source")
+            self._refuse(await self._shared_hit(source_limit, "source", source_id), source_limit, "this source")
         if self._caller_limit is not None:
-            await self._hit(self._caller_limit, "caller", caller_id, what="this caller")
-
-    async def _hit(self, limit: int, kind: str, key: str, *, what: str) -> None:
-        if self._local is not None:
-            retry = self._local.hit(f"{kind}/{key}", limit)
-        else:
-            retry = await self._shared_hit(limit, kind, key)
-        self._refuse(retry, limit, what)
+            self._refuse(await self._shared_hit(self._caller_limit, "caller", caller_id), self._caller_limit,
+                         "this caller")
 
     async def _shared_hit(self, limit: int, kind: str, key: str) -> int:
         assert self._shared is not None

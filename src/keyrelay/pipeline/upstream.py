@@ -11,7 +11,7 @@ import asyncio
 import random
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -39,9 +39,6 @@ class UpstreamClient:
         self._pool = Pool(allow=allow, max_connections=max_connections, keepalive_seconds=KEEPALIVE_SECONDS,
                           ssl_context=ssl_context, getaddrinfo=getaddrinfo, on_dial=on_dial)
 
-    async def start(self) -> None:
-        return None
-
     async def close(self) -> None:
         await self._pool.close()
 
@@ -53,8 +50,7 @@ class UpstreamClient:
         while True:
             started = time.monotonic()
             try:
-                resp = await self._pool.request(out.method, out.url, out.headers, out.body, deadline=deadline,
-                                                read_timeout=out.timeout_seconds, connect_timeout=CONNECT_TIMEOUT)
+                resp = await self._request(out, deadline)
             except UpstreamUnreachable:
                 if not (out.idempotent and replayable) or attempt >= MAX_RETRIES:
                     raise
@@ -77,7 +73,7 @@ class UpstreamClient:
                        headers=(("Content-Type", "application/x-www-form-urlencoded"),
                                 ("Accept", "application/json"), *headers))
         deadline = time.monotonic() + timeout_seconds
-        resp = await self._once(out, deadline)
+        resp = await self._request(out, deadline)
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                 data = await resp.read(max_bytes)
@@ -87,11 +83,10 @@ class UpstreamClient:
             resp.release()
         return resp.status, data
 
-    async def _once(self, out: Outbound, deadline: float) -> Response:
-        if deadline <= time.monotonic():
-            raise UpstreamTimeout("Upstream did not answer in time")
-        return await self._pool.request(out.method, out.url, out.headers, out.body, deadline=deadline,
-                                        read_timeout=out.timeout_seconds, connect_timeout=CONNECT_TIMEOUT)
+    def _request(self, out: Outbound, deadline: float) -> Awaitable[Response]:
+        """The pool's coroutine itself (no wrapper coroutine per request); a passed deadline is UpstreamTimeout."""
+        return self._pool.request(out.method, out.url, out.headers, out.body, deadline=deadline,
+                                  read_timeout=out.timeout_seconds, connect_timeout=CONNECT_TIMEOUT)
 
 
 def _retry_delay(resp: Response, attempt: int, deadline: float) -> float | None:

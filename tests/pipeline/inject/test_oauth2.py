@@ -91,7 +91,6 @@ async def env(tmp_path: Path, upstream: FakeUpstream) -> AsyncIterator[Env]:
         vault = KeyVault(SqlVaultStore(engine), crypto.new_key(), clock=time.time)
         await vault.load(may_create=True)
         client = UpstreamClient(allow=parse_cidrs("127.0.0.0/8"), max_connections=200)
-        await client.start()
         try:
             yield Env(engine, vault, client, SqlOAuthStore(engine), Clock(), upstream)
         finally:
@@ -259,7 +258,6 @@ async def test_requests_waiting_for_a_failed_refresh_share_its_error(env: Env) -
 async def test_the_token_endpoint_is_dialled_through_the_ssrf_guard(env: Env) -> None:
     src, cfg = await env.source(_config(env.upstream))
     closed = UpstreamClient(allow=(), max_connections=10)
-    await closed.start()
     try:
         with pytest.raises(SsrfBlocked):
             await OAuthTokens(store=env.store, vault=env.vault, upstream=closed, clock=env.clock).token(src, cfg)
