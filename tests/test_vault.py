@@ -1,13 +1,16 @@
-"""The vault: sealed states, never a new key over existing data, online rotation, ciphertext binding.
+"""The vault: envelope encryption (master key parsing, the key file, DEK wrapping, context binding), sealed
+states, never a new key over existing data, online rotation, ciphertext binding.
 
-security.md rule 8 and bars 18-20. Every test runs on SQLite and PostgreSQL.
+docs/security.md; the storage tests run on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import os
 import sqlite3
+import stat
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,20 +22,151 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from keyrelay import crypto
 from keyrelay.app import runtime
 from keyrelay.errors import InternalError, Sealed
 from keyrelay.model import NewSource, Source
 from keyrelay.settings import Settings
 from keyrelay.store.engine import make_engine
+from keyrelay.store.keyring import SqlKeyRingStore
 from keyrelay.store.sources import SqlSourceStore
 from keyrelay.store.tables import source_secrets, vault_keys
-from keyrelay.store.vault import SqlVaultStore
 from keyrelay.store.workspaces import SqlWorkspaceStore
-from keyrelay.vault import KeyVault
+from keyrelay.vault import (
+    KeyRing,
+    KeyVault,
+    VaultError,
+    create_key_file,
+    field_aad,
+    new_key,
+    parse_master_key,
+    read_key_file,
+    unwrap_key,
+    wrap_key,
+)
 from support.db import migrated_engine
 from support.keyrelay import Admin, KeyrelayServer, make_settings
 from support.upstream import FakeUpstream
+
+CTX = {"workspace_id": "ws-a", "source_id": "src-1", "field_name": "bearer_token"}
+
+
+@pytest.mark.parametrize("text", [
+    "", "not base64!!", base64.b64encode(b"x" * 31).decode(), base64.b64encode(b"x" * 33).decode(),
+    base64.b64encode(b"x" * 16).decode(), "A" * 43,
+])
+def test_parse_master_key_refuses_bad_input(text: str) -> None:
+    with pytest.raises(VaultError):
+        parse_master_key(text)
+
+
+def test_parse_master_key_accepts_32_bytes_with_whitespace() -> None:
+    raw = os.urandom(32)
+    assert parse_master_key("  " + base64.b64encode(raw).decode() + "\n") == raw
+
+
+def test_parse_master_key_error_never_echoes_the_input() -> None:
+    bad = base64.b64encode(b"SECRETKEYMATERIAL" * 2).decode()
+    with pytest.raises(VaultError) as info:
+        parse_master_key(bad)
+    assert bad not in str(info.value) and "SECRETKEYMATERIAL" not in str(info.value)
+
+
+def test_create_key_file_is_0600_and_readable(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "master.key"
+    key = create_key_file(path)
+    assert len(key) == 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert read_key_file(path) == key
+
+
+def test_create_key_file_refuses_to_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "master.key"
+    first = create_key_file(path)
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError):
+        create_key_file(path)
+    assert path.read_bytes() == before
+    assert read_key_file(path) == first
+
+
+def test_read_key_file_missing_is_none_and_garbage_is_an_error(tmp_path: Path) -> None:
+    assert read_key_file(tmp_path / "nope.key") is None
+    bad = tmp_path / "bad.key"
+    bad.write_text("garbage\n")
+    with pytest.raises(VaultError):
+        read_key_file(bad)
+
+
+def test_wrap_unwrap_round_trip_and_binding() -> None:
+    master, dek = new_key(), new_key()
+    wrapped = wrap_key(master, "k1", dek)
+    assert dek not in wrapped
+    assert unwrap_key(master, "k1", wrapped) == dek
+    with pytest.raises(VaultError):
+        unwrap_key(master, "k2", wrapped)  # bound to its key id
+    with pytest.raises(VaultError):
+        unwrap_key(new_key(), "k1", wrapped)  # wrong master key
+    with pytest.raises(VaultError):
+        unwrap_key(master, "k1", wrapped[:20])  # truncated
+    tampered = bytearray(wrapped)
+    tampered[-1] ^= 1
+    with pytest.raises(VaultError):
+        unwrap_key(master, "k1", bytes(tampered))
+
+
+def test_wrapping_uses_a_fresh_nonce() -> None:
+    master, dek = new_key(), new_key()
+    assert wrap_key(master, "k", dek) != wrap_key(master, "k", dek)
+
+
+def _ring() -> KeyRing:
+    ring = KeyRing(keys={"k1": new_key(), "k2": new_key()}, active_id="k1")
+    return ring
+
+
+def test_keyring_round_trip() -> None:
+    ring = _ring()
+    key_id, blob = ring.encrypt(b"CANARY-plain", **CTX)
+    assert key_id == "k1" and b"CANARY-plain" not in blob
+    assert ring.decrypt(blob, key_id=key_id, **CTX) == b"CANARY-plain"
+
+
+@pytest.mark.parametrize("change", [
+    {"workspace_id": "ws-b"}, {"source_id": "src-2"}, {"field_name": "basic"}, {"key_id": "k2"},
+])
+def test_keyring_ciphertext_is_bound_to_its_context(change: dict[str, str]) -> None:
+    ring = _ring()
+    key_id, blob = ring.encrypt(b"secret", **CTX)
+    args: dict[str, str] = {**CTX, "key_id": key_id, **change}
+    with pytest.raises(VaultError):
+        ring.decrypt(blob, **args)
+
+
+def test_keyring_same_key_different_key_id_label_fails() -> None:
+    """The key id is part of the AAD: the same DEK registered under another id does not decrypt."""
+    dek = new_key()
+    ring = KeyRing(keys={"k1": dek, "alias": dek}, active_id="k1")
+    _, blob = ring.encrypt(b"secret", **CTX)
+    with pytest.raises(VaultError):
+        ring.decrypt(blob, key_id="alias", **CTX)
+
+
+def test_keyring_unknown_key_and_no_active_key() -> None:
+    ring = _ring()
+    _, blob = ring.encrypt(b"secret", **CTX)
+    with pytest.raises(VaultError):
+        ring.decrypt(blob, key_id="k3", **CTX)
+    with pytest.raises(VaultError):
+        KeyRing().encrypt(b"x", **CTX)
+
+
+def test_context_parts_may_not_contain_the_separator() -> None:
+    """Otherwise 'a|b' + 'c' and 'a' + 'b|c' would share associated data."""
+    ring = _ring()
+    with pytest.raises(VaultError):
+        ring.encrypt(b"x", workspace_id="ws|x", source_id="s", field_name="f")
+    with pytest.raises(VaultError):
+        field_aad("w", "s", "f|g", "k")
 
 
 @pytest.fixture
@@ -42,7 +176,7 @@ async def engine(database_url: str | None, tmp_path: Path) -> AsyncIterator[Asyn
 
 
 async def _vault(engine: AsyncEngine, master: bytes | None, *, may_create: bool = True) -> KeyVault:
-    v = KeyVault(SqlVaultStore(engine), master, clock=time.time)
+    v = KeyVault(SqlKeyRingStore(engine), master, clock=time.time)
     await v.load(may_create=may_create)
     return v
 
@@ -80,13 +214,13 @@ async def _workspace(engine: AsyncEngine, name: str) -> str:
 
 
 async def test_first_load_creates_exactly_one_active_key(engine: AsyncEngine) -> None:
-    master = crypto.new_key()
+    master = new_key()
     v = await _vault(engine, master)
     assert not v.sealed
     rows = await _key_rows(engine)
     assert len(rows) == 1 and rows[0][2] == "active"
     assert not (await _vault(engine, master)).sealed  # a second start with the same key
-    assert (await _vault(engine, crypto.new_key())).sealed  # ... and one with another key
+    assert (await _vault(engine, new_key())).sealed  # ... and one with another key
     assert await _key_rows(engine) == rows
 
 
@@ -94,12 +228,12 @@ async def test_no_master_key_and_empty_ring_is_sealed_without_creating(engine: A
     v = await _vault(engine, None)
     assert v.sealed
     assert await _key_rows(engine) == []
-    v2 = await _vault(engine, crypto.new_key(), may_create=False)
+    v2 = await _vault(engine, new_key(), may_create=False)
     assert v2.sealed and await _key_rows(engine) == []
 
 
 async def test_missing_master_key_over_existing_ring_is_sealed(engine: AsyncEngine) -> None:
-    master = crypto.new_key()
+    master = new_key()
     good = await _vault(engine, master)
     ws = await _workspace(engine, "w")
     src = await _add_source(engine, good, ws, "s", {"bearer_token": "tok"})
@@ -117,7 +251,7 @@ async def test_missing_master_key_over_existing_ring_is_sealed(engine: AsyncEngi
 
 async def test_wrong_master_key_is_sealed_and_writes_no_new_key(engine: AsyncEngine,
                                                                   caplog: pytest.LogCaptureFixture) -> None:
-    master, wrong = crypto.new_key(), crypto.new_key()
+    master, wrong = new_key(), new_key()
     good = await _vault(engine, master)
     ws = await _workspace(engine, "w")
     src = await _add_source(engine, good, ws, "s", {"bearer_token": "tok"})
@@ -166,7 +300,7 @@ async def _runtime_key_ids(settings: Settings) -> list[tuple[Any, ...]]:
 
 
 async def test_rotate_reencrypts_every_secret(engine: AsyncEngine) -> None:
-    master = crypto.new_key()
+    master = new_key()
     v = await _vault(engine, master)
     ws = await _workspace(engine, "w")
     expected = {}
@@ -202,7 +336,7 @@ async def test_rotate_reencrypts_every_secret(engine: AsyncEngine) -> None:
 
 
 async def test_a_stale_vault_picks_up_another_processes_rotation(engine: AsyncEngine) -> None:
-    master = crypto.new_key()
+    master = new_key()
     a, b = await _vault(engine, master), await _vault(engine, master)
     ws = await _workspace(engine, "w")
     src = await _add_source(engine, a, ws, "s", {"bearer_token": "tok"})
@@ -217,7 +351,7 @@ async def test_a_stale_vault_picks_up_another_processes_rotation(engine: AsyncEn
                                     "other_workspace_source"])
 async def test_copied_ciphertext_fails_to_decrypt(engine: AsyncEngine, target: str,
                                                   caplog: pytest.LogCaptureFixture) -> None:
-    v = await _vault(engine, crypto.new_key())
+    v = await _vault(engine, new_key())
     ws_a, ws_b = await _workspace(engine, "a"), await _workspace(engine, "b")
     victim = await _add_source(engine, v, ws_a, "victim", {"bearer_token": "CANARY-victim-token",
                                                            "inject_headers": {"X-A": "a"}})

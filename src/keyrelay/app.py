@@ -23,17 +23,16 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from keyrelay import crypto
 from keyrelay.connectors.cache import EntityCache
 from keyrelay.connectors.execute import ConnectorService
 from keyrelay.connectors.pagetoken import PageTokens
 from keyrelay.connectors.spec import load_catalog
-from keyrelay.doors import admin, airbyte, auth, connectors, files, gateway, mcp, observe, sonar
+from keyrelay.doors import access, admin, airbyte, connectors, files, gateway, mcp, observe, sonar
 from keyrelay.doors.asgi import (
     HEADERS_CHECKED,
+    AsgiScope,
     Message,
     Receive,
-    Scope,
     Send,
     read_body,
     sole_error,
@@ -42,6 +41,7 @@ from keyrelay.doors.asgi import (
 from keyrelay.doors.deps import Services
 from keyrelay.doors.mcp_tools import Deps as McpDeps
 from keyrelay.doors.render import dumps, error_headers, error_response
+from keyrelay.egress.upstream import UpstreamClient
 from keyrelay.errors import (
     HeadersTooLarge,
     InternalError,
@@ -53,30 +53,31 @@ from keyrelay.errors import (
     Unavailable,
     UriTooLong,
 )
-from keyrelay.events import EventLog, Metrics, RedisFeed
 from keyrelay.files.stores import StoreFactory
 from keyrelay.ids import new_id
 from keyrelay.manage.access import AccessService, NewApplication
 from keyrelay.manage.sources import SourceService
-from keyrelay.pipeline.authenticate import Authenticator, TokenHasher
-from keyrelay.pipeline.oauth import OAuthSender, OAuthTokens
+from keyrelay.manage.workspaces import WorkspaceService
+from keyrelay.pipeline.authenticate import Authenticator
+from keyrelay.pipeline.oauth.tokens import OAuthSender, OAuthTokens
 from keyrelay.pipeline.ratelimit import RateLimiter, make_storage
 from keyrelay.pipeline.relay import ConnectorFacts, Relay
 from keyrelay.pipeline.resolve import SourceResolver
-from keyrelay.pipeline.upstream import UpstreamClient
+from keyrelay.pipeline.tokens import TokenHasher
+from keyrelay.requestlog import Metrics, RedisFeed, RequestLog
 from keyrelay.settings import Settings
-from keyrelay.store.auth import SqlAuthStore
+from keyrelay.store.access import SqlAccessStore
 from keyrelay.store.engine import make_engine, upgrade
-from keyrelay.store.logs import SqlLogStore
+from keyrelay.store.keyring import SqlKeyRingStore
 from keyrelay.store.meta import SqlMetaStore
-from keyrelay.store.oauth import SqlOAuthStore
+from keyrelay.store.oauth_state import SqlOAuthStateStore
+from keyrelay.store.requestlog import SqlRequestLogStore
 from keyrelay.store.sources import SqlSourceStore
-from keyrelay.store.vault import SqlVaultStore
 from keyrelay.store.workspaces import SqlWorkspaceStore
-from keyrelay.vault import KeyVault
+from keyrelay.vault import KeyVault, create_key_file, parse_master_key, read_key_file
 
 log = logging.getLogger("keyrelay")
-HotPath = Callable[[Scope, Receive, Send, str], Awaitable[bool]]
+HotPath = Callable[[AsgiScope, Receive, Send, str], Awaitable[bool]]
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 
 
@@ -84,15 +85,15 @@ _REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 class Runtime:
     services: Services
     metrics: Metrics
-    events: EventLog
+    events: RequestLog
     bootstrap: NewApplication | None
     hot_path: HotPath
 
 
 def load_master_key(settings: Settings) -> bytes | None:
     if settings.master_key is not None:
-        return crypto.parse_master_key(settings.master_key.get_secret_value())
-    return crypto.read_key_file(settings.key_file)
+        return parse_master_key(settings.master_key.get_secret_value())
+    return read_key_file(settings.key_file)
 
 
 @contextlib.asynccontextmanager
@@ -105,29 +106,30 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     try:
         await upgrade(engine)
         clock = time.time
-        vault_store = SqlVaultStore(engine)
+        vault_store = SqlKeyRingStore(engine)
         master = load_master_key(settings)
         if master is None and not await vault_store.keys():
-            master = crypto.create_key_file(settings.key_file)  # first start: nothing to protect yet
+            master = create_key_file(settings.key_file)  # first start: nothing to protect yet
         vault = KeyVault(vault_store, master, clock=clock)
         await vault.load(may_create=True)
         if vault.sealed:
             log.error("keyrelay is SEALED (%s): credential-using requests answer 503", vault.sealed_reason)
         hmac_key = await SqlMetaStore(engine).put_if_absent(
             "token_hmac_key", base64.b64encode(secrets.token_bytes(32)).decode())
-        auth_store, ws_store = SqlAuthStore(engine), SqlWorkspaceStore(engine)
+        auth_store, ws_store = SqlAccessStore(engine), SqlWorkspaceStore(engine)
         hasher = TokenHasher(base64.b64decode(hmac_key))
         authn = Authenticator(auth_store, hasher, clock, cache_seconds=settings.token_cache_seconds)
         access = AccessService(auth=auth_store, workspaces=ws_store, hasher=hasher, authenticator=authn,
                                clock=clock)
         secret = settings.admin_client_secret.get_secret_value() if settings.admin_client_secret else None
         bootstrap = await access.ensure_bootstrap(settings.admin_client_id, secret)
-        sources = SourceService(sources=SqlSourceStore(engine), workspaces=ws_store, vault=vault, catalog=catalog,
+        workspaces = WorkspaceService(store=ws_store, clock=clock)
+        sources = SourceService(sources=SqlSourceStore(engine), workspaces=workspaces, vault=vault, catalog=catalog,
                                 clock=clock, allow=settings.allow_networks)
         sources.local_roots = tuple(p.resolve() for p in settings.local_root_paths)
-        log_store = SqlLogStore(engine)
+        log_store = SqlRequestLogStore(engine)
         metrics = Metrics()
-        events = EventLog(log_store, metrics, clock=clock, flush_seconds=settings.log_flush_seconds,
+        events = RequestLog(log_store, metrics, clock=clock, flush_seconds=settings.log_flush_seconds,
                           retention_days=settings.log_retention_days)
 
         async def ready() -> None:
@@ -142,7 +144,7 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
 
         resolver = SourceResolver(SqlSourceStore(engine), vault, clock, cache_seconds=settings.source_cache_seconds)
         upstream = UpstreamClient(allow=settings.allow_networks, max_connections=settings.upstream_max_connections)
-        oauth = OAuthSender(OAuthTokens(store=SqlOAuthStore(engine), vault=vault, upstream=upstream, clock=clock),
+        oauth = OAuthSender(OAuthTokens(store=SqlOAuthStateStore(engine), vault=vault, upstream=upstream, clock=clock),
                             upstream)
         relay = Relay(
             authenticator=authn, resolver=resolver, upstream=upstream, events=events, clock=clock,
@@ -161,11 +163,13 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             entity_cache.forget_source(source_id)
 
         sources.on_change = source_changed
+        workspaces.on_change = lambda: source_changed("*")
         stores = StoreFactory(allow=settings.allow_networks, local_roots=settings.local_root_paths)
         mcp_door = mcp.McpDoor(McpDeps(relay=relay, authenticator=authn, sources=sources, connectors=connector_service,
                                        catalog=catalog, stores=stores, max_range_bytes=settings.max_range_bytes),
                                settings)
-        services = Services(settings=settings, authenticator=authn, access=access, sources=sources,
+        services = Services(settings=settings, authenticator=authn, access=access,
+                            workspaces=workspaces, sources=sources,
                             catalog=catalog, logs=log_store, vault=vault, ready=ready, connectors=connector_service,
                             extras={})
         stop = asyncio.Event()
@@ -195,13 +199,13 @@ def hot_path(relay: Relay, settings: Settings, stores: StoreFactory, mcp_door: m
     sonar_door = sonar.SonarDoor(relay, max_body_bytes=settings.max_body_bytes)
     files_door = files.FilesDoor(relay, stores, max_range_bytes=settings.max_range_bytes)
 
-    async def dispatch(scope: Scope, receive: Receive, send: Send, request_id: str) -> bool:
+    async def dispatch(scope: AsgiScope, receive: Receive, send: Send, request_id: str) -> bool:
         raw = scope.get("raw_path") or scope["path"].encode()
         if gateway.is_gateway(raw):
             await gateway_door(scope, receive, send)
             return True
         path = scope["path"]
-        door: Callable[[Scope, Receive, Send], Awaitable[None]]
+        door: Callable[[AsgiScope, Receive, Send], Awaitable[None]]
         if files.is_files(path):  # before sonar: both live under /api/v1/sonar/
             door = files_door
         elif sonar.is_sonar(path):
@@ -219,7 +223,7 @@ def hot_path(relay: Relay, settings: Settings, stores: StoreFactory, mcp_door: m
 def build_api() -> FastAPI:
     api = FastAPI(title="keyrelay", version="0.1.0", docs_url="/docs", redoc_url=None,
                   description="Self-hosted credential gateway for AI agents. See docs/ in the repository.")
-    for router in (auth.router, admin.router, connectors.router, airbyte.router, observe.router):
+    for router in (access.router, admin.router, connectors.router, airbyte.router, observe.router):
         api.include_router(router)
 
     def rid(request: Request) -> str | None:
@@ -270,7 +274,7 @@ class KeyrelayApp:
         self.runtime: Runtime | None = None
         self._on_bootstrap = on_bootstrap
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
@@ -289,7 +293,7 @@ class KeyrelayApp:
         except KeyrelayError as err:
             await _send_error(with_request_id(send, request_id), err, request_id)
 
-    def _check_framing(self, scope: Scope) -> None:
+    def _check_framing(self, scope: AsgiScope) -> None:
         s = self.settings
         headers = scope["headers"]
         if HEADERS_CHECKED not in scope.get("extensions", ()) and (  # else our server counted them already
@@ -298,7 +302,7 @@ class KeyrelayApp:
         if len(scope.get("raw_path") or b"") + len(scope["query_string"]) > s.max_url_bytes:
             raise UriTooLong("Request URL is too long")
 
-    async def _api_call(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _api_call(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         body = await read_body(receive, scope, self.settings.max_admin_body_bytes)
         if body:
             _json_content_type(scope)
@@ -336,14 +340,14 @@ class KeyrelayApp:
         await send({"type": "lifespan.shutdown.complete"})
 
 
-def _request_id(scope: Scope) -> str:
+def _request_id(scope: AsgiScope) -> str:
     for k, v in scope["headers"]:
         if k == b"x-request-id" and _REQUEST_ID.fullmatch(v):
             return str(v.decode())
     return new_id()
 
 
-def _json_content_type(scope: Scope) -> None:
+def _json_content_type(scope: AsgiScope) -> None:
     """Every API body is JSON: treat a missing or form content type (curl's default) as JSON."""
     headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
     current = next((v for k, v in scope["headers"] if k == b"content-type"), b"")

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from keyrelay import crypto
 from keyrelay.doors.render import api_key_view, source_view, workspace_view
 from keyrelay.errors import KeyrelayError
 from keyrelay.manage.access import NewApplication
 from keyrelay.model import ALL_SCOPES, Caller, CallerKind, Scope
 from keyrelay.settings import Settings
 from keyrelay.store.engine import make_engine, upgrade
+from keyrelay.vault import VaultError
 
 if TYPE_CHECKING:  # the server stack is imported only by the commands that run it (fast --help, mcp-stdio)
     from keyrelay.app import Runtime
@@ -47,7 +47,7 @@ def _run(work: Callable[[Runtime], Awaitable[T]]) -> T:
         return asyncio.run(main())
     except KeyrelayError as err:
         raise click.ClickException(f"{err.code}: {err.message}") from None
-    except crypto.VaultError as err:
+    except VaultError as err:
         raise click.ClickException(str(err)) from None
 
 
@@ -132,12 +132,12 @@ def workspaces() -> None:
 @workspaces.command("create", help="Create a workspace named NAME.")
 @click.argument("name")
 def workspaces_create(name: str) -> None:
-    _echo(workspace_view(_run(lambda rt: rt.services.sources.create_workspace(name))))
+    _echo(workspace_view(_run(lambda rt: rt.services.workspaces.create(name))))
 
 
 @workspaces.command("list", help="List workspaces.")
 def workspaces_list() -> None:
-    found = _run(lambda rt: rt.services.sources.list_workspaces(None))
+    found = _run(lambda rt: rt.services.workspaces.list(None))
     _echo([workspace_view(w) for w in found])
 
 
@@ -270,11 +270,11 @@ def db_upgrade() -> None:
 
 
 async def _workspace(rt: Runtime, ref: str) -> str:
-    svc = rt.services.sources
+    svc = rt.services.workspaces
     try:
-        return (await svc.workspace(SYSTEM, ref)).id
+        return (await svc.get(SYSTEM, ref)).id
     except KeyrelayError:
-        return (await svc.workspace_named(ref, create=False)).id
+        return (await svc.named(ref, create=False)).id
 
 
 def _json_arg(text: str, what: str) -> Any:

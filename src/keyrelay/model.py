@@ -140,7 +140,7 @@ class Door(enum.StrEnum):
 
 
 @dataclass(slots=True)  # not frozen: built once per request, and a frozen 16-field __init__ costs twice as much
-class Event:
+class LogEntry:
     """One request-log row (contract: Observability). Never holds query values, bodies or secrets."""
 
     id: str

@@ -11,7 +11,7 @@ from keyrelay.model import (
     Application,
     CallerKind,
     Credentials,
-    Event,
+    LogEntry,
     LogQuery,
     NewSource,
     OAuthRecord,
@@ -60,7 +60,7 @@ class OAuthStateStore(Protocol):
     def locked(self, source_id: str) -> AbstractAsyncContextManager[OAuthStateTxn]: ...
 
 
-class AuthStore(Protocol):
+class AccessStore(Protocol):
     async def create_application(self, *, id: str, client_id: str, secret_digest: str, name: str,
                                  now: float) -> Application: ...
     async def application_by_client_id(self, client_id: str) -> tuple[Application, str] | None: ...
@@ -74,8 +74,8 @@ class AuthStore(Protocol):
     async def revoke_api_key(self, key_id: str, *, now: float) -> bool: ...
 
 
-class LogStore(Protocol):
-    async def query_events(self, q: LogQuery) -> list[Event]: ...
+class RequestLogStore(Protocol):
+    async def query(self, q: LogQuery) -> list[LogEntry]: ...
 
 
 class Vault(Protocol):
@@ -87,10 +87,10 @@ class Vault(Protocol):
     async def open(self, *, workspace_id: str, source_id: str, sealed: Sequence[SealedField]) -> Credentials: ...
 
 
-class EventSink(Protocol):
+class LogSink(Protocol):
     """Where request-log events go (batched writer + live feed). `emit` never blocks the request."""
 
-    def emit(self, event: Event) -> None: ...
+    def emit(self, event: LogEntry) -> None: ...
 
     @property
     def healthy(self) -> bool:

@@ -25,7 +25,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 
 from keyrelay.doors.asgi import HEADERS_CHECKED, WHOLE_RESPONSE
-from keyrelay.pipeline.deadlines import deadlines_for
+from keyrelay.egress.deadlines import deadlines_for
 from keyrelay.settings import Settings
 
 
@@ -54,7 +54,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._header_timer = False  # armed in the loop's coarse deadlines (pipeline/deadlines.py)
+        self._header_timer = False  # armed in the loop's coarse deadlines (egress/deadlines.py)
         self._deadlines = deadlines_for(self.loop)
         self._header_bytes = 0
         self._header_count = 0

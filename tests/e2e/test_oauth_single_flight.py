@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from keyrelay import crypto
+from keyrelay.vault import new_key
 from support.canary import find_in_files
 from support.keyrelay import Admin, KeyrelayServer, make_settings
 from support.postgres import PostgresServer
@@ -148,7 +148,7 @@ def test_100_concurrent_requests_with_an_expired_token_make_one_token_call(kr: K
 def two_servers(postgres: PostgresServer, tmp_path: Path) -> Iterator[list[KeyrelayServer]]:
     name = "kr_oauth_" + uuid.uuid4().hex[:10]
     postgres.create_database(name)
-    key = base64.b64encode(crypto.new_key()).decode()
+    key = base64.b64encode(new_key()).decode()
     common = {"database_url": postgres.sqlalchemy_url(name), "master_key": key, "workspace_max_concurrency": 256}
     with KeyrelayServer(make_settings(data_dir=tmp_path / "a", **common)) as a, \
             KeyrelayServer(make_settings(data_dir=tmp_path / "b", **common)) as b:

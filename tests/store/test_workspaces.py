@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keyrelay.errors import Conflict
 from keyrelay.model import ApiKey, NewSource, Scope, SealedField
-from keyrelay.store.auth import SqlAuthStore
+from keyrelay.store.access import SqlAccessStore
 from keyrelay.store.sources import SqlSourceStore
 from keyrelay.store.tables import api_keys, source_secrets, sources
 from keyrelay.store.workspaces import SqlWorkspaceStore
@@ -63,7 +63,7 @@ async def test_delete(engine: AsyncEngine) -> None:
 
 
 async def test_delete_cascades_to_sources_secrets_and_api_keys(engine: AsyncEngine) -> None:
-    wss, srcs, auth = SqlWorkspaceStore(engine), SqlSourceStore(engine), SqlAuthStore(engine)
+    wss, srcs, auth = SqlWorkspaceStore(engine), SqlSourceStore(engine), SqlAccessStore(engine)
     doomed = await wss.create_workspace(id=_id(), name="doomed", now=1.0)
     kept = await wss.create_workspace(id=_id(), name="kept", now=1.0)
     for ws in (doomed, kept):

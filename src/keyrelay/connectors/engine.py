@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 from keyrelay.connectors import extract
 from keyrelay.connectors.definition import Action
 from keyrelay.connectors.params import Placed
+from keyrelay.egress import destination
 from keyrelay.errors import (
     KeyrelayError,
     NotFound,
@@ -26,7 +27,7 @@ from keyrelay.errors import (
     UpstreamUnreachable,
 )
 from keyrelay.model import Inbound, Target
-from keyrelay.pipeline import build, destination
+from keyrelay.pipeline import build
 from keyrelay.pipeline.relay import Admitted, Relay
 
 MAX_RESPONSE = 32 * 1024 * 1024

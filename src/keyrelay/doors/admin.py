@@ -65,26 +65,26 @@ class IntegrationSource(BaseModel):
 
 @router.post("/api/v1/workspaces", status_code=201)
 async def create_workspace(body: WorkspaceCreate, svc: Svc, _: Admin) -> Response:
-    return json_response(workspace_view(await svc.sources.create_workspace(body.name)), 201)
+    return json_response(workspace_view(await svc.workspaces.create(body.name)), 201)
 
 
 @router.get("/api/v1/workspaces")
 async def list_workspaces(svc: Svc, who: AnyCaller, name_contains: str | None = None) -> Response:
     if who.is_admin:
-        found = await svc.sources.list_workspaces(name_contains)
+        found = await svc.workspaces.list(name_contains)
     else:
-        found = [await svc.sources.workspace(who, str(who.workspace_id))]
+        found = [await svc.workspaces.get(who, str(who.workspace_id))]
     return json_response({"data": [workspace_view(w) for w in found]})
 
 
 @router.get("/api/v1/workspaces/{workspace_id}")
 async def get_workspace(workspace_id: str, svc: Svc, who: AnyCaller) -> Response:
-    return json_response(workspace_view(await svc.sources.workspace(who, workspace_id)))
+    return json_response(workspace_view(await svc.workspaces.get(who, workspace_id)))
 
 
 @router.delete("/api/v1/workspaces/{workspace_id}", status_code=204)
 async def delete_workspace(workspace_id: str, svc: Svc, who: Admin) -> Response:
-    await svc.sources.delete_workspace(who, workspace_id)
+    await svc.workspaces.delete(who, workspace_id)
     return Response(status_code=204)
 
 

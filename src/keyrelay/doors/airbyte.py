@@ -96,11 +96,11 @@ async def _workspace(svc: Services, who: Caller, name: str | None, workspace_id:
     """The workspace named in the query (None: unknown or not the caller's; never says which)."""
     try:
         if workspace_id is not None:
-            return await svc.sources.workspace(who, workspace_id)
+            return await svc.workspaces.get(who, workspace_id)
         if name is not None:
-            ws = await svc.sources.workspace_named(name, create=False)
+            ws = await svc.workspaces.named(name, create=False)
             return ws if who.can_reach(ws.id) else None
-        return None if who.workspace_id is None else await svc.sources.workspace(who, who.workspace_id)
+        return None if who.workspace_id is None else await svc.workspaces.get(who, who.workspace_id)
     except NotFound:
         return None
 

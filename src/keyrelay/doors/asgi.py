@@ -12,13 +12,13 @@ from keyrelay.errors import PayloadTooLarge
 WHOLE_RESPONSE = "keyrelay.whole_response"  # callable(status, headers, body) -> bool: the response in one write
 HEADERS_CHECKED = "keyrelay.headers_checked"  # the server already enforced the header count and size limits
 
-Scope = MutableMapping[str, Any]
+AsgiScope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-def header(scope: Scope, name: bytes) -> str | None:
+def header(scope: AsgiScope, name: bytes) -> str | None:
     """The first value of a request header (names are lowercase in ASGI)."""
     for k, v in scope["headers"]:
         if k == name:
@@ -26,7 +26,7 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def read_body(receive: Receive, scope: Scope, limit: int) -> bytes:
+async def read_body(receive: Receive, scope: AsgiScope, limit: int) -> bytes:
     """The whole request body, refusing a declared or actual size over `limit` without reading far past it."""
     declared = header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:

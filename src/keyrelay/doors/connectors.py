@@ -60,7 +60,7 @@ async def execute(source_id: str, body: ExecuteBody, request: Request, svc: Svc)
 async def instances_for_user(svc: Svc, who: AnyCaller, external_user_id: str,
                              definition_id: str | None = None) -> Response:
     try:
-        ws = await svc.sources.workspace_named(external_user_id, create=False)
+        ws = await svc.workspaces.named(external_user_id, create=False)
     except NotFound:
         return json_response({"instances": []})
     if not who.can_reach(ws.id):

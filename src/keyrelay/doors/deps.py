@@ -13,9 +13,10 @@ from keyrelay.connectors.spec import ConnectorSpec
 from keyrelay.errors import Forbidden
 from keyrelay.manage.access import AccessService
 from keyrelay.manage.sources import SourceService
+from keyrelay.manage.workspaces import WorkspaceService
 from keyrelay.model import Caller, Scope
 from keyrelay.pipeline.authenticate import Authenticator
-from keyrelay.ports import LogStore, Vault
+from keyrelay.ports import RequestLogStore, Vault
 from keyrelay.settings import Settings
 
 
@@ -24,9 +25,10 @@ class Services:
     settings: Settings
     authenticator: Authenticator
     access: AccessService
+    workspaces: WorkspaceService
     sources: SourceService
     catalog: Mapping[str, ConnectorSpec]
-    logs: LogStore
+    logs: RequestLogStore
     vault: Vault
     ready: Callable[[], Awaitable[None]]
     connectors: ConnectorService

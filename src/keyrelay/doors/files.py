@@ -14,8 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs
 
-from keyrelay.doors.asgi import ClientGone, Receive, Send, header, send_body
-from keyrelay.doors.asgi import Scope as AsgiScope
+from keyrelay.doors.asgi import AsgiScope, ClientGone, Receive, Send, header, send_body
 from keyrelay.doors.render import dumps, error_headers
 from keyrelay.errors import InvalidRequest, KeyrelayError, MethodNotAllowed, NotFound
 from keyrelay.files import listing, paths, reading

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 
-from keyrelay.doors.asgi import WHOLE_RESPONSE, ClientGone, Receive, Scope, Send, send_body
+from keyrelay.doors.asgi import WHOLE_RESPONSE, AsgiScope, ClientGone, Receive, Send, send_body
 from keyrelay.doors.render import dumps, error_headers
 from keyrelay.errors import InvalidRequest, KeyrelayError, NotFound
 from keyrelay.model import Door, Inbound, Target
@@ -91,7 +91,7 @@ class GatewayDoor:
     def __init__(self, relay: Relay) -> None:
         self._relay = relay
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         started = False
         try:
@@ -138,7 +138,7 @@ class GatewayDoor:
 
 
 
-def _request_id(scope: Scope) -> bytes:
+def _request_id(scope: AsgiScope) -> bytes:
     return str(scope.get("state", {}).get("request_id", "")).encode()
 
 

@@ -26,8 +26,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 
 from keyrelay.connectors.spec import check_json
-from keyrelay.doors.asgi import Receive, Send, header
-from keyrelay.doors.asgi import Scope as AsgiScope
+from keyrelay.doors.asgi import AsgiScope, Receive, Send, header
 from keyrelay.doors.mcp_tools import TOOLS, Deps, ToolDef
 from keyrelay.doors.render import send_error
 from keyrelay.errors import (

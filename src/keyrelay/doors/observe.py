@@ -15,7 +15,7 @@ from starlette.responses import StreamingResponse
 from keyrelay.doors.deps import Services, caller, need_scope, services
 from keyrelay.doors.render import event_view, json_response
 from keyrelay.errors import InvalidRequest, NotFound
-from keyrelay.model import Caller, Event, LogQuery, Scope
+from keyrelay.model import Caller, LogEntry, LogQuery, Scope
 
 router = APIRouter(tags=["observability"])
 Svc = Annotated[Services, Depends(services)]
@@ -67,7 +67,7 @@ async def list_logs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
     ws = _visible_workspace(who, workspace_id)
-    rows = await svc.logs.query_events(LogQuery(workspace_id=ws, source_id=source_id, status=status,
+    rows = await svc.logs.query(LogQuery(workspace_id=ws, source_id=source_id, status=status,
                                                 since=_since(since), limit=limit))
     return json_response({"data": [event_view(e) for e in rows]})
 
@@ -82,7 +82,7 @@ async def stream_logs(request: Request, who: AnyCaller, workspace_id: str | None
         async with events.subscribe() as queue:
             while True:
                 try:
-                    e: Event = await asyncio.wait_for(queue.get(), _KEEPALIVE_SECONDS)
+                    e: LogEntry = await asyncio.wait_for(queue.get(), _KEEPALIVE_SECONDS)
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue

@@ -10,7 +10,7 @@ from typing import Any
 from starlette.responses import Response
 
 from keyrelay.errors import KeyrelayError
-from keyrelay.model import ApiKey, Event, Source, Workspace
+from keyrelay.model import ApiKey, LogEntry, Source, Workspace
 
 JSON = "application/json"
 
@@ -82,7 +82,7 @@ def api_key_view(key: ApiKey) -> dict[str, Any]:
     }
 
 
-def event_view(e: Event) -> dict[str, Any]:
+def event_view(e: LogEntry) -> dict[str, Any]:
     return {
         "id": e.id, "ts": iso(e.ts), "workspace_id": e.workspace_id, "source_id": e.source_id, "door": e.door,
         "method": e.method, "path": e.path, "status": e.status, "latency_ms": round(e.latency_ms, 3),

@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any
 
-from keyrelay.doors.asgi import Receive, Scope, Send, header, read_body
+from keyrelay.doors.asgi import AsgiScope, Receive, Send, header, read_body
 from keyrelay.doors.render import dumps, error_headers
 from keyrelay.errors import InvalidRequest, KeyrelayError, MethodNotAllowed, NotFound
 from keyrelay.model import Door, Inbound, Target
@@ -110,7 +110,7 @@ class SonarDoor:
         self._relay = relay
         self._max_body = max_body_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         try:
             match = _PATH.fullmatch(scope["path"])
             if match is None:

@@ -9,7 +9,7 @@ operator's ambient credentials, so every store gets:
 * an explicit endpoint, region/addressing style, `skip_signature=False`, and for S3 `request_payer=False` and
   `server_side_encryption="AES256"` (otherwise `AWS_SSE_CUSTOMER_KEY_BASE64` would be sent on every GET);
 * client options that pin `allow_http` to the endpoint's scheme, and a `proxy_url` pointing at keyrelay's own
-  egress guard (files/egress.py): it binds the store to its one endpoint (no redirect to another origin is
+  egress guard (egress/objectstore.py): it binds the store to its one endpoint (no redirect to another origin is
   followed), dials only SSRF-checked addresses, and an explicit proxy stops reqwest honouring `HTTP(S)_PROXY`;
 * for GCS, a self-signed JWT (AIP-4111) made here from the service account key with the read-only storage
   scope, so no token endpoint named in the JSON is ever called.
@@ -31,13 +31,13 @@ from typing import TYPE_CHECKING, Any
 from obstore import exceptions as ox
 from obstore.store import AzureStore, GCSStore, LocalStore, S3Store
 
+from keyrelay.egress import destination, ssrf
+from keyrelay.egress.objectstore import EgressGuard
 from keyrelay.errors import DestinationNotAllowed, InvalidRequest, KeyrelayError, UpstreamUnreachable
 from keyrelay.files import gcsauth
-from keyrelay.files.egress import EgressGuard
 from keyrelay.files.failures import translate
 from keyrelay.files.paths import root_prefix
 from keyrelay.model import Credentials, Source
-from keyrelay.pipeline import destination, ssrf
 
 if TYPE_CHECKING:
     from obstore.store import AzureCredential, ClientConfig, RetryConfig, S3Credential

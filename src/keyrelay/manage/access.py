@@ -7,15 +7,9 @@ from dataclasses import dataclass
 
 from keyrelay.errors import InvalidRequest, NotFound, Unauthenticated
 from keyrelay.model import ApiKey, Caller, CallerKind, Scope, Workspace
-from keyrelay.pipeline.authenticate import (
-    API_KEY_PREFIX,
-    APP_TOKEN_PREFIX,
-    WORKSPACE_TOKEN_PREFIX,
-    Authenticator,
-    TokenHasher,
-    new_token,
-)
-from keyrelay.ports import AuthStore, Clock, WorkspaceStore
+from keyrelay.pipeline.authenticate import Authenticator
+from keyrelay.pipeline.tokens import API_KEY_PREFIX, APP_TOKEN_PREFIX, WORKSPACE_TOKEN_PREFIX, TokenHasher, new_token
+from keyrelay.ports import AccessStore, Clock, WorkspaceStore
 
 APP_TOKEN_SECONDS = 900
 WORKSPACE_TOKEN_SECONDS = 1200
@@ -36,7 +30,7 @@ class NewApplication:
 
 
 class AccessService:
-    def __init__(self, *, auth: AuthStore, workspaces: WorkspaceStore, hasher: TokenHasher,
+    def __init__(self, *, auth: AccessStore, workspaces: WorkspaceStore, hasher: TokenHasher,
                  authenticator: Authenticator, clock: Clock) -> None:
         self._auth = auth
         self._workspaces = workspaces

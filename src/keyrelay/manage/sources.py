@@ -9,28 +9,20 @@ from pathlib import Path
 from typing import Any
 
 from keyrelay.connectors.spec import ConnectorSpec
+from keyrelay.egress import destination, ssrf
 from keyrelay.errors import InvalidRequest, NotFound, SsrfBlocked, UpstreamUnreachable
 from keyrelay.manage.policy import check_policy
-from keyrelay.model import OAUTH_STATE_FIELD, Caller, NewSource, Source, Workspace
-from keyrelay.pipeline import destination, ssrf
-from keyrelay.ports import Clock, SourceStore, Vault, WorkspaceStore
+from keyrelay.manage.workspaces import WorkspaceService, check_name
+from keyrelay.model import OAUTH_STATE_FIELD, Caller, NewSource, Source
+from keyrelay.ports import Clock, SourceStore, Vault
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-_NAME_MAX = 200
 _URL_FIELDS = ("upstream_url", "base_url", "endpoint_url", "instance_url", "login_url")
 
 
 def slugify(name: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:64]
     return slug or "source"
-
-
-def _check_name(name: Any, field: str = "name") -> str:
-    if not isinstance(name, str) or not name.strip() or len(name) > _NAME_MAX:
-        raise InvalidRequest(f"{field} must be a non-empty string of at most {_NAME_MAX} characters", field=field)
-    if any(ord(c) < 0x20 for c in name):
-        raise InvalidRequest(f"{field} may not contain control characters", field=field)
-    return name.strip()
 
 
 def _check_credentials(spec: ConnectorSpec, data: Any) -> dict[str, Any]:
@@ -64,7 +56,7 @@ def _check_secrets(value: Any, path: str = "credentials") -> None:
 
 
 class SourceService:
-    def __init__(self, *, sources: SourceStore, workspaces: WorkspaceStore, vault: Vault,
+    def __init__(self, *, sources: SourceStore, workspaces: WorkspaceService, vault: Vault,
                  catalog: Mapping[str, ConnectorSpec], clock: Clock, allow: tuple[ssrf.Network, ...],
                  on_change: Callable[[str], None] = lambda _id: None) -> None:
         self._sources = sources
@@ -75,26 +67,6 @@ class SourceService:
         self._allow = allow
         self.on_change = on_change
         self.local_roots: tuple[Path, ...] = ()
-
-    # workspaces ---------------------------------------------------------------------------------------
-    async def create_workspace(self, name: Any) -> Workspace:
-        return await self._workspaces.create_workspace(id=str(uuid.uuid4()), name=_check_name(name),
-                                                       now=self._clock())
-
-    async def workspace_named(self, name: Any, *, create: bool) -> Workspace:
-        name = _check_name(name, "workspace_name")
-        found = await self._workspaces.find_workspace(name)
-        if found is not None or not create:
-            if found is None:
-                raise NotFound("Workspace not found")
-            return found
-        return await self.create_workspace(name)
-
-    async def workspace(self, caller: Caller, workspace_id: str) -> Workspace:
-        ws = await self._workspaces.get_workspace(workspace_id)
-        if ws is None or not caller.can_reach(ws.id):
-            raise NotFound("Workspace not found")
-        return ws
 
     # sources ------------------------------------------------------------------------------------------
     def connector(self, name: Any) -> ConnectorSpec:
@@ -111,13 +83,10 @@ class SourceService:
                 return spec
         return self.connector(ref)
 
-    async def list_workspaces(self, name_contains: str | None) -> list[Workspace]:
-        return await self._workspaces.list_workspaces(name_contains=name_contains)
-
     async def create_source(self, caller: Caller, body: Mapping[str, Any]) -> Source:
-        ws = await self.workspace(caller, str(body.get("workspace_id", "")))
+        ws = await self._workspaces.get(caller, str(body.get("workspace_id", "")))
         spec = self.connector(body.get("connector"))
-        name = _check_name(body.get("name"))
+        name = check_name(body.get("name"))
         slug = body.get("slug") or slugify(name)
         if not isinstance(slug, str) or not _SLUG.fullmatch(slug):
             raise InvalidRequest("slug must match [a-z0-9][a-z0-9_-]{0,63}", field="slug")
@@ -164,7 +133,7 @@ class SourceService:
 
     async def list_sources(self, caller: Caller, workspace_id: str | None) -> list[Source]:
         if workspace_id is not None:
-            await self.workspace(caller, workspace_id)
+            await self._workspaces.get(caller, workspace_id)
         elif not caller.is_admin:
             workspace_id = caller.workspace_id
         return await self._sources.list_sources(workspace_id=workspace_id)
@@ -177,7 +146,7 @@ class SourceService:
             raise InvalidRequest(f"Unknown field(s): {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
         changes: dict[str, Any] = {}
         if "name" in body:
-            changes["name"] = _check_name(body["name"])
+            changes["name"] = check_name(body["name"])
         if "slug" in body:
             if not isinstance(body["slug"], str) or not _SLUG.fullmatch(body["slug"]):
                 raise InvalidRequest("slug must match [a-z0-9][a-z0-9_-]{0,63}", field="slug")
@@ -221,7 +190,3 @@ class SourceService:
         await self._sources.delete_source(src.id)
         self.on_change(src.id)
 
-    async def delete_workspace(self, caller: Caller, workspace_id: str) -> None:
-        ws = await self.workspace(caller, workspace_id)
-        await self._workspaces.delete_workspace(ws.id)
-        self.on_change("*")

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from keyrelay.egress import destination
 from keyrelay.errors import InvalidRequest
 from keyrelay.model import Inbound, Outbound, Policy, Source
-from keyrelay.pipeline import destination, headers
+from keyrelay.pipeline import headers
 from keyrelay.pipeline.inject import Injection, injection_for, template
 from keyrelay.pipeline.policy import SAFE_METHODS
 from keyrelay.pipeline.redact import Redactor

@@ -13,7 +13,7 @@ Request (agent -> upstream), applied to the agent's headers *before* credentials
   range, if-range, cache-control, user-agent, idempotency-key, prefer, x-request-id, and API version or
   selector headers: stripe-version, stripe-account, x-github-api-version, anthropic-version,
   anthropic-beta, openai-beta, notion-version, square-version, intercom-version. Names with `_` never pass.
-  Values with control characters (CR, LF, NUL and the rest pipeline/http1.py refuses; HTAB is allowed) or invalid
+  Values with control characters (CR, LF, NUL and the rest egress/http1.py refuses; HTAB is allowed) or invalid
   UTF-8 raise `InvalidRequest`.
 
 Response (upstream -> agent): everything passes except `RESPONSE_DROP` (hop-by-hop: connection, keep-alive,
@@ -66,7 +66,7 @@ _FIELD = "policy.forward_headers"
 _TOKEN = re.compile(r"[!#$%&'*+\-.^`|~0-9A-Za-z]{1,128}")  # RFC 9110 tchar without "_"
 _TOKEN_US = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}")  # the same with "_" (dropped, not an error)
 _TOKEN_B = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # what pipeline/http1.py refuses to send; HTAB allowed
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # what egress/http1.py refuses to send; HTAB allowed
 
 
 def is_always_dropped(name: str) -> bool:

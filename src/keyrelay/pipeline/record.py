@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from keyrelay.errors import KeyrelayError
 from keyrelay.ids import new_id
-from keyrelay.model import Event, Inbound, Source
-from keyrelay.ports import Clock, EventSink
+from keyrelay.model import Inbound, LogEntry, Source
+from keyrelay.ports import Clock, LogSink
 
 _MESSAGE_MAX = 300
 
@@ -16,7 +16,7 @@ class Recorder:
     __slots__ = ("_clock", "_done", "_inbound", "_sink", "_started", "bytes_in", "bytes_out", "caller",
                  "connector", "source_id", "upstream_ms", "workspace_id")
 
-    def __init__(self, inbound: Inbound, sink: EventSink, clock: Clock) -> None:
+    def __init__(self, inbound: Inbound, sink: LogSink, clock: Clock) -> None:
         self._inbound = inbound
         self._sink = sink
         self._clock = clock
@@ -38,7 +38,7 @@ class Recorder:
             return
         self._done = True
         now = self._clock()
-        self._sink.emit(Event(
+        self._sink.emit(LogEntry(
             id=new_id(), ts=self._started, workspace_id=self.workspace_id, source_id=self.source_id,
             door=self._inbound.door.value, method=self._inbound.method[:16], path=self._inbound.path[:2048],
             status=status, latency_ms=(now - self._started) * 1000, upstream_latency_ms=self.upstream_ms,

@@ -11,19 +11,19 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from keyrelay.egress.http1 import Response
+from keyrelay.egress.upstream import Sent, UpstreamClient
 from keyrelay.errors import InternalError, KeyrelayError, PayloadTooLarge, RateLimited, Unavailable
 from keyrelay.model import BodyStream, Caller, Inbound, Outbound, Source
 from keyrelay.pipeline import build, policy, response
 from keyrelay.pipeline.authenticate import Authenticator
 from keyrelay.pipeline.authorize import authorize
-from keyrelay.pipeline.http1 import Response
-from keyrelay.pipeline.oauth import OAuthSender
+from keyrelay.pipeline.oauth.tokens import OAuthSender
 from keyrelay.pipeline.ratelimit import RateLimiter
 from keyrelay.pipeline.record import Recorder
 from keyrelay.pipeline.redact import Redactor
 from keyrelay.pipeline.resolve import Resolved, SourceResolver
-from keyrelay.pipeline.upstream import Sent, UpstreamClient
-from keyrelay.ports import Clock, EventSink
+from keyrelay.ports import Clock, LogSink
 
 _PREPARED_MAX = 10_000
 CLIENT_CLOSED = 499  # logged status of a request whose agent disconnected before the response began
@@ -117,7 +117,7 @@ class WorkspaceGate:
 
 class Relay:
     def __init__(self, *, authenticator: Authenticator, resolver: SourceResolver, limiter: RateLimiter,
-                 upstream: UpstreamClient, events: EventSink, clock: Clock, connectors: Mapping[str, ConnectorFacts],
+                 upstream: UpstreamClient, events: LogSink, clock: Clock, connectors: Mapping[str, ConnectorFacts],
                  max_body_bytes: int, workspace_cap: int, oauth: OAuthSender | None = None) -> None:
         self._authn, self._resolver, self._limiter = authenticator, resolver, limiter
         self._upstream, self._events, self._clock = upstream, events, clock

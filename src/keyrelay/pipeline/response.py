@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from keyrelay.egress.http1 import Response
 from keyrelay.pipeline.headers import response_headers
-from keyrelay.pipeline.http1 import Response
 from keyrelay.pipeline.redact import Redactor
 
 BUFFER_MAX = 256 * 1024  # bodies up to this size with a Content-Length are read whole (one send, exact length)

@@ -12,8 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from keyrelay.pipeline.inject import api_key, basic, bearer, oauth2, static
-from keyrelay.pipeline.inject.oauth2 import OAuth2Config
+from keyrelay.pipeline.inject import api_key, basic, bearer, static
+from keyrelay.pipeline.oauth import config as oauth2
+from keyrelay.pipeline.oauth.config import OAuth2Config
 
 
 @dataclass

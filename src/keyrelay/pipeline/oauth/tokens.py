@@ -24,12 +24,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from keyrelay.egress.upstream import Sent, UpstreamClient
 from keyrelay.errors import InternalError, KeyrelayError, NotFound, UpstreamAuthFailed
 from keyrelay.model import OAUTH_STATE_FIELD, OAuthRecord, Outbound, Source
-from keyrelay.pipeline.inject.oauth2 import OAuth2Config
-from keyrelay.pipeline.oauth_grant import Granted, request_token
+from keyrelay.pipeline.oauth.config import OAuth2Config
+from keyrelay.pipeline.oauth.grant import Granted, request_token
 from keyrelay.pipeline.redact import Redactor
-from keyrelay.pipeline.upstream import Sent, UpstreamClient
 from keyrelay.ports import Clock, OAuthStateStore, OAuthStateTxn, Vault
 
 log = logging.getLogger("keyrelay.oauth")

@@ -23,8 +23,8 @@ import secrets
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
+from keyrelay.egress import ssrf
 from keyrelay.errors import KeyrelayError
-from keyrelay.pipeline import ssrf
 
 HEAD_MAX = 64 * 1024
 CHUNK = 256 * 1024

@@ -19,10 +19,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from keyrelay.model import Event
-from keyrelay.store.logs import SqlLogStore
+from keyrelay.model import LogEntry
+from keyrelay.store.requestlog import SqlRequestLogStore
 
-log = logging.getLogger("keyrelay.events")
+log = logging.getLogger("keyrelay.requestlog")
 _QUEUE_MAX = 200_000
 _BATCH = 2_000
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -48,7 +48,7 @@ class Metrics:
         self._doors: dict[str, tuple[Any, Any, Any, Any]] = {}
         self._requests: dict[tuple[str, int, str | None], Any] = {}
 
-    def observe(self, e: Event) -> None:
+    def observe(self, e: LogEntry) -> None:
         per_door = self._doors.get(e.door)
         if per_door is None:
             per_door = self._doors[e.door] = (self.latency.labels(e.door), self.upstream.labels(e.door),
@@ -71,8 +71,8 @@ class Metrics:
             bytes_out.inc(e.bytes_out)
 
 
-class EventLog:
-    def __init__(self, store: SqlLogStore, metrics: Metrics, *, clock: Callable[[], float],
+class RequestLog:
+    def __init__(self, store: SqlRequestLogStore, metrics: Metrics, *, clock: Callable[[], float],
                  flush_seconds: float = 0.5, outage_seconds: float = 10.0, retention_days: int = 30,
                  purge_every_seconds: float = 3600.0) -> None:
         self._store = store
@@ -81,15 +81,15 @@ class EventLog:
         self._flush_seconds = flush_seconds
         self._outage_seconds = outage_seconds
         # rows as plain tuples: thousands wait here between flushes, and the cyclic GC stops tracking tuples of
-        # plain values, so they cost its collections nothing (Event objects would be scanned on every pass)
+        # plain values, so they cost its collections nothing (LogEntry objects would be scanned on every pass)
         self._queue: deque[tuple[Any, ...]] = deque()
-        self._subscribers: set[asyncio.Queue[Event]] = set()
+        self._subscribers: set[asyncio.Queue[LogEntry]] = set()
         self._failing_since: float | None = None
         self._retention = retention_days * 86400.0
         self._purge_every = purge_every_seconds
         self._next_purge = 0.0
         self.dropped = 0
-        self.outbox: asyncio.Queue[Event] | None = None  # set by RedisFeed when instances share live logs
+        self.outbox: asyncio.Queue[LogEntry] | None = None  # set by RedisFeed when instances share live logs
 
     @property
     def healthy(self) -> bool:
@@ -97,7 +97,7 @@ class EventLog:
             return False
         return len(self._queue) < _QUEUE_MAX
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: LogEntry) -> None:
         if len(self._queue) >= _QUEUE_MAX:
             self.dropped += 1
             log.error("request log queue full; an event was dropped")
@@ -108,15 +108,15 @@ class EventLog:
         if self.outbox is not None and self.outbox.qsize() < _QUEUE_MAX:
             self.outbox.put_nowait(event)
 
-    def deliver(self, event: Event) -> None:
+    def deliver(self, event: LogEntry) -> None:
         """Hand an event to this instance's live subscribers (its own, or one another instance published)."""
         for q in self._subscribers:
             if q.qsize() < 1000:
                 q.put_nowait(event)
 
     @contextlib.asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[asyncio.Queue[Event]]:
-        q: asyncio.Queue[Event] = asyncio.Queue()
+    async def subscribe(self) -> AsyncIterator[asyncio.Queue[LogEntry]]:
+        q: asyncio.Queue[LogEntry] = asyncio.Queue()
         self._subscribers.add(q)
         try:
             yield q
@@ -149,7 +149,7 @@ class EventLog:
             return
         self._next_purge = now + self._purge_every
         try:
-            await self._store.purge_events(before=now - self._retention)
+            await self._store.purge(before=now - self._retention)
         except Exception:
             log.exception("could not purge old request log rows")
 
@@ -168,7 +168,7 @@ class RedisFeed:
 
     CHANNEL = "keyrelay:events"
 
-    def __init__(self, events: EventLog, redis_url: str) -> None:
+    def __init__(self, events: RequestLog, redis_url: str) -> None:
         import redis.asyncio as aioredis
 
         self._events = events
@@ -201,4 +201,4 @@ class RedisFeed:
                 continue
             data = json.loads(message["data"])
             if data.get("from") != self._me:
-                self._events.deliver(Event(**data["event"]))
+                self._events.deliver(LogEntry(**data["event"]))

@@ -1,4 +1,4 @@
-"""SqlAuthStore on both backends: applications, tokens and API keys, looked up by digest only."""
+"""SqlAccessStore on both backends: applications, tokens and API keys, looked up by digest only."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keyrelay.errors import Conflict
 from keyrelay.model import ALL_SCOPES, ApiKey, CallerKind, Scope
-from keyrelay.store.auth import SqlAuthStore
+from keyrelay.store.access import SqlAccessStore
 from keyrelay.store.tables import tokens
 from keyrelay.store.workspaces import SqlWorkspaceStore
 
@@ -24,7 +24,7 @@ def _digest() -> str:
 
 
 async def test_applications_round_trip_and_conflict(engine: AsyncEngine) -> None:
-    store = SqlAuthStore(engine)
+    store = SqlAccessStore(engine)
     assert await store.count_applications() == 0
     app = await store.create_application(id=_id(), client_id="cid", secret_digest="d" * 64, name="n", now=5.0)
     found = await store.application_by_client_id("cid")
@@ -37,7 +37,7 @@ async def test_applications_round_trip_and_conflict(engine: AsyncEngine) -> None
 
 
 async def test_token_lookup_states(engine: AsyncEngine) -> None:
-    store = SqlAuthStore(engine)
+    store = SqlAccessStore(engine)
     app = await store.create_application(id=_id(), client_id="cid", secret_digest="d" * 64, name="n", now=1.0)
     app_tok, ws_tok = _digest(), _digest()
     await store.add_token(digest=app_tok, kind=CallerKind.APPLICATION, application_id=app.id, workspace_id=None,
@@ -63,7 +63,7 @@ async def test_token_lookup_states(engine: AsyncEngine) -> None:
 
 
 async def test_purge_expired_tokens(engine: AsyncEngine) -> None:
-    store = SqlAuthStore(engine)
+    store = SqlAccessStore(engine)
     app = await store.create_application(id=_id(), client_id="cid", secret_digest="d" * 64, name="n", now=1.0)
     old, fresh = _digest(), _digest()
     await store.add_token(digest=old, kind=CallerKind.APPLICATION, application_id=app.id, workspace_id=None,
@@ -75,7 +75,7 @@ async def test_purge_expired_tokens(engine: AsyncEngine) -> None:
 
 
 async def test_tokens_store_only_digests(engine: AsyncEngine) -> None:
-    store = SqlAuthStore(engine)
+    store = SqlAccessStore(engine)
     app = await store.create_application(id=_id(), client_id="cid", secret_digest="d" * 64, name="n", now=1.0)
     d = _digest()
     await store.add_token(digest=d, kind=CallerKind.APPLICATION, application_id=app.id, workspace_id=None,
@@ -86,7 +86,7 @@ async def test_tokens_store_only_digests(engine: AsyncEngine) -> None:
 
 
 async def test_api_keys_crud_lookup_and_revoke(engine: AsyncEngine) -> None:
-    store = SqlAuthStore(engine)
+    store = SqlAccessStore(engine)
     wss = SqlWorkspaceStore(engine)
     a = await wss.create_workspace(id=_id(), name="a", now=1.0)
     b = await wss.create_workspace(id=_id(), name="b", now=1.0)

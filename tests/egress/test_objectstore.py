@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from keyrelay.egress.objectstore import EgressGuard
 from keyrelay.errors import KeyrelayError
 from keyrelay.files import reading
-from keyrelay.files.egress import EgressGuard
 from keyrelay.files.stores import StoreFactory
 from keyrelay.model import Credentials
 from support.storage import make_source

@@ -1,4 +1,4 @@
-"""Step 8: send. One connection pool per process (pipeline/http1.py), dialing only validated addresses.
+"""Step 8: send. One connection pool per process (egress/http1.py), dialing only validated addresses.
 
 Guarantees: redirects are never followed; bodies pass through undecoded (no Accept-Encoding added, no
 decompression); no cookie jar; no proxy from the environment; explicit timeouts; bounded retries only for
@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+from keyrelay.egress.http1 import OnDial, Pool, Response
+from keyrelay.egress.ssrf import GetAddrInfo, Network
 from keyrelay.errors import UpstreamTimeout, UpstreamUnreachable
 from keyrelay.model import Outbound
-from keyrelay.pipeline.http1 import OnDial, Pool, Response
-from keyrelay.pipeline.ssrf import GetAddrInfo, Network
 
 RETRY_STATUSES = frozenset({502, 503, 504})
 MAX_RETRIES = 2

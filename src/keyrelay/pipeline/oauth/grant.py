@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote_plus
 
+from keyrelay.egress.upstream import UpstreamClient
 from keyrelay.errors import SsrfBlocked, UpstreamAuthFailed, UpstreamTimeout, UpstreamUnreachable
-from keyrelay.pipeline.inject.oauth2 import OAuth2Config
-from keyrelay.pipeline.upstream import UpstreamClient
+from keyrelay.pipeline.oauth.config import OAuth2Config
 
 TOKEN_TIMEOUT_SECONDS = 15.0
 _REFUSED_STATUSES = frozenset({400, 401, 403})

@@ -1,4 +1,4 @@
-"""SqlOAuthStore on both backends: sealed state round trip, needs_reauth, and the per-source refresh lock."""
+"""SqlOAuthStateStore on both backends: sealed state round trip, needs_reauth, and the per-source refresh lock."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keyrelay.errors import NotFound
 from keyrelay.model import OAUTH_STATE_FIELD, NewSource, OAuthRecord, SealedField
-from keyrelay.store.oauth import SqlOAuthStore, lock_key
+from keyrelay.store.oauth_state import SqlOAuthStateStore, lock_key
 from keyrelay.store.sources import SqlSourceStore
 from keyrelay.store.workspaces import SqlWorkspaceStore
 
@@ -31,7 +31,7 @@ def _state(blob: bytes) -> SealedField:
 
 
 async def test_state_round_trip_and_upsert(engine: AsyncEngine) -> None:
-    store, sid = SqlOAuthStore(engine), await _source(engine)
+    store, sid = SqlOAuthStateStore(engine), await _source(engine)
     assert (await store.read(sid)).status == "active" and (await store.read(sid)).state is None
     for blob in (b"one", b"two"):
         async with store.locked(sid) as txn:
@@ -42,7 +42,7 @@ async def test_state_round_trip_and_upsert(engine: AsyncEngine) -> None:
 
 
 async def test_state_is_hidden_from_source_reads_and_dropped_with_new_credentials(engine: AsyncEngine) -> None:
-    store, sources, sid = SqlOAuthStore(engine), SqlSourceStore(engine), await _source(engine)
+    store, sources, sid = SqlOAuthStateStore(engine), SqlSourceStore(engine), await _source(engine)
     async with store.locked(sid) as txn:
         await txn.write_state(_state(b"state"))
     src = await sources.get_source(sid)
@@ -53,7 +53,7 @@ async def test_state_is_hidden_from_source_reads_and_dropped_with_new_credential
 
 
 async def test_mark_needs_reauth_only_moves_active_sources(engine: AsyncEngine) -> None:
-    store = SqlOAuthStore(engine)
+    store = SqlOAuthStateStore(engine)
     active, inactive = await _source(engine), await _source(engine, status="inactive")
     for sid in (active, inactive):
         async with store.locked(sid) as txn:
@@ -63,7 +63,7 @@ async def test_mark_needs_reauth_only_moves_active_sources(engine: AsyncEngine) 
 
 
 async def test_an_error_inside_the_lock_rolls_everything_back(engine: AsyncEngine) -> None:
-    store, sid = SqlOAuthStore(engine), await _source(engine)
+    store, sid = SqlOAuthStateStore(engine), await _source(engine)
     with pytest.raises(RuntimeError):
         async with store.locked(sid) as txn:
             await txn.write_state(_state(b"lost"))
@@ -73,7 +73,7 @@ async def test_an_error_inside_the_lock_rolls_everything_back(engine: AsyncEngin
 
 
 async def test_writing_state_of_a_deleted_source_is_not_found(engine: AsyncEngine) -> None:
-    store, sid = SqlOAuthStore(engine), await _source(engine)
+    store, sid = SqlOAuthStateStore(engine), await _source(engine)
     await SqlSourceStore(engine).delete_source(sid)
     with pytest.raises(NotFound):
         async with store.locked(sid) as txn:
@@ -82,7 +82,7 @@ async def test_writing_state_of_a_deleted_source_is_not_found(engine: AsyncEngin
 
 async def test_the_lock_serialises_refreshes_of_one_source(engine: AsyncEngine) -> None:
     """The second holder waits for the first to commit and then reads what it wrote (re-read under the lock)."""
-    store, sid = SqlOAuthStore(engine), await _source(engine)
+    store, sid = SqlOAuthStateStore(engine), await _source(engine)
     inside = asyncio.Event()
     order: list[str] = []
 
@@ -113,7 +113,7 @@ async def test_lock_keys_are_stable_signed_64_bit_and_distinct() -> None:
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_postgres_lock_is_per_source_and_dies_with_its_holder(engine: AsyncEngine) -> None:
-    store = SqlOAuthStore(engine)
+    store = SqlOAuthStateStore(engine)
     sid, other = await _source(engine), await _source(engine)
     held = asyncio.Event()
     release = asyncio.Event()
@@ -143,6 +143,6 @@ async def test_postgres_lock_is_per_source_and_dies_with_its_holder(engine: Asyn
     await task
 
 
-async def _lock_and_read(store: SqlOAuthStore, sid: str) -> None:
+async def _lock_and_read(store: SqlOAuthStateStore, sid: str) -> None:
     async with store.locked(sid) as txn:
         await txn.read()

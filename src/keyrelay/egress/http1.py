@@ -38,9 +38,9 @@ from typing import Any, cast
 
 import httptools
 
+from keyrelay.egress.deadlines import deadlines_for
+from keyrelay.egress.ssrf import GetAddrInfo, Network, is_forbidden, resolve_checked
 from keyrelay.errors import InvalidRequest, SsrfBlocked, UpstreamTimeout, UpstreamUnreachable
-from keyrelay.pipeline.deadlines import deadlines_for
-from keyrelay.pipeline.ssrf import GetAddrInfo, Network, is_forbidden, resolve_checked
 
 MAX_HEADERS = 256
 MAX_HEADER_BYTES = 64 * 1024

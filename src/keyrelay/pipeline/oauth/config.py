@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from keyrelay.egress import destination
 from keyrelay.errors import InvalidRequest
-from keyrelay.pipeline import destination
 
 GRANTS = ("refresh_token", "client_credentials")
 AUTH_METHODS = ("client_secret_post", "client_secret_basic")

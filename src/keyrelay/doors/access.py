@@ -46,7 +46,7 @@ async def application_token(body: TokenRequest, svc: Svc) -> Response:
 
 @router.post("/api/v1/embedded/scoped-token")
 async def scoped_token(body: ScopedTokenRequest, svc: Svc, who: Admin) -> Response:
-    ws = await svc.sources.workspace_named(body.workspace_name, create=True)
+    ws = await svc.workspaces.named(body.workspace_name, create=True)
     issued = await svc.access.scoped_token(who, ws)
     return json_response({"token": issued.token, "expires_in": issued.expires_in, "workspace_id": ws.id},
                          headers={"cache-control": "no-store"})

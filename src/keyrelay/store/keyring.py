@@ -27,7 +27,7 @@ class SecretRow:
     ciphertext: bytes
 
 
-class SqlVaultStore:
+class SqlKeyRingStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 

@@ -22,7 +22,7 @@ def _api_key(r: Any) -> ApiKey:
                   created_at=r.created_at, expires_at=r.expires_at, revoked_at=r.revoked_at)
 
 
-class SqlAuthStore:
+class SqlAccessStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 

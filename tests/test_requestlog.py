@@ -9,37 +9,37 @@ from typing import Any
 
 import httpx
 
-from keyrelay.events import EventLog, Metrics
-from keyrelay.model import Event
+from keyrelay.model import LogEntry
+from keyrelay.requestlog import Metrics, RequestLog
 from keyrelay.store.engine import make_engine, upgrade
-from keyrelay.store.logs import SqlLogStore
+from keyrelay.store.requestlog import SqlRequestLogStore
 from support.keyrelay import Admin, first_live_log, scaled_out_pair
 from support.postgres import PostgresServer
 from support.redis import RedisServer
 from support.upstream import FakeUpstream
 
 
-def _event(ts: float, **kw: Any) -> Event:
+def _event(ts: float, **kw: Any) -> LogEntry:
     values: dict[str, Any] = {"id": uuid.uuid4().hex, "ts": ts, "workspace_id": "w", "source_id": "s",
                               "door": "gateway", "method": "GET", "path": "/x", "status": 200, "latency_ms": 1.0}
     values.update(kw)
-    return Event(**values)
+    return LogEntry(**values)
 
 
 async def test_events_are_written_in_batches_and_old_ones_purged(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'e.db'}")
     await upgrade(engine)
     now = [1_000_000.0]
-    log = EventLog(SqlLogStore(engine), Metrics(), clock=lambda: now[0], retention_days=1)
+    log = RequestLog(SqlRequestLogStore(engine), Metrics(), clock=lambda: now[0], retention_days=1)
     for i in range(2500):
         log.emit(_event(now[0] - 3 * 86400 if i < 100 else now[0]))
     await log.flush()
-    store = SqlLogStore(engine)
+    store = SqlRequestLogStore(engine)
     from keyrelay.model import LogQuery
 
-    assert len(await store.query_events(LogQuery(limit=1000))) == 1000
+    assert len(await store.query(LogQuery(limit=1000))) == 1000
     await log.purge_if_due()
-    rows = await store.query_events(LogQuery(limit=1000, since=0))
+    rows = await store.query(LogQuery(limit=1000, since=0))
     assert all(r.ts == now[0] for r in rows)
     await engine.dispose()
 
@@ -47,7 +47,7 @@ async def test_events_are_written_in_batches_and_old_ones_purged(tmp_path: Path)
 async def test_an_unwritable_log_turns_unhealthy_after_the_outage_window(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'e.db'}")  # no migration: inserts fail
     now = [0.0]
-    log = EventLog(SqlLogStore(engine), Metrics(), clock=lambda: now[0], outage_seconds=10)
+    log = RequestLog(SqlRequestLogStore(engine), Metrics(), clock=lambda: now[0], outage_seconds=10)
     log.emit(_event(0))
     await log.flush()
     assert log.healthy

@@ -1,4 +1,4 @@
-"""pipeline/http1.py against real loopback upstreams that we script byte by byte.
+"""egress/http1.py against real loopback upstreams that we script byte by byte.
 
 Every upstream here is an `asyncio.start_server` on 127.0.0.1 whose handler reads raw requests and writes
 exact response bytes, so framing, keep-alive, desync and error cases are under the test's control. Every
@@ -26,9 +26,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from keyrelay.errors import InvalidRequest, PayloadTooLarge, SsrfBlocked, UpstreamTimeout, UpstreamUnreachable
-from keyrelay.pipeline import http1
-from keyrelay.pipeline.http1 import (
+from keyrelay.egress import http1
+from keyrelay.egress.http1 import (
     HIGH_WATER,
     LOW_WATER,
     MAX_HEADER_BYTES,
@@ -40,7 +39,8 @@ from keyrelay.pipeline.http1 import (
     request_head,
     split_url,
 )
-from keyrelay.pipeline.ssrf import parse_cidrs
+from keyrelay.egress.ssrf import parse_cidrs
+from keyrelay.errors import InvalidRequest, PayloadTooLarge, SsrfBlocked, UpstreamTimeout, UpstreamUnreachable
 
 LOOPBACK = parse_cidrs("127.0.0.0/8")
 WAIT = 5.0  # upper bound of any single wait in these tests

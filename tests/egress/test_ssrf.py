@@ -1,4 +1,4 @@
-"""SSRF guard: the address table, the resolver, and real connections through the upstream pool (pipeline/http1.py).
+"""SSRF guard: the address table, the resolver, and real connections through the upstream pool (egress/http1.py).
 
 The pool dials only addresses `resolve_checked` validated; the last section proves it against counting servers
 on 127.0.0.1 and 127.0.0.2: a refused destination never gets so much as a TCP connection."""
@@ -16,16 +16,16 @@ from typing import Any
 
 import pytest
 
-from keyrelay.errors import InvalidRequest, SsrfBlocked, UpstreamUnreachable
-from keyrelay.pipeline import http1
-from keyrelay.pipeline.http1 import Pool
-from keyrelay.pipeline.ssrf import (
+from keyrelay.egress import http1
+from keyrelay.egress.http1 import Pool
+from keyrelay.egress.ssrf import (
     Network,
     check_destination,
     is_forbidden,
     parse_cidrs,
     resolve_checked,
 )
+from keyrelay.errors import InvalidRequest, SsrfBlocked, UpstreamUnreachable
 
 LOOPBACK = parse_cidrs("127.0.0.0/8")
 
@@ -161,7 +161,7 @@ async def test_check_destination() -> None:
     await check_destination("https://93.184.216.34/v1")
 
 
-# --- real connections through the upstream pool (pipeline/http1.py) ---
+# --- real connections through the upstream pool (egress/http1.py) ---
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 CLOSE = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"

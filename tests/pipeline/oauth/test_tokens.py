@@ -18,20 +18,18 @@ from urllib.parse import parse_qs
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from keyrelay import crypto
-from keyrelay.errors import InvalidRequest, SsrfBlocked, UpstreamAuthFailed
+from keyrelay.egress.ssrf import parse_cidrs
+from keyrelay.egress.upstream import UpstreamClient
+from keyrelay.errors import SsrfBlocked, UpstreamAuthFailed
 from keyrelay.model import OAUTH_STATE_FIELD, NewSource, OAuthRecord, Outbound, SealedField, Source
-from keyrelay.pipeline.inject import injection_for
-from keyrelay.pipeline.inject.oauth2 import OAuth2Config, parse
-from keyrelay.pipeline.oauth import OAuthSender, OAuthTokens, refresh_at
+from keyrelay.pipeline.oauth.config import OAuth2Config, parse
+from keyrelay.pipeline.oauth.tokens import OAuthSender, OAuthTokens, refresh_at
 from keyrelay.pipeline.redact import Redactor
-from keyrelay.pipeline.ssrf import parse_cidrs
-from keyrelay.pipeline.upstream import UpstreamClient
-from keyrelay.store.oauth import SqlOAuthStore, SqlOAuthTxn
+from keyrelay.store.keyring import SqlKeyRingStore
+from keyrelay.store.oauth_state import SqlOAuthStateStore, SqlOAuthStateTxn
 from keyrelay.store.sources import SqlSourceStore
-from keyrelay.store.vault import SqlVaultStore
 from keyrelay.store.workspaces import SqlWorkspaceStore
-from keyrelay.vault import KeyVault
+from keyrelay.vault import KeyVault, new_key
 from support.db import migrated_engine
 from support.upstream import ISSUED_TOKEN, FakeUpstream
 
@@ -58,7 +56,7 @@ class Env:
     engine: AsyncEngine
     vault: KeyVault
     client: UpstreamClient
-    store: SqlOAuthStore
+    store: SqlOAuthStateStore
     clock: Clock
     upstream: FakeUpstream
     sources: list[Source] = field(default_factory=list)
@@ -88,11 +86,11 @@ class Env:
 @pytest.fixture
 async def env(tmp_path: Path, upstream: FakeUpstream) -> AsyncIterator[Env]:
     async with migrated_engine(None, tmp_path) as engine:
-        vault = KeyVault(SqlVaultStore(engine), crypto.new_key(), clock=time.time)
+        vault = KeyVault(SqlKeyRingStore(engine), new_key(), clock=time.time)
         await vault.load(may_create=True)
         client = UpstreamClient(allow=parse_cidrs("127.0.0.0/8"), max_connections=200)
         try:
-            yield Env(engine, vault, client, SqlOAuthStore(engine), Clock(), upstream)
+            yield Env(engine, vault, client, SqlOAuthStateStore(engine), Clock(), upstream)
         finally:
             await client.close()
 
@@ -100,37 +98,6 @@ async def env(tmp_path: Path, upstream: FakeUpstream) -> AsyncIterator[Env]:
 def _form(upstream: FakeUpstream) -> dict[str, str]:
     last = [r for r in upstream.requests if r.raw_path == "/oauth/token"][-1]
     return {k: v[0] for k, v in parse_qs(last.body.decode()).items()}
-
-
-# --- configuration -----------------------------------------------------------------------------------------
-
-def test_parse_applies_defaults_and_rebuilds_the_token_url(upstream: FakeUpstream) -> None:
-    cfg = parse(_config(upstream, scope="read"))
-    assert (cfg.auth_method, cfg.header, cfg.prefix, cfg.scope) == ("client_secret_post", "Authorization",
-                                                                   "Bearer ", "read")
-    assert cfg.token_url == upstream.url + "/oauth/token"
-    assert SECRET not in repr(cfg)
-    assert parse(_config(upstream, prefix="")).prefix == ""
-    assert parse(_config(upstream, client_id="other")).fingerprint != cfg.fingerprint
-
-
-@pytest.mark.parametrize("change", [
-    {"grant_type": "password"}, {"grant_type": "refresh_token"}, {"client_secret": ""},
-    {"token_url": "https://user:pw@example.com/token"}, {"token_url": "ftp://example.com/t"},
-    {"auth_method": "private_key_jwt"}, {"client_id": "a\r\nX-Injected: 1"},
-])
-def test_parse_refuses_incomplete_or_unsafe_configuration(upstream: FakeUpstream, change: dict[str, Any]) -> None:
-    with pytest.raises(InvalidRequest) as info:
-        parse(_config(upstream, **change))
-    assert SECRET not in info.value.message
-
-
-def test_oauth2_header_replaces_a_static_header_of_the_same_name(upstream: FakeUpstream) -> None:
-    inj = injection_for({"inject_headers": {"Authorization": "static", "X-Tenant": "a"},
-                         "oauth2": _config(upstream, refresh_token="rt-x", grant_type="refresh_token")})
-    assert inj.headers == [("X-Tenant", "a")]
-    assert inj.header_names == frozenset({"authorization", "x-tenant"})
-    assert inj.oauth2 is not None and SECRET in inj.secrets and "rt-x" in inj.secrets
 
 
 def test_refresh_happens_a_minute_early_or_half_way_for_short_lived_tokens() -> None:
@@ -341,7 +308,7 @@ def _with_status(src: Source, status: str) -> Source:
 class StaleFirstRead:
     """A store whose first read under the lock returns an old record (a writer that skipped the lock)."""
 
-    def __init__(self, real: SqlOAuthStore, stale: OAuthRecord) -> None:
+    def __init__(self, real: SqlOAuthStateStore, stale: OAuthRecord) -> None:
         self._real, self._stale = real, stale
 
     async def read(self, source_id: str) -> OAuthRecord:
@@ -357,7 +324,7 @@ class StaleFirstRead:
 
 
 class _StaleTxn:
-    def __init__(self, txn: SqlOAuthTxn, stale: OAuthRecord) -> None:
+    def __init__(self, txn: SqlOAuthStateTxn, stale: OAuthRecord) -> None:
         self._txn, self._stale = txn, stale
         self.read: Callable[[], Any] = self._first
 

@@ -1,4 +1,4 @@
-"""SqlLogStore on both backends: batched insert, filtered queries, retention purge."""
+"""SqlRequestLogStore on both backends: batched insert, filtered queries, retention purge."""
 
 from __future__ import annotations
 
@@ -6,35 +6,35 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from keyrelay.model import Event, LogQuery
-from keyrelay.store.logs import SqlLogStore
+from keyrelay.model import LogEntry, LogQuery
+from keyrelay.store.requestlog import SqlRequestLogStore
 
 
 def _event(ts: float, *, ws: str | None = "ws-a", src: str | None = "src-1", status: int = 200,
-           **kw: object) -> Event:
-    return Event(id=str(uuid.uuid4()), ts=ts, workspace_id=ws, source_id=src, door="gateway", method="GET",
+           **kw: object) -> LogEntry:
+    return LogEntry(id=str(uuid.uuid4()), ts=ts, workspace_id=ws, source_id=src, door="gateway", method="GET",
                  path="/api/x/proxy/echo/a", status=status, latency_ms=1.5, **kw)  # type: ignore[arg-type]
 
 
 async def test_insert_and_read_back_every_field(engine: AsyncEngine) -> None:
-    store = SqlLogStore(engine)
+    store = SqlRequestLogStore(engine)
     e = _event(100.0, upstream_latency_ms=0.75, bytes_in=12, bytes_out=3_000_000_000, error_code="rate_limited",
                error_message="Rate limit", caller="key:abc", connector="http")
-    await store.insert_events([e])
-    await store.insert_events([])  # no-op
-    assert await store.query_events(LogQuery()) == [e]
+    await store.insert_entries([e])
+    await store.insert_entries([])  # no-op
+    assert await store.query(LogQuery()) == [e]
 
 
 async def test_query_filters_order_and_limit(engine: AsyncEngine) -> None:
-    store = SqlLogStore(engine)
+    store = SqlRequestLogStore(engine)
     events = [
         _event(1.0), _event(2.0, status=404), _event(3.0, ws="ws-b", src="src-2"),
         _event(4.0, src="src-3", status=404), _event(5.0, ws=None, src=None, status=401),
     ]
-    await store.insert_events(events)
+    await store.insert_entries(events)
 
     async def ts(**kw: object) -> list[float]:
-        return [e.ts for e in await store.query_events(LogQuery(**kw))]  # type: ignore[arg-type]
+        return [e.ts for e in await store.query(LogQuery(**kw))]  # type: ignore[arg-type]
 
     assert await ts() == [5.0, 4.0, 3.0, 2.0, 1.0]  # newest first
     assert await ts(workspace_id="ws-a") == [4.0, 2.0, 1.0]
@@ -48,15 +48,15 @@ async def test_query_filters_order_and_limit(engine: AsyncEngine) -> None:
 
 
 async def test_limit_is_capped_at_1000(engine: AsyncEngine) -> None:
-    store = SqlLogStore(engine)
-    await store.insert_events([_event(float(i)) for i in range(1005)])
-    assert len(await store.query_events(LogQuery(limit=5000))) == 1000
+    store = SqlRequestLogStore(engine)
+    await store.insert_entries([_event(float(i)) for i in range(1005)])
+    assert len(await store.query(LogQuery(limit=5000))) == 1000
 
 
 async def test_purge_before(engine: AsyncEngine) -> None:
-    store = SqlLogStore(engine)
-    await store.insert_events([_event(float(i)) for i in range(10)])
-    assert await store.purge_events(before=4.0) == 4
-    assert [e.ts for e in await store.query_events(LogQuery())] == [float(i) for i in range(9, 3, -1)]
-    assert await store.purge_events(before=4.0) == 0
+    store = SqlRequestLogStore(engine)
+    await store.insert_entries([_event(float(i)) for i in range(10)])
+    assert await store.purge(before=4.0) == 4
+    assert [e.ts for e in await store.query(LogQuery())] == [float(i) for i in range(9, 3, -1)]
+    assert await store.purge(before=4.0) == 0
     await store.ping()

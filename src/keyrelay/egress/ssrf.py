@@ -2,7 +2,7 @@
 
 `resolve_checked` returns every answer for a host only if all of them are allowed (IP literals are judged
 as they are, odd literal forms are refused before any lookup). The upstream connection pool
-(pipeline/http1.py) dials only such answers and checks each exact address again right before dialing it;
+(egress/http1.py) dials only such answers and checks each exact address again right before dialing it;
 `check_destination` is the same check at source create/update time (a fast 422).
 """
 
@@ -14,8 +14,8 @@ import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from keyrelay.egress.destination import normalize_host, parse_base_url
 from keyrelay.errors import SsrfBlocked, UpstreamUnreachable
-from keyrelay.pipeline.destination import normalize_host, parse_base_url
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address

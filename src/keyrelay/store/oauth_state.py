@@ -37,7 +37,7 @@ async def _read(conn: AsyncConnection, source_id: str) -> OAuthRecord:
     return OAuthRecord(status=status, state=state)
 
 
-class SqlOAuthTxn:
+class SqlOAuthStateTxn:
     def __init__(self, conn: AsyncConnection, source_id: str) -> None:
         self._conn = conn
         self._source_id = source_id
@@ -62,7 +62,7 @@ class SqlOAuthTxn:
                                                                                   updated_at=now))
 
 
-class SqlOAuthStore:
+class SqlOAuthStateStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
@@ -72,11 +72,11 @@ class SqlOAuthStore:
             return await _read(conn, source_id)
 
     @asynccontextmanager
-    async def locked(self, source_id: str) -> AsyncIterator[SqlOAuthTxn]:
+    async def locked(self, source_id: str) -> AsyncIterator[SqlOAuthStateTxn]:
         try:
             async with self._engine.begin() as conn:
                 await _lock(conn, source_id)
-                yield SqlOAuthTxn(conn, source_id)
+                yield SqlOAuthStateTxn(conn, source_id)
         except IntegrityError:
             raise NotFound("Source not found") from None  # deleted while its token was being refreshed
 

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keyrelay.errors import DestinationNotAllowed, InvalidRequest, KeyrelayError, UriTooLong
-from keyrelay.pipeline.destination import (
+from keyrelay.egress.destination import (
     BaseUrl,
     build_url,
     match_request_url,
@@ -18,6 +17,7 @@ from keyrelay.pipeline.destination import (
     validate_query,
     validate_tail,
 )
+from keyrelay.errors import DestinationNotAllowed, InvalidRequest, KeyrelayError, UriTooLong
 
 STRIPE = parse_base_url("https://api.stripe.com/v1")
 OK, BAD, OUT, LONG = "ok", InvalidRequest, DestinationNotAllowed, UriTooLong

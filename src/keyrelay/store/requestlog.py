@@ -10,13 +10,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from keyrelay.model import Event, LogQuery
+from keyrelay.model import LogEntry, LogQuery
 from keyrelay.store.tables import gateway_logs
 
-_COLUMNS = tuple(f.name for f in fields(Event))
+_COLUMNS = tuple(f.name for f in fields(LogEntry))
 
 
-class SqlLogStore:
+class SqlRequestLogStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         # The batch insert is compiled once for the dialect and sent as driver-level executemany with rows as
@@ -27,11 +27,11 @@ class SqlLogStore:
         self._insert_sql = str(compiled)
         self._row = operator.attrgetter(*order)
 
-    def row(self, event: Event) -> tuple[Any, ...]:
+    def row(self, event: LogEntry) -> tuple[Any, ...]:
         """An event as the plain tuple `insert_rows` takes (tuples of plain values are not tracked by the GC)."""
         return tuple(self._row(event))
 
-    async def insert_events(self, events: Sequence[Event]) -> None:
+    async def insert_entries(self, events: Sequence[LogEntry]) -> None:
         await self.insert_rows([self._row(e) for e in events])
 
     async def insert_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -40,7 +40,7 @@ class SqlLogStore:
         async with self._engine.begin() as conn:
             await conn.exec_driver_sql(self._insert_sql, rows)
 
-    async def query_events(self, q: LogQuery) -> list[Event]:
+    async def query(self, q: LogQuery) -> list[LogEntry]:
         stmt = sa.select(gateway_logs).order_by(gateway_logs.c.ts.desc()).limit(max(1, min(q.limit, 1000)))
         if q.workspace_id is not None:
             stmt = stmt.where(gateway_logs.c.workspace_id == q.workspace_id)
@@ -51,9 +51,9 @@ class SqlLogStore:
         if q.since is not None:
             stmt = stmt.where(gateway_logs.c.ts >= q.since)
         async with self._engine.connect() as conn:
-            return [Event(**r._asdict()) for r in await conn.execute(stmt)]
+            return [LogEntry(**r._asdict()) for r in await conn.execute(stmt)]
 
-    async def purge_events(self, *, before: float) -> int:
+    async def purge(self, *, before: float) -> int:
         async with self._engine.begin() as conn:
             res = await conn.execute(sa.delete(gateway_logs).where(gateway_logs.c.ts < before))
         return int(res.rowcount or 0)
