@@ -22,9 +22,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from keyrelay.app import runtime
 from keyrelay.errors import InternalError, Sealed
 from keyrelay.model import NewSource, Source
+from keyrelay.runtime import runtime
 from keyrelay.settings import Settings
 from keyrelay.store.engine import make_engine
 from keyrelay.store.keyring import SqlKeyRingStore

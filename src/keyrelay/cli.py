@@ -21,7 +21,7 @@ from keyrelay.store.engine import make_engine, upgrade
 from keyrelay.vault import VaultError
 
 if TYPE_CHECKING:  # the server stack is imported only by the commands that run it (fast --help, mcp-stdio)
-    from keyrelay.app import Runtime
+    from keyrelay.runtime import Runtime
 
 T = TypeVar("T")
 SYSTEM = Caller(kind=CallerKind.APPLICATION, id="cli", workspace_id=None, scopes=ALL_SCOPES)
@@ -37,7 +37,7 @@ def _settings() -> Settings:
 def _run(work: Callable[[Runtime], Awaitable[T]]) -> T:
     """Open the database (applying migrations) and run one admin operation against it."""
 
-    from keyrelay.app import runtime
+    from keyrelay.runtime import runtime
 
     async def main() -> T:
         async with runtime(_settings()) as rt:

@@ -13,11 +13,13 @@ class KeyrelayError(Exception):
     status: int = 500
     code: str = "internal_error"
 
-    def __init__(self, message: str, *, retry_after: int | None = None, field: str | None = None) -> None:
+    def __init__(self, message: str, *, retry_after: int | None = None, field: str | None = None,
+                 headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
         self.field = field
+        self.headers = headers  # response headers this error needs (e.g. WWW-Authenticate, Allow, Content-Range)
 
     def body(self, request_id: str | None = None) -> dict[str, object]:
         """The contract's error body: `{"error": {"code", "message", ...}}`."""

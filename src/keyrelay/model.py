@@ -159,6 +159,7 @@ class LogEntry:
     error_message: str | None = None
     caller: str | None = None
     connector: str | None = None
+    upstream_status: int | None = None  # the upstream's own status, when it differs in meaning from `status`
 
 
 BodyStream = AsyncIterator[bytes]
@@ -248,31 +249,61 @@ class LogQuery:
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
-    """Where the agent wants to go: a gateway tail + query (raw, still encoded), or a request-API URL."""
+class BySlug:
+    """The gateway names a source by its workspace and slug."""
 
-    tail: str | None = None
+    workspace_id: str
+    slug: str
+
+
+@dataclass(frozen=True, slots=True)
+class ById:
+    """Every other door names a source by its id."""
+
+    source_id: str
+
+
+SourceRef = BySlug | ById
+
+
+@dataclass(frozen=True, slots=True)
+class Tail:
+    """A gateway target: the raw (still percent-encoded) path below the source's base URL, and the raw query."""
+
+    path: str
     query: str = ""
-    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Url:
+    """A request-API target: a full URL that must lie under the source's base URL."""
+
+    url: str
+
+
+Target = Tail | Url
 
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
-    """One agent request, as every door hands it to the pipeline."""
+    """One agent request, as every door hands it to the pipeline.
+
+    `headers` are the agent's headers with lowercase names: the gateway's request headers, or the request API's
+    `headers` object. A `Tail` target forwards the header allowlist, a `Url` target the headers the agent named
+    (docs/security.md: header policy). Doors whose requests are built from a connector definition leave
+    `target` unset; their upstream calls carry their own.
+    """
 
     door: Door
     method: str
     path: str  # for the request log: no query values
     authorization: str | None
-    source_id: str | None = None  # request API, query, execute
-    workspace_id: str | None = None  # gateway
-    slug: str | None = None  # gateway
-    target: Target = Target()
-    raw_headers: tuple[tuple[bytes, bytes], ...] = ()  # gateway: ASGI headers
-    json_headers: Mapping[str, str] | None = None  # request API: the JSON `headers` object
+    source: SourceRef
+    scope: Scope = Scope.PROXY
+    target: Target | None = None
+    headers: tuple[tuple[bytes, bytes], ...] = ()
     body: BodyStream | bytes | None = None
     content_length: int | None = None
-    scope: Scope = Scope.PROXY
 
 
 OAUTH_STATE_FIELD = "oauth2_state"  # sealed field holding OAuth2 token state; never set through the API

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from keyrelay.app import runtime
+from keyrelay.runtime import runtime
 from keyrelay.settings import Settings
 from keyrelay.store.engine import make_engine
 from keyrelay.store.sources import SqlSourceStore

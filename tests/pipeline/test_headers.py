@@ -6,12 +6,14 @@ from urllib.parse import quote
 
 import pytest
 
+from keyrelay import request_api
 from keyrelay.errors import InvalidRequest
 from keyrelay.pipeline.headers import (
     ALWAYS_DROP,
     DEFAULT_FORWARD,
+    check_names,
+    headers_from_mapping,
     request_headers,
-    request_headers_from_mapping,
     response_headers,
     validate_forward_list,
 )
@@ -30,7 +32,7 @@ def test_always_dropped_header_is_dropped_even_if_allowlisted(name: str) -> None
     forward = DEFAULT_FORWARD | {name}
     assert request_headers(raw((name, "x"), ("accept", "a")), forward) == [("accept", "a")]
     assert request_headers(raw((name, "x")), None) == []
-    assert request_headers_from_mapping({name.upper(): "x"}, forward) == []
+    assert request_headers(headers_from_mapping({name.upper(): "x"}), forward) == []
 
 
 def test_default_allowlist_forwards_safe_headers_only() -> None:
@@ -63,7 +65,7 @@ def test_headers_named_in_connection_are_dropped_wherever_connection_appears() -
 def test_names_with_underscores_are_dropped() -> None:
     forward = frozenset({"x_custom", "accept"})
     assert request_headers(raw(("x_custom", "1"), ("accept", "a")), forward) == [("accept", "a")]
-    assert request_headers_from_mapping({"X_Custom": "1", "Accept": "a"}, forward) == [("accept", "a")]
+    assert request_headers(headers_from_mapping({"X_Custom": "1", "Accept": "a"}), forward) == [("accept", "a")]
 
 
 @pytest.mark.parametrize("value", ["a\r\nHost: evil", "a\nb", "a\rb", "a\x00b", "a\x1fb", "a\x7fb"])
@@ -72,7 +74,7 @@ def test_control_characters_in_a_forwarded_value_are_rejected(value: str) -> Non
         request_headers(raw(("accept", value)), None)
     assert "accept" in e.value.message and value not in e.value.message
     with pytest.raises(InvalidRequest):
-        request_headers_from_mapping({"Accept": value}, None)
+        request_headers(headers_from_mapping({"Accept": value}), None)
 
 
 def test_control_characters_in_a_dropped_header_do_not_matter() -> None:
@@ -86,10 +88,10 @@ def test_values_are_utf8_and_invalid_bytes_are_rejected() -> None:
 
 
 def test_mapping_headers_are_case_insensitive_and_keep_order() -> None:
-    got = request_headers_from_mapping({"Accept": "a", "Authorization": "Bearer x", "ACCEPT": "b"}, None)
+    got = request_headers(headers_from_mapping({"Accept": "a", "Authorization": "Bearer x", "ACCEPT": "b"}), None)
     assert got == [("accept", "a"), ("accept", "b")]
-    assert request_headers_from_mapping(None, None) == []
-    assert request_headers_from_mapping({}, None) == []
+    assert request_headers(headers_from_mapping(None), None) == []
+    assert request_headers(headers_from_mapping({}), None) == []
 
 
 @pytest.mark.parametrize(
@@ -98,8 +100,10 @@ def test_mapping_headers_are_case_insensitive_and_keep_order() -> None:
      {"bad name": "a"}, {"": "a"}, {"acc\u212aept": "a"}, {"accept": "\ud800"}, {"a:b": "c"}],
 )
 def test_malformed_mapping_headers_are_rejected(headers: object) -> None:
-    with pytest.raises(InvalidRequest) as e:
-        request_headers_from_mapping(headers, None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest) as e:  # the request API's checks, in the order the pipeline applies them
+        call = request_api.parse_fields({"url": "https://api.example.com/x", "headers": headers})
+        check_names(call.headers)
+        request_headers(call.headers, None)
     assert e.value.field == "headers"
 
 

@@ -1,7 +1,7 @@
 """Calls one declared action through the same pipeline as the HTTP doors, and reads its JSON answer.
 
 The request is built from the definition (never from agent-chosen URLs, except a `next` URL that the upstream
-itself returned, which must still lie under the source's base URL) and sent with `Relay.forward`, so
+itself returned, which must still lie under the source's base URL) and sent with `Exchange.send`, so
 injection, SSRF guard, timeouts, redaction, rate limits and the request log are the same code.
 """
 
@@ -26,9 +26,9 @@ from keyrelay.errors import (
     UpstreamRejected,
     UpstreamUnreachable,
 )
-from keyrelay.model import Inbound, Target
+from keyrelay.model import Inbound, Tail, Target, Url
 from keyrelay.pipeline import build
-from keyrelay.pipeline.relay import Admitted, Relay
+from keyrelay.pipeline.relay import Exchange
 
 MAX_RESPONSE = 32 * 1024 * 1024
 _MESSAGE_PATHS = ("error.message", "error_description", "message", "errors.0.message", "errors.0", "error",
@@ -53,9 +53,9 @@ def request_for(action: Action, placed: Placed, *, next_url: str | None) -> tupl
             payload = json.dumps(placed.body, separators=(",", ":")).encode()
             headers["content-type"] = "application/json"
     if next_url is not None:
-        return Target(url=next_url), payload, headers
+        return Url(next_url), payload, headers
     query = urlencode(placed.query)
-    return Target(tail=placed.path.lstrip("/"), query=query), payload, headers
+    return Tail(placed.path.lstrip("/"), query), payload, headers
 
 
 def _flatten(body: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
@@ -74,45 +74,35 @@ def _flatten(body: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]
     return out
 
 
-async def call(relay: Relay, base: Inbound, admitted: Admitted, action: Action, placed: Placed, *,
-               next_url: str | None = None) -> Answer:
-    """Send one request for `action` and return the parsed answer; upstream failures become KeyrelayErrors."""
+async def call(ex: Exchange, base: Inbound, action: Action, placed: Placed, *, next_url: str | None = None) -> Answer:
+    """Send one request for `action` inside the exchange and return the parsed answer; upstream failures become
+    KeyrelayErrors (the exchange records the upstream's own status beside the status keyrelay answers)."""
     if next_url is not None and next_url.startswith("/") and not next_url.startswith("//"):
-        next_url = _origin(admitted) + next_url  # a path from the upstream (Salesforce `nextRecordsUrl`)
+        next_url = _origin(ex) + next_url  # a path from the upstream (Salesforce `nextRecordsUrl`)
     target, payload, headers = request_for(action, placed, next_url=next_url)
-    raw = tuple((k.encode(), v.encode()) for k, v in headers.items())
     inbound = Inbound(door=base.door, method=action.method, path=base.path, authorization=base.authorization,
-                      source_id=base.source_id, target=target, raw_headers=raw, json_headers=headers, body=payload,
-                      content_length=None if payload is None else len(payload), scope=base.scope)
-    relayed = await relay.forward(inbound, admitted)
-    chunks, size = [], 0
-    gen = relayed.chunks()
-    try:
-        async for chunk in gen:
-            size += len(chunk)
-            if size > MAX_RESPONSE:
-                raise UpstreamUnreachable("Upstream response is too large to process")
-            chunks.append(chunk)
-    finally:
-        await gen.aclose()
-    data = b"".join(chunks)
-    headers_out = {k.decode("latin-1"): v.decode("latin-1") for k, v in relayed.headers}
+                      source=base.source, scope=base.scope, target=target,
+                      headers=tuple((k.encode(), v.encode()) for k, v in headers.items()), body=payload,
+                      content_length=None if payload is None else len(payload))
+    passed = await ex.send(inbound)
+    data = await passed.read(MAX_RESPONSE)
+    headers_out = {k.decode("latin-1"): v.decode("latin-1") for k, v in passed.headers}
     body: Any = None
     if data:
         try:
             body = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             body = None
-    if relayed.status >= 400:
-        raise upstream_error(relayed.status, body, headers_out)
+    if passed.status >= 400:
+        raise upstream_error(passed.status, body, headers_out)
     if data and body is None:
         raise UpstreamUnreachable("Upstream answered with something that is not JSON")
-    return Answer(relayed.status, body, headers_out)
+    return Answer(passed.status, body, headers_out)
 
 
-def _origin(admitted: Admitted) -> str:
-    default = admitted.facts.default_base_url if admitted.facts is not None else None
-    return destination.parse_base_url(build.base_url_of(admitted.resolved.source, default)).origin
+def _origin(ex: Exchange) -> str:
+    default = ex.facts.default_base_url if ex.facts is not None else None
+    return destination.parse_base_url(build.base_url_of(ex.source, default)).origin
 
 
 def _retry_after(value: str) -> int:

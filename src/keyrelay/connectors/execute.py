@@ -16,10 +16,10 @@ from keyrelay.connectors.cache import EntityCache, cache_key
 from keyrelay.connectors.definition import Action, Entity
 from keyrelay.connectors.pagetoken import PageTokens
 from keyrelay.connectors.spec import ConnectorSpec
-from keyrelay.errors import Forbidden, InvalidRequest, KeyrelayError, Unprocessable, UpstreamUnreachable
-from keyrelay.model import Door, Inbound, Scope
+from keyrelay.errors import Forbidden, InvalidRequest, Unprocessable, UpstreamUnreachable
+from keyrelay.model import ById, Door, Inbound, Scope
 from keyrelay.pipeline.policy import API_CONNECTOR_KINDS
-from keyrelay.pipeline.relay import Admitted, Relay
+from keyrelay.pipeline.relay import Exchange, Relay, Reply
 
 ACTION_ALIASES = {"api_search": "search"}
 _ABSENT = object()
@@ -87,35 +87,36 @@ class ConnectorService:
                  cache: EntityCache) -> None:
         self._relay, self._catalog, self._tokens, self._cache = relay, catalog, tokens, cache
 
-    async def _admit(self, authorization: str | None, source_id: str, door: Door, scope: Scope,
-                     path: str) -> tuple[Inbound, Admitted, ConnectorSpec]:
-        inbound = Inbound(door=door, method="POST", path=path, authorization=authorization, source_id=source_id,
-                          scope=scope)
-        admitted = await self._relay.admit(inbound, kinds=API_CONNECTOR_KINDS, enforce_methods=False)
-        spec = self._catalog[admitted.resolved.source.connector]
-        return inbound, admitted, spec
+    def _inbound(self, authorization: str | None, source_id: str, door: Door, scope: Scope, path: str) -> Inbound:
+        return Inbound(door=door, method="POST", path=path, authorization=authorization, source=ById(source_id),
+                       scope=scope)
 
     async def execute(self, req: ExecuteRequest) -> dict[str, Any]:
+        """Run one action; the pipeline admits it (`execute` scope) and records it once."""
+        inbound = self._inbound(req.authorization, req.source_id, req.door, Scope.EXECUTE, req.path)
+
+        async def work(ex: Exchange) -> Reply:
+            return Reply(value=await self._execute(ex, inbound, req))
+
+        done = await self._relay.handle(inbound, kinds=API_CONNECTOR_KINDS, work=work)
+        out: dict[str, Any] = done.value
+        return out
+
+    async def _execute(self, ex: Exchange, inbound: Inbound, req: ExecuteRequest) -> dict[str, Any]:
         started = time.monotonic()
-        inbound, admitted, spec = await self._admit(req.authorization, req.source_id, req.door, Scope.EXECUTE,
-                                                    req.path)
-        source = admitted.resolved.source
-        try:
-            _, act = find_action(spec, req.entity, req.action)
-            if act.is_write and not source.policy.allow_writes:
-                raise Forbidden("This source is read-only: its policy does not allow writes")
-            values = params.check_params(act, req.params, config=source.config, ignore_unknown=req.ignore_unknown)
-        except KeyrelayError as err:
-            admitted.recorder.done(err.status, err)
-            raise
+        source = ex.source
+        spec = self._catalog[source.connector]
+        _, act = find_action(spec, req.entity, req.action)
+        if act.is_write and not source.policy.allow_writes:
+            raise Forbidden("This source is read-only: its policy does not allow writes")
+        values = params.check_params(act, req.params, config=source.config, ignore_unknown=req.ignore_unknown)
         ttl = source.policy.cache_ttl_seconds or 0
         key = cache_key(source.workspace_id, source.id, "execute", req.entity, act.name, values)
         cached = self._cache.get(key) if ttl and req.use_cache and not act.is_write else None
         if cached is not None:
-            admitted.recorder.done(200)
             result, meta = cached
         else:
-            answer = await engine.call(self._relay, inbound, admitted, act, params.place(act, values))
+            answer = await engine.call(ex, inbound, act, params.place(act, values))
             result, meta = self._result(act, answer)
             if act.is_collection:
                 result = self._kept(act, result)
@@ -170,13 +171,21 @@ class ConnectorService:
 
     async def query(self, *, authorization: str | None, source_id: str, stream: Any, filters: Any,
                     page_token: Any, path: str, door: Door = Door.QUERY) -> dict[str, Any]:
-        inbound, admitted, spec = await self._admit(authorization, source_id, door, Scope.QUERY, path)
-        source = admitted.resolved.source
-        try:
-            act, values, size, state = self._query_plan(spec, source.id, source.config, stream, filters, page_token)
-        except KeyrelayError as err:
-            admitted.recorder.done(err.status, err)
-            raise
+        """One page of a stream; the pipeline admits it (`query` scope) and records it once."""
+        inbound = self._inbound(authorization, source_id, door, Scope.QUERY, path)
+
+        async def work(ex: Exchange) -> Reply:
+            return Reply(value=await self._query(ex, inbound, stream, filters, page_token))
+
+        done = await self._relay.handle(inbound, kinds=API_CONNECTOR_KINDS, work=work)
+        out: dict[str, Any] = done.value
+        return out
+
+    async def _query(self, ex: Exchange, inbound: Inbound, stream: Any, filters: Any,
+                     page_token: Any) -> dict[str, Any]:
+        source = ex.source
+        spec = self._catalog[source.connector]
+        act, values, size, state = self._query_plan(spec, source.id, source.config, stream, filters, page_token)
         placed = params.place(act, values)
         for extra in (paging.size_param(act.pagination, size), paging.position_param(act.pagination, state)):
             if extra is None:
@@ -186,7 +195,7 @@ class ConnectorService:
                 placed.query.append((name, str(value)))
             else:
                 params.set_nested(placed.body, name, value)  # GraphQL: `variables.after`
-        answer = await engine.call(self._relay, inbound, admitted, act, placed, next_url=state.get("url"))
+        answer = await engine.call(ex, inbound, act, placed, next_url=state.get("url"))
         records, _ = self._result(act, answer)
         nxt = paging.next_state(act.pagination, body=answer.body, records=records, headers=answer.headers,
                                 size=size, state=state)

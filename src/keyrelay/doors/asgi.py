@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from keyrelay.errors import PayloadTooLarge
+from keyrelay.pipeline.relay import Relayed
 
 # ASGI scope extensions offered by keyrelay's own server (server.py); other ASGI servers simply lack them
 WHOLE_RESPONSE = "keyrelay.whole_response"  # callable(status, headers, body) -> bool: the response in one write
@@ -67,6 +68,19 @@ def sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc
+
+
+async def send_relayed(relayed: Relayed, receive: Receive, send: Send, *, watch: bool = True) -> None:
+    """Send a streamed answer: its head, then its body as it arrives. However it ends (the whole body sent, the
+    agent gone, an error part-way), the stream is closed, so the pipeline records the request once and gives
+    back what it held."""
+    chunks = relayed.chunks()
+    try:
+        await send({"type": "http.response.start", "status": relayed.status, "headers": relayed.headers})
+        await send_body(chunks, receive, send, watch=watch)
+    finally:
+        await chunks.aclose()
+        relayed.discard()  # a stream that never started
 
 
 async def send_body(chunks: AsyncIterator[bytes], receive: Receive, send: Send, *, watch: bool = True) -> None:

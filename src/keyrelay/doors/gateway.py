@@ -9,19 +9,15 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 
-from keyrelay.doors.asgi import WHOLE_RESPONSE, AsgiScope, ClientGone, Receive, Send, send_body
-from keyrelay.doors.render import dumps, error_headers
+from keyrelay.doors.asgi import WHOLE_RESPONSE, AsgiScope, ClientGone, Receive, Send, send_relayed
+from keyrelay.doors.render import send_error
 from keyrelay.errors import InvalidRequest, KeyrelayError, NotFound
-from keyrelay.model import Door, Inbound, Target
-from keyrelay.pipeline.relay import Relay, Relayed
+from keyrelay.model import BySlug, Door, Inbound, Tail
+from keyrelay.pipeline.relay import Relay
 
 PREFIX = b"/api/"
 READ_WHOLE_MAX = 64 * 1024
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
-
-# a refused body is not read to its end: close the connection instead of draining it (bar 12)
-_CLOSE = {413: [(b"connection", b"close")]}
-
 
 
 def is_gateway(raw_path: bytes) -> bool:
@@ -107,46 +103,28 @@ class GatewayDoor:
                     body = _stream(receive)
             inbound = Inbound(
                 door=Door.GATEWAY, method=scope["method"], path=f"/api/{workspace}/proxy/{slug}/{tail}",
-                authorization=authorization, workspace_id=workspace, slug=slug,
-                target=Target(tail=tail, query=scope["query_string"].decode("latin-1")),
-                raw_headers=tuple(scope["headers"]), body=body, content_length=length,
+                authorization=authorization, source=BySlug(workspace, slug),
+                target=Tail(tail, scope["query_string"].decode("latin-1")), headers=tuple(scope["headers"]),
+                body=body, content_length=length,
             )
             relayed = await self._relay.relay(inbound)
             started = True
             relayed.headers.append((b"x-request-id", _request_id(scope)))
             if relayed.streaming:
-                await _respond(relayed, receive, send, watch=not streaming_in)
+                await send_relayed(relayed, receive, send, watch=not streaming_in)
             else:  # a whole body: one write when the server offers it (server.py), else two sends
-                try:
-                    whole = scope.get("extensions", {}).get(WHOLE_RESPONSE)
-                    if whole is None or not whole(relayed.status, relayed.headers, relayed.body):
-                        await send({"type": "http.response.start", "status": relayed.status,
-                                    "headers": relayed.headers})
-                        await send({"type": "http.response.body", "body": relayed.body})
-                finally:
-                    relayed.finish()
+                whole = scope.get("extensions", {}).get(WHOLE_RESPONSE)
+                if whole is None or not whole(relayed.status, relayed.headers, relayed.body):
+                    await send({"type": "http.response.start", "status": relayed.status, "headers": relayed.headers})
+                    await send({"type": "http.response.body", "body": relayed.body})
         except ClientGone:
             return
         except KeyrelayError as err:
             if started:
                 return  # the response is under way: end it by closing the connection
-            body_bytes = dumps(err.body(scope.get("state", {}).get("request_id")))
-            await send({"type": "http.response.start", "status": err.status,
-                        "headers": [*error_headers(err), (b"content-length", str(len(body_bytes)).encode()),
-                                    *_CLOSE.get(err.status, ()), (b"x-request-id", _request_id(scope))]})
-            await send({"type": "http.response.body", "body": body_bytes})
-
+            await send_error(send, err, scope.get("state", {}).get("request_id"),
+                             ((b"x-request-id", _request_id(scope)),))
 
 
 def _request_id(scope: AsgiScope) -> bytes:
     return str(scope.get("state", {}).get("request_id", "")).encode()
-
-
-async def _respond(relayed: Relayed, receive: Receive, send: Send, *, watch: bool) -> None:
-    chunks = relayed.chunks()
-    await send({"type": "http.response.start", "status": relayed.status, "headers": relayed.headers})
-    try:
-        await send_body(chunks, receive, send, watch=watch)
-    except ClientGone:
-        await chunks.aclose()  # releases the upstream connection and records the event
-    # a KeyrelayError mid-body reaches __call__, which ends the started response by closing the connection

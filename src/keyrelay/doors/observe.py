@@ -75,7 +75,7 @@ async def list_logs(
 @router.get("/api/v1/logs/stream")
 async def stream_logs(request: Request, who: AnyCaller, workspace_id: str | None = None) -> Response:
     ws = _visible_workspace(who, workspace_id)
-    events = request.app.state.events
+    events = request.app.state.request_log
 
     async def frames() -> AsyncIterator[bytes]:
         yield b": connected\n\n"

@@ -53,7 +53,7 @@ class Unsatisfiable(RangeNotSatisfiable):
     """A 416 that knows the object size, for the `Content-Range: bytes */size` header."""
 
     def __init__(self, message: str, size: int | None) -> None:
-        super().__init__(message)
+        super().__init__(message, headers=() if size is None else ((b"content-range", f"bytes */{size}".encode()),))
         self.size = size
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
+import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from obstore import GetOptions
 
 CHUNK = 1024 * 1024
+_CONTENT_RANGE = re.compile(rb"bytes (\d+)-(\d+)/(\d+)")
 GENERIC_TYPES = frozenset({"", "binary/octet-stream", "application/octet-stream"})
 
 
@@ -39,6 +41,12 @@ class Opened:
     headers: list[tuple[bytes, bytes]]
     length: int
     body: AsyncIterator[bytes] | None
+
+
+def content_range(value: bytes | None) -> tuple[int, int] | None:
+    """(first byte, object size) of a `Content-Range: bytes a-b/size` header we wrote."""
+    match = _CONTENT_RANGE.fullmatch(value or b"")
+    return None if match is None else (int(match.group(1)), int(match.group(3)))
 
 
 def content_type(key: str, stored: object) -> str:

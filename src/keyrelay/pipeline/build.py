@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from keyrelay.egress import destination
 from keyrelay.errors import InvalidRequest
-from keyrelay.model import Inbound, Outbound, Policy, Source
+from keyrelay.model import Inbound, Outbound, Policy, Source, Url
 from keyrelay.pipeline import headers
 from keyrelay.pipeline.inject import Injection, injection_for, template
 from keyrelay.pipeline.policy import SAFE_METHODS
@@ -57,16 +57,14 @@ def prepare(source: Source, credentials: Mapping[str, Any], *, default_base_url:
     )
 
 
-def outbound_headers(inbound: Inbound, policy: Policy, prep: Prepared, *, sonar: bool) -> list[tuple[str, str]]:
-    if sonar:
-        # contract: the request API forwards the agent's headers except the always-dropped set, unless the
+def outbound_headers(inbound: Inbound, policy: Policy, prep: Prepared) -> list[tuple[str, str]]:
+    forward = policy.forward_headers
+    if forward is None and isinstance(inbound.target, Url):
+        # the request API forwards the headers the agent named, except the always-dropped set, unless the
         # source's policy narrows them with `forward_headers`
-        forward = policy.forward_headers
-        if forward is None:
-            forward = frozenset(k.lower() for k in (inbound.json_headers or {}) if isinstance(k, str))
-        picked = headers.request_headers_from_mapping(inbound.json_headers, forward)
-    else:
-        picked = headers.request_headers(inbound.raw_headers, policy.forward_headers)
+        headers.check_names(inbound.headers)
+        forward = frozenset(name.decode("ascii") for name, _ in inbound.headers)
+    picked = headers.request_headers(inbound.headers, forward)
     if prep.header_names:
         picked = [h for h in picked if h[0].lower() not in prep.header_names]
     return picked + prep.injection.headers
@@ -74,10 +72,12 @@ def outbound_headers(inbound: Inbound, policy: Policy, prep: Prepared, *, sonar:
 
 def outbound_url(inbound: Inbound, prep: Prepared) -> str:
     target = inbound.target
-    if target.url is not None:
+    if isinstance(target, Url):
         url = destination.match_request_url(target.url, prep.base, drop_query=prep.query_names)
         return _with_query(url, prep.injection.query)
-    tail = destination.validate_tail(target.tail or "")
+    if target is None:
+        raise InvalidRequest("The request names no upstream target")
+    tail = destination.validate_tail(target.path)
     query = destination.validate_query(target.query, drop=prep.query_names)
     return destination.build_url(prep.base, tail, query, extra_query=prep.injection.query)
 
@@ -89,8 +89,8 @@ def _with_query(url: str, extra: Sequence[tuple[str, str]]) -> str:
     return url + sep + "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in extra)
 
 
-def build(inbound: Inbound, source: Source, prep: Prepared, *, body: Any, sonar: bool = False) -> Outbound:
-    hdrs = outbound_headers(inbound, source.policy, prep, sonar=sonar)
+def build(inbound: Inbound, source: Source, prep: Prepared, *, body: Any) -> Outbound:
+    hdrs = outbound_headers(inbound, source.policy, prep)
     if body is not None and not isinstance(body, bytes) and inbound.content_length is not None:
         hdrs.append(("Content-Length", str(inbound.content_length)))  # stream without chunking
     idempotent = inbound.method in SAFE_METHODS or any(n.lower() == "idempotency-key" for n, _ in hdrs)

@@ -66,6 +66,7 @@ _FIELD = "policy.forward_headers"
 _TOKEN = re.compile(r"[!#$%&'*+\-.^`|~0-9A-Za-z]{1,128}")  # RFC 9110 tchar without "_"
 _TOKEN_US = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}")  # the same with "_" (dropped, not an error)
 _TOKEN_B = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN_US_B = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # what egress/http1.py refuses to send; HTAB allowed
 
 
@@ -115,25 +116,23 @@ def request_headers(
     return result
 
 
-def request_headers_from_mapping(
-    headers: Mapping[str, str] | None, forward: frozenset[str] | None
-) -> list[tuple[str, str]]:
-    """The request API's JSON `headers` object under the same rules as `request_headers`."""
-    if headers is None:
-        return []
-    if not isinstance(headers, Mapping):
-        raise InvalidRequest("headers must be an object of strings", field="headers")
-    raw: list[tuple[bytes, bytes]] = []
-    for name, value in headers.items():
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise InvalidRequest("headers must be an object of strings", field="headers")
-        if not _TOKEN_US.fullmatch(name):
-            raise InvalidRequest(f"invalid header name {name[:64]!r}", field="headers")
-        try:
-            raw.append((name.lower().encode("ascii"), value.encode("utf-8")))
-        except UnicodeEncodeError:
-            raise InvalidRequest(f"header {name!r} is not valid UTF-8", field="headers") from None
-    return request_headers(raw, forward)
+def headers_from_mapping(headers: Mapping[str, str] | None) -> tuple[tuple[bytes, bytes], ...]:
+    """The request API's JSON `headers` object (already checked to map strings to strings) as raw header pairs
+    with lowercase names. Nothing is refused here: `check_names` and `request_headers` apply the rules inside
+    the pipeline, after the caller is authenticated."""
+    if not headers:
+        return ()
+    sp = "surrogatepass"  # a lone surrogate in JSON must reach the UTF-8 check, not fail here
+    # bytes.lower() folds ASCII only: a name like "acc\u212aept" (KELVIN SIGN) must not become "accept"
+    return tuple((name.encode("utf-8", sp).lower(), value.encode("utf-8", sp)) for name, value in headers.items())
+
+
+def check_names(raw: Sequence[tuple[bytes, bytes]]) -> None:
+    """Refuse header names that are not tokens (names with `_` are allowed here and never forwarded)."""
+    for name, _ in raw:
+        if not _TOKEN_US_B.fullmatch(name):
+            shown = name[:64].decode("utf-8", "replace")
+            raise InvalidRequest(f"invalid header name {shown!r}", field="headers")
 
 
 def validate_forward_list(names: Iterable[str]) -> frozenset[str]:

@@ -1,10 +1,12 @@
-"""Step 10: exactly one request-log event per request, allowed or denied (never query values or secrets)."""
+"""The last step: exactly one request-log entry per request, allowed or denied (never query values or secrets).
+
+Only the pipeline (`pipeline/relay.py`) creates and finishes a `Recorder`."""
 
 from __future__ import annotations
 
 from keyrelay.errors import KeyrelayError
 from keyrelay.ids import new_id
-from keyrelay.model import Inbound, LogEntry, Source
+from keyrelay.model import BySlug, Inbound, LogEntry, Source
 from keyrelay.ports import Clock, LogSink
 
 _MESSAGE_MAX = 300
@@ -14,7 +16,7 @@ class Recorder:
     """Collects what is known about one request as it moves through the pipeline; emits once."""
 
     __slots__ = ("_clock", "_done", "_inbound", "_sink", "_started", "bytes_in", "bytes_out", "caller",
-                 "connector", "source_id", "upstream_ms", "workspace_id")
+                 "connector", "source_id", "upstream_ms", "upstream_status", "workspace_id")
 
     def __init__(self, inbound: Inbound, sink: LogSink, clock: Clock) -> None:
         self._inbound = inbound
@@ -23,10 +25,12 @@ class Recorder:
         self._started = clock()
         self._done = False
         self.caller: str | None = None
-        self.workspace_id: str | None = inbound.workspace_id
-        self.source_id: str | None = inbound.source_id
+        ref = inbound.source
+        self.workspace_id: str | None = ref.workspace_id if isinstance(ref, BySlug) else None
+        self.source_id: str | None = None if isinstance(ref, BySlug) else ref.source_id
         self.connector: str | None = None
         self.upstream_ms: float | None = None
+        self.upstream_status: int | None = None
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -44,5 +48,5 @@ class Recorder:
             status=status, latency_ms=(now - self._started) * 1000, upstream_latency_ms=self.upstream_ms,
             bytes_in=self.bytes_in, bytes_out=self.bytes_out, error_code=None if error is None else error.code,
             error_message=None if error is None else error.message[:_MESSAGE_MAX], caller=self.caller,
-            connector=self.connector,
+            connector=self.connector, upstream_status=self.upstream_status,
         ))

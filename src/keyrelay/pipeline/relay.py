@@ -1,20 +1,40 @@
-"""The pipeline, in order. Every door turns its protocol into an `Inbound` and calls `Relay.relay`.
+"""The pipeline. Every door turns its protocol into an `Inbound` and hands it to `Relay`, which owns the
+request's whole life: admit it, take a workspace slot, do the work, and record exactly one request-log entry.
 
 authenticate -> authorize -> resolve source + decrypt -> policy (kind, method, size) -> rate limit
--> build outbound + inject -> send (guarded, no redirects, timeouts, bounded retries)
--> response policy (headers, redaction) -> record (one event per request, allowed or denied)
+-> [workspace slot] -> work: build outbound + inject -> send (guarded, no redirects, timeouts, bounded retries)
+   -> response policy (headers, redaction) -> [slot released] -> record (one entry, allowed or denied)
+
+Two entry points, one life:
+
+* `relay(inbound)`: an HTTP passthrough (gateway, request API); the work is one upstream call.
+* `handle(inbound, kinds=..., work=...)`: every other door (files, execute, query, MCP); the door's service
+  supplies the work, which may call the upstream through `Exchange.send` any number of times.
+
+Both return a `Relayed`. A whole answer is recorded before it is returned; a stream is recorded when its
+`chunks()` ends (a door must iterate it, or `discard()` it).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+import asyncio
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from keyrelay.egress.http1 import Response
 from keyrelay.egress.upstream import Sent, UpstreamClient
-from keyrelay.errors import InternalError, KeyrelayError, PayloadTooLarge, RateLimited, Unavailable
-from keyrelay.model import BodyStream, Caller, Inbound, Outbound, Source
+from keyrelay.errors import (
+    InternalError,
+    KeyrelayError,
+    PayloadTooLarge,
+    RateLimited,
+    Unavailable,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from keyrelay.model import BodyStream, BySlug, Caller, Credentials, Inbound, Outbound, Source
 from keyrelay.pipeline import build, policy, response
 from keyrelay.pipeline.authenticate import Authenticator
 from keyrelay.pipeline.authorize import authorize
@@ -27,6 +47,7 @@ from keyrelay.ports import Clock, LogSink
 
 _PREPARED_MAX = 10_000
 CLIENT_CLOSED = 499  # logged status of a request whose agent disconnected before the response began
+Finish = Callable[[KeyrelayError | None], None]
 
 
 @dataclass(frozen=True)
@@ -40,7 +61,7 @@ class ConnectorFacts:
 
 @dataclass(frozen=True)
 class Admitted:
-    """A request that passed the shared front half of the pipeline."""
+    """A request that passed the front half of the pipeline."""
 
     caller: Caller
     resolved: Resolved
@@ -48,28 +69,55 @@ class Admitted:
     facts: ConnectorFacts | None
 
 
+@dataclass(slots=True)
+class Reply:
+    """What a door's work produced: a whole body, a stream of bytes, or a value the door renders itself."""
+
+    status: int = 200
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+    value: Any = None
+
+
 class Relayed:
-    """An upstream response on its way to the agent. A whole body (`streaming` False) is in `body`: send it and
-    call `finish()`; otherwise iterate `chunks()` exactly once. Either way the event is recorded once."""
+    """A response on its way to the agent. `streaming` False: `body` (or `value`) is whole and the request is
+    already recorded. `streaming` True: iterate `chunks()` exactly once (or call `discard()`); the request is
+    recorded, and its upstream connection and workspace slot given back, when the stream ends."""
 
-    __slots__ = ("_recorder", "_release", "_resp", "_stream", "body", "headers", "status", "streaming")
+    __slots__ = ("_finish", "_recorder", "_stream", "body", "deadline", "headers", "status", "streaming", "value")
 
-    def __init__(self, *, status: int, headers: list[tuple[bytes, bytes]], body: bytes | None,
-                 stream: AsyncIterator[bytes] | None, resp: Response, recorder: Recorder,
-                 release: Callable[[], None]) -> None:
-        self.status, self.headers = status, headers
-        self.body = body or b""
+    def __init__(self, *, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"",
+                 stream: AsyncIterator[bytes] | None = None, value: Any = None, recorder: Recorder | None = None,
+                 finish: Finish | None = None, deadline: float | None = None) -> None:
+        self.status, self.headers, self.body, self.value = status, headers, body, value
         self.streaming = stream is not None
-        self._stream, self._resp = stream, resp
-        self._recorder, self._release = recorder, release
-        if stream is None:
-            recorder.bytes_out = len(self.body)
+        self._stream, self._recorder, self._finish = stream, recorder, finish
+        self.deadline = deadline  # monotonic: when a buffered reader (`read`) must have the whole body
 
-    def finish(self, error: KeyrelayError | None = None) -> None:
-        """Release the upstream connection and the workspace slot, and record the event (idempotent)."""
-        self._resp.release()
-        self._release()
-        self._recorder.done(self.status, error)
+    async def read(self, max_bytes: int) -> tuple[bytes, bool]:
+        """The body for a door that answers with it whole: (at most `max_bytes` bytes, whether it was cut).
+        The whole read ends by `deadline` (UpstreamTimeout); the request is recorded either way."""
+        if not self.streaming:
+            return self.body[:max_bytes], len(self.body) > max_bytes
+        parts, size, truncated = [], 0, False
+        chunks = self.chunks()
+        try:
+            async with asyncio.timeout_at(None if self.deadline is None else _loop_time(self.deadline)):
+                async for chunk in chunks:
+                    if size + len(chunk) > max_bytes:
+                        parts.append(chunk[: max_bytes - size])
+                        truncated = True
+                        break
+                    parts.append(chunk)
+                    size += len(chunk)
+        except TimeoutError:
+            err = UpstreamTimeout("Upstream did not send the whole response in time")
+            self.discard(err)  # recorded as a timeout before closing the stream records it as ended
+            raise err from None
+        finally:
+            await chunks.aclose()
+        return b"".join(parts), truncated
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:
         error: KeyrelayError | None = None
@@ -77,15 +125,94 @@ class Relayed:
             if self._stream is None:
                 if self.body:
                     yield self.body
-            else:
-                async for chunk in self._stream:
-                    self._recorder.bytes_out += len(chunk)
-                    yield chunk
+                return
+            rec = self._recorder
+            async for chunk in self._stream:
+                if rec is not None:
+                    rec.bytes_out += len(chunk)
+                yield chunk
         except KeyrelayError as err:
             error = err
             raise
         finally:
-            self.finish(error)
+            self.discard(error)
+
+    def discard(self, error: KeyrelayError | None = None) -> None:
+        """End the response without (further) reading it; records it. Safe to call more than once."""
+        finish, self._finish = self._finish, None
+        if finish is not None:
+            finish(error)
+
+
+@dataclass(slots=True)
+class Passed:
+    """An upstream response after the response policy, not yet recorded: `body` is whole (the connection is
+    already given back) or `stream` must be read to its end or closed with `close()`."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes | None
+    stream: AsyncIterator[bytes] | None
+    close: Callable[[], None]
+
+    async def read(self, max_bytes: int) -> bytes:
+        """The whole body; UpstreamUnreachable past `max_bytes`. Gives the connection back either way."""
+        if self.body is not None:
+            return self.body
+        assert self.stream is not None
+        parts, size = [], 0
+        try:
+            async for chunk in self.stream:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise UpstreamUnreachable("Upstream response is too large to process")
+                parts.append(chunk)
+        finally:
+            self.close()
+        return b"".join(parts)
+
+
+class Exchange:
+    """An admitted request while a door's work runs: who calls, which source, and upstream calls that count
+    toward this request's one log entry."""
+
+    __slots__ = ("_relay", "admitted", "bytes_out", "deadline", "upstream_status")
+
+    def __init__(self, relay: Relay, admitted: Admitted, deadline: float | None) -> None:
+        self._relay, self.admitted, self.deadline = relay, admitted, deadline
+        self.upstream_status: int | None = None  # the last upstream answer's status
+        self.bytes_out = 0  # set by work whose answer the door renders (`Reply.value`)
+
+    @property
+    def caller(self) -> Caller:
+        return self.admitted.caller
+
+    @property
+    def source(self) -> Source:
+        return self.admitted.resolved.source
+
+    @property
+    def credentials(self) -> Credentials:
+        return self.admitted.resolved.credentials
+
+    @property
+    def facts(self) -> ConnectorFacts | None:
+        return self.admitted.facts
+
+    async def send(self, inbound: Inbound) -> Passed:
+        """One upstream call (`inbound.target` says where); the workspace slot is already held."""
+        relay, rec = self._relay, self.admitted.recorder
+        resolved = self.admitted.resolved
+        prep = relay.prepared(resolved, self.admitted.facts)
+        out = relay.outbound(inbound, resolved.source, prep, rec)
+        token = await relay.oauth_token(resolved.source, prep)
+        sent, redactor = await relay.send(resolved.source, prep, out, token)
+        rec.upstream_ms = sent.upstream_ms if rec.upstream_ms is None else rec.upstream_ms + sent.upstream_ms
+        self.upstream_status = sent.response.status
+        return await relay.passed(inbound.method, sent.response, redactor)
+
+
+Work = Callable[[Exchange], Awaitable[Reply]]
 
 
 class WorkspaceGate:
@@ -117,36 +244,112 @@ class WorkspaceGate:
 
 class Relay:
     def __init__(self, *, authenticator: Authenticator, resolver: SourceResolver, limiter: RateLimiter,
-                 upstream: UpstreamClient, events: LogSink, clock: Clock, connectors: Mapping[str, ConnectorFacts],
+                 upstream: UpstreamClient, log: LogSink, clock: Clock, connectors: Mapping[str, ConnectorFacts],
                  max_body_bytes: int, workspace_cap: int, oauth: OAuthSender | None = None) -> None:
         self._authn, self._resolver, self._limiter = authenticator, resolver, limiter
-        self._upstream, self._events, self._clock = upstream, events, clock
+        self._upstream, self._log, self._clock = upstream, log, clock
         self._connectors = connectors
         self._max_body = max_body_bytes
         self._gate = WorkspaceGate(workspace_cap)
         self._prepared: dict[int, tuple[Resolved, build.Prepared]] = {}
         self._oauth = oauth
 
+    # --- the two entry points ----------------------------------------------------------------------------
+
     async def relay(self, inbound: Inbound) -> Relayed:
         """The whole pipeline for an HTTP passthrough (gateway, request API)."""
-        admitted = await self.admit(inbound, kinds=policy.API_CONNECTOR_KINDS)
-        return await self.forward(inbound, admitted)
-
-    async def admit(self, inbound: Inbound, *, kinds: frozenset[str], enforce_methods: bool = True) -> Admitted:
-        """The front half every door shares: authenticate, authorize, resolve + decrypt, policy, rate limit.
-
-        On refusal the request is recorded and the error raised. On success the caller owns the recorder and
-        must call `recorder.done(...)` exactly once.
-        """
-        rec = Recorder(inbound, self._events, self._clock)
+        admitted = await self._admit(inbound, policy.API_CONNECTOR_KINDS, enforce_methods=True)
+        rec = admitted.recorder
+        deadline = time.monotonic() + admitted.resolved.source.policy.timeout_seconds
         try:
-            if not self._events.healthy:
+            passed, release = await self._pass(inbound, admitted)
+        except KeyrelayError as err:
+            final = self._body_error(err, rec, admitted.resolved.source)
+            rec.done(final.status, final)
+            if final is err:
+                raise
+            raise final from None
+        except BaseException:
+            rec.done(CLIENT_CLOSED)  # the agent went away (or the task was cancelled)
+            raise
+        return self._finished(passed, rec, release, deadline)
+
+    async def _pass(self, inbound: Inbound, admitted: Admitted) -> tuple[Passed, Callable[[], None]]:
+        resolved, rec = admitted.resolved, admitted.recorder
+        source = resolved.source
+        prep = self.prepared(resolved, admitted.facts)
+        out = self.outbound(inbound, source, prep, rec)
+        token = await self.oauth_token(source, prep)  # waiting for a refresh takes no workspace slot
+        release = self._gate.enter(source.workspace_id)
+        try:
+            sent, redactor = await self.send(source, prep, out, token)
+            rec.upstream_ms = sent.upstream_ms
+            return await self.passed(inbound.method, sent.response, redactor), release
+        except BaseException:
+            release()
+            raise
+
+    async def handle(self, inbound: Inbound, *, kinds: frozenset[str], work: Work, bounded: bool = True) -> Relayed:
+        """Admit, hold a workspace slot while `work` runs, and record once. With `bounded`, the work as a whole
+        must end within the source's `timeout_seconds` (buffered answers); a stream it returns is not bounded."""
+        admitted = await self._admit(inbound, kinds, enforce_methods=False)
+        rec = admitted.recorder
+        source = admitted.resolved.source
+        try:
+            release = self._gate.enter(source.workspace_id)
+        except KeyrelayError as err:
+            rec.done(err.status, err)
+            raise
+        limit = source.policy.timeout_seconds if bounded else None
+        ex = Exchange(self, admitted, None if limit is None else time.monotonic() + limit)
+        try:
+            async with asyncio.timeout(limit):
+                reply = await work(ex)
+        except TimeoutError:
+            release()
+            timeout = UpstreamTimeout("Upstream did not answer in time")
+            rec.upstream_status = ex.upstream_status
+            rec.done(timeout.status, timeout)
+            raise timeout from None
+        except KeyrelayError as err:
+            release()
+            rec.upstream_status = ex.upstream_status
+            rec.done(err.status, err)
+            raise
+        except BaseException:
+            release()
+            rec.done(CLIENT_CLOSED)
+            raise
+        rec.upstream_status = ex.upstream_status
+        if reply.stream is None:
+            release()
+            rec.bytes_out = len(reply.body) or ex.bytes_out
+            rec.done(reply.status)
+            return Relayed(status=reply.status, headers=reply.headers, body=reply.body, value=reply.value)
+
+        def finish(error: KeyrelayError | None) -> None:
+            release()
+            rec.done(reply.status, error)
+
+        return Relayed(status=reply.status, headers=reply.headers, stream=reply.stream, recorder=rec, finish=finish)
+
+    # --- the front half ----------------------------------------------------------------------------------
+
+    async def _admit(self, inbound: Inbound, kinds: frozenset[str], *, enforce_methods: bool) -> Admitted:
+        """Authenticate, authorize, resolve + decrypt, policy, rate limit. A refusal is recorded and raised."""
+        rec = Recorder(inbound, self._log, self._clock)
+        try:
+            if not self._log.healthy:
                 raise Unavailable("The request log cannot be written; refusing to serve unlogged traffic")
             caller = await self._authn.authenticate(inbound.authorization)
             rec.caller = caller.id
-            if inbound.workspace_id is not None:
-                authorize(caller, workspace_id=inbound.workspace_id, scope=inbound.scope)
-            resolved = self._cached(inbound) or await self._resolve(inbound)
+            ref = inbound.source
+            if isinstance(ref, BySlug):
+                authorize(caller, workspace_id=ref.workspace_id, scope=inbound.scope)
+                resolved = self._resolver.cached_slug(ref.workspace_id, ref.slug) or \
+                    await self._resolver.by_slug(ref.workspace_id, ref.slug)
+            else:
+                resolved = await self._resolver.by_id(ref.source_id)
             source = resolved.source
             authorize(caller, workspace_id=source.workspace_id, scope=inbound.scope)
             rec.source(source)
@@ -165,69 +368,10 @@ class Relay:
             raise
         return Admitted(caller=caller, resolved=resolved, recorder=rec, facts=facts)
 
-    def enter_workspace(self, workspace_id: str) -> Callable[[], None]:
-        """Take one of the workspace's concurrent-request slots; call the result to give it back."""
-        return self._gate.enter(workspace_id)
+    # --- the back half, shared by `relay` and `Exchange.send` --------------------------------------------
 
-    async def forward(self, inbound: Inbound, admitted: Admitted) -> Relayed:
-        """The back half: build, inject, send, response policy. A refusal here is recorded too."""
-        try:
-            return await self._forward(inbound, admitted)
-        except KeyrelayError as err:
-            admitted.recorder.done(err.status, err)
-            raise
-        except BaseException:
-            admitted.recorder.done(CLIENT_CLOSED)  # the agent went away (or the task was cancelled)
-            raise
-
-    async def _forward(self, inbound: Inbound, admitted: Admitted) -> Relayed:
-        source, rec = admitted.resolved.source, admitted.recorder
-        limit = policy.body_limit(source.policy, self._max_body)
-        prep = self._prepare(admitted.resolved, admitted.facts)
-        body = _limited(inbound.body, limit, rec)
-        out = build.build(inbound, source, prep, body=body, sonar=inbound.target.url is not None)
-        token = await self._oauth_token(source, prep)  # waiting for a refresh takes no workspace slot
-        release = self._gate.enter(source.workspace_id)
-        try:
-            sent, redactor = await self._send(source, prep, out, token)
-            rec.upstream_ms = sent.upstream_ms
-            return await self._relayed(inbound, sent.response, redactor, rec, release)
-        except KeyrelayError:
-            release()
-            if rec.bytes_in > limit:  # the client library may wrap the error raised by the body counter
-                raise PayloadTooLarge(f"Request body is larger than {limit} bytes") from None
-            raise
-        except BaseException:
-            release()
-            raise
-
-    # oauth2: the access token changes over time, so it is added per request (pipeline/oauth.py)
-    async def _oauth_token(self, source: Source, prep: build.Prepared) -> str | None:
-        cfg = prep.injection.oauth2
-        if cfg is None:
-            return None
-        if self._oauth is None:
-            raise InternalError("OAuth2 credentials are not available in this process")
-        return await self._oauth.token(source, cfg)
-
-    async def _send(self, source: Source, prep: build.Prepared, out: Outbound,
-                    token: str | None) -> tuple[Sent, Redactor]:
-        cfg = prep.injection.oauth2
-        if cfg is None or token is None or self._oauth is None:
-            return await self._upstream.send(out), prep.redactor
-        return await self._oauth.send(source, cfg, out, prep.redactor, token=token)
-
-    def _cached(self, inbound: Inbound) -> Resolved | None:
-        if inbound.slug is not None and inbound.workspace_id is not None:
-            return self._resolver.cached_slug(inbound.workspace_id, inbound.slug)
-        return None
-
-    async def _resolve(self, inbound: Inbound) -> Resolved:
-        if inbound.slug is not None and inbound.workspace_id is not None:
-            return await self._resolver.by_slug(inbound.workspace_id, inbound.slug)
-        return await self._resolver.by_id(inbound.source_id or "")
-
-    def _prepare(self, resolved: Resolved, facts: ConnectorFacts | None) -> build.Prepared:
+    def prepared(self, resolved: Resolved, facts: ConnectorFacts | None) -> build.Prepared:
+        """Base URL, injection and redactor of a resolved source, computed once per cached resolution."""
         hit = self._prepared.get(id(resolved))
         if hit is not None and hit[0] is resolved:
             return hit[1]
@@ -239,27 +383,79 @@ class Relay:
         self._prepared[id(resolved)] = (resolved, prep)
         return prep
 
-    async def _relayed(self, inbound: Inbound, resp: Response, redactor: Redactor,
-                       rec: Recorder, release: Callable[[], None]) -> Relayed:
+    def outbound(self, inbound: Inbound, source: Source, prep: build.Prepared, rec: Recorder) -> Outbound:
+        body = _limited(inbound.body, policy.body_limit(source.policy, self._max_body), rec)
+        return build.build(inbound, source, prep, body=body)
+
+    async def oauth_token(self, source: Source, prep: build.Prepared) -> str | None:
+        """oauth2: the access token changes over time, so it is added per request (pipeline/oauth/tokens.py)."""
+        cfg = prep.injection.oauth2
+        if cfg is None:
+            return None
+        if self._oauth is None:
+            raise InternalError("OAuth2 credentials are not available in this process")
+        return await self._oauth.token(source, cfg)
+
+    async def send(self, source: Source, prep: build.Prepared, out: Outbound,
+                   token: str | None) -> tuple[Sent, Redactor]:
+        cfg = prep.injection.oauth2
+        if cfg is None or token is None or self._oauth is None:
+            return await self._upstream.send(out), prep.redactor
+        return await self._oauth.send(source, cfg, out, prep.redactor, token=token)
+
+    async def passed(self, method: str, resp: Response, redactor: Redactor) -> Passed:
+        """The response policy: headers, redaction; small bodies read whole (one write, exact length)."""
         status = resp.status
         try:
-            if response.has_no_body(inbound.method, status):
+            if response.has_no_body(method, status):
                 headers = response.headers_for(resp, redactor, exact_length=True)
-                return Relayed(status=status, headers=headers, body=None, stream=None, resp=resp, recorder=rec,
-                               release=release)
+                resp.release()
+                return Passed(status, headers, b"", None, _nothing)
             if response.wants_buffer(resp):
                 data = await response.read_whole(resp, redactor)
                 headers = response.headers_for(resp, redactor, exact_length=False)
                 if redactor.active:
                     headers.append((b"content-length", str(len(data)).encode()))
-                return Relayed(status=status, headers=headers, body=data, stream=None, resp=resp, recorder=rec,
-                               release=release)
+                resp.release()
+                return Passed(status, headers, data, None, _nothing)
         except BaseException:
             resp.release()
             raise
-        return Relayed(status=status, headers=response.headers_for(resp, redactor, exact_length=False),
-                       body=None, stream=response.stream_body(resp, redactor), resp=resp, recorder=rec,
-                       release=release)
+        return Passed(status, response.headers_for(resp, redactor, exact_length=False), None,
+                      response.stream_body(resp, redactor), resp.release)
+
+    def _finished(self, passed: Passed, rec: Recorder, release: Callable[[], None], deadline: float) -> Relayed:
+        if passed.body is not None:
+            release()
+            rec.bytes_out = len(passed.body)
+            rec.done(passed.status)
+            return Relayed(status=passed.status, headers=passed.headers, body=passed.body)
+        status, close = passed.status, passed.close
+
+        def finish(error: KeyrelayError | None) -> None:
+            close()
+            release()
+            rec.done(status, error)
+
+        return Relayed(status=status, headers=passed.headers, stream=passed.stream, recorder=rec, finish=finish,
+                       deadline=deadline)
+
+    def _body_error(self, err: KeyrelayError, rec: Recorder, source: Source) -> KeyrelayError:
+        """The client library may wrap the error raised by the body counter: report the size as such."""
+        limit = policy.body_limit(source.policy, self._max_body)
+        if rec.bytes_in > limit and not isinstance(err, PayloadTooLarge):
+            return PayloadTooLarge(f"Request body is larger than {limit} bytes")
+        return err
+
+
+def _nothing() -> None:
+    return None
+
+
+def _loop_time(deadline: float) -> float:
+    """A `time.monotonic()` deadline on the running loop's clock (uvloop's is not monotonic()'s)."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (deadline - time.monotonic())
 
 
 def _limited(body: BodyStream | bytes | None, limit: int, rec: Recorder) -> BodyStream | bytes | None:
@@ -281,4 +477,4 @@ async def _count(body: BodyStream, limit: int, rec: Recorder) -> AsyncIterator[b
         yield chunk
 
 
-__all__ = ["Admitted", "ConnectorFacts", "Relay", "Relayed", "Source"]
+__all__ = ["Admitted", "ConnectorFacts", "Exchange", "Passed", "Relay", "Relayed", "Reply", "Work"]

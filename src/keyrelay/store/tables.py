@@ -102,4 +102,5 @@ gateway_logs = sa.Table(
     sa.Column("error_message", sa.String(500)),
     sa.Column("caller", sa.String(80)),
     sa.Column("connector", sa.String(64)),
+    sa.Column("upstream_status", sa.Integer),
 )

@@ -12,11 +12,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from keyrelay import request_api
 from keyrelay.connectors.execute import ConnectorService, ExecuteRequest
 from keyrelay.connectors.spec import ConnectorSpec
-from keyrelay.doors import mcp_files, sonar
+from keyrelay.doors.mcp import files as mcp_files
 from keyrelay.errors import InvalidRequest
-from keyrelay.files.stores import StoreFactory
+from keyrelay.files.service import FileService
 from keyrelay.manage.sources import SourceService
 from keyrelay.model import Door, Source
 from keyrelay.pipeline.authenticate import Authenticator
@@ -33,8 +34,7 @@ class Deps:
     sources: SourceService
     connectors: ConnectorService
     catalog: Mapping[str, ConnectorSpec]
-    stores: StoreFactory | None = None
-    max_range_bytes: int = 64 * 1024 * 1024
+    files: FileService | None = None
 
 
 Handler = Callable[[Deps, "str | None", dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -117,10 +117,10 @@ async def describe_source(d: Deps, authorization: str | None, args: dict[str, An
 
 
 async def apis_make_request(d: Deps, authorization: str | None, args: dict[str, Any]) -> dict[str, Any]:
-    parsed = sonar.parse_fields({k: v for k, v in args.items() if k != "source_id"})
-    inbound = sonar.request_inbound(parsed, door=Door.MCP, path="/mcp/apis_make_request",
-                                    authorization=authorization, source_id=args["source_id"])
-    return await sonar.relay_request(d.relay, inbound)
+    call = request_api.parse_fields({k: v for k, v in args.items() if k != "source_id"})
+    inbound = request_api.inbound(call, door=Door.MCP, path="/mcp/apis_make_request", authorization=authorization,
+                                  source_id=args["source_id"])
+    return await request_api.call(d.relay, inbound)
 
 
 async def query_stream(d: Deps, authorization: str | None, args: dict[str, Any]) -> dict[str, Any]:
@@ -137,13 +137,13 @@ async def execute(d: Deps, authorization: str | None, args: dict[str, Any]) -> d
 
 
 async def files_list(d: Deps, authorization: str | None, args: dict[str, Any]) -> dict[str, Any]:
-    assert d.stores is not None
-    return await mcp_files.list_files(d.relay, d.stores, authorization, args)
+    assert d.files is not None
+    return await mcp_files.list_files(d.files, authorization, args)
 
 
 async def files_get(d: Deps, authorization: str | None, args: dict[str, Any]) -> dict[str, Any]:
-    assert d.stores is not None
-    return await mcp_files.get_file(d.relay, d.stores, authorization, args, max_range_bytes=d.max_range_bytes)
+    assert d.files is not None
+    return await mcp_files.get_file(d.files, authorization, args)
 
 
 TOOLS: tuple[ToolDef, ...] = (

@@ -6,8 +6,8 @@ serve any request and nothing is held open. Before the SDK sees a request, a pur
 bearer token -> 401; a token without the `mcp` scope -> 403 (all with the contract's error body). The SDK's
 transport security additionally checks `Host` (DNS rebinding) and `Origin`.
 
-Tools are defined in `mcp_tools.py`. A keyrelay error becomes a tool result with `isError: true` whose
-text and structured content are the contract's error body `{"error": {"code", "message", ...}}`.
+Tools are defined in `tools.py` (file tools in `files.py`). A keyrelay error becomes a tool result with
+`isError: true` whose text and structured content are the contract's error body `{"error": {"code", "message", ...}}`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 
 from keyrelay.connectors.spec import check_json
 from keyrelay.doors.asgi import AsgiScope, Receive, Send, header
-from keyrelay.doors.mcp_tools import TOOLS, Deps, ToolDef
+from keyrelay.doors.mcp.tools import TOOLS, Deps, ToolDef
 from keyrelay.doors.render import send_error
 from keyrelay.errors import (
     Forbidden,
@@ -89,7 +89,7 @@ class McpDoor:
     def __init__(self, deps: Deps, settings: Settings) -> None:
         self._deps = deps
         self._origins = settings.mcp_origins
-        self._tools: dict[str, ToolDef] = {t.name: t for t in TOOLS if deps.stores is not None or not t.needs_files}
+        self._tools: dict[str, ToolDef] = {t.name: t for t in TOOLS if deps.files is not None or not t.needs_files}
         self._server: Server[Any] = Server("keyrelay", version="0.1.0", instructions=INSTRUCTIONS,
                                            on_list_tools=self._list_tools, on_call_tool=self._call_tool)
         self._max_body = settings.max_body_bytes * 2 + 65536  # room for a JSON-encoded apis_make_request body
@@ -117,8 +117,7 @@ class McpDoor:
             if length is not None and length.isdigit() and int(length) > self._max_body:
                 raise PayloadTooLarge(f"Request body is larger than {self._max_body} bytes")
         except KeyrelayError as err:
-            extra = {401: [(b"www-authenticate", b"Bearer")], 405: [(b"allow", b"POST")],
-                     413: [(b"connection", b"close")]}.get(err.status, [])
+            extra = {401: [(b"www-authenticate", b"Bearer")], 405: [(b"allow", b"POST")]}.get(err.status, [])
             await send_error(send, err, scope.get("state", {}).get("request_id"), extra)
             return
         await self._manager.handle_request(scope, receive, send)

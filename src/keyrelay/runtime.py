@@ -1,0 +1,163 @@
+"""The wiring: `runtime(settings)` builds the adapters (database, vault, request log), the pipeline and the
+services once per process, and tears them down (flushing the request log) on exit. `app.py` routes requests to
+the doors built on top of it; the CLI runs admin operations against it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from keyrelay.connectors.cache import EntityCache
+from keyrelay.connectors.execute import ConnectorService
+from keyrelay.connectors.pagetoken import PageTokens
+from keyrelay.connectors.spec import load_catalog
+from keyrelay.doors.asgi import sole_error
+from keyrelay.doors.deps import Services
+from keyrelay.doors.mcp import McpDoor
+from keyrelay.doors.mcp.tools import Deps as McpDeps
+from keyrelay.egress.upstream import UpstreamClient
+from keyrelay.errors import Sealed, Unavailable
+from keyrelay.files.service import FileService
+from keyrelay.files.stores import StoreFactory
+from keyrelay.manage.access import AccessService, NewApplication
+from keyrelay.manage.sources import SourceService
+from keyrelay.manage.workspaces import WorkspaceService
+from keyrelay.pipeline.authenticate import Authenticator
+from keyrelay.pipeline.oauth.tokens import OAuthSender, OAuthTokens
+from keyrelay.pipeline.ratelimit import RateLimiter, make_storage
+from keyrelay.pipeline.relay import ConnectorFacts, Relay
+from keyrelay.pipeline.resolve import SourceResolver
+from keyrelay.pipeline.tokens import TokenHasher
+from keyrelay.requestlog import Metrics, RedisFeed, RequestLog
+from keyrelay.settings import Settings
+from keyrelay.store.access import SqlAccessStore
+from keyrelay.store.engine import make_engine, upgrade
+from keyrelay.store.keyring import SqlKeyRingStore
+from keyrelay.store.meta import SqlMetaStore
+from keyrelay.store.oauth_state import SqlOAuthStateStore
+from keyrelay.store.requestlog import SqlRequestLogStore
+from keyrelay.store.sources import SqlSourceStore
+from keyrelay.store.workspaces import SqlWorkspaceStore
+from keyrelay.vault import KeyVault, create_key_file, parse_master_key, read_key_file
+
+log = logging.getLogger("keyrelay")
+
+
+@dataclass
+class Runtime:
+    """Everything built once per process."""
+
+    services: Services
+    metrics: Metrics
+    request_log: RequestLog
+    bootstrap: NewApplication | None
+    relay: Relay
+    files: FileService
+    mcp: McpDoor
+
+
+def load_master_key(settings: Settings) -> bytes | None:
+    if settings.master_key is not None:
+        return parse_master_key(settings.master_key.get_secret_value())
+    return read_key_file(settings.key_file)
+
+
+@contextlib.asynccontextmanager
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    """Build every adapter and service; tear them down (flushing the request log) on exit."""
+    if settings.is_sqlite or settings.master_key is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    catalog = load_catalog()  # fail before touching any data if a definition is broken
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        await upgrade(engine)
+        clock = time.time
+        keyring = SqlKeyRingStore(engine)
+        master = load_master_key(settings)
+        if master is None and not await keyring.keys():
+            master = create_key_file(settings.key_file)  # first start: nothing to protect yet
+        vault = KeyVault(keyring, master, clock=clock)
+        await vault.load(may_create=True)
+        if vault.sealed:
+            log.error("keyrelay is SEALED (%s): credential-using requests answer 503", vault.sealed_reason)
+        meta = SqlMetaStore(engine)
+        hmac_key = await meta.put_if_absent("token_hmac_key", base64.b64encode(secrets.token_bytes(32)).decode())
+        access_store, workspace_store = SqlAccessStore(engine), SqlWorkspaceStore(engine)
+        hasher = TokenHasher(base64.b64decode(hmac_key))
+        authn = Authenticator(access_store, hasher, clock, cache_seconds=settings.token_cache_seconds)
+        access = AccessService(auth=access_store, workspaces=workspace_store, hasher=hasher, authenticator=authn,
+                               clock=clock)
+        secret = settings.admin_client_secret.get_secret_value() if settings.admin_client_secret else None
+        bootstrap = await access.ensure_bootstrap(settings.admin_client_id, secret)
+        workspaces = WorkspaceService(store=workspace_store, clock=clock)
+        sources = SourceService(sources=SqlSourceStore(engine), workspaces=workspaces, vault=vault, catalog=catalog,
+                                clock=clock, allow=settings.allow_networks)
+        sources.local_roots = tuple(p.resolve() for p in settings.local_root_paths)
+        log_store = SqlRequestLogStore(engine)
+        metrics = Metrics()
+        request_log = RequestLog(log_store, metrics, clock=clock, flush_seconds=settings.log_flush_seconds,
+                                 retention_days=settings.log_retention_days)
+
+        async def ready() -> None:
+            try:
+                await log_store.ping()
+            except Exception:
+                raise Unavailable("Database unreachable") from None
+            if vault.sealed:
+                raise Sealed("The vault is sealed: the master key is missing or wrong")
+            if not request_log.healthy:
+                raise Unavailable("Request log cannot be written")
+
+        resolver = SourceResolver(SqlSourceStore(engine), vault, clock, cache_seconds=settings.source_cache_seconds)
+        upstream = UpstreamClient(allow=settings.allow_networks, max_connections=settings.upstream_max_connections)
+        oauth = OAuthSender(OAuthTokens(store=SqlOAuthStateStore(engine), vault=vault, upstream=upstream, clock=clock),
+                            upstream)
+        relay = Relay(
+            authenticator=authn, resolver=resolver, upstream=upstream, log=request_log, clock=clock,
+            limiter=RateLimiter(make_storage(settings.redis_url), caller_limit=settings.caller_rate_limit_per_minute),
+            connectors={n: ConnectorFacts(c.kind, c.default_base_url, c.auth) for n, c in catalog.items()},
+            max_body_bytes=settings.max_body_bytes, workspace_cap=settings.workspace_max_concurrency, oauth=oauth,
+        )
+        page_key = await meta.put_if_absent("page_token_key", base64.b64encode(secrets.token_bytes(32)).decode())
+        entity_cache = EntityCache(clock)
+        connector_service = ConnectorService(relay=relay, catalog=catalog, cache=entity_cache,
+                                             tokens=PageTokens(base64.b64decode(page_key)))
+
+        def source_changed(source_id: str) -> None:
+            resolver.forget(source_id)
+            entity_cache.forget_source(source_id)
+
+        sources.on_change = source_changed
+        workspaces.on_change = lambda: source_changed("*")
+        stores = StoreFactory(allow=settings.allow_networks, local_roots=settings.local_root_paths)
+        files = FileService(relay, stores, max_range_bytes=settings.max_range_bytes)
+        mcp_door = McpDoor(McpDeps(relay=relay, authenticator=authn, sources=sources, connectors=connector_service,
+                                   catalog=catalog, files=files), settings)
+        services = Services(settings=settings, authenticator=authn, access=access, workspaces=workspaces,
+                            sources=sources, catalog=catalog, logs=log_store, vault=vault, ready=ready,
+                            connectors=connector_service, extras={})
+        stop = asyncio.Event()
+        # not a TaskGroup: it would wrap an error raised in the caller's block in an ExceptionGroup
+        background = [asyncio.create_task(request_log.run(stop))]
+        if settings.redis_url:
+            background.append(asyncio.create_task(RedisFeed(request_log, settings.redis_url).run(stop)))
+        try:
+            async with mcp_door.running():  # the MCP SDK's task group lives as long as the runtime
+                yield Runtime(services, metrics, request_log, bootstrap, relay, files, mcp_door)
+        except BaseExceptionGroup as group:  # that task group wraps errors raised in the caller's block:
+            raise sole_error(group) from None  # hand them back as themselves
+        finally:
+            stop.set()
+            try:
+                await asyncio.gather(*background)
+            finally:
+                await upstream.close()
+    finally:
+        await engine.dispose()
