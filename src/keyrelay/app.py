@@ -1,7 +1,7 @@
 """The ASGI application and its routing: request ids, framing limits, the plain-ASGI doors on the hot path, then
 FastAPI (admin, tokens, logs, Airbyte-compatible routes; validation and OpenAPI) for everything else.
 
-The process's services are built by `runtime.py` in the lifespan; errors are rendered by `doors/render.py`.
+The process's services are built by `runtime.py` in the lifespan; errors are rendered by `http/render.py`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 from fastapi import FastAPI
 
 from keyrelay.doors import access, admin, airbyte, connectors, files, gateway, mcp, observe, sonar
-from keyrelay.doors.asgi import HEADERS_CHECKED, AsgiScope, Message, Receive, Send, read_body, with_request_id
-from keyrelay.doors.render import install_error_handlers, send_error
 from keyrelay.errors import HeadersTooLarge, KeyrelayError, Unavailable, UriTooLong
+from keyrelay.http.asgi import HEADERS_CHECKED, AsgiScope, Message, Receive, Send, read_body, with_request_id
+from keyrelay.http.render import install_error_handlers, send_error
 from keyrelay.ids import new_id
 from keyrelay.manage.access import NewApplication
 from keyrelay.runtime import Runtime, runtime

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from keyrelay.doors.render import api_key_view, source_view, workspace_view
 from keyrelay.errors import KeyrelayError
+from keyrelay.http.render import api_key_view, source_view, workspace_view
 from keyrelay.manage.access import NewApplication
 from keyrelay.model import ALL_SCOPES, Caller, CallerKind, Scope
 from keyrelay.settings import Settings

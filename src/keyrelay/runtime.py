@@ -18,14 +18,14 @@ from keyrelay.connectors.cache import EntityCache
 from keyrelay.connectors.execute import ConnectorService
 from keyrelay.connectors.pagetoken import PageTokens
 from keyrelay.connectors.spec import load_catalog
-from keyrelay.doors.asgi import sole_error
-from keyrelay.doors.deps import Services
 from keyrelay.doors.mcp import McpDoor
 from keyrelay.doors.mcp.tools import Deps as McpDeps
 from keyrelay.egress.upstream import UpstreamClient
 from keyrelay.errors import Sealed, Unavailable
 from keyrelay.files.service import FileService
 from keyrelay.files.stores import StoreFactory
+from keyrelay.http.asgi import sole_error
+from keyrelay.http.deps import Services
 from keyrelay.manage.access import AccessService, NewApplication
 from keyrelay.manage.sources import SourceService
 from keyrelay.manage.workspaces import WorkspaceService

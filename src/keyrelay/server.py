@@ -24,8 +24,8 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
-from keyrelay.doors.asgi import HEADERS_CHECKED, WHOLE_RESPONSE
 from keyrelay.egress.deadlines import deadlines_for
+from keyrelay.http.asgi import HEADERS_CHECKED, WHOLE_RESPONSE
 from keyrelay.settings import Settings
 
 

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from keyrelay.doors.deps import Services, admin, services
-from keyrelay.doors.render import api_key_view, json_response
 from keyrelay.errors import InvalidRequest
+from keyrelay.http.deps import Services, admin, services
+from keyrelay.http.render import api_key_view, json_response
 from keyrelay.model import Caller, Scope
 
 router = APIRouter(tags=["auth"])

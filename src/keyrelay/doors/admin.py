@@ -7,9 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from keyrelay.doors.deps import Services, admin, caller, services
-from keyrelay.doors.render import json_response, source_view, workspace_view
 from keyrelay.errors import Forbidden, InvalidRequest
+from keyrelay.http.deps import Services, admin, caller, services
+from keyrelay.http.render import json_response, source_view, workspace_view
 from keyrelay.model import Caller, CallerKind
 
 router = APIRouter(tags=["admin"])

@@ -17,10 +17,10 @@ from fastapi.routing import APIRoute
 from keyrelay.connectors import skilldocs
 from keyrelay.connectors.execute import ACTION_ALIASES, ExecuteRequest
 from keyrelay.connectors.spec import ConnectorSpec
-from keyrelay.doors.bodies import ExecuteBody
-from keyrelay.doors.deps import Services, caller, need_scope, services
-from keyrelay.doors.render import dumps, iso, json_response
 from keyrelay.errors import Forbidden, InvalidRequest, KeyrelayError, NotFound, Unprocessable
+from keyrelay.http.bodies import ExecuteBody
+from keyrelay.http.deps import Services, caller, need_scope, services
+from keyrelay.http.render import dumps, iso, json_response
 from keyrelay.model import Caller, CallerKind, Scope, Source, Workspace
 
 PREFIX = "/api/v1/integrations/connectors"

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from keyrelay.connectors.execute import ExecuteRequest
-from keyrelay.doors.bodies import ExecuteBody
-from keyrelay.doors.deps import Services, caller, services
-from keyrelay.doors.render import json_response
 from keyrelay.errors import NotFound
+from keyrelay.http.bodies import ExecuteBody
+from keyrelay.http.deps import Services, caller, services
+from keyrelay.http.render import json_response
 from keyrelay.model import Caller
 
 router = APIRouter(tags=["connectors"])

@@ -13,11 +13,11 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qs
 
-from keyrelay.doors.asgi import AsgiScope, ClientGone, Receive, Send, header, send_relayed
-from keyrelay.doors.render import dumps, send_error
 from keyrelay.errors import InvalidRequest, KeyrelayError, MethodNotAllowed, NotFound
 from keyrelay.files import listing
 from keyrelay.files.service import FileRequest, FileService
+from keyrelay.http.asgi import AsgiScope, ClientGone, Receive, Send, header, send_relayed
+from keyrelay.http.render import dumps, send_error
 from keyrelay.model import Door
 
 PREFIX = "/api/v1/sonar/files/"

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 
-from keyrelay.doors.asgi import WHOLE_RESPONSE, AsgiScope, ClientGone, Receive, Send, send_relayed
-from keyrelay.doors.render import send_error
 from keyrelay.errors import InvalidRequest, KeyrelayError, NotFound
+from keyrelay.http.asgi import WHOLE_RESPONSE, AsgiScope, ClientGone, Receive, Send, send_relayed
+from keyrelay.http.render import send_error
 from keyrelay.model import BySlug, Door, Inbound, Tail
 from keyrelay.pipeline.relay import Relay
 

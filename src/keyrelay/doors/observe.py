@@ -12,9 +12,9 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import StreamingResponse
 
-from keyrelay.doors.deps import Services, caller, need_scope, services
-from keyrelay.doors.render import event_view, json_response
 from keyrelay.errors import InvalidRequest, NotFound
+from keyrelay.http.deps import Services, caller, need_scope, services
+from keyrelay.http.render import event_view, json_response
 from keyrelay.model import Caller, LogEntry, LogQuery, Scope
 
 router = APIRouter(tags=["observability"])

@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 
 from keyrelay import request_api
-from keyrelay.doors.asgi import AsgiScope, Receive, Send, header, read_body
-from keyrelay.doors.render import dumps, send_error
 from keyrelay.errors import KeyrelayError, MethodNotAllowed, NotFound
+from keyrelay.http.asgi import AsgiScope, Receive, Send, header, read_body
+from keyrelay.http.render import dumps, send_error
 from keyrelay.model import Door
 from keyrelay.pipeline.relay import Relay
 

@@ -26,9 +26,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 
 from keyrelay.connectors.spec import check_json
-from keyrelay.doors.asgi import AsgiScope, Receive, Send, header
 from keyrelay.doors.mcp.tools import TOOLS, Deps, ToolDef
-from keyrelay.doors.render import send_error
 from keyrelay.errors import (
     Forbidden,
     InternalError,
@@ -37,6 +35,8 @@ from keyrelay.errors import (
     MethodNotAllowed,
     PayloadTooLarge,
 )
+from keyrelay.http.asgi import AsgiScope, Receive, Send, header
+from keyrelay.http.render import send_error
 from keyrelay.model import Scope
 from keyrelay.settings import Settings
 
