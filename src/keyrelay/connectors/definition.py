@@ -23,7 +23,7 @@ _PARAM = {
         "required": {"type": "boolean"}, "in": {"enum": ["path", "query", "body", "none"]},
         "name": {"type": "string", "minLength": 1}, "enum": {"type": "array"}, "default": {},
         "minimum": {"type": "number"}, "maximum": {"type": "number"}, "items": {"type": "object"},
-        "filter": {"type": "boolean"},
+        "filter": {"type": "boolean"}, "explode": {"type": "boolean"},
     },
 }
 _PAGINATION = {
@@ -83,6 +83,7 @@ class Param:
     maximum: float | None = None
     filter: bool = True  # offered as a stream filter
     default: Any = None  # used when the agent sends nothing; strings may name config fields: "{owner}"
+    explode: bool = False  # an array in the query as one `name=value` pair per item (default: comma-separated)
 
     @property
     def upstream(self) -> str:
@@ -152,7 +153,8 @@ def _param(name: str, raw: Mapping[str, Any], method: str) -> Param:
     return Param(name=name, type=raw["type"], description=raw["description"], required=raw.get("required", False),
                  location=raw.get("in", default_in), wire_name=raw.get("name", ""),
                  enum=tuple(raw["enum"]) if "enum" in raw else None, minimum=raw.get("minimum"),
-                 maximum=raw.get("maximum"), filter=raw.get("filter", True), default=raw.get("default"))
+                 maximum=raw.get("maximum"), filter=raw.get("filter", True), default=raw.get("default"),
+                 explode=raw.get("explode", False))
 
 
 def _action(name: str, raw: Mapping[str, Any], headers: Mapping[str, str]) -> Action:
