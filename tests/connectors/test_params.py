@@ -69,3 +69,14 @@ def test_arrays_in_the_query_are_comma_joined_or_exploded_and_one_value_becomes_
     with pytest.raises(Unprocessable) as err:
         check_params(act, {"type": ["custom", "other"]})
     assert err.value.field == "params.type"
+
+
+def test_zendesk_comment_as_a_whole_ticket_object_or_as_fields_merged_into_it() -> None:
+    from keyrelay.connectors.spec import load_catalog
+
+    act = load_catalog()["zendesk-support"].entities["ticket_comments"].actions["create"]
+    whole = place(act, check_params(act, {"ticket_id": 7, "ticket": {"comment": {"body": "On it"}}}))
+    assert whole.path == "/tickets/7.json" and whole.body == {"ticket": {"comment": {"body": "On it"}}}
+    merged = place(act, check_params(act, {"ticket_id": 7, "ticket": {"status": "pending"}, "body": "Hi",
+                                           "public": False}))
+    assert merged.body == {"ticket": {"status": "pending", "comment": {"body": "Hi", "public": False}}}
