@@ -11,8 +11,10 @@ keyrelay client credentials.
 from __future__ import annotations
 
 import importlib
+import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +23,7 @@ import pytest
 from support.fakes import github, gong, hubspot, jira, salesforce, stripe, zendesk
 from support.keyrelay import Admin, KeyrelayServer, make_settings
 
-# the client credentials of seed 002's example (docs/airbyte.md), made keyrelay's bootstrap application here
+# the client credentials of the Gong example in docs/airbyte.md, made keyrelay's bootstrap application here
 CLIENT_ID, CLIENT_SECRET = "your_airbyte_client_id", "your_airbyte_client_secret"
 
 
@@ -70,56 +72,28 @@ def hosted(cls: Any, user: str, secret: str = CLIENT_SECRET) -> Any:
     return cls(external_user_id=user, airbyte_client_id=CLIENT_ID, airbyte_client_secret=secret)
 
 
-# --- Gong: seed 002's example ----------------------------------------------------------------------------------
+# --- Gong: the hosted-mode example of docs/airbyte.md ------------------------------------------------------------
 
 
-async def seed_example() -> None:
-    """The example of docs/airbyte.md (Airbyte's hosted-mode guide), verbatim but for the import: the package the
-    guide calls `airbyte_ai_gong` is published as `airbyte_agent_gong` (the last `airbyte-ai-gong` has no
-    `external_user_id`)."""
-    from airbyte_agent_gong import GongConnector
-
-    # Initialize connector in hosted mode
-    connector = GongConnector(
-        external_user_id="customer-workspace-123",
-        airbyte_client_id="your_airbyte_client_id",
-        airbyte_client_secret="your_airbyte_client_secret",
-    )
-
-    print(f"Connector: {connector.connector_name} v{connector.connector_version}")
-
-    # Fetch users
-    print("Fetching users...")
-    result = await connector.users.list()
-
-    if result.data:
-        print(f"Found {len(result.data)} users:")
-        for user in result.data[:5]:
-            print(f"  - {user.first_name} {user.last_name}")
-            print(f"    Email: {user.email_address}")
-            print(f"    Active: {user.active}")
-
-    # Handle pagination
-    if result.meta and result.meta.pagination:
-        print(f"Total records: {result.meta.pagination.total_records}")
-
-    # Fetch calls with date filter
-    print("\nFetching recent calls...")
-    calls_result = await connector.calls.list(
-        from_date_time="2025-01-01T00:00:00Z",
-        to_date_time="2025-01-14T00:00:00Z"
-    )
-
-    if calls_result.data:
-        print(f"Found {len(calls_result.data)} calls")
+def guide_example() -> Callable[[], Coroutine[Any, Any, None]]:
+    """`main` of the Gong example in docs/airbyte.md (Airbyte's hosted-mode guide, with the package's current import
+    name), taken from the document itself so that what users read is what runs here."""
+    text = (Path(__file__).parents[2] / "docs" / "airbyte.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    code = next(b for b in blocks if 'external_user_id="customer-workspace-123"' in b)
+    namespace: dict[str, Any] = {"__name__": "docs_airbyte_example"}  # not __main__: no asyncio.run()
+    exec(compile(code, "docs/airbyte.md", "exec"), namespace)
+    main: Callable[[], Coroutine[Any, Any, None]] = namespace["main"]
+    return main
 
 
-async def test_seed_gong_example(admin: Admin, point: Point, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_the_gong_guide_example_runs_as_written(admin: Admin, point: Point,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
     with gong.FakeGong(page_size=10, year=2025) as fake:
         customer(admin, "gong", {"base_url": fake.url},
                  {"access_key": gong.ACCESS_KEY, "access_key_secret": gong.ACCESS_SECRET}, "customer-workspace-123")
         point("airbyte_agent_gong")
-        await seed_example()
+        await guide_example()()
         out = capsys.readouterr().out
         assert "Connector: gong v" in out
         assert "Found 10 users:" in out and "  - Rep0 Seller\n    Email: rep0@example.com\n    Active: True" in out
