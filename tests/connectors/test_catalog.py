@@ -100,3 +100,29 @@ def test_tenant_config_allows_only_safe_values(name: str, config: dict[str, str]
 def test_config_defaults_are_filled_in() -> None:
     config = CATALOG["salesforce"].check_config({"instance_url": "https://acme.my.salesforce.com"})
     assert config["login_url"] == "https://login.salesforce.com"
+
+
+def test_shipped_api_connectors_send_a_user_agent_and_github_its_api_version() -> None:
+    for spec in CATALOG.values():
+        if spec.is_catalog_api:
+            assert spec.headers.get("User-Agent") == "keyrelay", spec.name
+            for ent in spec.entities.values():
+                assert all(a.headers.get("user-agent") == "keyrelay" for a in ent.actions.values()), spec.name
+    assert CATALOG["github"].headers["X-GitHub-Api-Version"] == "2022-11-28"
+
+
+@pytest.mark.parametrize(("name", "value", "match"), [
+    ("Authorization", "Bearer x", "cannot be a default header"),
+    ("Host", "example.com", "cannot be a default header"),
+    ("Content-Type", "text/plain", "cannot be a default header"),
+    ("X-Unknown-Header", "1", "cannot be a default header"),  # the pipeline's allowlist would drop it
+    ("User_Agent", "keyrelay", "headers"),  # not a header token
+    ("User-Agent", "line\r\nbreak", "headers"),
+])
+def test_default_headers_are_checked_at_load(tmp_path: Path, name: str, value: str, match: str) -> None:
+    raw = yaml.safe_load((CATALOG_DIR / "github.yaml").read_text())
+    raw["headers"] = {name: value}
+    bad = tmp_path / "github.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SpecError, match=match):
+        load_spec(bad)

@@ -38,7 +38,8 @@ class Call:
     action: str
     params: dict[str, Any]
     check: Callable[[Any, Any], None]  # (result, fake) -> asserts
-    meta: tuple[str, ...] = ()  # connector_metadata keys Airbyte's typed results read
+    meta: tuple[str, ...] = ()  # flat connector_metadata keys Airbyte's typed results read
+    nested: tuple[str, ...] = ()  # connector_metadata keys holding an object (Gong's `pagination`)
 
 
 @dataclass(frozen=True)
@@ -192,10 +193,11 @@ CASES = [
                                       min_pages=1),
         },
         calls=[
-            Call("users", "list", {}, _count(8), ("cursor", "total_records", "current_page_number")),
+            Call("users", "list", {}, _count(8), ("cursor", "total_records", "current_page_number"),
+                 ("pagination",)),
             Call("calls", "list", {"fromDateTime": "2026-01-01T00:00:00Z"},
                  _holds(lambda r, f: all(not c["isPrivate"] for c in r) and len(r) == 7),
-                 ("cursor", "total_records", "current_page_number")),
+                 ("cursor", "total_records", "current_page_number"), ("pagination",)),
             Call("calls", "get", {"id": "7782342274025937005"}, _eq("title", "Discovery call 5")),
             Call("users", "get", {"id": "234599484848425"}, _eq("emailAddress", "rep2@example.com")),
         ],
@@ -308,7 +310,12 @@ CASES = [
             Call("issues", "get", {"issueIdOrKey": "PROJ-3"}, _eq("fields.summary", "Task 3")),
             Call("users", "search", {"query": "person 5"}, _count(1, "accountId", "5b10a2844c20165700ede005")),
             Call("issue_comments", "list", {"issueIdOrKey": "PROJ-1", "maxResults": 10, "startAt": 10},
-                 _count(10, first="10010"), ("next_offset", "max_results", "total")),
+                 _count(10, first="10010"), ("next_offset", "max_results", "total", "startAt", "maxResults")),
+            Call("issue_comments", "get", {"issueIdOrKey": "PROJ-1", "commentId": "10003"}, _eq("id", "10003")),
+            Call("issue_worklogs", "get", {"issueIdOrKey": "PROJ-1", "worklogId": "100030"}, _eq("timeSpent", "1h")),
+            Call("issue_fields", "search", {"type": ["custom"], "id": ["customfield_10001", "customfield_10002"]},
+                 _holds(lambda r, f: "type=custom&id=customfield_10001&id=customfield_10002"
+                        in f.requests[-1].raw_path)),
             Call("issue_transitions", "list", {"issueIdOrKey": "PROJ-1"}, _count(2, first="11")),
         ],
         check_entity="users", missing=("issues", {"issueIdOrKey": "NOPE-1"}, 404),
@@ -410,9 +417,10 @@ def test_execute_list_get_search_check_and_write(case: Case, env: Env, fake: Any
         out = r.json()
         call.check(out["result"], fake)
         meta = out["connector_metadata"]
-        missing = [k for k in call.meta if k not in meta]
+        missing = [k for k in call.meta + call.nested if k not in meta]
         assert not missing, (call.entity, call.action, meta)
-        assert all(not isinstance(v, dict | list) for v in meta.values()), meta  # flat
+        assert all(not isinstance(v, dict | list) for k, v in meta.items() if k not in call.nested), meta  # flat
+        assert all(isinstance(meta[k], dict) for k in call.nested), meta
     # Airbyte's check(): the check entity's list with {"limit": 1}
     r = env.run(case.check_entity, "list", {"limit": 1})
     assert r.status_code == 200 and isinstance(r.json()["result"], list), r.text

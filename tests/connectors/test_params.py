@@ -53,3 +53,30 @@ def test_dotted_body_names_nest() -> None:
     })
     placed = place(act, check_params(act, {"body": "hi", "public": False}))
     assert placed.body == {"ticket": {"comment": {"body": "hi", "public": False}}}
+
+
+def test_arrays_in_the_query_are_comma_joined_or_exploded_and_one_value_becomes_a_list() -> None:
+    act = Action(name="list", method="GET", path="/p", description="", records="values", params={
+        "keys": Param("keys", "array", "project keys", explode=True),
+        "ids": Param("ids", "array", "product ids", explode=True, wire_name="ids[]"),
+        "expand": Param("expand", "array", "what to expand"),
+        "type": Param("type", "array", "field types", explode=True, enum=("system", "custom")),
+    })
+    placed = place(act, check_params(act, {"keys": ["PA", "PB"], "ids": ["prod_1", "prod_2"],
+                                           "expand": ["lead", "issueTypes"], "type": "custom"}))
+    assert placed.query == [("keys", "PA"), ("keys", "PB"), ("ids[]", "prod_1"), ("ids[]", "prod_2"),
+                            ("expand", "lead,issueTypes"), ("type", "custom")]
+    with pytest.raises(Unprocessable) as err:
+        check_params(act, {"type": ["custom", "other"]})
+    assert err.value.field == "params.type"
+
+
+def test_zendesk_comment_as_a_whole_ticket_object_or_as_fields_merged_into_it() -> None:
+    from keyrelay.connectors.spec import load_catalog
+
+    act = load_catalog()["zendesk-support"].entities["ticket_comments"].actions["create"]
+    whole = place(act, check_params(act, {"ticket_id": 7, "ticket": {"comment": {"body": "On it"}}}))
+    assert whole.path == "/tickets/7.json" and whole.body == {"ticket": {"comment": {"body": "On it"}}}
+    merged = place(act, check_params(act, {"ticket_id": 7, "ticket": {"status": "pending"}, "body": "Hi",
+                                           "public": False}))
+    assert merged.body == {"ticket": {"status": "pending", "comment": {"body": "Hi", "public": False}}}

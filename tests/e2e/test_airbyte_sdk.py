@@ -220,3 +220,23 @@ async def test_gong_typed_list_get_paging_and_privacy(hosted: KeyrelayServer, ad
             # the first page of 10 calls, without the private ones
             assert [c.id for c in calls.data] == [c["id"] for c in gong.calls[:10] if not c["isPrivate"]]
             assert len(calls.data) < 10
+
+
+async def test_jira_comment_and_worklog_gets_take_the_sdks_names(hosted: KeyrelayServer, admin_client: Admin,
+                                                                  acme: str) -> None:
+    """The SDK sends commentId / worklogId (docs/airbyte.md); the page metadata has both clients' offset keys."""
+    from airbyte_agent_sdk.connectors.jira import JiraConnector
+
+    from support.fakes.jira import API_TOKEN, USERNAME, FakeJira
+
+    with FakeJira() as fake:
+        admin_client.source(acme, upstream_url="", connector="jira", slug="jira", config={"base_url": fake.url,
+                            "subdomain": "acme"}, credentials={"username": USERNAME, "password": API_TOKEN})
+        async with _hosted(JiraConnector) as conn:
+            comments = await conn.issue_comments.list(issue_id_or_key="PROJ-1", start_at=5, max_results=5)
+            assert [c.id for c in comments.data] == [c["id"] for c in fake.comments[5:10]]
+            assert comments.meta is not None and comments.meta.next_offset == 5
+            comment = await conn.issue_comments.get(issue_id_or_key="PROJ-1", comment_id=fake.comments[3]["id"])
+            assert comment["id"] == fake.comments[3]["id"]
+            worklog = await conn.issue_worklogs.get(issue_id_or_key="PROJ-1", worklog_id=fake.worklogs[2]["id"])
+            assert worklog["id"] == fake.worklogs[2]["id"]

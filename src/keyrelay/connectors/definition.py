@@ -14,6 +14,7 @@ PARAM_TYPES = ("string", "integer", "number", "boolean", "array", "object")
 PAGINATION_TYPES = ("none", "cursor", "link_header", "next_url", "offset", "page_number")
 WRITE_ACTIONS = frozenset({"create", "update", "delete"})
 _NAME = "^[a-z][a-z0-9_]{0,63}$"
+_HEADER_NAME = "^[A-Za-z0-9!#$%&'*+.^`|~-]{1,64}$"  # an RFC 9110 token, without "_"
 
 _PARAM = {
     "type": "object", "additionalProperties": False, "required": ["type", "description"],
@@ -22,7 +23,7 @@ _PARAM = {
         "required": {"type": "boolean"}, "in": {"enum": ["path", "query", "body", "none"]},
         "name": {"type": "string", "minLength": 1}, "enum": {"type": "array"}, "default": {},
         "minimum": {"type": "number"}, "maximum": {"type": "number"}, "items": {"type": "object"},
-        "filter": {"type": "boolean"},
+        "filter": {"type": "boolean"}, "explode": {"type": "boolean"},
     },
 }
 _PAGINATION = {
@@ -55,6 +56,8 @@ DEFINITION_SCHEMA: dict[str, Any] = {
         "default_base_url": {"type": "string"}, "docs_url": {"type": "string"},
         "config_schema": {"type": "object"}, "credentials_schema": {"type": "object"},
         "auth": {"type": "object"},
+        "headers": {"type": "object", "propertyNames": {"pattern": _HEADER_NAME}, "additionalProperties": {
+            "type": "string", "minLength": 1, "maxLength": 512, "pattern": "^[\\x20-\\x7e]+$"}},
         "entities": {"type": "object", "propertyNames": {"pattern": _NAME}, "additionalProperties": {
             "type": "object", "additionalProperties": False, "required": ["description", "actions"],
             "properties": {
@@ -80,6 +83,7 @@ class Param:
     maximum: float | None = None
     filter: bool = True  # offered as a stream filter
     default: Any = None  # used when the agent sends nothing; strings may name config fields: "{owner}"
+    explode: bool = False  # an array in the query as one `name=value` pair per item (default: comma-separated)
 
     @property
     def upstream(self) -> str:
@@ -120,6 +124,9 @@ class Action:
     # dot path -> required value: other records are dropped (fail closed: a missing field drops the record),
     # e.g. Gong's privacy rule {isPrivate: false}
     record_filter: Mapping[str, Any] = field(default_factory=dict)
+    # the connector's default upstream headers (lowercase names), e.g. GitHub's User-Agent: never agent-controlled,
+    # and credential headers injected by the pipeline replace any of the same name
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def is_collection(self) -> bool:
@@ -146,10 +153,11 @@ def _param(name: str, raw: Mapping[str, Any], method: str) -> Param:
     return Param(name=name, type=raw["type"], description=raw["description"], required=raw.get("required", False),
                  location=raw.get("in", default_in), wire_name=raw.get("name", ""),
                  enum=tuple(raw["enum"]) if "enum" in raw else None, minimum=raw.get("minimum"),
-                 maximum=raw.get("maximum"), filter=raw.get("filter", True), default=raw.get("default"))
+                 maximum=raw.get("maximum"), filter=raw.get("filter", True), default=raw.get("default"),
+                 explode=raw.get("explode", False))
 
 
-def _action(name: str, raw: Mapping[str, Any]) -> Action:
+def _action(name: str, raw: Mapping[str, Any], headers: Mapping[str, str]) -> Action:
     method = raw["method"]
     params = {k: _param(k, v, method) for k, v in (raw.get("params") or {}).items()}
     pag = raw.get("pagination") or {}
@@ -164,13 +172,15 @@ def _action(name: str, raw: Mapping[str, Any]) -> Action:
                   pagination=pagination, metadata=raw.get("metadata") or {},
                   static_query=raw.get("static_query") or {}, static_body=raw.get("static_body") or {},
                   read_only=raw.get("read_only"), error_path=raw.get("error_path", ""),
-                  record_filter=raw.get("record_filter") or {})
+                  record_filter=raw.get("record_filter") or {}, headers=headers)
 
 
-def parse_entities(raw: Mapping[str, Any]) -> dict[str, Entity]:
+def parse_entities(raw: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> dict[str, Entity]:
+    """The entities of a definition; every action carries the connector's default upstream `headers`."""
+    lower = {k.lower(): v for k, v in (headers or {}).items()}
     out = {}
     for name, ent in (raw or {}).items():
-        actions = {a: _action(a, spec) for a, spec in ent["actions"].items()}
+        actions = {a: _action(a, spec, lower) for a, spec in ent["actions"].items()}
         out[name] = Entity(name=name, description=ent["description"], actions=actions,
                            schema=ent.get("schema") or {}, stream=ent.get("stream", True))
     return out

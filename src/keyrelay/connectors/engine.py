@@ -43,7 +43,7 @@ class Answer:
 
 
 def request_for(action: Action, placed: Placed, *, next_url: str | None) -> tuple[Target, bytes | None, dict[str, str]]:
-    headers = {"accept": "application/json"}
+    headers = {"accept": "application/json", **action.headers}  # the definition's defaults (lowercase names)
     payload: bytes | None = None
     if placed.body or (action.method in ("POST", "PUT", "PATCH") and action.body == "json"):
         if action.body == "form":

@@ -31,11 +31,13 @@ def check_value(p: Param, value: Any) -> Any:
         raise Unprocessable(f"Parameter '{p.name}' must be of type {p.type}", field=f"params.{p.name}")
     if p.type == "integer" and isinstance(value, str) and value.lstrip("-").isdigit():
         value = int(value)  # agents often send numbers as strings
+    if p.type == "array" and isinstance(value, str | int | float) and not isinstance(value, bool):
+        value = [value]  # one value where a list is expected
     if not isinstance(value, kinds):
         raise Unprocessable(f"Parameter '{p.name}' must be of type {p.type}", field=f"params.{p.name}")
     if isinstance(value, str) and len(value) > MAX_STRING:
         raise Unprocessable(f"Parameter '{p.name}' is too long", field=f"params.{p.name}")
-    if p.enum is not None and value not in p.enum:
+    if p.enum is not None and any(v not in p.enum for v in (value if isinstance(value, list) else [value])):
         allowed = ", ".join(map(str, p.enum))
         raise Unprocessable(f"Parameter '{p.name}' must be one of: {allowed}", field=f"params.{p.name}")
     if isinstance(value, int | float) and not isinstance(value, bool) and _out_of_range(p, value):
@@ -120,6 +122,8 @@ def place(action: Action, values: Mapping[str, Any]) -> Placed:
             continue
         if p.location == "path":
             path = path.replace("{" + p.upstream + "}", quote(_wire(value), safe=""))
+        elif p.location == "query" and p.explode and isinstance(value, list):
+            placed.query.extend((p.upstream, _wire(v)) for v in value)  # `keys=A&keys=B` (Jira, Stripe `ids[]`)
         elif p.location == "query":
             placed.query.extend(_query_pairs(p.upstream, value))
         else:

@@ -13,6 +13,7 @@ from jsonschema.exceptions import best_match
 
 from keyrelay.connectors.definition import DEFINITION_SCHEMA, Entity, parse_entities
 from keyrelay.errors import InvalidRequest
+from keyrelay.pipeline.headers import DEFAULT_FORWARD, is_always_dropped
 
 CATALOG_DIR = Path(__file__).parent / "catalog"
 
@@ -32,6 +33,7 @@ class ConnectorSpec:
     definition_id: str | None = None
     default_base_url: str | None = None
     auth: Mapping[str, Any] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)  # default upstream headers (docs/connectors.md)
     entities: Mapping[str, Entity] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -102,6 +104,10 @@ def load_spec(path: Path) -> ConnectorSpec:
     if problem is not None:
         where = "/".join(str(p) for p in problem.absolute_path) or "(top level)"
         raise SpecError(f"{path.name}: {where}: {problem.message}")
+    for name in raw.get("headers") or {}:
+        if (low := name.lower()) == "content-type" or is_always_dropped(low) or low not in DEFAULT_FORWARD:
+            raise SpecError(f"{path.name}: headers: {name!r} cannot be a default header (the engine sets "
+                            "content-type; others must be request headers the pipeline forwards)")
     for key in ("config_schema", "credentials_schema"):
         try:
             Draft202012Validator.check_schema(raw[key])
@@ -111,8 +117,8 @@ def load_spec(path: Path) -> ConnectorSpec:
         name=str(raw["name"]), title=str(raw["title"]), kind=str(raw["kind"]),
         description=str(raw.get("description", "")).strip(), config_schema=raw["config_schema"],
         credentials_schema=raw["credentials_schema"], definition_id=raw.get("definition_id"),
-        default_base_url=raw.get("default_base_url"), auth=raw.get("auth") or {},
-        entities=parse_entities(raw.get("entities") or {}), raw=raw,
+        default_base_url=raw.get("default_base_url"), auth=raw.get("auth") or {}, headers=raw.get("headers") or {},
+        entities=parse_entities(raw.get("entities") or {}, raw.get("headers")), raw=raw,
     )
 
 

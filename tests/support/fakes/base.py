@@ -39,6 +39,10 @@ class FakeApi:
     def authorized(self, request: web.Request) -> bool:
         return True
 
+    def refused(self, request: web.Request) -> web.Response | None:
+        """An answer the API gives before it looks at credentials (e.g. GitHub without a User-Agent), or None."""
+        return None
+
     def unauthorized(self) -> web.Response:
         return web.json_response({"error": "unauthorized"}, status=401)
 
@@ -49,6 +53,8 @@ class FakeApi:
         if self.fail_next:
             status, headers, payload = self.fail_next.pop(0)
             return web.json_response(payload, status=status, headers=headers)
+        if (refusal := self.refused(request)) is not None:
+            return refusal
         if not self.authorized(request):
             return self.unauthorized()
         result: web.StreamResponse = await handler(request)

@@ -1,7 +1,8 @@
 """A fake GitHub: a small GraphQL endpoint (`POST /graphql`) that recognises the root field a query asks for and
 its variables (it is not a GraphQL engine), REST writes under `/repos/...`, GitHub's token schemes
 (`Authorization: bearer|token <t>`), Relay-style connections with base64 cursors, and GitHub's error shapes
-(200 with `errors` for GraphQL, `{"message", "documentation_url"}` for REST)."""
+(200 with `errors` for GraphQL, `{"message", "documentation_url"}` for REST); like GitHub, it refuses requests
+without a `User-Agent` and an `X-GitHub-Api-Version` it does not know."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from support.fakes.base import FakeApi
 
 TOKEN = "ghp_fake0123456789abcdefghijklmnopqrstuv"
 OWNER, REPO = "octo-org", "hello"
+API_VERSIONS = ("2022-11-28", "2026-03-10")
 _DOCS = "https://docs.github.com/graphql"
 
 
@@ -87,6 +89,17 @@ class FakeGitHub(FakeApi):
     def unauthorized(self) -> web.Response:
         return web.json_response({"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"},
                                  status=401)
+
+    def refused(self, request: web.Request) -> web.Response | None:
+        """GitHub's answers to a request without a User-Agent, or asking for an API version it does not know."""
+        if not request.headers.get("User-Agent"):
+            return web.Response(status=403, text="Request forbidden by administrative rules. Please make sure your "
+                                                 "request has a User-Agent header.")
+        version = request.headers.get("X-GitHub-Api-Version")
+        if version is not None and version not in API_VERSIONS:
+            return web.json_response({"message": f"Unsupported 'X-GitHub-Api-Version': {version}",
+                                      "documentation_url": _DOCS}, status=400)
+        return None
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/graphql", self.graphql)

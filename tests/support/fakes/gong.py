@@ -28,14 +28,14 @@ class FakeGong(FakeApi):
     calls: list[dict[str, Any]]
     folders: list[dict[str, Any]]
 
-    def __init__(self, count: int = 23, page_size: int = 100) -> None:
+    def __init__(self, count: int = 23, page_size: int = 100, year: int = 2026) -> None:
         super().__init__()
         self.page_size = page_size
         self.users = [{"id": f"{234599484848423 + i}", "emailAddress": f"rep{i}@example.com", "firstName": f"Rep{i}",
                        "lastName": "Seller", "title": "AE", "active": True, "managerId": None,
                        "created": "2024-01-01T00:00:00Z"} for i in range(count)]
         self.calls = [{"id": f"{7782342274025937000 + i}", "title": f"Discovery call {i}",
-                       "started": f"2026-01-{1 + i % 28:02d}T10:00:00Z", "duration": 1800 + i,
+                       "started": f"{year}-01-{1 + i % 28:02d}T10:00:00Z", "duration": 1800 + i,
                        "direction": "Conference",
                        "scope": "External", "primaryUserId": self.users[i % count]["id"],
                        "url": f"https://app.gong.io/call?id={7782342274025937000 + i}", "workspaceId": WORKSPACE,

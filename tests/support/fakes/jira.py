@@ -64,7 +64,9 @@ class FakeJira(FakeApi):
         r.add_get(f"{API}/issue/{{key}}", self.get_issue)
         r.add_put(f"{API}/issue/{{key}}", self.update_issue)
         r.add_get(f"{API}/issue/{{key}}/comment", self.issue_comments)
+        r.add_get(f"{API}/issue/{{key}}/comment/{{id}}", self.issue_comment)
         r.add_get(f"{API}/issue/{{key}}/worklog", self.issue_worklogs)
+        r.add_get(f"{API}/issue/{{key}}/worklog/{{id}}", self.issue_worklog)
         r.add_get(f"{API}/issue/{{key}}/transitions", self.issue_transitions)
         r.add_get(f"{API}/project/search", self.project_search)
         r.add_get(f"{API}/project/{{key}}", self.get_project)
@@ -144,6 +146,20 @@ class FakeJira(FakeApi):
         if self._issue(request.match_info["key"]) is None:
             return _error(404, "Issue does not exist or you do not have permission to see it.")
         return self._offset_page(request, "worklogs", self.worklogs)
+
+    def _one(self, request: web.Request, rows: list[dict[str, Any]], kind: str) -> web.Response:
+        if self._issue(request.match_info["key"]) is None:
+            return _error(404, "Issue does not exist or you do not have permission to see it.")
+        row = next((r for r in rows if r["id"] == request.match_info["id"]), None)
+        if row is None:
+            return _error(404, f"Can not find a {kind} for the id: {request.match_info['id']}.")
+        return web.json_response(row)
+
+    async def issue_comment(self, request: web.Request) -> web.Response:
+        return self._one(request, self.comments, "comment")
+
+    async def issue_worklog(self, request: web.Request) -> web.Response:
+        return self._one(request, self.worklogs, "worklog")
 
     async def issue_transitions(self, request: web.Request) -> web.Response:
         if self._issue(request.match_info["key"]) is None:
