@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from keyrelay.doors import access, admin, airbyte, connectors, files, gateway, mcp, observe, sonar
+from keyrelay.doors import access, admin, airbyte, connectors, files, gateway, mcp, observe, site, sonar
 from keyrelay.errors import HeadersTooLarge, KeyrelayError, Unavailable, UriTooLong
 from keyrelay.http.asgi import HEADERS_CHECKED, AsgiScope, Message, Receive, Send, read_body, with_request_id
 from keyrelay.http.render import install_error_handlers, send_error
@@ -53,9 +53,9 @@ class HotPath:
 
 
 def build_api() -> FastAPI:
-    api = FastAPI(title="keyrelay", version="0.1.0", docs_url="/docs", redoc_url=None,
+    api = FastAPI(title="keyrelay", version="0.1.0", docs_url=None, redoc_url=None,  # served by doors/site.py
                   description="Self-hosted credential gateway for AI agents. See docs/ in the repository.")
-    for router in (access.router, admin.router, connectors.router, airbyte.router, observe.router):
+    for router in (access.router, admin.router, connectors.router, airbyte.router, observe.router, site.router):
         api.include_router(router)
     install_error_handlers(api)
     return api

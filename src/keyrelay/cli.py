@@ -68,6 +68,13 @@ def bootstrap_banner(app: NewApplication, base_url: str) -> str:
     )
 
 
+def listening_banner(base_url: str) -> str:
+    return (f"keyrelay is listening on {base_url}\n"
+            f"  console:       {base_url}/console/\n"
+            f"  API reference: {base_url}/docs\n"
+            f"  health:        {base_url}/healthz\n")
+
+
 @click.group(help="keyrelay: a self-hosted gateway that lets AI agents use APIs and files without "
                   "holding the credentials. Settings come from KEYRELAY_* environment variables "
                   "(see docs/settings.md).")
@@ -90,7 +97,14 @@ def serve(host: str | None, port: int | None) -> None:
     from keyrelay.server import uvicorn_config
 
     app = create_app(settings, on_bootstrap=lambda a: click.echo(bootstrap_banner(a, base)))
-    uvicorn.Server(uvicorn_config(app, settings, host=host, port=port)).run()
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:  # the port is bound: say where to go
+                click.echo(listening_banner(base))
+
+    Server(uvicorn_config(app, settings, host=host, port=port)).run()
 
 
 @main.command(help="Create the database, master key and bootstrap admin application, then exit.")
