@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import re
 import socket
+from pathlib import Path
 
 import httpx
 import pytest
 
 from keyrelay.web import assets
+from support.browser import browser, page_in
 from support.keyrelay import KeyrelayServer
 
 
@@ -88,3 +90,15 @@ def test_every_listed_asset_is_in_the_package() -> None:
     for name in assets.ASSETS:
         data = assets.read(name)
         assert data, name
+
+
+def test_the_api_reference_renders_in_a_real_browser_without_a_policy_violation(kr: KeyrelayServer,
+                                                                                tmp_path: Path) -> None:
+    with browser() as b, page_in(b) as page:
+        page.goto(kr.url + "/docs")
+        page.wait_for_selector(".opblock-summary-path", timeout=20_000)  # operations rendered from openapi.json
+        assert page.locator(".opblock").count() > 10
+        assert not [e for e in page.errors if "Content Security Policy" in e], page.errors
+        page.goto(kr.url + "/")
+        assert page.locator("h1").inner_text() == "keyrelay is running"
+        assert not page.errors, page.errors
