@@ -1,0 +1,70 @@
+"""The Python client for keyrelay: `Keyrelay` (sync) and `AsyncKeyrelay` (asyncio). Guide: docs/sdk.md."""
+
+from keyrelay_client.client import AsyncKeyrelay, Keyrelay, __version__
+from keyrelay_client.connector import AsyncConnector, Connector
+from keyrelay_client.errors import (
+    ClientError,
+    ConfigurationError,
+    Conflict,
+    ConnectionFailed,
+    DestinationNotAllowed,
+    Forbidden,
+    HeadersTooLarge,
+    InternalError,
+    InvalidParameter,
+    InvalidRequest,
+    KeyrelayError,
+    LookupFailed,
+    MethodNotAllowed,
+    NetworkError,
+    NotFound,
+    PayloadTooLarge,
+    RangeNotSatisfiable,
+    RateLimited,
+    RequestTimeout,
+    Sealed,
+    ServerError,
+    SsrfBlocked,
+    Unauthenticated,
+    Unavailable,
+    UnexpectedResponse,
+    UnknownAction,
+    UnknownEntity,
+    Unprocessable,
+    UpstreamAuthFailed,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    UriTooLong,
+    UsageError,
+    WrongSourceType,
+)
+from keyrelay_client.models import (
+    ApiKey,
+    Application,
+    ApplicationSecret,
+    ConnectSession,
+    ExecuteResult,
+    FileInfo,
+    LogEntry,
+    NewApiKey,
+    Page,
+    RequestResult,
+    ScopedToken,
+    Source,
+    Workspace,
+)
+from keyrelay_client.paging import AsyncPaginator, Paginator
+from keyrelay_client.retry import RetryPolicy
+
+__all__ = [
+    "ApiKey", "Application", "ApplicationSecret", "AsyncConnector", "AsyncKeyrelay", "AsyncPaginator", "ClientError",
+    "ConfigurationError", "Conflict", "ConnectSession", "ConnectionFailed", "Connector", "DestinationNotAllowed",
+    "ExecuteResult", "FileInfo", "Forbidden", "HeadersTooLarge", "InternalError", "InvalidParameter",
+    "InvalidRequest", "Keyrelay", "KeyrelayError", "LogEntry", "LookupFailed", "MethodNotAllowed", "NetworkError",
+    "NewApiKey", "NotFound", "Page", "Paginator", "PayloadTooLarge", "RangeNotSatisfiable", "RateLimited",
+    "RequestResult", "RequestTimeout", "RetryPolicy", "ScopedToken", "Sealed", "ServerError", "Source",
+    "SsrfBlocked", "Unauthenticated", "Unavailable", "UnexpectedResponse", "UnknownAction", "UnknownEntity",
+    "Unprocessable", "UpstreamAuthFailed", "UpstreamRejected", "UpstreamTimeout", "UpstreamUnreachable",
+    "UriTooLong", "UsageError", "Workspace", "WrongSourceType", "__version__",
+]
