@@ -59,6 +59,9 @@ class Blocking:
     def __repr__(self) -> str:
         return repr(self._target)
 
+    def __dir__(self) -> list[str]:
+        return dir(self._target)
+
 
 def _sync(value: Any, loop: asyncio.AbstractEventLoop) -> Any:
     if inspect.iscoroutine(value):
