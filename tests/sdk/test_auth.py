@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -178,6 +179,20 @@ def test_reprs_never_show_a_secret() -> None:
     finally:
         kr.close()
         asyncio.run(akr.aclose())
+
+
+def test_logs_at_debug_level_never_show_a_secret(scripted: ScriptedServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Retries, token fetches and renewals, with every logger (the SDK's, httpx's, httpcore's) at DEBUG."""
+    token_endpoint(scripted)
+    unavailable = {"error": {"code": "unavailable", "message": "Starting", "request_id": "r"}}
+    scripted.on("GET", "/api/v1/workspaces", Reply(503, unavailable), Reply(401, UNAUTH), Reply(200, WORKSPACES))
+    caplog.set_level(logging.DEBUG)
+    with Keyrelay(scripted.url, client_id="kr_app_t", client_secret=SECRET, sleep=lambda _: None, env={}) as kr:
+        kr.workspaces.list()
+    assert "retrying GET /api/v1/workspaces after unavailable" in caplog.text
+    assert "kra_token_1" in scripted.seen("GET", "/api/v1/workspaces")[0].headers["authorization"]
+    for secret in (SECRET, "kra_token_1", "kra_token_2"):
+        assert secret not in caplog.text
 
 
 # --- against a live keyrelay --------------------------------------------------------------------------------

@@ -45,8 +45,7 @@ class DoorOps:
         if body is not None:
             payload["body"] = body
         elif json is not _UNSET:
-            payload["body"] = json
-            payload["headers"] = {"Content-Type": "application/json", **(headers or {})}
+            payload["body"] = json  # keyrelay sends it as JSON, with Content-Type: application/json unless set
         call = Call("POST", path("api", "v1", "sonar", "apis", source_id(source), "request"), json=payload,
                     idempotent=method.upper() in IDEMPOTENT_METHODS)
         return RequestResult.from_json(obj((yield call)))

@@ -5,7 +5,8 @@
   `last=None` reads to the end).
 * `download(source, path, dest, progress=)` streams to a temporary file beside `dest` and renames it into place
   once every byte arrived, so `dest` is never left half written. `progress(done, total)` is called after each
-  chunk (`total` from `Content-Length`, or None).
+  chunk (`total` from `Content-Length`, or None). Chunks are written with plain file writes, also under
+  `AsyncKeyrelay` (each is one network read, a few KiB).
 
 Paths are relative to the source's root, `/`-separated; each segment is percent-encoded here.
 """

@@ -177,7 +177,7 @@ class NewApiKey(ApiKey):
 
 @dataclass(frozen=True)
 class Application:
-    """A machine client of the operator (round 2: limited to `workspaces` and `scopes`)."""
+    """A machine client of the operator, limited to `workspaces` (a list, or `"*"`) and `scopes`."""
 
     id: str
     client_id: str
