@@ -67,14 +67,29 @@ def make_auth(config: Config, clock: Callable[[], float]) -> httpx.Auth:
     return BearerAuth(cred.value)
 
 
-def _describe(config: Config) -> str:
-    cred = config.credential
-    if isinstance(cred, ClientCredentials):
-        return f"client_id={cred.client_id!r}"
-    return f"{cred.kind}=<hidden>"
+class _Configured:
+    """What both clients share: the resolved configuration, the auth, the timeout, and how they show."""
+
+    def _configure(self, config: Config, timeout: float | httpx.Timeout, clock: Callable[[], float]) -> None:
+        self._config = config
+        self.base_url = config.base_url
+        self._auth = make_auth(config, clock)
+        self._timeout = httpx.Timeout(timeout)
+
+    def _gateway(self, wid: str, slug: str, client_options: Mapping[str, Any]) -> dict[str, Any]:
+        """Options for the gateway client of `Keyrelay.http` / `AsyncKeyrelay.http`."""
+        if {"base_url", "auth"} & set(client_options):
+            raise TypeError("http() sets base_url and auth itself")
+        return {"timeout": self._timeout, "headers": {"User-Agent": USER_AGENT}, **client_options,
+                "base_url": gateway_url(self.base_url, wid, slug), "auth": self._auth}
+
+    def __repr__(self) -> str:
+        cred = self._config.credential
+        shown = f"client_id={cred.client_id!r}" if isinstance(cred, ClientCredentials) else f"{cred.kind}=<hidden>"
+        return f"{type(self).__name__}({str(self.base_url)!r}, {shown})"
 
 
-class Keyrelay(SyncResource):
+class Keyrelay(_Configured, SyncResource):
     """The synchronous client. Thread-safe: one instance may serve many threads."""
 
     def __init__(self, base_url: str | None = None, *, client_id: str | None = None,
@@ -82,11 +97,8 @@ class Keyrelay(SyncResource):
                  timeout: float | httpx.Timeout = DEFAULT_TIMEOUT, retry: RetryPolicy | None = None,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
                  transport: httpx.BaseTransport | None = None, env: Mapping[str, str] | None = None) -> None:
-        self._config = resolve(base_url, client_id=client_id, client_secret=client_secret, api_key=api_key,
-                               token=token, env=env)
-        self.base_url = self._config.base_url
-        self._auth = make_auth(self._config, clock)
-        self._timeout = httpx.Timeout(timeout)
+        self._configure(resolve(base_url, client_id=client_id, client_secret=client_secret, api_key=api_key,
+                                token=token, env=env), timeout, clock)
         self._http = httpx.Client(base_url=self.base_url, auth=self._auth, timeout=self._timeout,
                                   transport=transport, headers={"User-Agent": USER_AGENT})
         runner = SyncRunner(self._http, retry or RetryPolicy(), sleep)
@@ -116,10 +128,7 @@ class Keyrelay(SyncResource):
         keyrelay replaces the SDK's own `Authorization` with the stored credential. The caller owns the returned
         client (close it, or use it as a context manager). `client_options` go to `httpx.Client`.
         """
-        wid = self._runner.run(workspace_id(workspace))
-        options: dict[str, Any] = {"timeout": self._timeout, "headers": {"User-Agent": USER_AGENT}}
-        options.update(client_options)
-        return httpx.Client(base_url=gateway_url(self.base_url, wid, slug), auth=self._auth, **options)
+        return httpx.Client(**self._gateway(self._runner.run(workspace_id(workspace)), slug, client_options))
 
     def connector(self, name: str, *, workspace: WorkspaceRef, source: str | None = None) -> Connector:
         """A facade over the workspace's `name` source (pass `source=` an id, slug or name when there are several):
@@ -136,11 +145,8 @@ class Keyrelay(SyncResource):
                  tb: TracebackType | None) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        return f"Keyrelay({str(self.base_url)!r}, {_describe(self._config)})"
 
-
-class AsyncKeyrelay(AsyncResource):
+class AsyncKeyrelay(_Configured, AsyncResource):
     """The asyncio client: the same methods as `Keyrelay`, awaited (listings are `async for` iterators)."""
 
     def __init__(self, base_url: str | None = None, *, client_id: str | None = None,
@@ -149,11 +155,8 @@ class AsyncKeyrelay(AsyncResource):
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
                  clock: Callable[[], float] = time.monotonic, transport: httpx.AsyncBaseTransport | None = None,
                  env: Mapping[str, str] | None = None) -> None:
-        self._config = resolve(base_url, client_id=client_id, client_secret=client_secret, api_key=api_key,
-                               token=token, env=env)
-        self.base_url = self._config.base_url
-        self._auth = make_auth(self._config, clock)
-        self._timeout = httpx.Timeout(timeout)
+        self._configure(resolve(base_url, client_id=client_id, client_secret=client_secret, api_key=api_key,
+                                token=token, env=env), timeout, clock)
         self._http = httpx.AsyncClient(base_url=self.base_url, auth=self._auth, timeout=self._timeout,
                                        transport=transport, headers={"User-Agent": USER_AGENT})
         runner = AsyncRunner(self._http, retry or RetryPolicy(), sleep)
@@ -173,10 +176,8 @@ class AsyncKeyrelay(AsyncResource):
 
     async def http(self, workspace: WorkspaceRef, slug: str, **client_options: Any) -> httpx.AsyncClient:
         """An `httpx.AsyncClient` on the gateway route of source `slug` in `workspace`; see `Keyrelay.http`."""
-        wid = await self._runner.run(workspace_id(workspace))
-        options: dict[str, Any] = {"timeout": self._timeout, "headers": {"User-Agent": USER_AGENT}}
-        options.update(client_options)
-        return httpx.AsyncClient(base_url=gateway_url(self.base_url, wid, slug), auth=self._auth, **options)
+        return httpx.AsyncClient(**self._gateway(await self._runner.run(workspace_id(workspace)), slug,
+                                                 client_options))
 
     async def connector(self, name: str, *, workspace: WorkspaceRef, source: str | None = None) -> AsyncConnector:
         """A facade over the workspace's `name` source; see `Keyrelay.connector`."""
@@ -191,6 +192,3 @@ class AsyncKeyrelay(AsyncResource):
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         await self.aclose()
-
-    def __repr__(self) -> str:
-        return f"AsyncKeyrelay({str(self.base_url)!r}, {_describe(self._config)})"
