@@ -103,3 +103,52 @@ def test_a_custom_transport_is_used(server: KeyrelayServer, raw: Admin, workspac
     with Keyrelay(server.url, api_key=raw.api_key(workspace["id"], ["proxy"]), transport=Recording(), env={}) as kr:
         kr.workspaces.list()
     assert seen == ["/api/v1/workspaces"]
+
+
+COMPLETION = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1_700_000_000, "model": "gpt-test",
+              "choices": [{"index": 0, "finish_reason": "stop",
+                           "message": {"role": "assistant", "content": "Hello through keyrelay"}}],
+              "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}
+
+
+@pytest.fixture
+def openai_source(server: KeyrelayServer, raw: Admin, workspace: dict[str, str], scripted: ScriptedServer) -> str:
+    """An `openai` source whose upstream is a scripted OpenAI-compatible API; returns an API key for it."""
+    scripted.on("POST", "/v1/chat/completions", Reply(200, COMPLETION))
+    raw.source(workspace["id"], upstream_url=scripted.url + "/v1", slug="openai",
+               credentials={"bearer_token": "sk-openai-stored-secret"})
+    return raw.api_key(workspace["id"], ["proxy"])
+
+
+def assert_upstream_saw_the_stored_key(scripted: ScriptedServer) -> None:
+    seen = scripted.seen("POST", "/v1/chat/completions")
+    assert len(seen) == 1 and seen[0].headers["authorization"] == "Bearer sk-openai-stored-secret"
+    assert seen[0].json()["messages"] == [{"role": "user", "content": "Hi"}]
+
+
+def test_an_httpx_based_sdk_works_through_the_gateway(server: KeyrelayServer, workspace: dict[str, str],
+                                                      openai_source: str, scripted: ScriptedServer) -> None:
+    """The OpenAI SDK on `http()`: keyrelay injects the stored key; the SDK's placeholder never leaves."""
+    import openai
+
+    with Keyrelay(server.url, api_key=openai_source, env={}) as kr, kr.http(workspace["name"], "openai") as gw:
+        ai = openai.OpenAI(base_url=str(gw.base_url), api_key="unused", http_client=gw, max_retries=0)
+        answer = ai.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "Hi"}])
+    assert answer.choices[0].message.content == "Hello through keyrelay"
+    assert_upstream_saw_the_stored_key(scripted)
+
+
+def test_an_async_httpx_based_sdk_works_through_the_gateway(server: KeyrelayServer, workspace: dict[str, str],
+                                                            openai_source: str, scripted: ScriptedServer) -> None:
+    import openai
+
+    async def main() -> Any:
+        async with AsyncKeyrelay(server.url, api_key=openai_source, env={}) as kr:
+            gw = await kr.http(workspace["id"], "openai")
+            async with gw:
+                ai = openai.AsyncOpenAI(base_url=str(gw.base_url), api_key="unused", http_client=gw, max_retries=0)
+                return await ai.chat.completions.create(model="gpt-test",
+                                                        messages=[{"role": "user", "content": "Hi"}])
+
+    assert asyncio.run(main()).choices[0].message.content == "Hello through keyrelay"
+    assert_upstream_saw_the_stored_key(scripted)
