@@ -31,6 +31,7 @@ print(json.dumps({
     "dists": sorted(d.metadata["Name"] for d in importlib.metadata.distributions()),
     "modules": sorted({m.split(".")[0] for m in sys.modules}),
     "typed": (importlib.resources.files("keyrelay_client") / "py.typed").is_file(),
+    "versions": [keyrelay_client.__version__, importlib.metadata.version("keyrelay-client")],
 }))
 """
 
@@ -67,5 +68,7 @@ def test_importing_the_sdk_loads_nothing_of_the_server(clean_install: dict[str, 
     assert not modules & set(SERVER_STACK)
 
 
-def test_the_package_ships_its_type_marker(clean_install: dict[str, list[str] | bool]) -> None:
+def test_the_package_ships_its_type_marker_and_one_version(clean_install: dict[str, list[str] | bool]) -> None:
     assert clean_install["typed"] is True
+    installed, declared = clean_install["versions"]  # type: ignore[misc]
+    assert installed == declared

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,9 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
-from keyrelay_client import AsyncKeyrelay, Keyrelay, LogEntry, UsageError
+from keyrelay_client import AsyncKeyrelay, ConnectionFailed, Keyrelay, LogEntry, RequestTimeout, UsageError
 from keyrelay_client.logs import SseDecoder
 from support.keyrelay import ADMIN_ID, ADMIN_SECRET, Admin, KeyrelayServer
+from support.scripted import Reply, ScriptedServer
+
+ENTRY = {"id": "e1", "ts": "2030-01-01T00:00:00Z", "workspace_id": "w", "source_id": "s", "door": "gateway",
+         "method": "GET", "path": "/x", "status": 200, "latency_ms": 1.0}
 
 
 def test_sse_decoder_joins_data_lines_and_skips_comments() -> None:
@@ -108,3 +113,18 @@ def test_tail_yields_live_entries_async(server: KeyrelayServer, raw: Admin, work
     with traffic(send):
         first = asyncio.run(main())
     assert first.workspace_id == workspace["id"] and first.method == "GET"
+
+
+def test_a_dead_or_dropped_feed_raises_the_sdks_errors(connect: Any, scripted: ScriptedServer) -> None:
+    feed = b": connected\n\ndata: " + json.dumps(ENTRY).encode() + b"\n\n" + b" " * 1000
+    scripted.on("GET", "/api/v1/logs/stream", Reply(200, body=feed, cut=len(feed) - 1000, stall=True))
+    kr = connect(scripted.url, token="krw_t")
+    tail = iter(kr.logs.tail(read_timeout=0.2))
+    assert next(tail).id == "e1"
+    with pytest.raises(RequestTimeout):
+        next(tail)
+    scripted.on("GET", "/api/v1/logs/stream", Reply(200, body=feed, cut=len(feed) - 1000))
+    tail = iter(kr.logs.tail(read_timeout=5))
+    assert next(tail).id == "e1"
+    with pytest.raises(ConnectionFailed):
+        next(tail)

@@ -39,6 +39,7 @@ class Reply:
     body: bytes | None = None  # raw body instead of `json`
     drop: bool = False  # close the connection without answering
     cut: int | None = None  # send only this many body bytes (after the full Content-Length), then close
+    stall: bool = False  # with `cut`: keep the connection open, silent, instead of closing it
     hang: bool = False  # never answer (until the server stops)
 
 
@@ -107,6 +108,9 @@ class ScriptedServer:
                 self.end_headers()
                 if reply.cut is not None:
                     self.wfile.write(data[:reply.cut])
+                    self.wfile.flush()
+                    if reply.stall:
+                        server._stop.wait(60)
                     self.close_connection = True
                     return
                 self.wfile.write(data)

@@ -3,7 +3,8 @@
 An application token sees every workspace; an API key or workspace token needs the `logs` scope and sees its own
 workspace. `tail()` yields entries as keyrelay records them, until the server ends the stream or the caller stops
 iterating (which closes the connection). keyrelay sends a keep-alive comment every 15 s, so the read timeout of
-the feed (`read_timeout`, default 60 s) only fires when the connection is dead.
+the feed (`read_timeout`, default 60 s) only fires when the connection is dead: it raises `RequestTimeout`, and a
+dropped connection `ConnectionFailed`; nothing is retried once the feed has started.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from keyrelay_client.admin import SourceRef, WorkspaceRef, source_id, workspace_
 from keyrelay_client.calls import Call, Operation, items
 from keyrelay_client.errors import UnexpectedResponse, UsageError
 from keyrelay_client.models import LogEntry
+from keyrelay_client.runner import network_error
 from keyrelay_client.surface import AsyncResource, SyncResource, awaiting, blocking
 
 STREAM_PATH = "/api/v1/logs/stream"
@@ -95,10 +97,13 @@ class Logs(SyncResource):
         call = self._runner.run(self._ops.tail_call(workspace, read_timeout, self._runner.client.timeout))
         decoder = SseDecoder()
         with self._runner.open(call) as response:
-            for line in response.iter_lines():
-                data = decoder.feed(line)
-                if data is not None:
-                    yield entry(data)
+            try:
+                for line in response.iter_lines():
+                    data = decoder.feed(line)
+                    if data is not None:
+                        yield entry(data)
+            except httpx.TransportError as exc:
+                raise network_error(exc, response.request)[0] from None
 
 
 class AsyncLogs(AsyncResource):
@@ -111,7 +116,10 @@ class AsyncLogs(AsyncResource):
         call = await self._runner.run(self._ops.tail_call(workspace, read_timeout, self._runner.client.timeout))
         decoder = SseDecoder()
         async with self._runner.open(call) as response:
-            async for line in response.aiter_lines():
-                data = decoder.feed(line)
-                if data is not None:
-                    yield entry(data)
+            try:
+                async for line in response.aiter_lines():
+                    data = decoder.feed(line)
+                    if data is not None:
+                        yield entry(data)
+            except httpx.TransportError as exc:
+                raise network_error(exc, response.request)[0] from None
