@@ -12,7 +12,15 @@ from typing import Any
 import httpx
 import pytest
 
-from keyrelay_client import ConnectionFailed, NotFound, RateLimited, RequestTimeout, Unavailable, UpstreamTimeout
+from keyrelay_client import (
+    ConnectionFailed,
+    NotFound,
+    RateLimited,
+    RequestTimeout,
+    Unavailable,
+    UnexpectedResponse,
+    UpstreamTimeout,
+)
 from keyrelay_client.calls import Call, Operation, obj
 from keyrelay_client.retry import RetryPolicy
 from keyrelay_client.runner import AsyncRunner, SyncRunner
@@ -201,3 +209,10 @@ def test_a_rate_limit_with_a_long_retry_after_is_raised_at_once(make: Any, scrip
     with pytest.raises(RateLimited) as err:
         runner.run(one(Call("GET", "/x")))
     assert err.value.retry_after == 3600 and runner.sleeps == []
+
+
+def test_a_body_that_cannot_be_decoded_is_an_unexpected_response(make: Any, scripted: ScriptedServer) -> None:
+    scripted.on("GET", "/x", Reply(200, body=b"not gzip at all", headers={"Content-Encoding": "gzip"}))
+    with pytest.raises(UnexpectedResponse, match="could not be decoded"):
+        make().run(one(Call("GET", "/x")))
+    assert len(scripted.seen("GET", "/x")) == 1

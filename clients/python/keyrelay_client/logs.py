@@ -102,7 +102,7 @@ class Logs(SyncResource):
                     data = decoder.feed(line)
                     if data is not None:
                         yield entry(data)
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:
                 raise network_error(exc, response.request)[0] from None
 
 
@@ -121,5 +121,5 @@ class AsyncLogs(AsyncResource):
                     data = decoder.feed(line)
                     if data is not None:
                         yield entry(data)
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:
                 raise network_error(exc, response.request)[0] from None

@@ -15,7 +15,13 @@ from typing import Any, TypeVar, cast
 import httpx
 
 from keyrelay_client.calls import Call, Operation
-from keyrelay_client.errors import ConnectionFailed, KeyrelayError, RequestTimeout, error_from_response
+from keyrelay_client.errors import (
+    ConnectionFailed,
+    KeyrelayError,
+    RequestTimeout,
+    UnexpectedResponse,
+    error_from_response,
+)
 from keyrelay_client.retry import RetryPolicy
 
 T = TypeVar("T")
@@ -23,12 +29,14 @@ log = logging.getLogger("keyrelay_client")
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
-def network_error(exc: httpx.TransportError, request: httpx.Request) -> tuple[KeyrelayError, bool]:
+def network_error(exc: httpx.RequestError, request: httpx.Request) -> tuple[KeyrelayError, bool]:
     """The error for a failed exchange, and whether the request may have reached keyrelay."""
     where = f"{request.method} {request.url.path} at {request.url.host}:{request.url.port or ''}".rstrip(":")
     sent = not isinstance(exc, _NOT_SENT)
     if isinstance(exc, httpx.TimeoutException):
         return RequestTimeout(f"Timed out ({type(exc).__name__}) on {where}"), sent
+    if isinstance(exc, httpx.DecodingError):
+        return UnexpectedResponse(f"The body could not be decoded on {where}"), sent
     return ConnectionFailed(f"Connection failed ({type(exc).__name__}) on {where}"), sent
 
 
@@ -69,7 +77,7 @@ class SyncRunner:
                 for chunk in response.iter_bytes():
                     call.sink.write(chunk)
                 complete = True
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:
                 raise network_error(exc, response.request)[0] from None
             finally:
                 call.sink.close(complete=complete)
@@ -89,7 +97,7 @@ class SyncRunner:
                         response.read()
                     finally:
                         response.close()
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:
                 error, sent = network_error(exc, request)
             except KeyrelayError as err:  # raised by the auth flow: the token fetch failed, nothing was sent
                 error, sent = err, False
@@ -102,7 +110,7 @@ class SyncRunner:
                     return
                 try:
                     response.read()
-                except httpx.TransportError as exc:
+                except httpx.RequestError as exc:
                     error, sent = network_error(exc, request)
                 else:
                     error, sent = error_from_response(response.status_code, response.headers, response.content), True
@@ -147,7 +155,7 @@ class AsyncRunner:
                 async for chunk in response.aiter_bytes():
                     call.sink.write(chunk)
                 complete = True
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:
                 raise network_error(exc, response.request)[0] from None
             finally:
                 call.sink.close(complete=complete)
@@ -165,7 +173,7 @@ class AsyncRunner:
                         await response.aread()
                     finally:
                         await response.aclose()
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:
                 error, sent = network_error(exc, request)
             except KeyrelayError as err:
                 error, sent = err, False
@@ -178,7 +186,7 @@ class AsyncRunner:
                     return
                 try:
                     await response.aread()
-                except httpx.TransportError as exc:
+                except httpx.RequestError as exc:
                     error, sent = network_error(exc, request)
                 else:
                     error, sent = error_from_response(response.status_code, response.headers, response.content), True
