@@ -21,7 +21,7 @@ from keyrelay_client.models import (
     ApiKey,
     Application,
     ApplicationSecret,
-    Connector,
+    ConnectorInfo,
     ConnectSession,
     NewApiKey,
     ScopedToken,
@@ -297,9 +297,9 @@ class ConnectorOps:
         """One connector's entities, actions, params and paging (docs/connectors.md)."""
         return items((yield Call("GET", path("api", "v1", "connectors", name, "entities"))))
 
-    def list(self) -> Operation[list[Connector]]:
+    def list(self) -> Operation[list[ConnectorInfo]]:
         """The catalog: every connector with its config and credentials JSON schemas."""
-        return [Connector.from_json(c) for c in items((yield Call("GET", "/api/v1/connectors")))]
+        return [ConnectorInfo.from_json(c) for c in items((yield Call("GET", "/api/v1/connectors")))]
 
 
 class Connectors(SyncResource):

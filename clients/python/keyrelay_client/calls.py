@@ -9,7 +9,7 @@ rule. A failed call is thrown into the operation as a `KeyrelayError`, which it 
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
@@ -104,13 +104,3 @@ def items(response: httpx.Response, key: str = "data") -> list[dict[str, Any]]:
         raise UnexpectedResponse(f"Expected a list of objects under '{key}'", status=response.status_code,
                                  request_id=response.headers.get("x-request-id"))
     return found
-
-
-def strings(values: Sequence[str] | None) -> list[str] | None:
-    return None if values is None else [str(v) for v in values]
-
-
-def get(call: Call) -> Operation[httpx.Response]:
-    """The smallest operation: one call, its response."""
-    response = yield call
-    return response

@@ -231,7 +231,7 @@ class ConnectSession:
 
 
 @dataclass(frozen=True)
-class Connector:
+class ConnectorInfo:
     """A catalog entry of `GET /api/v1/connectors`."""
 
     name: str
@@ -245,7 +245,7 @@ class Connector:
     raw: Raw = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_json(cls, data: Raw) -> Connector:
+    def from_json(cls, data: Raw) -> ConnectorInfo:
         r = Reader(data, "connector")
         return cls(name=r.text("name"), title=r.opt_text("title") or "", kind=r.text("kind"),
                    description=r.opt_text("description") or "", definition_id=r.opt_text("definition_id"),
