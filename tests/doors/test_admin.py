@@ -89,6 +89,25 @@ def test_connectors_list_http_with_both_schemas(admin: Admin, statuses: list[int
         http["credentials_schema"]["properties"])
 
 
+
+def test_connector_entities_describe_actions_params_and_paging(admin: Admin, statuses: list[int]) -> None:
+    r = admin.get("/api/v1/connectors/stripe/entities")
+    assert r.status_code == 200
+    assert r.json()["connector"] == "stripe"
+    customers = next(e for e in r.json()["data"] if e["name"] == "customers")
+    listing = next(a for a in customers["actions"] if a["name"] == "list")
+    assert listing["pagination"]["page_param"] == "starting_after"
+    assert "email" in {p["name"] for p in listing["params"]}
+    _err(admin.get("/api/v1/connectors/nope/entities"), 404, "not_found")
+    assert admin.get("/api/v1/connectors/http/entities").json()["data"] == []
+    assert admin.get("/api/v1/connectors/instances_for_user", params={"external_user_id": "x"}).json() \
+        == {"instances": []}  # the static route is not shadowed
+
+
+def test_connector_entities_need_a_token(kr: KeyrelayServer) -> None:
+    r = httpx.get(kr.url + "/api/v1/connectors/stripe/entities")
+    _err(r, 401, "unauthenticated")
+
 # --- sources ------------------------------------------------------------------------------------------------
 
 def test_source_crud_never_returns_a_credential_value(admin: Admin, statuses: list[int]) -> None:

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from keyrelay.errors import Forbidden, InvalidRequest
+from keyrelay.connectors import describe
+from keyrelay.errors import Forbidden, InvalidRequest, NotFound
 from keyrelay.http.deps import Services, admin, caller, services
 from keyrelay.http.render import json_response, source_view, workspace_view
 from keyrelay.model import Caller, CallerKind
@@ -91,6 +92,15 @@ async def delete_workspace(workspace_id: str, svc: Svc, who: Admin) -> Response:
 @router.get("/api/v1/connectors")
 async def list_connectors(svc: Svc, _: AnyCaller) -> Response:
     return json_response({"data": [spec.public() for spec in svc.catalog.values()]})
+
+
+@router.get("/api/v1/connectors/{name}/entities")
+async def connector_entities(name: str, svc: Svc, _: AnyCaller) -> Response:
+    """The entities, actions and params of one connector (what execute accepts, and how its lists page)."""
+    spec = svc.catalog.get(name)
+    if spec is None:
+        raise NotFound("Connector not found")
+    return json_response({"connector": spec.name, "data": describe.entities(spec)})
 
 
 @router.post("/api/v1/sources", status_code=201)

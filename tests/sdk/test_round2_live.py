@@ -1,0 +1,62 @@
+"""Applications and connect sessions against a live keyrelay (contract: "Round 2 additions").
+
+These routes are being added to the server alongside the SDK; until they are, every test here fails with
+`NotFound` (404 from the live server). The SDK side is tested against the contract in test_admin.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from keyrelay_client import Forbidden, NotFound, Unauthenticated
+from support.keyrelay import KeyrelayServer
+from support.upstream import FakeUpstream
+
+
+def test_a_limited_application_mints_limited_tokens(client: Any, connect: Any, server: KeyrelayServer,
+                                                    workspace: dict[str, str], echo: dict[str, Any],
+                                                    upstream: FakeUpstream) -> None:
+    app = client.applications.create("agent-" + uuid.uuid4().hex[:6], workspaces=[workspace["id"]],
+                                     scopes=["proxy"])
+    assert app.client_id and app.client_secret and app.client_secret not in repr(app)
+    assert app.id in {a.id for a in client.applications.list()}
+
+    agent = connect(server.url, client_id=app.client_id, client_secret=app.client_secret)
+    answer = agent.request(echo["id"], "GET", upstream.url + "/echo")
+    assert answer.status_code == 200
+    with pytest.raises(Forbidden):
+        agent.logs.list()  # not one of its scopes
+    other = client.workspaces.create("other-" + uuid.uuid4().hex[:6])
+    with pytest.raises((Forbidden, NotFound)):
+        agent.sources.list(other.id)  # not one of its workspaces
+
+
+def test_rotating_a_secret_retires_the_old_one(client: Any, connect: Any, server: KeyrelayServer) -> None:
+    app = client.applications.create("rotate-" + uuid.uuid4().hex[:6], scopes=["logs"])
+    rotated = client.applications.rotate_secret(app.id)
+    assert rotated.client_secret != app.client_secret
+    with pytest.raises(Unauthenticated):
+        connect(server.url, client_id=app.client_id, client_secret=app.client_secret).logs.list()
+    assert isinstance(connect(server.url, client_id=app.client_id, client_secret=rotated.client_secret)
+                      .logs.list(), list)
+
+
+def test_a_deleted_application_gets_no_token(client: Any, connect: Any, server: KeyrelayServer) -> None:
+    app = client.applications.create("gone-" + uuid.uuid4().hex[:6], scopes=["logs"])
+    client.applications.delete(app.id)
+    assert app.id not in {a.id for a in client.applications.list()}
+    with pytest.raises(Unauthenticated):
+        connect(server.url, client_id=app.client_id, client_secret=app.client_secret).logs.list()
+
+
+def test_a_connect_session_opens_a_page(client: Any, workspace: dict[str, str]) -> None:
+    session = client.connect_sessions.create(workspace["name"], connectors=["stripe"], expires_in=600)
+    assert session.id and session.token and session.token not in repr(session)
+    assert session.expires_at is not None and session.expires_at > dt.datetime.now(dt.UTC)
+    page = httpx.get(session.url, follow_redirects=False, timeout=10)
+    assert page.status_code == 200
