@@ -1,4 +1,4 @@
-"""The KeyrelayError tree: each error carries its HTTP status and a stable code (contracts/api.md).
+"""The KeyrelayError tree: each error carries its HTTP status and a stable code (docs/errors.md).
 
 Doors turn any of these into the one JSON error body (`http/render.py`). Messages are written for the
 caller: they never contain a secret, a library's exception text, a file path or an internal address.

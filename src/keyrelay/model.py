@@ -72,7 +72,7 @@ class Caller:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """What a source lets callers do. Defaults follow contracts/api.md."""
+    """What a source lets callers do. Defaults are documented in docs/security.md (source policies)."""
 
     allowed_methods: frozenset[str] | None = None  # None: every method
     forward_headers: frozenset[str] | None = None  # None: the safe default set

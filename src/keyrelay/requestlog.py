@@ -2,7 +2,7 @@
 
 `emit` never blocks a request. A background flusher writes batches every `flush_seconds` and on shutdown.
 If the database refuses writes for longer than `outage_seconds`, `healthy` turns False and the pipeline fails
-closed (503) instead of serving unlogged traffic (security.md bar 23).
+closed (503) instead of serving unlogged traffic (docs/security.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The entity cache (seed 002's hosted-mode cache): per source, opt-in with `policy.cache_ttl_seconds`.
+"""The entity cache (hosted mode's entity cache, docs/airbyte.md): per source, opt-in with `policy.cache_ttl_seconds`.
 
 Keys always include the workspace and the source, so an entry can never be served to another tenant.
 """

@@ -1,4 +1,4 @@
-"""Execute `{entity, action, params}` on a source (seed 002), and the stream query (seed 000).
+"""Execute `{entity, action, params}` on a source (docs/connectors.md), and the stream query.
 
 Both are thin: look the action up in the connector definition, validate params, call it through the pipeline
 (`engine.call`), then shape the answer. Exactly one request-log row per call.

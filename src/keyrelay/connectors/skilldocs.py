@@ -1,6 +1,6 @@
 """Agent-readable documentation ("skill docs") built from OUR connector definitions.
 
-The Airbyte-compatible door serves these at `GET /api/v1/skills/docs?id=&section=` (contracts/airbyte-hosted.md):
+The Airbyte-compatible door serves these at `GET /api/v1/skills/docs?id=&section=` (docs/airbyte.md):
 a document `{id, section_id?, metadata, outline, content}` whose content is a list of blocks (heading, paragraph,
 list, code, table). Everything here comes from the definition: entities, actions, params, descriptions.
 """

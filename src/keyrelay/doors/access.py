@@ -1,4 +1,4 @@
-"""Token routes: application tokens, workspace-scoped tokens and API keys (contracts/api.md: Auth routes)."""
+"""Token routes: application tokens, workspace-scoped tokens and API keys (README.md shows each)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Airbyte-compatible hosted execution API (contracts/airbyte-hosted.md), for `airbyte-agent-sdk` in hosted mode.
+"""Airbyte-compatible hosted execution API (docs/airbyte.md), for `airbyte-agent-sdk` in hosted mode.
 
 A thin door: connector lookup lists catalog-API sources; execute is `ConnectorService.execute` (the same engine,
 policy, request log and shaping as the native execute route); inspect and skill docs come from our definitions.
@@ -132,7 +132,7 @@ async def get_connector(connector_id: str, svc: Svc, who: Executor) -> Response:
 
 @router.delete(PREFIX + "/{connector_id}", status_code=202)
 async def delete_connector(connector_id: str, svc: Svc, who: Executor) -> Response:
-    """Like seed 002's create: application or workspace-scoped tokens (their own workspace), not API keys."""
+    """Like Airbyte's create route: application or workspace-scoped tokens (their own workspace), not API keys."""
     if who.kind is CallerKind.API_KEY:
         raise Forbidden("This route needs an application or workspace-scoped token")
     src, _ = await _connector(svc, who, connector_id)

@@ -1,4 +1,4 @@
-"""Declarative connector doors: stream query (seed 000), execute and instance lookup (seed 002), streams list."""
+"""Declarative connector doors: stream query, execute and instance lookup (docs/connectors.md), streams list."""
 
 from __future__ import annotations
 

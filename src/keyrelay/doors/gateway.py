@@ -1,4 +1,4 @@
-"""The gateway route `ANY /api/{workspace_id}/proxy/{slug}/{tail}` (seed 003), as plain ASGI.
+"""The gateway route `ANY /api/{workspace_id}/proxy/{slug}/{tail}`, as plain ASGI.
 
 Request and response bodies stream; small bodies are read whole (one upstream write, exact length). A client
 that disconnects while a streamed response is in flight cancels the upstream request.

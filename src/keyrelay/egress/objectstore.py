@@ -5,9 +5,9 @@ without an explicit proxy, honours `HTTP(S)_PROXY` from the environment. So ever
 its `proxy_url`, with per-store proxy credentials that bind the store to its one configured endpoint:
 
 * `CONNECT host:port` (https endpoints) and absolute-form requests (http endpoints) are accepted only for the
-  (host, port) the store was registered with, so a redirect to any other origin is refused (security rule 4);
+  (host, port) the store was registered with, so a redirect to any other origin is refused (docs/security.md);
 * the host is resolved once and every answer checked against the SSRF policy, and the guard dials exactly a
-  checked address (security rule 3: the IP actually connected to is the IP validated, no DNS rebinding);
+  checked address (the IP actually connected to is the IP validated, so no DNS rebinding; docs/security.md);
 * plain-http requests are forwarded one per connection (`Connection: close`), with the proxy headers removed.
 
 Refusals end the connection or answer `502`; obstore then reports an error and the door answers 502.

@@ -1,4 +1,4 @@
-"""SSRF guard: the address policy (security.md Appendix A) and a resolver enforcing it.
+"""SSRF guard: the address policy (docs/security.md: SSRF) and a resolver enforcing it.
 
 `resolve_checked` returns every answer for a host only if all of them are allowed (IP literals are judged
 as they are, odd literal forms are refused before any lookup). The upstream connection pool

@@ -2,7 +2,7 @@
 
 `OAuthTokens.token(source, cfg)` returns a valid access token. In memory it keeps the last token per source;
 when that is missing, near expiry (`refresh_at`: 60 s before `expires_in` runs out, or half way for short-lived
-tokens) or was rejected by the upstream, it refreshes (security.md rule 12):
+tokens) or was rejected by the upstream, it refreshes (docs/security.md: OAuth2):
 
 1. one coroutine per source and process (an asyncio lock), after a lock-free look at the stored state;
 2. the store's per-source lock (PostgreSQL advisory transaction lock / SQLite `BEGIN IMMEDIATE`) taken before
