@@ -130,7 +130,7 @@ def _drain(decode_stream: Callable[..., object], packed: bytes) -> int:
 
     async def run() -> int:
         n = 0
-        async for piece in decode_stream(chunks(), "gzip"):  # type: ignore[operator, attr-defined]
+        async for piece in decode_stream(chunks(), b"gzip"):  # type: ignore[operator, attr-defined]
             n += len(piece)
         return n
 

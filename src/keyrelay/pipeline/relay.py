@@ -247,6 +247,7 @@ class Relay:
                 headers = response.headers_for(resp, redactor, exact_length=True)
                 return Relayed(status=status, headers=headers, body=None, stream=None, resp=resp, recorder=rec,
                                release=release)
+            response.check_coding(resp, redactor)
             if response.wants_buffer(resp):
                 data = await response.read_whole(resp, redactor)
                 headers = response.headers_for(resp, redactor, exact_length=False)
