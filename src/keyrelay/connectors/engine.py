@@ -100,7 +100,7 @@ async def call(relay: Relay, base: Inbound, admitted: Admitted, action: Action, 
     body: Any = None
     if data:
         try:
-            body = json.loads(data)
+            body = relayed.redactor.redact_json(json.loads(data))  # escapes decode back to a secret
         except (json.JSONDecodeError, UnicodeDecodeError):
             body = None
     if relayed.status >= 400:

@@ -1,4 +1,4 @@
-"""The request API `POST /api/v1/sonar/apis/{source_id}/request` (seed 001), as plain ASGI.
+"""The request API `POST /api/v1/sonar/apis/{source_id}/request` (docs/errors.md describes its envelope), as plain ASGI.
 
 Body `{method, url, headers?, body?}`; `url` must lie under the source's base URL. The answer is the
 contract's envelope `{status_code, headers, response_body, body}`; upstream errors are reported inside it.
@@ -14,6 +14,7 @@ from keyrelay.doors.asgi import AsgiScope, Receive, Send, header, read_body
 from keyrelay.doors.render import dumps, error_headers
 from keyrelay.errors import InvalidRequest, KeyrelayError, MethodNotAllowed, NotFound
 from keyrelay.model import Door, Inbound, Target
+from keyrelay.pipeline.redact import Redactor
 from keyrelay.pipeline.relay import Relay
 
 _PATH = re.compile(r"/api/v1/sonar/apis/([A-Za-z0-9_-]{1,64})/request")
@@ -60,7 +61,10 @@ def parse_fields(data: Any) -> tuple[str, str, dict[str, str] | None, bytes | No
 
 
 
-def envelope(status: int, headers: list[tuple[bytes, bytes]], data: bytes, truncated: bool) -> dict[str, Any]:
+def envelope(status: int, headers: list[tuple[bytes, bytes]], data: bytes, truncated: bool,
+             redactor: Redactor | None = None) -> dict[str, Any]:
+    """The contract's envelope; `redactor` checks it as the agent gets it, after parsing (`body` is the parsed
+    JSON, where an escape the byte-level redaction did not know would have turned back into the secret)."""
     merged: dict[str, str] = {}
     for k, v in headers:
         name, value = k.decode("latin-1"), v.decode("latin-1")
@@ -75,7 +79,7 @@ def envelope(status: int, headers: list[tuple[bytes, bytes]], data: bytes, trunc
     out: dict[str, Any] = {"status_code": status, "headers": merged, "response_body": text, "body": parsed}
     if truncated:
         out["truncated"] = True
-    return out
+    return out if redactor is None else redactor.redact_json(out)
 
 
 def request_inbound(parsed: tuple[str, str, dict[str, str] | None, bytes | None], *, door: Door, path: str,
@@ -102,7 +106,7 @@ async def relay_request(relay: Relay, inbound: Inbound) -> dict[str, Any]:
             size += len(chunk)
     finally:
         await chunks.aclose()  # releases the upstream response and records the event
-    return envelope(relayed.status, relayed.headers, b"".join(parts), truncated)
+    return envelope(relayed.status, relayed.headers, b"".join(parts), truncated, relayed.redactor)
 
 
 class SonarDoor:

@@ -50,14 +50,15 @@ class Admitted:
 
 class Relayed:
     """An upstream response on its way to the agent. A whole body (`streaming` False) is in `body`: send it and
-    call `finish()`; otherwise iterate `chunks()` exactly once. Either way the event is recorded once."""
+    call `finish()`; otherwise iterate `chunks()` exactly once. Either way the event is recorded once.
+    `redactor`: for a door that parses the body (`Redactor.redact_json` on what it hands on)."""
 
-    __slots__ = ("_recorder", "_release", "_resp", "_stream", "body", "headers", "status", "streaming")
+    __slots__ = ("_recorder", "_release", "_resp", "_stream", "body", "headers", "redactor", "status", "streaming")
 
     def __init__(self, *, status: int, headers: list[tuple[bytes, bytes]], body: bytes | None,
                  stream: AsyncIterator[bytes] | None, resp: Response, recorder: Recorder,
-                 release: Callable[[], None]) -> None:
-        self.status, self.headers = status, headers
+                 release: Callable[[], None], redactor: Redactor) -> None:
+        self.status, self.headers, self.redactor = status, headers, redactor
         self.body = body or b""
         self.streaming = stream is not None
         self._stream, self._resp = stream, resp
@@ -246,7 +247,7 @@ class Relay:
             if response.has_no_body(inbound.method, status):
                 headers = response.headers_for(resp, redactor, exact_length=True)
                 return Relayed(status=status, headers=headers, body=None, stream=None, resp=resp, recorder=rec,
-                               release=release)
+                               release=release, redactor=redactor)
             response.check_coding(resp, redactor)
             if response.wants_buffer(resp):
                 data = await response.read_whole(resp, redactor)
@@ -254,13 +255,13 @@ class Relay:
                 if redactor.active:
                     headers.append((b"content-length", str(len(data)).encode()))
                 return Relayed(status=status, headers=headers, body=data, stream=None, resp=resp, recorder=rec,
-                               release=release)
+                               release=release, redactor=redactor)
         except BaseException:
             resp.release()
             raise
         return Relayed(status=status, headers=response.headers_for(resp, redactor, exact_length=False),
                        body=None, stream=response.stream_body(resp, redactor), resp=resp, recorder=rec,
-                       release=release)
+                       release=release, redactor=redactor)
 
 
 def _limited(body: BodyStream | bytes | None, limit: int, rec: Recorder) -> BodyStream | bytes | None:
