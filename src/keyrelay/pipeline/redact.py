@@ -228,39 +228,71 @@ def _token_pattern(chars: Sequence[str], nested: bool) -> tuple[bytes, bytes, by
     runs = (rb"\\{0,7}", b"(?:amp;){0,3}", rb"(?:25){0,3}") if nested else (b"", b"", b"")
     pct = rb"%(?P<p>" + runs[2] + rb"(?P<pb>(?i:" + _alt(b"%02x" % o for o in octets) + b")))"
     if " " in chars:
-        pct += rb"|\+(?P<pp>)"  # '+' for a space in a query string
+        pct += _PLUS_BRANCH
     return (rb"\\(?P<j>" + runs[0] + b"(?:" + b"|".join(j) + b"))",
             b"&(?P<h>" + runs[1] + b"(?:" + b"|".join(h) + b");?)", pct)
 
 
+_PLUS_BRANCH = rb"|\+(?P<pp>)"  # '+' for a space in a query string
 _AT, _AFTER_RUN, _IN_RUN = 0, 1, 2  # where a locator's match starts: at the escape, after its backslashes, in them
 
 
-def _locators(chars: Sequence[str], html_: bytes, pct: bytes) -> tuple[tuple[bytes, re.Pattern[bytes], int], ...]:
-    """(gate, pattern, where) that find where an escape of a secret's character may start. Each pattern starts
-    with a literal byte or more (`re` scans for those fast; for a set of first bytes ~20x slower) and runs only
-    when the data holds its gate (one `bytes.find`, cheaper still than a pattern that finds nothing)."""
+def _locators(chars: Sequence[str], pct: bytes, nested: bool) -> tuple[tuple[int, re.Pattern[bytes], int], ...]:
+    """(gate, pattern, where) that find where an escape of a secret's character may start.
+
+    A pattern runs only when the data holds every byte of its gate (one memchr each, `_introducers`); each
+    starts with a literal of one byte or more (`re` scans for one fast, for a set of first bytes ~20x slower).
+    """
     units = sorted({_unit(c) for c in chars})
-    out: list[tuple[bytes, re.Pattern[bytes], int]] = []
+    out: list[tuple[int, re.Pattern[bytes], int]] = []
     low = [u for u in units if u < 0x100]
     if low:
-        out.append((b"\\u00", re.compile(rb"u00(?i:" + _alt(b"%02x" % u for u in low) + b")"), _AFTER_RUN))
+        out.append((_gate(b"\\"), re.compile(rb"u00(?i:" + _alt(b"%02x" % u for u in low) + b")"), _AFTER_RUN))
     high = [u for u in units if u >= 0x100]
     if high:
-        out.append((b"\\u", re.compile(rb"u(?i:" + _alt(b"%04x" % u for u in high) + b")"), _AFTER_RUN))
+        out.append((_gate(b"\\"), re.compile(rb"u(?i:" + _alt(b"%04x" % u for u in high) + b")"), _AFTER_RUN))
     for c in chars:
         if c in _SHORT:
             short = b"\\" + _SHORT[c][-1:]
-            out.append((short, re.compile(re.escape(short)), _IN_RUN))
-    out += [(b"&", re.compile(_bare(html_)), _AT), (b"%", re.compile(_bare(pct)), _AT)]
+            out.append((_gate(b"\\"), re.compile(re.escape(short)), _IN_RUN))
+    # HTML: numeric references; names, of which only the legacy few may lack the ';'; (nested) `&amp;` first
+    cps = sorted({ord(c) for c in chars})
+    num = (rb"#(?:0{0,8}(?:" + _alt(b"%d" % c for c in cps) + rb")(?![0-9])|[xX]0{0,8}(?i:"
+           + _alt(b"%x" % c for c in cps) + rb")(?![0-9a-fA-F]));?")
+    names = [n for c in chars for n in _entity_names().get(c, ())]
+    out.append((_gate(b"&#"), re.compile(b"&" + num), _AT))
+    legacy = [n for n in names if n.decode() in html.entities.html5]  # html5 lists these without ';' too
+    if legacy:
+        out.append((_gate(b"&"), re.compile(b"&(?:" + _alt(legacy) + b");?"), _AT))
+    if names:
+        out.append((_gate(b"&;"), re.compile(b"&(?:" + _alt(names) + b");"), _AT))
+    if nested:
+        out.append((_gate(b"&;"), re.compile(rb"&amp;(?:amp;){0,2}(?:" + num + b"|(?:" + _alt(names) + b");?)"), _AT))
+    out.append((_gate(b"%"), re.compile(_bare(pct.removesuffix(_PLUS_BRANCH))), _AT))  # '+' (a space): on its own
     if " " in chars:
-        out.append((b"+", re.compile(_bare(pct)), _AT))
+        out.append((_gate(b"+"), re.compile(rb"\+"), _AT))
     return tuple(out)
 
 
 def _bare(pattern: bytes) -> bytes:
     """The pattern without capturing groups (`findall` then returns the matched bytes)."""
     return re.sub(rb"\(\?P<\w+>", b"(?:", pattern)
+
+
+_GATE_BYTES = b"\\&%+#;"
+
+
+def _gate(needs: bytes) -> int:
+    """The bit mask of gate bytes a locator needs present (see `_introducers`)."""
+    return sum(1 << _GATE_BYTES.index(b) for b in set(needs))
+
+
+def _introducers(buf: bytes, lo: int = 0) -> int:
+    """Which gate bytes `buf[lo:]` holds, as a bit mask: one memchr each (a longer needle whose first byte is
+    frequent costs ~30x more to look for)."""
+    f = buf.find
+    return ((f(b"\\", lo) != -1) | (f(b"&", lo) != -1) << 1 | (f(b"%", lo) != -1) << 2 | (f(b"+", lo) != -1) << 3
+            | (f(b"#", lo) != -1) << 4 | (f(b";", lo) != -1) << 5)
 
 
 def _unit(c: str) -> int:
@@ -303,10 +335,10 @@ class _Spelled:
         self._chars = frozenset(chars)
         j, h, p = _token_pattern(chars, nested=True)
         self._tok = re.compile(j + b"|" + h + b"|" + p)
-        self._find = _locators(chars, h, p)
+        self._find = _locators(chars, p, nested=True)
         j, h, p = _token_pattern(chars, nested=False)  # one decoding pass, where runs read differently
         self._tok1 = re.compile(j + b"|" + h + b"|" + p)
-        self._find1 = _locators(chars, h, p)
+        self._find1 = _locators(chars, p, nested=False)
         self._lead = len(self._texts[0])  # raw bytes of a secret before its first escape, at most
         longest = max(_form_len(c) for c in chars)
         self._span = max(len(s) for s in secrets) * longest  # bytes one spelled occurrence can take at most
@@ -392,8 +424,11 @@ class _Spelled:
         """False when no secret can be spelled in `buf`: some part of every secret made of characters that no
         escape in `buf` stands for is missing from it (one `findall` per locator, one find per secret)."""
         found: set[bytes] = set()
+        intro = _introducers(buf)
+        if not intro:
+            return False
         for gate, loc, _ in self._find:
-            if gate in buf:
+            if gate & intro == gate:
                 found.update(loc.findall(buf))
         if not found:
             return False
@@ -430,8 +465,9 @@ class _Spelled:
         decoding pass reads them, see `_token_pattern`)."""
         found: dict[int, re.Match[bytes]] = {}
         tok = self._tok1 if single else self._tok
+        intro = _introducers(buf, lo)
         for gate, loc, where in self._find1 if single else self._find:
-            if buf.find(gate, lo) == -1:
+            if gate & intro != gate:
                 continue
             for hit in loc.finditer(buf, lo):
                 start = hit.start()
