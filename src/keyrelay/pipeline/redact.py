@@ -410,36 +410,59 @@ class _Spelled:
 
     def found(self, buf: bytes) -> list[tuple[int, int]]:
         """Byte ranges of `buf` that spell a secret (unsorted, may overlap)."""
-        if not self.plausible(buf):
-            return []
-        toks = self.tokens(buf)
-        if not toks:
-            return []
-        spans = self.spans(buf, toks)
-        if b"\\\\" in buf or b"&amp;" in buf or b"%25" in buf:  # a run reads one way nested, another way not
-            spans += self.spans(buf, self.tokens(buf, single=True))
+        windows = self.windows(buf)
+        spans: list[tuple[int, int]] = []
+        for lo, hi in windows:
+            part = buf if (lo, hi) == (0, len(buf)) else buf[lo:hi]
+            toks = self.tokens(part)
+            if not toks:
+                continue
+            got = self.spans(part, toks)
+            if b"\\\\" in part or b"&amp;" in part or b"%25" in part:  # a run reads one way nested, another not
+                got += self.spans(part, self.tokens(part, single=True))
+            spans += [(s + lo, e + lo) for s, e in got]
         return spans
 
-    def plausible(self, buf: bytes) -> bool:
-        """False when no secret can be spelled in `buf`: some part of every secret made of characters that no
-        escape in `buf` stands for is missing from it (one `findall` per locator, one find per secret)."""
+    def windows(self, buf: bytes) -> list[tuple[int, int]]:
+        """Where in `buf` a secret may be spelled: none when, for every secret, some part made of characters
+        that no escape in `buf` stands for is missing; else around each place that part is found (a secret
+        made only of such characters: everywhere). One `findall` per locator whose gate bytes `buf` holds,
+        then finds: the escapes are decoded only near a possible secret."""
         found: set[bytes] = set()
         intro = _introducers(buf)
         if not intro:
-            return False
+            return []
         for gate, loc, _ in self._find:
             if gate & intro == gate:
                 found.update(loc.findall(buf))
         if not found:
-            return False
+            return []
         chars: set[str] = set()
         for tok in found:
             chars |= self._stands_for(tok)
+        n, span = len(buf), self._span
+        out: list[tuple[int, int]] = []
         for text in self._secrets:
             parts = [p for p in re.split(self._split(chars), text) if p] if chars else [text]
-            if not parts or max(parts, key=len).encode("utf-8", _SP) in buf:
-                return True
-        return False
+            if not parts:
+                return [(0, n)]
+            anchor = max(parts, key=len).encode("utf-8", _SP)
+            i = buf.find(anchor)
+            while i != -1:
+                lo, hi = max(0, i - span), min(n, i + len(anchor) + span)
+                if out and lo <= out[-1][1]:
+                    out[-1] = (out[-1][0], max(out[-1][1], hi))
+                else:
+                    out.append((lo, hi))
+                i = buf.find(anchor, i + 1)
+        out.sort()
+        merged: list[tuple[int, int]] = []
+        for lo, hi in out:
+            if merged and lo <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+            else:
+                merged.append((lo, hi))
+        return merged
 
     @staticmethod
     def _split(chars: set[str]) -> str:
