@@ -118,6 +118,21 @@ def main() -> None:
         from keyrelay.pipeline import response
     except ImportError:
         response = None  # type: ignore[assignment]
+    if response is not None:  # the response policy's per-request header work (no body), 9 typical headers
+        from keyrelay.egress.http1 import Response
+        raw = [(b"Content-Type", b"application/json"), (b"Content-Length", b"1024"), (b"Date", b"x"),
+               (b"Server", b"nginx"), (b"Connection", b"keep-alive"), (b"ETag", b'"abc"'),
+               (b"Cache-Control", b"no-cache"), (b"X-Request-Id", b"req_123"), (b"X-RateLimit-Remaining", b"99")]
+        resp = Response(None, 200, raw, 30.0)  # type: ignore[arg-type]  # header work only: no connection used
+        check = getattr(response, "check_coding", None)
+
+        def per_request() -> None:
+            if check is not None:
+                check(resp, r)
+            response.wants_buffer(resp)
+            response.headers_for(resp, r, exact_length=False)
+
+        rows.append(("response headers + coding checks, per request", best(per_request, inner=20000)))
     decode_stream = getattr(response, "decode_stream", None)
     if decode_stream is not None:
         packed = gzip.compress(bodies["json"])

@@ -620,11 +620,12 @@ class Redactor:
         return self._m.present(data) or (self._sp is not None and self._sp.present(data))
 
     def contains_folded(self, data: bytes) -> bool:
-        """Whether lower-cased `data` holds a lower-cased literal form of a secret (header names are sent in
-        lower case: a name that carried the secret in any case would still tell most of it)."""
+        """Whether lower-cased `data` holds a lower-cased literal form of a secret: header names reach the agent
+        in lower case, and a name that carried the secret in any case would still tell most of it (names as
+        sent, escapes included, are for `contains`)."""
         if self._names is None:
             self._names = _Matcher({v.lower() for v in self._variants})
-        return self._names.present(data.lower()) or self.contains(data)
+        return self._names.present(data.lower())
 
     def redact_bytes(self, data: bytes) -> bytes:
         m = self._m
