@@ -1,24 +1,22 @@
 """Redaction of injected secret values in what the agent reads: bytes, streams, text and parsed JSON.
 
-docs/security.md ("Echoed secrets are redacted") states the guarantee and its limits. Two stages, both
-chunk-boundary safe:
+docs/security.md ("Echoed secrets are redacted") states the guarantee, its limits and its cost. Two stages,
+both chunk-boundary safe:
 
 * Literal forms (`_Matcher`): each secret (>= 4 characters) yields byte strings found with `bytes.find`: raw,
-  percent-encoded (`quote`, `quote_plus`), JSON-escaped (ASCII-escaped, non-ASCII kept, and with `\\/`), base64
-  (standard and URL-safe, padded and unpadded, also with `\\/` and percent-encoded), hex (lower and upper case)
-  and UTF-16 (little and big endian); `add_basic` adds base64 of `user:pass`. Every byte that belongs to an
-  occurrence of any form is replaced: overlapping or chained occurrences collapse into one `[REDACTED]`.
+  hex (lower and upper case), UTF-16 (either byte order), base64 (standard and URL-safe, padded and unpadded,
+  also with `\\/` and percent-encoded); `add_basic` adds the base64 forms of `user:pass`. Every byte that belongs
+  to an occurrence of any form is replaced: overlapping or chained occurrences collapse into one `[REDACTED]`.
 * Escaped spellings (`_Spelled`): the secret written with any mix, character by character, of the raw character
-  and its escapes in the three families a consumer decodes: JSON string escapes (`\\uXXXX` in any case, surrogate
-  pairs, `\\"` `\\\\` `\\/` and the control escapes; up to 8 backslashes, i.e. JSON nested in JSON), HTML/XML
-  character references (decimal, hex in any case, up to 8 leading zeros, HTML5 names, each with or without `;`,
-  `&amp;` repeated up to 3 times before it) and percent-encoding (any case, `%25` repeated up to 3 times, `+` for
-  space). One regular expression finds only the escapes of characters that occur in a secret (`\\n`, `\\u00e9` or
-  `&amp;` in a body cost nothing unless a secret holds such a character); only when one is present, the body is
-  decoded in a view per set of families (a consumer that decodes JSON but not HTML reads a different text than
-  one that decodes both), each view is searched for the secrets, and a hit is mapped back to the bytes spelling it.
+  and its escapes in the families a consumer decodes: JSON string escapes, HTML/XML character references and
+  percent-encoding (`+` for a space a family of its own), with one level of nesting. Locators find escapes of
+  the characters that occur in a secret, each run only when the body holds its introducer bytes; escapes of
+  other characters (`\\n`, `\\u00e9`, `&amp;` for a secret without `&`) cost nothing more. Near each place that
+  could hold a secret (`_Spelled.windows`), the body is decoded in one view per set of families (a consumer that
+  decodes JSON but not HTML reads a different text than one that decodes both), each view is searched for the
+  secrets, and a hit is mapped back to the bytes that spell it.
 
-Measured with `bench/redact.py` (numbers in docs/security.md).
+A marker never ends an escape left open before it (`_widen`). `bench/redact.py` measures both stages.
 """
 
 from __future__ import annotations
@@ -673,7 +671,8 @@ class Redactor:
 
 
 class StreamRedactor:
-    """Chunk-boundary-safe redaction: concatenated output equals `redact_bytes` of the whole input."""
+    """Chunk-boundary-safe redaction: no secret is emitted in pieces. The literal stage's output equals its
+    output on the whole input; the escape stage holds back what may still become a secret (`_Spelled.scan`)."""
 
     __slots__ = ("_buf", "_cover", "_m", "_sp")
 
