@@ -266,6 +266,25 @@ def test_escape_forms_beyond_the_documented_bounds_are_not_followed() -> None:
     assert R in r.redact_bytes(b"ak" + b"\\" * 8 + b"u0026live")
 
 
+def test_a_marker_never_ends_an_escape_left_open_before_it() -> None:
+    # `&#48` before a raw secret: were the marker to start after it, an HTML decoder would read `0` + marker
+    r = Redactor(["0000"])
+    assert r.redact_bytes(b"000&#480000") == b"000" + R
+    s = r.stream()  # also when the escape and the secret arrive in different chunks
+    assert s.feed(b"000&#48") + s.feed(b"0000") + s.flush() == b"000" + R
+    # a backslash before a raw secret: `\[` would break the JSON string the secret was in
+    r = Redactor(["nabc1234"])
+    out = r.redact_bytes(b'{"x": "q\\nabc1234"}')
+    assert json.loads(out) == {"x": "q[REDACTED]"}
+
+
+def test_every_escape_in_a_run_of_backslashes_is_read() -> None:
+    secret = "a\\&b1"  # a backslash then '&': JSON doubles the backslash, Go escapes '&'
+    body = json.dumps({"x": secret}).replace("&", "\\u0026").encode()
+    assert b"\\\\\\u0026" in body
+    assert json.loads(Redactor([secret]).redact_bytes(body)) == {"x": "[REDACTED]"}
+
+
 def test_stream_holds_back_a_bounded_tail_and_passes_clean_chunks_at_once() -> None:
     r = Redactor([ECHO])
     s = r.stream()
