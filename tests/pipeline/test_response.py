@@ -1,4 +1,5 @@
-"""Decoding of a compressed upstream body before redaction: each coding, in any chunking, bounded for bombs."""
+"""The response policy's handling of compressed bodies: which are decoded, passed or refused, and the decoding
+itself (each coding, in any chunking, bounded for bombs)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from keyrelay.egress.http1 import Response
 from keyrelay.errors import UpstreamUnreachable
-from keyrelay.pipeline.response import DECODE_STEP, RATIO_MAX, RATIO_SLACK, Inflater, decode_stream
+from keyrelay.pipeline.redact import Redactor
+from keyrelay.pipeline.response import (
+    DECODE_STEP,
+    RATIO_MAX,
+    RATIO_SLACK,
+    Inflater,
+    check_coding,
+    decode_stream,
+    decoded_coding,
+    headers_for,
+    wants_buffer,
+)
 
 BODY = b'{"auth": "Bearer ak&live<Zq9>42", "items": [' + b'{"id": 1, "name": "x"},' * 2000 + b"{}]}"
 
@@ -97,3 +110,49 @@ async def test_decode_stream_wraps_an_async_body() -> None:
             yield data[i:i + 333]
 
     assert b"".join([p async for p in decode_stream(chunks(), b"gzip")]) == BODY
+
+
+# --- which bodies are decoded, passed, or refused (header decisions; a Response without a connection) ----------
+
+def _resp(*headers: tuple[bytes, bytes]) -> Response:
+    return Response(None, 200, list(headers), 1.0)  # type: ignore[arg-type]  # headers only: no body is read
+
+
+SECRET = Redactor(["sk_live_4eC39HqLyjWDarjtT1zdp7dc"])
+
+
+@pytest.mark.parametrize(("headers", "decoded"), [
+    ((), None),
+    (((b"Content-Encoding", b"identity"),), None),
+    (((b"Content-Encoding", b"gzip"),), b"gzip"),
+    (((b"content-encoding", b"X-GZIP"),), b"gzip"),
+    (((b"Content-Encoding", b"deflate"),), b"deflate"),
+    (((b"Content-Encoding", b"identity, gzip"),), b"gzip"),
+    (((b"Transfer-Encoding", b"chunked"), (b"Content-Encoding", b"gzip")), b"gzip"),
+])
+def test_one_known_layer_is_decoded(headers: tuple[tuple[bytes, bytes], ...], decoded: bytes | None) -> None:
+    resp = _resp(*headers)
+    check_coding(resp, SECRET)
+    assert decoded_coding(resp, SECRET) == decoded
+    names = {n for n, _ in headers_for(resp, SECRET, exact_length=False)}
+    assert (b"content-encoding" in names) == (decoded is None and any(n.lower() == b"content-encoding"
+                                                                       for n, _ in headers))
+
+
+@pytest.mark.parametrize("headers", [
+    ((b"Content-Encoding", b"br"),), ((b"Content-Encoding", b"zstd"),), ((b"Content-Encoding", b"compress"),),
+    ((b"Content-Encoding", b"x-custom"),), ((b"Content-Encoding", b"gzip, gzip"),),
+    ((b"Content-Encoding", b"gzip"), (b"Content-Encoding", b"deflate")),  # stacked over two lines
+    ((b"Transfer-Encoding", b"gzip, chunked"),),
+])
+def test_other_codings_are_refused_when_a_secret_is_injected(headers: tuple[tuple[bytes, bytes], ...]) -> None:
+    with pytest.raises(UpstreamUnreachable) as info:
+        check_coding(_resp(*headers), SECRET)
+    assert "sk_live" not in str(info.value)
+    check_coding(_resp(*headers), Redactor([]))  # nothing to redact: passed as sent
+    assert decoded_coding(_resp(*headers), Redactor([])) is None
+
+
+def test_compressed_bodies_stream_rather_than_being_read_whole() -> None:
+    assert wants_buffer(_resp((b"Content-Length", b"100")))
+    assert not wants_buffer(_resp((b"Content-Length", b"100"), (b"Content-Encoding", b"gzip")))
