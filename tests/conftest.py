@@ -6,13 +6,21 @@ pytest puts tests/ on sys.path for this conftest.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from support.postgres import PostgresServer
 from support.redis import RedisServer
 from support.upstream import FakeUpstream
+
+# CI runs every property test on the same examples (a failure there reproduces locally with CI=1); a failing
+# example is printed with the blob that replays it either way.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("dev", print_blob=True)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import redis
 
 from support.postgres import PostgresServer
 from support.redis import RedisServer
-from support.upstream import ISSUED_TOKEN, FakeUpstream
+from support.upstream import ISSUED_TOKEN, FakeUpstream, gzip_bomb
 
 
 def test_postgres_query_and_pg_dump(postgres: PostgresServer) -> None:
@@ -122,6 +122,7 @@ def test_require_auth_and_broken_responses() -> None:
 
 
 def test_gzip_bomb_is_small_on_the_wire(upstream: FakeUpstream) -> None:
+    gzip_bomb()  # built here first (cached per process): building it must not race the client's read timeout
     with httpx.stream("GET", upstream.url + "/gzipbomb") as resp:
         wire = b"".join(resp.iter_raw())
     assert resp.headers["content-encoding"] == "gzip"

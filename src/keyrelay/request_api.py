@@ -13,6 +13,7 @@ from typing import Any
 from keyrelay.errors import InvalidRequest
 from keyrelay.model import ById, Door, Inbound, Url
 from keyrelay.pipeline.headers import headers_from_mapping
+from keyrelay.pipeline.redact import Redactor
 from keyrelay.pipeline.relay import Relay
 
 RESPONSE_MAX = 16 * 1024 * 1024
@@ -66,7 +67,10 @@ def inbound(call: Call, *, door: Door, path: str, authorization: str | None, sou
                    content_length=None if call.body is None else len(call.body))
 
 
-def envelope(status: int, headers: list[tuple[bytes, bytes]], data: bytes, truncated: bool) -> dict[str, Any]:
+def envelope(status: int, headers: list[tuple[bytes, bytes]], data: bytes, truncated: bool,
+             redactor: Redactor | None = None) -> dict[str, Any]:
+    """The envelope; `redactor` checks it as the agent gets it, after parsing (`body` is the parsed JSON, where an
+    escape the byte-level redaction did not know would have turned back into the secret)."""
     merged: dict[str, str] = {}
     for k, v in headers:
         name, value = k.decode("latin-1"), v.decode("latin-1")
@@ -81,7 +85,7 @@ def envelope(status: int, headers: list[tuple[bytes, bytes]], data: bytes, trunc
     out: dict[str, Any] = {"status_code": status, "headers": merged, "response_body": text, "body": parsed}
     if truncated:
         out["truncated"] = True
-    return out
+    return out if redactor is None else redactor.redact_json(out)
 
 
 async def call(relay: Relay, request: Inbound) -> dict[str, Any]:
@@ -89,4 +93,4 @@ async def call(relay: Relay, request: Inbound) -> dict[str, Any]:
     goes into the envelope."""
     relayed = await relay.relay(request)
     data, truncated = await relayed.read(RESPONSE_MAX)
-    return envelope(relayed.status, relayed.headers, data, truncated)
+    return envelope(relayed.status, relayed.headers, data, truncated, relayed.redactor)

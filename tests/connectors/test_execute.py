@@ -69,6 +69,16 @@ def test_get_and_search(env: dict[str, Any]) -> None:
     assert [c["id"] for c in found["result"]] == ["cus_0007"]
 
 
+def test_an_escaped_echo_of_the_key_is_redacted_in_the_parsed_result(env: dict[str, Any],
+                                                                       stripe: FakeStripe) -> None:
+    stripe.echo_key = True
+    r = run(env, {"entity": "customers", "action": "get", "params": {"id": "cus_0001"}})
+    assert r.status_code == 200, r.text
+    assert r.json()["result"]["debug"] == "Bearer [REDACTED]"
+    assert API_KEY not in r.text and "\\u" not in r.text
+    assert stripe.requests[-1].headers["Authorization"] == f"Bearer {API_KEY}"  # positive control
+
+
 def test_select_exclude_and_truncation(env: dict[str, Any]) -> None:
     sel = run(env, {"entity": "customers", "action": "list", "params": {"limit": 2},
                     "select_fields": ["id", "email"], "exclude_fields": ["email"]}).json()

@@ -1,13 +1,21 @@
-"""The request API (seed 001): the URL must lie under the source's base URL; the envelope carries the answer."""
+"""The request API: the URL must lie under the source's base URL; the envelope carries the answer, checked for
+secrets as the agent reads it (after parsing)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from keyrelay.http.render import dumps
+from keyrelay.pipeline.redact import Redactor
+from keyrelay.request_api import envelope
 from support.keyrelay import Admin, KeyrelayServer
+from support.spellings import decodings, spelled
 from support.upstream import FakeUpstream
 
 KEY = "sk_test_canary_51H8"
@@ -94,3 +102,35 @@ def test_always_dropped_headers_are_not_forwarded(env: dict[str, Any], upstream:
     seen = {k.lower(): v for k, v in upstream.requests[-1].headers}
     assert "authorization" not in seen and seen["host"].startswith("127.0.0.1") and "x-forwarded-for" not in seen
     assert seen["x-ok"] == "1"
+
+
+def _strings(doc: Any) -> list[str]:
+    if isinstance(doc, str):
+        return [doc]
+    if isinstance(doc, dict):
+        return [s for k, v in doc.items() for s in [k, *_strings(v)]]
+    if isinstance(doc, list):
+        return [s for v in doc for s in _strings(v)]
+    return []
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=spelled(), cuts=st.lists(st.integers(1, 30), min_size=1, max_size=6),
+       where=st.sampled_from(["value", "key", "nested"]))
+def test_property_the_envelope_hands_on_no_secret(case: tuple[str, str], cuts: list[int], where: str) -> None:
+    """The upstream body arrives in random chunks through the streaming redactor, then the envelope parses it:
+    no string of what the agent receives (keys, values, headers, response_body) decodes to the secret."""
+    secret, spelling = case
+    inner = {"value": '{"got": "' + spelling + '"}', "key": '{"' + spelling + '": 1}',
+             "nested": '{"raw": ' + json.dumps('{"got": "' + spelling + '"}') + "}"}[where]
+    data = inner.encode()
+    r = Redactor([secret])
+    s, out, i, k = r.stream(), [], 0, 0
+    while i < len(data):
+        out.append(s.feed(data[i:i + cuts[k % len(cuts)]]))
+        i, k = i + cuts[k % len(cuts)], k + 1
+    out.append(s.flush())
+    sent = dumps(envelope(200, [(b"x-echo", spelling.encode("utf-8", "surrogatepass")[:60])], b"".join(out), False, r))
+    for text in _strings(json.loads(sent)):
+        for view in decodings(text):
+            assert secret not in view, (sent, view)

@@ -1,5 +1,6 @@
-"""Exfiltration (security.md rules 1-4, 7; bars 1-3, 5, 11): an untrusted agent tries to make keyrelay send the
-credential somewhere else, or to read it back. Real keyrelay, real loopback upstreams.
+"""Exfiltration (docs/security.md): an untrusted agent tries to make keyrelay send the credential somewhere else,
+or to read it back, also through an upstream that echoes it compressed, escaped or in a header name. Real
+keyrelay, real loopback upstreams.
 
 EVIL upstreams listen on 127.0.0.2 and on another port of 127.0.0.1; both are inside the test's
 KEYRELAY_UPSTREAM_ALLOW_CIDRS (127.0.0.0/8), so the SSRF guard does not save us: only the destination rules do.
@@ -9,12 +10,16 @@ Every test ends with EVIL at 0 requests and 0 connections.
 from __future__ import annotations
 
 import base64
+import contextlib
+import html
+import json
+import re
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import ada_url
 import httpx
@@ -24,6 +29,7 @@ from hypothesis import strategies as st
 
 from support.adversarial import Watcher, raw_exchange
 from support.keyrelay import Admin, KeyrelayServer, make_settings
+from support.mcp import mcp_client, payload
 from support.upstream import FakeUpstream
 
 SECRET = "s3cr3t/K3y+v@lue=9f"  # bearer token: contains bytes that percent-encoding changes
@@ -586,6 +592,91 @@ def test_secret_split_across_stream_chunks_never_reaches_the_agent(env: Env) -> 
     assert data.count(b"[REDACTED]") >= 900  # every echoed occurrence (plus the echoed Authorization header)
     assert env.upstream.requests[-1].body == body
     env.watcher.note(r.status_code, data, "stream")
+
+
+# --- echoes compressed, escaped, or in a header name ----------------------------------------------------------
+
+ESC_SECRET = "ak&live<Zq9>42/w+x"  # Go's encoder escapes & < >; '/' and '+' change under percent-encoding
+NAME_SECRET = "TokenInName9xYz"  # header-name characters only
+
+
+@pytest.fixture
+def esc(env: Env, admin: Admin) -> str:
+    src = admin.source(env.ws, upstream_url=env.upstream.url, slug="esc", credentials={"bearer_token": ESC_SECRET})
+    return str(src["id"])
+
+
+def _views(text: str) -> list[str]:
+    """What a consumer may decode from `text`: JSON strings (when it parses), HTML references, percent-escapes."""
+    out = [text, html.unescape(text)]
+    with contextlib.suppress(ValueError):
+        out.append(json.dumps(json.loads(text), ensure_ascii=False))
+    return out + [unquote(v) for v in out]
+
+
+def _leak_free(data: bytes | str, secret: str) -> None:
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    for view in _views(text):
+        assert secret not in view, view[:300]
+    assert secret.encode().hex() not in text.lower()
+
+
+def test_compressed_echoes_are_decoded_and_redacted_or_refused(env: Env, esc: str) -> None:
+    base = f"/api/{env.ws}/proxy/esc/echo-as"
+    for coding in ("gzip", "x-gzip", "deflate", "deflate-raw"):  # compressed although we asked for identity
+        env.upstream.clear()
+        with env.client.stream("GET", base, params={"coding": coding}, extensions={"kr_stream": True},
+                               headers={"Accept-Encoding": "gzip, deflate, br, zstd"}) as r:
+            raw = b"".join(r.iter_raw())
+        assert r.status_code == 200 and "content-encoding" not in r.headers, (coding, r.headers)
+        assert json.loads(raw)["auth"] == "Bearer [REDACTED]", raw[:200]
+        _leak_free(raw, ESC_SECRET)
+        seen = env.upstream.requests[-1]  # positive control, and what keyrelay asked for
+        assert seen.header("Authorization") == f"Bearer {ESC_SECRET}" and seen.header("Accept-Encoding") == "identity"
+    for coding in ("gzip-gzip", "br", "zstd", "compress"):  # stacked, or not decoded by keyrelay: refused
+        r = env.client.get(base, params={"coding": coding})
+        assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_unreachable", (coding, r.text)
+        _leak_free(r.content, ESC_SECRET)
+    r = env.sonar(esc, f"{env.upstream.url}/echo-as?coding=gzip", headers={"Accept-Encoding": "gzip"})
+    assert r.status_code == 200 and r.json()["body"]["auth"] == "Bearer [REDACTED]", r.text
+    _leak_free(r.content, ESC_SECRET)
+
+
+@pytest.mark.parametrize("style", ["go", "all", "html", "hex"])
+def test_escaped_echoes_are_redacted_in_the_bytes_and_after_parsing(env: Env, esc: str, style: str) -> None:
+    r = env.client.get(f"/api/{env.ws}/proxy/esc/echo-as", params={"escape": style})
+    assert r.status_code == 200 and b"[REDACTED]" in r.content, r.text
+    _leak_free(r.content, ESC_SECRET)
+    r = env.sonar(esc, f"{env.upstream.url}/echo-as?escape={style}")  # the envelope parses the body
+    assert r.status_code == 200, r.text
+    _leak_free(r.content, ESC_SECRET)
+    _leak_free(json.dumps(r.json(), ensure_ascii=False), ESC_SECRET)
+    if style in ("go", "all"):
+        assert r.json()["body"]["auth"] == "Bearer [REDACTED]"
+    assert env.upstream.requests[-1].header("Authorization") == f"Bearer {ESC_SECRET}"
+
+
+async def test_escaped_echoes_are_redacted_in_mcp_tool_results(env: Env, admin: Admin, esc: str) -> None:
+    key = admin.api_key(env.ws, ["proxy", "mcp"])
+    r = env.client.get(f"/api/{env.ws}/proxy/esc/echo-as", params={"escape": "go"})  # the HTTP twin
+    assert r.status_code == 200 and "[REDACTED]" in r.json()["auth"]
+    async with mcp_client(env.kr.url + "/mcp", key) as client:
+        for style in ("go", "all"):
+            result = await client.call_tool("apis_make_request", {
+                "source_id": esc, "url": f"{env.upstream.url}/echo-as?escape={style}&coding=gzip"})
+            data = payload(result)
+            assert data["body"]["auth"] == "Bearer [REDACTED]", data
+            _leak_free(json.dumps(data, ensure_ascii=False), ESC_SECRET)
+            assert result.content and ESC_SECRET not in getattr(result.content[0], "text", "")
+
+
+def test_a_header_name_carrying_the_secret_in_another_case_is_dropped(env: Env, admin: Admin) -> None:
+    admin.source(env.ws, upstream_url=env.upstream.url, slug="nm", credentials={"bearer_token": NAME_SECRET})
+    r = env.client.get(f"/api/{env.ws}/proxy/nm/echo-as", params={"name": "1"})
+    assert r.status_code == 200
+    assert not [k for k, _ in r.headers.raw if NAME_SECRET.lower().encode() in k.lower()], r.headers.raw
+    assert env.upstream.requests[-1].header("Authorization") == f"Bearer {NAME_SECRET}"  # positive control
+    assert re.search(NAME_SECRET, r.text, re.IGNORECASE) is None
 
 
 def test_gateway_does_not_resolve_agent_supplied_hosts(env: Env) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from urllib.parse import quote
 
 import pytest
@@ -180,6 +181,20 @@ def test_secret_in_any_header_value_is_scrubbed_and_in_a_name_is_dropped() -> No
         redactor=r, passthrough_length=False,
     )
     assert got == [(b"x-echo-auth", b"Bearer [REDACTED]"), (b"x-ok", b"2")]
+
+
+@pytest.mark.parametrize("name", [
+    f"X-{SECRET.upper()}",  # the agent gets names lower-cased: a secret in any case would come through
+    f"x-{SECRET.lower()}-id",
+    f"X-{SECRET.encode().hex().upper()}",
+    "x-" + "".join(f"%{b:02x}" for b in SECRET.encode()),
+    "x-" + base64.urlsafe_b64encode(SECRET.encode()).decode().rstrip("="),
+])
+def test_a_name_carrying_a_secret_in_any_case_or_encoding_is_dropped(name: str) -> None:
+    r = Redactor([SECRET])
+    got = response_headers([(name.encode(), b"1"), (b"X-Ok", b"2")], redactor=r, passthrough_length=False)
+    assert got == [(b"x-ok", b"2")]
+    assert response_headers([(b"X-Ok", b"2")], redactor=r, passthrough_length=False) == [(b"x-ok", b"2")]
 
 
 def test_response_values_with_control_characters_and_bad_names_are_dropped() -> None:

@@ -1,23 +1,26 @@
-"""Redaction of injected secrets: variants, overlaps, and chunk-boundary-safe streaming."""
+"""Redaction of injected secrets: literal forms, escaped spellings, parsed JSON, chunk-boundary-safe streaming."""
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 from urllib.parse import quote, quote_plus
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyrelay.pipeline.redact import REDACTED, Redactor
+from keyrelay.pipeline.redact import REDACTED, Redactor, StreamRedactor, _widen
+from support.spellings import decodings, spelled
 
 SECRET = "sk_live_4eC39HqLyjWDarjtT1zdp7dc"
 R = REDACTED
 
 
 def reference(data: bytes, variants: list[bytes]) -> bytes:
-    """Naive model: union of every (overlapping) occurrence; overlapping spans merge into one marker."""
+    """Naive model: union of every (overlapping) occurrence; overlapping spans merge into one marker, which also
+    takes an escape left open right before it (`_widen`)."""
     spans = []
     for v in variants:
         i = data.find(v)
@@ -31,18 +34,19 @@ def reference(data: bytes, variants: list[bytes]) -> bytes:
             cur = (cur[0], max(cur[1], e))
             continue
         if cur is not None:
-            out += [data[pos : cur[0]], R]
+            out += [data[pos : _widen(data, cur[0], pos)], R]
             pos = cur[1]
         cur = (s, e)
     if cur is not None:
-        out += [data[pos : cur[0]], R]
+        out += [data[pos : _widen(data, cur[0], pos)], R]
         pos = cur[1]
     out.append(data[pos:])
     return b"".join(out)
 
 
-def chunked(r: Redactor, data: bytes, sizes: list[int]) -> bytes:
-    s, out, i, k = r.stream(), [], 0, 0
+def chunked(r: Redactor, data: bytes, sizes: list[int], *, literal_only: bool = False) -> bytes:
+    s = StreamRedactor(r._m) if literal_only else r.stream()
+    out, i, k = [], 0, 0
     while i < len(data):
         n = max(1, sizes[k % len(sizes)]) if sizes else len(data)
         chunk = s.feed(data[i : i + n])
@@ -171,25 +175,186 @@ SECRETS = st.lists(st.text(alphabet="ab+/=:é\"\\x", min_size=1, max_size=10), m
     picks=st.lists(st.integers(0, 50), max_size=8),
     sizes=st.lists(st.integers(1, 20), max_size=6),
 )
-def test_streaming_equals_whole_and_reference(
+def test_literal_stage_streaming_equals_whole_and_reference(
     secrets: list[str], noise: list[bytes], picks: list[int], sizes: list[int]
 ) -> None:
     r = Redactor(secrets)
     pieces: list[bytes] = []
     forms = [s.encode() for s in secrets] + [base64.b64encode(s.encode()) for s in secrets]
-    forms += [quote(s, safe="").encode() for s in secrets]
+    forms += [s.encode().hex().encode() for s in secrets]
     for i, n in enumerate(noise):
         pieces.append(n)
         if i < len(picks):
             f = forms[picks[i] % len(forms)]
             pieces.append(f[: len(f) - picks[i] % 3] if picks[i] % 5 == 0 else f)  # sometimes truncated
     data = b"".join(pieces)
-    whole = r.redact_bytes(data)
-    assert chunked(r, data, sizes) == whole
-    assert chunked(r, data, [1]) == whole
+    whole = b"".join(r._m.scan(data, 0, True)[0]) if r._m.present(data) else data
+    assert chunked(r, data, sizes, literal_only=True) == whole
+    assert chunked(r, data, [1], literal_only=True) == whole
     assert whole == reference(data, list(r._m.variants))
 
 
 def test_secret_with_a_lone_surrogate_does_not_break_redaction() -> None:
     r = Redactor(["ab\ud800cd"])
     assert r.redact_bytes(b"xab\\ud800cdx") == b"x" + R + b"x"
+
+
+# --- escaped spellings: what a JSON, HTML or URL decoder turns back into the secret ------------------------------
+
+ECHO = "ak&live<SECRET>42"
+GO = json.dumps({"got": ECHO}).replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+@pytest.mark.parametrize("body", [
+    GO,  # Go's encoder
+    '{"got": "' + "".join(f"\\u{ord(c):04x}" for c in ECHO) + '"}',  # every character escaped
+    '{"got": "' + "".join(f"\\u{ord(c):04X}" for c in ECHO) + '"}',  # upper-case hex
+    '{"got": "ak\\u0026live\\u003CSECRET>4\\u0032"}',  # mixed: raw, lower and upper case
+    '{"got": "{\\"inner\\": \\"ak\\\\u0026live<SECRET>42\\"}"}',  # JSON in JSON: the escape escaped again
+    "<p>ak&amp;live&lt;SECRET&gt;42</p>",  # html.escape
+    "ak&#38;live&#60;SECRET&#62;42",  # decimal references
+    "ak&#x26live&#X3c;SECRET&#x003E;42",  # hex, either x, zero padded, with and without ';'
+    "ak&AMP;live&LT;SECRET&gt42",  # named, upper case, without ';'
+    "ak&amp;amp;live&lt;SECRET&gt;42",  # HTML escaped twice
+    "ak%26live%3cSECRET%3e42",  # percent, lower-case hex
+    "ak%2526live%253CSECRET%253E42",  # percent-encoded twice
+    "a\\u006b%26live&lt;SECRET&#62;42",  # one character in each family
+    ECHO.encode().hex(),
+    ECHO.encode().hex().upper(),
+])
+def test_escaped_spellings_of_a_secret_are_redacted(body: str) -> None:
+    r = Redactor([ECHO])
+    out = r.redact_bytes(body.encode())
+    assert out.count(R) == 1, out
+    assert r.contains(body.encode())
+    for cut in range(0, len(body), 7):  # and across a chunk boundary anywhere
+        s = r.stream()
+        assert R in s.feed(body[:cut].encode()) + s.feed(body[cut:].encode()) + s.flush()
+
+
+@pytest.mark.parametrize("secret", ["s\u00e9cr\U0001f600t-\u20ac1", 'q"uo\\te/x', "tab\there"])
+def test_non_ascii_astral_and_json_special_characters(secret: str) -> None:
+    r = Redactor([secret])
+    doc = json.dumps({"a": secret})
+    for form in (doc, json.dumps({"a": secret}, ensure_ascii=False), doc.replace("/", "\\/"),
+                 re.sub(r"\\u([0-9a-f]{4})", lambda m: "\\u" + m.group(1).upper(), doc)):
+        assert secret not in json.loads(r.redact_text(form))["a"], form
+    assert R in r.redact_bytes(quote(secret).lower().encode())
+    assert R in r.redact_bytes(secret.encode("utf-16-le")) and R in r.redact_bytes(secret.encode("utf-16-be"))
+
+
+def test_literal_forms_of_base64_inside_json_and_query_strings() -> None:
+    r = Redactor([])
+    r.add_basic("user", "ab?>~>?")
+    token = base64.b64encode(b"user:ab?>~>?")
+    assert b"/" in token and b"+" in token
+    for form in (token, token.replace(b"/", b"\\/"), quote(token, safe="").encode()):
+        assert r.redact_bytes(b"x " + form + b" y") == b"x " + R + b" y"
+
+
+def test_escapes_of_other_characters_change_nothing() -> None:
+    r = Redactor([SECRET])
+    body = json.dumps({"t": "caf\u00e9 \n <b> & \" \\ / %20 &amp; &#39;"}).encode() * 50
+    assert r.redact_bytes(body) is body
+    assert not r.contains(body)
+
+
+def test_escape_forms_beyond_the_documented_bounds_are_not_followed() -> None:
+    r = Redactor(["ak&live"])
+    assert R in r.redact_bytes(b"ak&#" + b"0" * 8 + b"38;live")  # 8 leading zeros: covered
+    assert R not in r.redact_bytes(b"ak&#" + b"0" * 9 + b"38;live")  # 9: outside what redaction follows
+    assert R in r.redact_bytes(b"ak" + b"\\" * 8 + b"u0026live")
+
+
+def test_a_marker_never_ends_an_escape_left_open_before_it() -> None:
+    # `&#48` before a raw secret: were the marker to start after it, an HTML decoder would read `0` + marker
+    r = Redactor(["0000"])
+    assert r.redact_bytes(b"000&#480000") == b"000" + R
+    s = r.stream()  # also when the escape and the secret arrive in different chunks
+    assert s.feed(b"000&#48") + s.feed(b"0000") + s.flush() == b"000" + R
+    # a backslash before a raw secret: `\[` would break the JSON string the secret was in
+    r = Redactor(["nabc1234"])
+    out = r.redact_bytes(b'{"x": "q\\nabc1234"}')
+    assert json.loads(out) == {"x": "q[REDACTED]"}
+
+
+def test_every_escape_in_a_run_of_backslashes_is_read() -> None:
+    secret = "a\\&b1"  # a backslash then '&': JSON doubles the backslash, Go escapes '&'
+    body = json.dumps({"x": secret}).replace("&", "\\u0026").encode()
+    assert b"\\\\\\u0026" in body
+    assert json.loads(Redactor([secret]).redact_bytes(body)) == {"x": "[REDACTED]"}
+
+
+def test_stream_holds_back_a_bounded_tail_and_passes_clean_chunks_at_once() -> None:
+    r = Redactor([ECHO])
+    s = r.stream()
+    clean = b'data: {"delta": "hello \\n world & more"}\n\n'
+    assert s.feed(clean) == clean  # an event without a possible secret is not held back
+    emitted = fed = 0
+    for _ in range(200):  # escapes of a secret's characters, never completing it
+        piece = b"x\\u0026y&lt;z"
+        out = s.feed(piece)
+        assert R not in out
+        emitted, fed = emitted + len(out), fed + len(piece)
+        assert fed - emitted < 4096
+    assert emitted + len(s.flush()) == fed
+
+
+def test_redact_json_walks_keys_and_values_and_returns_clean_documents_unchanged() -> None:
+    r = Redactor([ECHO])
+    clean = {"a": [1, "b", {"c": None}]}
+    assert r.redact_json(clean) is clean
+    doc = {ECHO: ["x", {"y": "pre ak&amp;live&lt;SECRET&gt;42 post"}],
+           "nested": '{"t": "ak\\u0026live<SECRET>42"}', "n": 3}
+    out = r.redact_json(doc)
+    assert out == {"[REDACTED]": ["x", {"y": "pre [REDACTED] post"}], "nested": '{"t": "[REDACTED]"}', "n": 3}
+    assert Redactor([]).redact_json(doc) is doc
+
+
+def test_a_document_too_deep_to_walk_is_withheld_whole() -> None:
+    r = Redactor([ECHO])
+    deep: object = ECHO
+    for _ in range(100_000):
+        deep = [deep]
+    assert r.redact_json(deep) == "[REDACTED]"
+
+
+def test_header_names_are_checked_as_sent_and_case_folded() -> None:
+    r = Redactor(["SeCrEt-Key-42"])
+    assert r.contains_folded(b"x-secret-key-42")  # sent lower-cased to the agent
+    assert r.contains_folded(b"X-SECRET-KEY-42")
+    assert r.contains_folded(b"x-" + b"SeCrEt-Key-42".hex().encode())
+    assert not r.contains_folded(b"x-request-id")
+
+
+# Property: any mix of escapes, any chunking, 0 leaks. A leak is the secret in what a consumer decodes: the JSON
+# string (json.loads), and that string after HTML unescaping and/or URL decoding, in either order.
+
+
+def assert_no_leak(doc_bytes: bytes, secret: str) -> None:
+    doc = json.loads(doc_bytes)
+    for value in (doc["pre"], doc["got"], doc["post"]):
+        for view in decodings(value):
+            assert secret not in view, (doc_bytes, view)
+
+
+NOISE = st.text(alphabet="abc xyz019_-", max_size=6)
+
+
+@settings(max_examples=600, deadline=None)
+@given(case=spelled(), pre=NOISE, post=NOISE, cuts=st.lists(st.integers(1, 40), max_size=8))
+def test_property_escaped_echoes_never_leak_whole_or_streamed(
+    case: tuple[str, str], pre: str, post: str, cuts: list[int]
+) -> None:
+    secret, spelling = case
+    doc = ('{"pre": "' + pre + '", "got": "' + pre + spelling + post + '", "post": "' + post + '"}').encode()
+    r = Redactor([secret])
+    assert_no_leak(r.redact_bytes(doc), secret)
+    s, out, i, k = r.stream(), [], 0, 0
+    while i < len(doc):
+        n = cuts[k % len(cuts)] if cuts else len(doc)
+        out.append(s.feed(doc[i:i + n]))
+        i, k = i + n, k + 1
+    out.append(s.flush())
+    assert_no_leak(b"".join(out), secret)
+    assert_no_leak(json.dumps(r.redact_json(json.loads(doc))).encode(), secret)

@@ -13,6 +13,9 @@ import asyncio
 import base64
 import contextlib
 import functools
+import gzip
+import html
+import json
 import secrets
 import threading
 import time
@@ -211,7 +214,7 @@ class FakeUpstream:
             "/echo": self._echo, "/slow": self._slow, "/status/{n}": self._status, "/stream": self._stream,
             "/sse": self._sse, "/big": self._big, "/redirect": self._redirect, "/headers": self._headers,
             "/gzipbomb": self._gzipbomb, "/reset": self._reset, "/garbage": self._garbage,
-            "/paged": self._paged, "/oauth/token": self._oauth_token,
+            "/paged": self._paged, "/oauth/token": self._oauth_token, "/echo-as": self._echo_as,
         }  # fmt: skip
         for path, handler in routes.items():
             app.router.add_route("*", path, handler)  # any method
@@ -251,6 +254,42 @@ class FakeUpstream:
             "headers": [[k, v] for k, v in request.headers.items()],
             "body": text, "body_base64": base64.b64encode(body).decode(),
         })  # fmt: skip
+
+    async def _echo_as(self, request: web.Request) -> web.Response:
+        """Echo the Authorization header and the query string, escaped (`escape`: none, go, all, html, hex) and
+        compressed (`coding`: identity, gzip, x-gzip, deflate, deflate-raw, gzip-gzip, br, zstd) whatever the
+        request's Accept-Encoding says, and with `name` the token in a header name: a careless upstream."""
+        echo = {"auth": request.headers.get("Authorization", ""), "query": request.query_string}
+        style = request.query.get("escape", "none")
+        text = json.dumps(echo, ensure_ascii=False)
+        if style == "go":
+            text = text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+        elif style == "all":
+            text = json.dumps({k: "".join(f"\\u{ord(c):04x}" for c in v) for k, v in echo.items()})
+            text = text.replace("\\\\", "\\")  # the escapes themselves, not escaped backslashes
+        elif style == "html":
+            text = "<p>" + html.escape(echo["auth"]) + "</p><p>" + html.escape(echo["query"]) + "</p>"
+        elif style == "hex":
+            text = json.dumps({k: v.encode().hex() for k, v in echo.items()})
+        body = text.encode()
+        coding = request.query.get("coding", "identity")
+        headers = {"Content-Type": "text/html" if style == "html" else "application/json"}
+        if coding in ("gzip", "x-gzip"):
+            body = gzip.compress(body)
+        elif coding == "gzip-gzip":
+            body, coding = gzip.compress(gzip.compress(body)), "gzip, gzip"
+        elif coding == "deflate":
+            body = zlib.compress(body)
+        elif coding == "deflate-raw":
+            comp = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+            body, coding = comp.compress(body) + comp.flush(), "deflate"
+        elif coding in ("br", "zstd", "compress"):
+            body = b"\x1b" + body  # opaque to this test, and to keyrelay: it has no decoder for these
+        if coding != "identity":
+            headers["Content-Encoding"] = coding
+        if "name" in request.query:  # the token in a header name, in upper case
+            headers["X-Echo-" + echo["auth"].removeprefix("Bearer ").upper()] = "1"
+        return web.Response(body=body, headers=headers)
 
     async def _slow(self, request: web.Request) -> web.Response:
         await asyncio.sleep(_num(request, "delay", 1.0, 120.0))

@@ -90,7 +90,7 @@ async def call(ex: Exchange, base: Inbound, action: Action, placed: Placed, *, n
     body: Any = None
     if data:
         try:
-            body = json.loads(data)
+            body = passed.redactor.redact_json(json.loads(data))  # escapes decode back to a secret
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             body = None
     if passed.status >= 400:

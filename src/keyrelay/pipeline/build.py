@@ -67,6 +67,10 @@ def outbound_headers(inbound: Inbound, policy: Policy, prep: Prepared) -> list[t
     picked = headers.request_headers(inbound.headers, forward)
     if prep.header_names:
         picked = [h for h in picked if h[0].lower() not in prep.header_names]
+    if prep.redactor.active or prep.injection.oauth2 is not None:
+        # ask for the body uncompressed, so that redaction sees it as sent (pipeline/response.py)
+        picked = [h for h in picked if h[0].lower() != "accept-encoding"]
+        picked.append(("Accept-Encoding", "identity"))
     return picked + prep.injection.headers
 
 

@@ -1,4 +1,4 @@
-"""Header policy in both directions: allowlisted, never blocklisted (security.md rule 5, Appendix D).
+"""Header policy in both directions: allowlisted, never blocklisted (docs/security.md, "Headers are allowlisted").
 
 Request (agent -> upstream), applied to the agent's headers *before* credentials are injected:
 
@@ -23,8 +23,9 @@ strict-transport-security, public-key-pins(-report-only), clear-site-data: these
 policy to keyrelay's origin), names starting with `access-control-` (keyrelay owns its CORS policy) or
 `x-keyrelay-` (no spoofing our own headers), headers named in the upstream's `Connection`, `content-length`
 unless the body passes through unchanged, malformed names and values with control characters. A header
-whose value holds an injected secret is kept with the secret replaced by `[REDACTED]`; one whose *name*
-holds a secret is dropped.
+whose value holds an injected secret (in any form `Redactor` knows) is kept with the secret replaced by
+`[REDACTED]`; one whose *name* holds a secret is dropped: the name as sent, and the name as the agent gets it
+(lower case, so a secret in any case counts).
 """
 
 from __future__ import annotations
@@ -190,7 +191,10 @@ def response_headers(
     if named:
         kept = [h for h in kept if h[0] not in named]
     if redactor is not None and redactor.active:
-        if not redactor.contains(b"\n".join(r + b"\n" + v for _, v, r in kept)):  # one scan, usually clean
+        # one scan of names as sent and values, one of names as the agent gets them (lower case): usually clean
+        if (not redactor.contains(b"\n".join(r + b"\n" + v for _, v, r in kept))
+                and not redactor.contains_folded(b"\n".join(n for n, _, _ in kept))):
             return [(n, v) for n, v, _ in kept]
-        return [(n, redactor.redact_bytes(v)) for n, v, r in kept if not redactor.contains(r)]
+        return [(n, redactor.redact_bytes(v)) for n, v, r in kept
+                if not redactor.contains(r) and not redactor.contains_folded(n)]
     return [(n, v) for n, v, _ in kept]

@@ -85,12 +85,14 @@ class Relayed:
     already recorded. `streaming` True: iterate `chunks()` exactly once (or call `discard()`); the request is
     recorded, and its upstream connection and workspace slot given back, when the stream ends."""
 
-    __slots__ = ("_finish", "_recorder", "_stream", "body", "deadline", "headers", "status", "streaming", "value")
+    __slots__ = ("_finish", "_recorder", "_stream", "body", "deadline", "headers", "redactor", "status", "streaming",
+                 "value")
 
     def __init__(self, *, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"",
                  stream: AsyncIterator[bytes] | None = None, value: Any = None, recorder: Recorder | None = None,
-                 finish: Finish | None = None, deadline: float | None = None) -> None:
+                 finish: Finish | None = None, deadline: float | None = None, redactor: Redactor | None = None) -> None:
         self.status, self.headers, self.body, self.value = status, headers, body, value
+        self.redactor = redactor  # for a door that parses the body: `Redactor.redact_json` on what it hands on
         self.streaming = stream is not None
         self._stream, self._recorder, self._finish = stream, recorder, finish
         self.deadline = deadline  # monotonic: when a buffered reader (`read`) must have the whole body
@@ -154,6 +156,7 @@ class Passed:
     body: bytes | None
     stream: AsyncIterator[bytes] | None
     close: Callable[[], None]
+    redactor: Redactor  # for work that parses the body: `redact_json` on what it hands on
 
     async def read(self, max_bytes: int) -> bytes:
         """The whole body; UpstreamUnreachable past `max_bytes`. Gives the connection back either way."""
@@ -410,26 +413,27 @@ class Relay:
             if response.has_no_body(method, status):
                 headers = response.headers_for(resp, redactor, exact_length=True)
                 resp.release()
-                return Passed(status, headers, b"", None, _nothing)
+                return Passed(status, headers, b"", None, _nothing, redactor)
+            response.check_coding(resp, redactor)
             if response.wants_buffer(resp):
                 data = await response.read_whole(resp, redactor)
                 headers = response.headers_for(resp, redactor, exact_length=False)
                 if redactor.active:
                     headers.append((b"content-length", str(len(data)).encode()))
                 resp.release()
-                return Passed(status, headers, data, None, _nothing)
+                return Passed(status, headers, data, None, _nothing, redactor)
         except BaseException:
             resp.release()
             raise
         return Passed(status, response.headers_for(resp, redactor, exact_length=False), None,
-                      response.stream_body(resp, redactor), resp.release)
+                      response.stream_body(resp, redactor), resp.release, redactor)
 
     def _finished(self, passed: Passed, rec: Recorder, release: Callable[[], None], deadline: float) -> Relayed:
         if passed.body is not None:
             release()
             rec.bytes_out = len(passed.body)
             rec.done(passed.status)
-            return Relayed(status=passed.status, headers=passed.headers, body=passed.body)
+            return Relayed(status=passed.status, headers=passed.headers, body=passed.body, redactor=passed.redactor)
         status, close = passed.status, passed.close
 
         def finish(error: KeyrelayError | None) -> None:
@@ -438,7 +442,7 @@ class Relay:
             rec.done(status, error)
 
         return Relayed(status=status, headers=passed.headers, stream=passed.stream, recorder=rec, finish=finish,
-                       deadline=deadline)
+                       deadline=deadline, redactor=passed.redactor)
 
     def _body_error(self, err: KeyrelayError, rec: Recorder, source: Source) -> KeyrelayError:
         """The client library may wrap the error raised by the body counter: report the size as such."""

@@ -3,6 +3,7 @@ search with `next_page`, form-encoded writes, Stripe-shaped error bodies."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aiohttp import web
@@ -22,6 +23,7 @@ def _error(status: int, message: str, kind: str = "invalid_request_error") -> we
 class FakeStripe(FakeApi):
     def __init__(self, count: int = 25) -> None:
         super().__init__()
+        self.echo_key = False  # `get` echoes the Authorization header, escaped
         self.objects: dict[str, list[dict[str, Any]]] = {}
         for name, prefix in PREFIX.items():
             self.objects[name] = [
@@ -94,7 +96,12 @@ class FakeStripe(FakeApi):
     async def get(self, request: web.Request) -> web.Response:
         for row in self._rows(request) or []:
             if row["id"] == request.match_info["id"]:
-                return web.json_response(row)
+                if not self.echo_key:
+                    return web.json_response(row)
+                # a careless API that echoes the caller's key in a debug field, every character \u-escaped
+                escaped = "".join(f"\\u{ord(c):04x}" for c in request.headers.get("Authorization", ""))
+                text = json.dumps(row)[:-1] + ', "debug": "' + escaped + '"}'
+                return web.Response(text=text, content_type="application/json")
         return _error(404, f"No such object: '{request.match_info['id']}'")
 
     async def create(self, request: web.Request) -> web.Response:
