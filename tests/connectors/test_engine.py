@@ -10,7 +10,7 @@ from keyrelay.connectors.engine import request_for, upstream_error
 from keyrelay.connectors.params import Placed
 from keyrelay.connectors.spec import load_catalog
 from keyrelay.errors import NotFound, RateLimited, Unprocessable
-from keyrelay.model import Door, Inbound, Policy, Source
+from keyrelay.model import ById, Door, Inbound, Policy, Source
 from keyrelay.pipeline import build
 
 
@@ -56,12 +56,12 @@ def test_an_injected_credential_header_replaces_a_default_header_of_the_same_nam
                  headers={"user-agent": "keyrelay", "x-github-api-version": "2022-11-28"})
     target, _, headers = request_for(act, Placed(path="/v1/items"), next_url=next_url)
     raw = tuple((k.encode(), v.encode()) for k, v in headers.items())
-    inbound = Inbound(door=Door.EXECUTE, method="GET", path="/x", authorization=None, target=target,
-                      raw_headers=raw, json_headers=headers)
+    inbound = Inbound(door=Door.EXECUTE, method="GET", path="/x", authorization=None, source=ById("src_1"),
+                      target=target, headers=raw)
     source = _source(Policy())
     prep = build.prepare(source, {"inject_headers": {"User-Agent": "credential-agent/1.0"}},
                          default_base_url=None)
-    sent = build.outbound_headers(inbound, source.policy, prep, sonar=next_url is not None)
+    sent = build.outbound_headers(inbound, source.policy, prep)
     agents = [v for k, v in sent if k.lower() == "user-agent"]
     assert agents == ["credential-agent/1.0"]
     assert ("x-github-api-version", "2022-11-28") in [(k.lower(), v) for k, v in sent]
