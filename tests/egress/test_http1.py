@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import uvloop
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -1262,6 +1263,50 @@ async def test_a_flood_of_tiny_chunks_is_held_and_handed_on_in_few_pieces(pools:
             resp.release()
     assert b"".join(pieces) == b"x" * n
     assert len(pieces) <= n // COALESCE_BYTES + 1, len(pieces)
+
+
+def test_a_flood_of_tiny_chunks_never_stalls_the_event_loop() -> None:
+    """A million one-byte chunks: the longest gap between ticks of another coroutine stays far below what
+    parsing (or handing on) them all in one turn would cost. On uvloop, as keyrelay serves: libuv reads a busy
+    socket up to 32 times per turn, where asyncio's own loop reads once."""
+    n = 1_000_000
+    body = b"1\r\nx\r\n" * n
+
+    async def handler(conn: Conn) -> None:
+        await conn.request()  # then all of it in one write: the socket buffers fill at once
+        await conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body + b"0\r\n\r\n")
+        await conn.wait_eof()
+
+    async def scenario() -> tuple[int, float]:
+        longest, done = [0.0], asyncio.Event()
+
+        async def ticker() -> None:
+            last = time.monotonic()
+            while not done.is_set():
+                await asyncio.sleep(0.005)
+                now = time.monotonic()
+                longest[0] = max(longest[0], now - last - 0.005)
+                last = now
+
+        pool = Pool(allow=LOOPBACK, max_connections=1)
+        received = 0
+        async with serve(handler) as up:
+            ticks = asyncio.create_task(ticker())
+            resp = await pool.request("GET", up.url(), [], None, deadline=soon(60), read_timeout=WAIT)
+            try:
+                async for piece in resp.chunks():
+                    received += len(piece)
+                    assert piece.find(b"secret") < 0  # what a redacting reader does with each piece
+            finally:
+                resp.release()
+                done.set()
+                await ticks
+                await pool.close()
+        return received, longest[0]
+
+    received, longest = uvloop.run(scenario())
+    assert received == n
+    assert longest < 0.5, longest
 
 
 def _sizes(name: str) -> list[int]:

@@ -66,6 +66,9 @@ HIGH_WATER = 1024 * 1024  # response bytes buffered before reading from the upst
 LOW_WATER = 256 * 1024
 SMALL_PIECE = 4 * 1024  # body pieces shorter than this are merged into a buffer of up to COALESCE_BYTES
 COALESCE_BYTES = 64 * 1024
+# body pieces parsed before reading stops until the event loop's next turn: libuv reads a busy socket up to 32
+# times per turn, and a read of one-byte chunks is ~40,000 pieces
+PIECES_PER_TURN = 16 * 1024
 MAX_IDLE_PER_KEY = 64  # idle keep-alive connections kept per pool key
 DNS_TTL = 10.0
 OnDial = Callable[[str], None]  # called with each address right before it is dialed (tests count dials)
@@ -341,6 +344,9 @@ class Connection(asyncio.Protocol):
         self._write_error: BaseException | None = None
         self._drain: asyncio.Future[None] | None = None
         self._paused = False
+        self._full = False  # the response buffer is over HIGH_WATER: reading waits for the reader
+        self._pieces = 0  # body pieces parsed since reading last let the event loop turn
+        self._turning = False  # reading waits for the event loop's next turn
 
     # --- asyncio.Protocol ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -377,6 +383,9 @@ class Connection(asyncio.Protocol):
             return
         if self._unparsed > MAX_HEAD_BYTES:  # a head, trailer or chunk-size line that does not end
             self._invalid()
+        elif self._pieces > PIECES_PER_TURN:  # a flood of tiny chunks: let other requests run first
+            self._pieces = 0
+            self._yield_turn()
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -425,6 +434,7 @@ class Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self._unparsed = 0
+        self._pieces += 1
         if self._resp is not None and not self._head_only:
             self._resp._feed(body)
 
@@ -444,10 +454,28 @@ class Connection(asyncio.Protocol):
             now - self.idle_since < keepalive
 
     def pause(self) -> None:
+        """The response buffer is full: read nothing more until `resume()`."""
+        self._full = True
         if self.transport is not None and not self.closed:
             self.transport.pause_reading()
 
     def resume(self) -> None:
+        self._full = False
+        if not self._turning:
+            self._resume_reading()
+
+    def _yield_turn(self) -> None:
+        if self.transport is not None and not self.closed and not self._turning:
+            self._turning = True
+            self.transport.pause_reading()
+            self.loop.call_soon(self._turned)
+
+    def _turned(self) -> None:
+        self._turning = False
+        if not self._full:
+            self._resume_reading()
+
+    def _resume_reading(self) -> None:
         if self.transport is not None and not self.closed and not self.transport.is_closing():
             self.transport.resume_reading()
 
