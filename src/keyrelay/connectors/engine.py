@@ -85,17 +85,16 @@ async def call(relay: Relay, base: Inbound, admitted: Admitted, action: Action, 
                       source_id=base.source_id, target=target, raw_headers=raw, json_headers=headers, body=payload,
                       content_length=None if payload is None else len(payload), scope=base.scope)
     relayed = await relay.forward(inbound, admitted)
-    chunks, size = [], 0
+    buffer = bytearray()  # one buffer, bounded by bytes (not one object per piece)
     gen = relayed.chunks()
     try:
         async for chunk in gen:
-            size += len(chunk)
-            if size > MAX_RESPONSE:
+            if len(buffer) + len(chunk) > MAX_RESPONSE:
                 raise UpstreamUnreachable("Upstream response is too large to process")
-            chunks.append(chunk)
+            buffer += chunk
     finally:
         await gen.aclose()
-    data = b"".join(chunks)
+    data = bytes(buffer)
     headers_out = {k.decode("latin-1"): v.decode("latin-1") for k, v in relayed.headers}
     body: Any = None
     if data:

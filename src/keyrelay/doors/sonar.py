@@ -90,19 +90,18 @@ def request_inbound(parsed: tuple[str, str, dict[str, str] | None, bytes | None]
 async def relay_request(relay: Relay, inbound: Inbound) -> dict[str, Any]:
     """Relay one request-API call and read the upstream answer (at most RESPONSE_MAX bytes) into the envelope."""
     relayed = await relay.relay(inbound)
-    parts, size, truncated = [], 0, False
+    body, truncated = bytearray(), False  # one buffer, bounded by bytes (not one object per piece)
     chunks = relayed.chunks()
     try:
         async for chunk in chunks:
-            if size + len(chunk) > RESPONSE_MAX:
-                parts.append(chunk[: RESPONSE_MAX - size])
+            if len(body) + len(chunk) > RESPONSE_MAX:
+                body += chunk[: RESPONSE_MAX - len(body)]
                 truncated = True
                 break
-            parts.append(chunk)
-            size += len(chunk)
+            body += chunk
     finally:
         await chunks.aclose()  # releases the upstream response and records the event
-    return envelope(relayed.status, relayed.headers, b"".join(parts), truncated)
+    return envelope(relayed.status, relayed.headers, bytes(body), truncated)
 
 
 class SonarDoor:
