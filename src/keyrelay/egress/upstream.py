@@ -74,8 +74,9 @@ class UpstreamClient:
 
     async def post_form(self, url: str, form: Mapping[str, str], *, headers: Sequence[tuple[str, str]] = (),
                         timeout_seconds: float, max_bytes: int = 64 * 1024) -> tuple[int, bytes]:
-        """One form POST (an OAuth token request) through the same guarded pool: no redirects, no retries
-        (a refresh token may be single-use), the response body read whole up to `max_bytes`."""
+        """One form POST (an OAuth token request) through the same guarded pool, on a connection of its own
+        closed after it: no redirects, no retries (a refresh token may be single-use), the response body read
+        whole up to `max_bytes` and by the deadline."""
         out = Outbound(method="POST", url=url, body=urlencode(form).encode(), timeout_seconds=timeout_seconds,
                        headers=(("Content-Type", "application/x-www-form-urlencoded"),
                                 ("Accept", "application/json"), *headers))
