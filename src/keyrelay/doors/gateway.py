@@ -1,4 +1,4 @@
-"""The gateway route `ANY /api/{workspace_id}/proxy/{slug}/{tail}` (seed 003), as plain ASGI.
+"""The gateway route `ANY /api/{workspace_id}/proxy/{slug}/{tail}`, as plain ASGI.
 
 Request and response bodies stream; small bodies are read whole (one upstream write, exact length). A client
 that disconnects while a streamed response is in flight cancels the upstream request.
@@ -19,7 +19,7 @@ PREFIX = b"/api/"
 READ_WHOLE_MAX = 64 * 1024
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
 
-# a refused body is not read to its end: close the connection instead of draining it (bar 12)
+# a refused body is not read to its end: close the connection instead of draining it (docs/errors.md)
 _CLOSE = {413: [(b"connection", b"close")]}
 
 

@@ -1,4 +1,4 @@
-"""The request API `POST /api/v1/sonar/apis/{source_id}/request` (seed 001), as plain ASGI.
+"""The request API `POST /api/v1/sonar/apis/{source_id}/request`, as plain ASGI.
 
 Body `{method, url, headers?, body?}`; `url` must lie under the source's base URL. The answer is the
 contract's envelope `{status_code, headers, response_body, body}`; upstream errors are reported inside it.
@@ -20,7 +20,7 @@ _PATH = re.compile(r"/api/v1/sonar/apis/([A-Za-z0-9_-]{1,64})/request")
 _METHOD = re.compile(r"[A-Za-z]{1,16}")
 RESPONSE_MAX = 16 * 1024 * 1024
 
-# a refused body is not read to its end: close the connection instead of draining it (bar 12)
+# a refused body is not read to its end: close the connection instead of draining it (docs/errors.md)
 _CLOSE = {413: [(b"connection", b"close")]}
 
 
