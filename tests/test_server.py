@@ -11,6 +11,7 @@ import logging
 import select
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,10 @@ import pytest
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
-from keyrelay.server import protocol_for, send_whole
+from keyrelay.server import protocol_for, send_whole, uvicorn_config
 from support.adversarial import read_response, rss_bytes
 from support.keyrelay import Admin, KeyrelayServer, make_settings
+from support.scripted import ScriptedConn, ScriptedUpstream
 from support.upstream import FakeUpstream
 
 
@@ -279,7 +281,8 @@ def test_an_unfinished_head_is_refused_once_the_bytes_received_pass_the_limit(
 
 
 def test_a_head_just_under_the_budget_is_served(served: tuple[KeyrelayServer, str, str]) -> None:
-    """The budget leaves room for the largest head the per-field limits allow."""
+    """The budget leaves room for the largest head the per-field limits allow, however it is split into reads
+    (a head that completes within one read never meets the budget: only bytes still unparsed count)."""
     server, _, _ = served
     s = server.settings
     url = b"/healthz?" + b"q" * (s.max_url_bytes - len(b"/healthz?"))
@@ -287,9 +290,52 @@ def test_a_head_just_under_the_budget_is_served(served: tuple[KeyrelayServer, st
     head = b"GET " + url + b" HTTP/1.1\r\n" + b"".join(fields) + b"\r\n"
     assert len(head) > s.max_header_bytes + s.max_url_bytes - 4096
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(head)
+        sock.sendall(head[:-2])
+        time.sleep(0.2)  # so the server reads the unfinished head on its own (passes either way)
+        sock.sendall(head[-2:])
         r = read_response(sock, timeout=10, close_wait=0.1)
     assert r.status == 200, r.body
+
+
+def test_the_server_loads_no_websocket_protocol(tmp_path: Path) -> None:
+    """Besides the refusal in the protocol: uvicorn itself never switches a connection to WebSocket."""
+    config = uvicorn_config(lambda *a: None, make_settings(data_dir=tmp_path), host="127.0.0.1", port=0)
+    config.load()
+    assert config.ws_protocol_class is None
+
+
+def test_a_refusal_mid_body_never_writes_into_a_response_under_way(tmp_path: Path) -> None:
+    """The upstream answers (a streamed response) before the agent's chunked body is done; the body then goes
+    on in a line that never ends. The agent gets one response, cut off, never a second status line in it."""
+    async def script(conn: ScriptedConn) -> None:
+        await conn.reader.readuntil(b"\r\n\r\n")
+        conn.writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          b"5\r\nhello\r\n")
+        await conn.writer.drain()
+        while await conn.reader.read(65536):  # keeps the response open, reads whatever comes
+            pass
+
+    with ScriptedUpstream(script) as up, KeyrelayServer(make_settings(data_dir=tmp_path)) as server:
+        admin = Admin(server.url)
+        ws = admin.workspace("midbody")
+        admin.source(ws, upstream_url=up.url)
+        key = admin.api_key(ws, ["proxy"])
+        admin.close()
+        head = (f"POST /api/{ws}/proxy/echo/up HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n").encode()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(head)
+            got = b""
+            while b"hello" not in got:  # the response is under way
+                chunk = sock.recv(65536)
+                assert chunk, got
+                got += chunk
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(b"1;ext=" + b"a" * (_budget(server) + 65536))
+            with contextlib.suppress(ConnectionResetError, TimeoutError):
+                while chunk := sock.recv(65536):
+                    got += chunk
+    assert got.startswith(b"HTTP/1.1 200 ") and got.count(b"HTTP/1.1 ") == 1, got[:400]
 
 
 @pytest.mark.parametrize("where", ["chunk extension", "chunk size", "trailer"])

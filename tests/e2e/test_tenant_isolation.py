@@ -182,3 +182,16 @@ def test_the_start_of_a_second_response_never_answers_another_tenant(tenants: Te
     assert tenants.send("a", "GET", "tenant-a/0").status_code == 200
     _then_both_tenants(tenants)
     tenants.verify()
+
+
+@pytest.mark.parametrize("tenants", [Desync()], indirect=True, ids=["well-behaved"])
+def test_each_source_keeps_its_own_keep_alive_connection(tenants: Tenants) -> None:
+    """Positive control: the isolation above comes from one pool per source, not from never reusing a
+    connection. A well-behaved upstream sees one connection per tenant, each carrying only that tenant."""
+    for tenant, n in (("a", 1), ("b", 1), ("a", 2), ("b", 2), ("a", 3)):
+        assert tenants.send(tenant, "GET", f"tenant-{tenant}/{n}").status_code == 200
+    by_conn: dict[int, set[bytes]] = {}
+    for conn, head in tenants.script.parsed:
+        by_conn.setdefault(conn, set()).add(b"tenant-a" if b"tenant-a" in head else b"tenant-b")
+    assert sorted(by_conn.values(), key=sorted) == [{b"tenant-a"}, {b"tenant-b"}]
+    tenants.verify()

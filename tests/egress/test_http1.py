@@ -579,6 +579,29 @@ async def test_no_reuse_when_the_upstream_answered_before_the_body_was_sent(pool
         assert (await fetch(pool, up.url()))[1] == b"ok" and up.connections == 2
 
 
+@pytest.mark.parametrize("extra", [b"\r\n", b"\n", b"H"])
+async def test_any_byte_while_idle_in_the_pool_closes_the_connection(pools: Callable[..., Pool],
+                                                                     extra: bytes) -> None:
+    sent = asyncio.Event()
+
+    async def handler(conn: Conn) -> None:
+        if conn.index > 1:
+            return await replying(OK)(conn)
+        await conn.request()
+        await conn.send(OK)
+        await within(sent.wait())
+        await conn.send(extra)  # no request is outstanding: llhttp would skip a bare CR or LF unseen
+        await conn.wait_eof()
+        return None
+
+    async with serve(handler) as up:
+        pool = pools()
+        assert (await fetch(pool, up.url()))[1] == b"ok"
+        sent.set()
+        await until(lambda: up.eofs == [1])  # closed while idle, before any request could take it
+        assert (await fetch(pool, up.url()))[1] == b"ok" and up.connections == 2
+
+
 @pytest.mark.parametrize("late", [False, True])
 async def test_an_extra_response_never_answers_the_next_request(pools: Callable[..., Pool], late: bool) -> None:
     smuggled = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!"
@@ -642,9 +665,9 @@ async def test_bytes_past_the_end_of_a_response_in_the_same_read_poison_the_conn
         await until(lambda: up.eofs == [1])
 
 
-@pytest.mark.parametrize("extra", [b"\r\n", b"H"])
+@pytest.mark.parametrize(("method", "extra"), [("GET", b"\r\n"), ("GET", b"H"), ("HEAD", b"abc")])
 async def test_bytes_after_the_end_poison_the_connection_before_it_is_released(
-    pools: Callable[..., Pool], extra: bytes
+    pools: Callable[..., Pool], method: str, extra: bytes
 ) -> None:
     read = asyncio.Event()
 
@@ -652,7 +675,7 @@ async def test_bytes_after_the_end_poison_the_connection_before_it_is_released(
         if conn.index > 1:
             return await replying(OK)(conn)
         await conn.request()
-        await conn.send(OK)
+        await conn.send(OK if method == "GET" else b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n")
         await within(read.wait())
         await conn.send(extra)  # the response is complete, the caller still holds it
         await conn.wait_eof()
@@ -660,9 +683,9 @@ async def test_bytes_after_the_end_poison_the_connection_before_it_is_released(
 
     async with serve(handler) as up:
         pool = pools()
-        resp = await pool.request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
+        resp = await pool.request(method, up.url(), [], None, deadline=soon(), read_timeout=WAIT)
         try:
-            assert await resp.read() == b"ok"
+            assert await resp.read() == (b"ok" if method == "GET" else b"")  # a HEAD response ends at its head
             read.set()
             await until(lambda: up.eofs == [1])  # closed at once, before anything could reuse it
         finally:
@@ -1307,6 +1330,24 @@ def test_a_flood_of_tiny_chunks_never_stalls_the_event_loop() -> None:
     received, longest = uvloop.run(scenario())
     assert received == n
     assert longest < 0.5, longest
+
+
+async def test_a_slow_reader_keeps_the_buffer_bounded_during_a_flood_of_tiny_chunks(
+    pools: Callable[..., Pool]
+) -> None:
+    """Pausing for a loop turn (after every read, with chunks this small) never overrides the pause for a
+    full buffer."""
+    n = 2_000_000  # 4 MB of body in two-byte chunks
+    response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"2\r\nab\r\n" * n + b"0\r\n\r\n"
+    async with serve(replying(response)) as up:
+        resp = await pools().request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
+        try:
+            await until(lambda: resp._buffered > HIGH_WATER)
+            await asyncio.sleep(0.3)  # many loop turns: time for reading to (wrongly) resume
+            assert not resp._done and resp._buffered <= HIGH_WATER + READ_SIZE, resp._buffered
+            assert await resp.read() == b"ab" * n
+        finally:
+            resp.release()
 
 
 def _sizes(name: str) -> list[int]:
