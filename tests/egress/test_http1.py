@@ -1260,6 +1260,24 @@ async def test_a_slow_reader_keeps_the_buffer_bounded(
     assert pauses[0] >= 1
 
 
+async def test_a_full_buffer_released_unread_leaves_a_reusable_connection(pools: Callable[..., Pool]) -> None:
+    """A response that completes in the read that fills the buffer (reading paused) and is released unread (an
+    agent that went away) goes back to the pool reading again: the next request gets its answer, and stray
+    bytes while idle would still be seen."""
+    payload = b"x" * (HIGH_WATER + 1)  # only the last byte fills the buffer: it completes in that read
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload
+    async with serve(replying(lambda req: big if req.line.startswith("GET /big") else OK)) as up:
+        pool = pools()
+        resp = await pool.request("GET", up.url("/big"), [], None, deadline=soon(), read_timeout=WAIT)
+        try:
+            await until(lambda: resp._done)
+            assert resp._buffered > HIGH_WATER  # reading was paused for a full buffer
+        finally:
+            resp.release()
+        assert (await fetch(pool, up.url("/next")))[1] == b"ok"
+        assert up.connections == 1
+
+
 async def test_read_returns_a_body_larger_than_high_water(pools: Callable[..., Pool]) -> None:
     payload = b"x" * (3 * 1024 * 1024)
     async with serve(replying(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload)) as up:
@@ -1278,9 +1296,9 @@ def chunked(*pieces: bytes) -> bytes:
 async def test_a_flood_of_tiny_chunks_is_held_and_handed_on_in_few_pieces(pools: Callable[..., Pool]) -> None:
     n = 300_000
     async with serve(replying(chunked(*[b"x"] * n))) as up:
-        resp = await pools().request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
+        resp = await pools().request("GET", up.url(), [], None, deadline=soon(60), read_timeout=WAIT)
         try:
-            await until(lambda: resp._done)  # the whole body is buffered before any of it is read
+            await until(lambda: resp._done, timeout=30)  # the whole body is buffered before any of it is read
             pieces = [piece async for piece in resp.chunks()]
         finally:
             resp.release()
@@ -1337,12 +1355,12 @@ async def test_a_slow_reader_keeps_the_buffer_bounded_during_a_flood_of_tiny_chu
 ) -> None:
     """Pausing for a loop turn (after every read, with chunks this small) never overrides the pause for a
     full buffer."""
-    n = 2_000_000  # 4 MB of body in two-byte chunks
+    n = 1_000_000  # 2 MB of body in two-byte chunks
     response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"2\r\nab\r\n" * n + b"0\r\n\r\n"
     async with serve(replying(response)) as up:
-        resp = await pools().request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
+        resp = await pools().request("GET", up.url(), [], None, deadline=soon(60), read_timeout=WAIT)
         try:
-            await until(lambda: resp._buffered > HIGH_WATER)
+            await until(lambda: resp._buffered > HIGH_WATER, timeout=30)
             await asyncio.sleep(0.3)  # many loop turns: time for reading to (wrongly) resume
             assert not resp._done and resp._buffered <= HIGH_WATER + READ_SIZE, resp._buffered
             assert await resp.read() == b"ab" * n

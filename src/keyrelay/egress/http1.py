@@ -581,6 +581,8 @@ class Connection(asyncio.Protocol):
         if clean and self._keep and self._written and not self.closed and transport is not None \
                 and not transport.is_closing():
             self.idle_since = time.monotonic()
+            if self._full:  # released unread with reading paused: idle, it must read (and see stray bytes)
+                self.resume()
             self._pool.put(self)
         else:
             self.abort()
