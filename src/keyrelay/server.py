@@ -25,6 +25,7 @@ import weakref
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import (
     HEADER_RE,
     HEADER_VALUE_RE,
@@ -163,8 +164,16 @@ class GuardedHttpTools(HttpToolsProtocol):
                 extensions[HEADERS_CHECKED] = True
 
     def on_body(self, body: bytes) -> None:
+        # uvicorn's own on_body, without its per-piece upgrade checks (upgrades never reach the app here, and
+        # no WebSocket protocol is loaded): this runs once per chunk, a million times in a flood of tiny chunks
         self._unparsed = 0
-        super().on_body(body)
+        cycle = self.cycle
+        if cycle.response_complete:
+            return
+        cycle.body += body
+        if len(cycle.body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
 
     def on_message_complete(self) -> None:
         self._unparsed = 0
