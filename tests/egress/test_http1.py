@@ -1348,7 +1348,7 @@ def test_a_flood_of_tiny_chunks_never_stalls_the_event_loop() -> None:
 
     received, longest = uvloop.run(scenario())
     assert received == n
-    assert longest < 0.5, longest
+    assert longest < 0.15, longest  # one read of tiny chunks is 20-40 ms; all that is ready at once, seconds
 
 
 async def test_a_slow_reader_keeps_the_buffer_bounded_during_a_flood_of_tiny_chunks(
