@@ -4,9 +4,14 @@ response cycle with a recording transport, and end to end through the gateway on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import json
 import logging
+import select
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +20,10 @@ import pytest
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
-from keyrelay.server import send_whole
+from keyrelay.server import protocol_for, send_whole, uvicorn_config
+from support.adversarial import read_response, rss_bytes
 from support.keyrelay import Admin, KeyrelayServer, make_settings
+from support.raw_upstream import ScriptedConn, ScriptedUpstream
 from support.upstream import FakeUpstream
 
 
@@ -168,3 +175,224 @@ def test_headers_over_the_limit_are_refused_even_when_the_url_is_short(tmp_path:
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 3000 + b"\r\n\r\n")
         status, headers, body = _read(s.makefile("rb"), "GET")
     assert status == 431 and b"headers_too_large" in body and headers.get("x-request-id")
+
+
+# --- limits on bytes received (GuardedHttpTools) ---------------------------------------------------------------
+
+
+@pytest.fixture()
+def served(tmp_path: Path, upstream: FakeUpstream) -> Iterator[tuple[KeyrelayServer, str, str]]:
+    """keyrelay with a source on the fake upstream; (server, gateway path, API key)."""
+    with KeyrelayServer(make_settings(data_dir=tmp_path, header_timeout_seconds=30)) as server:
+        admin = Admin(server.url)
+        ws = admin.workspace("limits")
+        admin.source(ws, upstream_url=upstream.url)
+        key = admin.api_key(ws, ["proxy"])
+        admin.close()
+        yield server, f"/api/{ws}/proxy/echo/echo", key
+
+
+def _budget(server: KeyrelayServer) -> int:
+    return protocol_for(server.settings).max_head_bytes
+
+
+FLOOD_CAP = 64 * 1024 * 1024
+
+
+def _flood(port: int, prefix: bytes, filler: bytes, *, peak_rss: list[int] | None = None) -> tuple[int, bytes]:
+    """Send `prefix`, then `filler` over and over until keyrelay answers or closes (at most FLOOD_CAP bytes);
+    (bytes sent, what keyrelay sent back). With `peak_rss`, sample this process's RSS meanwhile."""
+    stop = threading.Event()
+
+    def sample() -> None:
+        assert peak_rss is not None
+        while not stop.is_set():
+            peak_rss[0] = max(peak_rss[0], rss_bytes())
+            stop.wait(0.005)
+
+    sampler = threading.Thread(target=sample, daemon=True) if peak_rss is not None else None
+    if sampler is not None:
+        sampler.start()
+    sent = 0
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(prefix)
+            sent = len(prefix)
+            while sent < FLOOD_CAP:
+                if select.select([sock], [], [], 0)[0]:
+                    break  # an answer (or the close) is there
+                try:
+                    sock.sendall(filler)
+                except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                    break
+                sent += len(filler)
+            answer = b""
+            with contextlib.suppress(ConnectionResetError, TimeoutError):
+                while chunk := sock.recv(65536):
+                    answer += chunk
+    finally:
+        stop.set()
+        if sampler is not None:
+            sampler.join(5)
+    return sent, answer
+
+
+ENDLESS = {  # (what comes first, what then repeats, where the line is)
+    "request line": (b"GET /healthz?q=", b"a" * 65536),
+    "header name": (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-", b"a" * 65536),
+    "header value": (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ", b"a" * 65536),
+    "whitespace before a value": (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big:", b" " * 65536),
+    "second request": (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nX-Big: ", b"a" * 65536),
+}
+
+
+@pytest.mark.parametrize(("prefix", "filler"), ENDLESS.values(), ids=ENDLESS.keys())
+def test_a_header_line_that_never_ends_gets_431_after_a_bounded_number_of_bytes(
+        served: tuple[KeyrelayServer, str, str], prefix: bytes, filler: bytes) -> None:
+    server, _, _ = served
+    sent, answer = _flood(server.port, prefix, filler)
+    first = b"HTTP/1.1 200 " if prefix.count(b"\r\n\r\n") else b"HTTP/1.1 431 "  # a keep-alive request first
+    assert answer.startswith(first) and answer.count(b"HTTP/1.1 431 ") == 1, answer[:300]
+    assert b'"code": "headers_too_large"' in answer
+    assert sent < FLOOD_CAP // 4, sent  # keyrelay stopped reading; the rest sat in socket buffers
+
+
+def test_an_endless_header_line_costs_bounded_memory(served: tuple[KeyrelayServer, str, str]) -> None:
+    server, _, _ = served
+    peak = [rss_bytes()]
+    baseline = peak[0]
+    sent, answer = _flood(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ", b"a" * 65536, peak_rss=peak)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert peak[0] - baseline < 16 * 1024 * 1024, (peak[0] - baseline, sent)
+
+
+@pytest.mark.parametrize("extra", [1, 65536])
+def test_an_unfinished_head_is_refused_once_the_bytes_received_pass_the_limit(
+        served: tuple[KeyrelayServer, str, str], extra: int) -> None:
+    """Exactly the budget plus a little, then silence: the line never ends, the answer comes at once (the
+    header-read timeout here is 30 s, longer than this test waits)."""
+    server, _, _ = served
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: "
+    data = head + b"a" * (_budget(server) - len(head) + extra)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(data)
+        r = read_response(sock, timeout=10)
+    assert r.status == 431 and r.closed and json.loads(r.body)["error"]["code"] == "headers_too_large"
+
+
+def test_a_head_just_under_the_budget_is_served(served: tuple[KeyrelayServer, str, str]) -> None:
+    """The budget leaves room for the largest head the per-field limits allow, however it is split into reads
+    (a head that completes within one read never meets the budget: only bytes still unparsed count)."""
+    server, _, _ = served
+    s = server.settings
+    url = b"/healthz?" + b"q" * (s.max_url_bytes - len(b"/healthz?"))
+    fields = [b"Host: x\r\n"] + [b"X-%02d: " % i + b"v" * 150 + b"\r\n" for i in range(s.max_header_count - 1)]
+    head = b"GET " + url + b" HTTP/1.1\r\n" + b"".join(fields) + b"\r\n"
+    assert len(head) > s.max_header_bytes + s.max_url_bytes - 4096
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head[:-2])
+        time.sleep(0.2)  # so the server reads the unfinished head on its own (passes either way)
+        sock.sendall(head[-2:])
+        r = read_response(sock, timeout=10, close_wait=0.1)
+    assert r.status == 200, r.body
+
+
+def test_the_server_loads_no_websocket_protocol(tmp_path: Path) -> None:
+    """Besides the refusal in the protocol: uvicorn itself never switches a connection to WebSocket."""
+    config = uvicorn_config(lambda *a: None, make_settings(data_dir=tmp_path), host="127.0.0.1", port=0)
+    config.load()
+    assert config.ws_protocol_class is None
+
+
+def test_a_refusal_mid_body_never_writes_into_a_response_under_way(tmp_path: Path) -> None:
+    """The upstream answers (a streamed response) before the agent's chunked body is done; the body then goes
+    on in a line that never ends. The agent gets one response, cut off, never a second status line in it."""
+    async def script(conn: ScriptedConn) -> None:
+        await conn.reader.readuntil(b"\r\n\r\n")
+        conn.writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          b"5\r\nhello\r\n")
+        await conn.writer.drain()
+        while await conn.reader.read(65536):  # keeps the response open, reads whatever comes
+            pass
+
+    with ScriptedUpstream(script) as up, KeyrelayServer(make_settings(data_dir=tmp_path)) as server:
+        admin = Admin(server.url)
+        ws = admin.workspace("midbody")
+        admin.source(ws, upstream_url=up.url)
+        key = admin.api_key(ws, ["proxy"])
+        admin.close()
+        head = (f"POST /api/{ws}/proxy/echo/up HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n").encode()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(head)
+            got = b""
+            while b"hello" not in got:  # the response is under way
+                chunk = sock.recv(65536)
+                assert chunk, got
+                got += chunk
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(b"1;ext=" + b"a" * (_budget(server) + 65536))
+            with contextlib.suppress(ConnectionResetError, TimeoutError):
+                while chunk := sock.recv(65536):
+                    got += chunk
+    assert got.startswith(b"HTTP/1.1 200 ") and got.count(b"HTTP/1.1 ") == 1, got[:400]
+
+
+@pytest.mark.parametrize("where", ["chunk extension", "chunk size", "trailer"])
+def test_an_endless_line_in_a_chunked_body_is_refused(served: tuple[KeyrelayServer, str, str],
+                                                      upstream: FakeUpstream, where: str) -> None:
+    server, path, key = served
+    head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n").encode()
+    prefix, filler = {"chunk extension": (head + b"1;ext=", b"a" * 65536), "chunk size": (head, b"0" * 65536),
+                      "trailer": (head + b"0\r\nX-Trailer: ", b"a" * 65536)}[where]
+    sent, answer = _flood(server.port, prefix, filler)
+    assert sent < FLOOD_CAP // 4, sent
+    assert answer.startswith(b"HTTP/1.1 400 ") and b'"code": "invalid_request"' in answer, answer[:200]
+    assert upstream.requests == []  # the body never completed
+
+
+def test_trailer_fields_never_join_the_request_headers(tmp_path: Path, upstream: FakeUpstream) -> None:
+    """A trailer named Authorization, after a body, must not authenticate a request that had none."""
+    with KeyrelayServer(make_settings(data_dir=tmp_path)) as server:
+        admin = Admin(server.url)
+        ws = admin.workspace("trailers")
+        src = admin.source(ws, upstream_url=upstream.url)
+        key = admin.api_key(ws, ["proxy"])
+        admin.close()
+        body = json.dumps({"method": "GET", "url": upstream.url + "/echo"}).encode()
+        request = (f"POST /api/v1/sonar/apis/{src['id']}/request HTTP/1.1\r\nHost: x\r\n"
+                   "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode() \
+            + b"%x\r\n%s\r\n" % (len(body), body) + f"0\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(request)
+            r = read_response(sock, timeout=10, close_wait=0.1)
+    assert r.status == 401 and json.loads(r.body)["error"]["code"] == "unauthenticated"
+    assert upstream.requests == []
+
+
+# --- protocol upgrades -------------------------------------------------------------------------------------------
+
+
+UPGRADES = {
+    "websocket": "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 "Sec-WebSocket-Version: 13\r\n",
+    "h2c": "Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n",
+    "upgrade without connection": "Upgrade: websocket\r\n",
+}
+
+
+@pytest.mark.parametrize("upgrade", UPGRADES.values(), ids=UPGRADES.keys())
+@pytest.mark.parametrize("target", ["gateway", "healthz"])
+def test_protocol_upgrades_are_refused_with_400(served: tuple[KeyrelayServer, str, str], upstream: FakeUpstream,
+                                                upgrade: str, target: str) -> None:
+    server, path, key = served
+    request = (f"GET {path if target == 'gateway' else '/healthz'} HTTP/1.1\r\nHost: x\r\n"
+               f"Authorization: Bearer {key}\r\n{upgrade}\r\n").encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request + b"\x81\x85frame")  # what a client may send right after, in the new protocol
+        r = read_response(sock, timeout=10)
+    error = json.loads(r.body)["error"]
+    assert (r.status, r.closed, error["code"]) == (400, True, "invalid_request")
+    assert "not supported" in error["message"] and error["request_id"] == r.header("x-request-id")
+    assert upstream.requests == []

@@ -176,6 +176,9 @@ class Outbound:
     timeout_seconds: float = 30.0
     idempotent: bool = False
     secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    # upstream connections are shared only by requests with the same key (the source id: one credential per
+    # connection); None: a connection of its own, closed after the request
+    pool_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,17 @@
-"""Serving: uvicorn (uvloop + httptools) with the limits uvicorn lacks (security.md rule 10, bars 10 and 13).
+"""Serving: uvicorn (uvloop + httptools) with the limits uvicorn lacks (docs/security.md, "Bounded everything").
 
-`GuardedHttpTools` closes a connection whose request headers do not arrive complete within the header-read
-timeout (slowloris), and refuses a header section over the byte or count limit with 431 before the
-application sees it, so an oversized header section is never buffered whole.
+`GuardedHttpTools`:
+
+* closes a connection whose request headers do not arrive complete within the header-read timeout (slowloris);
+* refuses a header section over the byte or count limit with 431 before the application sees it;
+* counts bytes received, not parsed lines: httptools keeps an unfinished request line, header name or value
+  whole until it ends, so a line that never ends would grow without bound (and each read would copy it
+  again). More than `max_head_bytes` received before the head is complete, or between two body bytes (chunk
+  extensions, chunk-size zeros, trailers), is refused (431 during the head, else 400) after at most that many
+  bytes plus one read;
+* never merges trailer fields into the request's headers (they still count against the limits);
+* refuses protocol upgrades (`Upgrade: websocket`, `h2c`) with 400 and closes the connection: keyrelay proxies
+  no WebSocket yet, and the bytes after such a request belong to another protocol.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import weakref
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import (
     HEADER_RE,
     HEADER_VALUE_RE,
@@ -46,11 +56,21 @@ class _BadHost(Exception):
     """No Host header on an HTTP/1.1 request, or more than one (RFC 9112 3.2): a parser error, answered with 400."""
 
 
+class _Upgrade(Exception):
+    """A request to switch protocols (WebSocket, h2c): a parser error, answered with 400."""
+
+
+UPGRADE_REFUSED = "Protocol upgrades (WebSocket, h2c) are not supported"
+
+
 class GuardedHttpTools(HttpToolsProtocol):
     header_timeout: float = 10.0
     max_header_bytes: int = 16 * 1024
     max_header_count: int = 100
     max_field_bytes: int = 16 * 1024  # header names + values alone: within it, the app need not count again
+    # bytes received before the head is complete, or between two body bytes: request line, separators and
+    # whitespace included, however they are split into lines
+    max_head_bytes: int = 32 * 1024
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -61,6 +81,9 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._host_count = 0
         self._field_bytes = 0
         self._too_large = False
+        self._upgrade = False
+        self._in_head = False
+        self._unparsed = 0  # bytes received since the last head completed, body byte or message end
 
     def _arm(self) -> None:
         if not self._header_timer:
@@ -85,9 +108,18 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        self._unparsed += len(data)
+        super().data_received(data)
+        if self._unparsed > self.max_head_bytes and not self.transport.is_closing():
+            self._too_large = self._in_head  # an endless line: in the head 431, in a chunked body 400
+            self.send_400_response("")
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_bytes = self._header_count = self._host_count = self._field_bytes = 0
+        self._upgrade = False
+        self._in_head = True
         self._arm()
 
     def on_url(self, url: bytes) -> None:
@@ -104,14 +136,23 @@ class GuardedHttpTools(HttpToolsProtocol):
         if self._header_bytes > self.max_header_bytes or self._header_count > self.max_header_count:
             self._too_large = True
             raise _TooLarge
-        if name.lower() == b"host":
+        if not self._in_head:
+            return  # a trailer field: counted, never merged into the request's headers
+        low = name.lower()
+        if low == b"host":
             self._host_count += 1
+        elif low == b"upgrade":
+            self._upgrade = True
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        self._in_head = False
+        self._unparsed = 0
         if self._host_count > 1 or (self._host_count == 0 and self.parser.get_http_version() != "1.0"):
             raise _BadHost
+        if self._upgrade:
+            raise _Upgrade
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:  # the app has not run yet: offer the extension
@@ -122,11 +163,36 @@ class GuardedHttpTools(HttpToolsProtocol):
             if self._field_bytes <= self.max_field_bytes:
                 extensions[HEADERS_CHECKED] = True
 
+    def on_body(self, body: bytes) -> None:
+        # uvicorn's own on_body, without its per-piece upgrade checks (upgrades never reach the app here, and
+        # no WebSocket protocol is loaded): this runs once per chunk, a million times in a flood of tiny chunks
+        self._unparsed = 0
+        cycle = self.cycle
+        if cycle.response_complete:
+            return
+        cycle.body += body
+        if len(cycle.body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
+
+    def on_message_complete(self) -> None:
+        self._unparsed = 0
+        super().on_message_complete()
+
     def send_400_response(self, msg: str) -> None:
         self._disarm()
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:  # refused mid-request (e.g. in a chunked body)
+            cycle.disconnected = True  # what connection_lost would do: the app's sends are dropped from now on
+            cycle.message_event.set()
+            if cycle.response_started:
+                self.transport.close()  # a response is under way: an error now would corrupt it
+                return
         if self._too_large:
             response = framing_error(431, "Request Header Fields Too Large", "headers_too_large",
                                      "Request headers are too large")
+        elif self._upgrade:
+            response = framing_error(400, "Bad Request", "invalid_request", UPGRADE_REFUSED)
         else:
             response = framing_error(400, "Bad Request", "invalid_request", "Malformed HTTP request")
         self.transport.write(response)
@@ -192,6 +258,8 @@ def protocol_for(settings: Settings) -> type[GuardedHttpTools]:
         "max_header_bytes": settings.max_header_bytes + settings.max_url_bytes,
         "max_header_count": settings.max_header_count,
         "max_field_bytes": settings.max_header_bytes,
+        # the request line and ": ", CRLF around each field: what a well-formed head adds to its fields
+        "max_head_bytes": settings.max_header_bytes + settings.max_url_bytes + 8 * settings.max_header_count + 1024,
     })
 
 
@@ -200,6 +268,7 @@ def uvicorn_config(app: Any, settings: Settings, *, host: str, port: int, **over
         "host": host, "port": port, "lifespan": "on", "access_log": False, "http": protocol_for(settings),
         "loop": "uvloop", "timeout_keep_alive": 30, "timeout_graceful_shutdown": 10, "server_header": False,
         "log_level": "warning",
+        "ws": "none",  # no WebSocket protocol: upgrade requests are refused before the app (GuardedHttpTools)
         # keyrelay never trusts client-supplied forwarding headers (rate limits key on the authenticated caller)
         "proxy_headers": False, "forwarded_allow_ips": "",
     }

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import datetime
 import ipaddress
+import random
 import socket
 import ssl
 import struct
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import uvloop
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -28,8 +30,10 @@ from cryptography.x509.oid import NameOID
 
 from keyrelay.egress import http1
 from keyrelay.egress.http1 import (
+    COALESCE_BYTES,
     HIGH_WATER,
     LOW_WATER,
+    MAX_HEAD_BYTES,
     MAX_HEADER_BYTES,
     MAX_HEADERS,
     Connection,
@@ -41,6 +45,7 @@ from keyrelay.egress.http1 import (
 )
 from keyrelay.egress.ssrf import parse_cidrs
 from keyrelay.errors import InvalidRequest, PayloadTooLarge, SsrfBlocked, UpstreamTimeout, UpstreamUnreachable
+from support.adversarial import rss_bytes
 
 LOOPBACK = parse_cidrs("127.0.0.0/8")
 WAIT = 5.0  # upper bound of any single wait in these tests
@@ -221,8 +226,9 @@ def soon(seconds: float = WAIT) -> float:
 
 
 async def fetch(pool: Pool, url: str, method: str = "GET", headers: Sequence[tuple[str, str]] = (),
-                body: bytes | AsyncIterable[bytes] | None = None) -> tuple[Response, bytes]:
-    resp = await pool.request(method, url, headers, body, deadline=soon(), read_timeout=WAIT)
+                body: bytes | AsyncIterable[bytes] | None = None, *,
+                pool_key: str | None = "") -> tuple[Response, bytes]:
+    resp = await pool.request(method, url, headers, body, deadline=soon(), read_timeout=WAIT, pool_key=pool_key)
     try:
         return resp, await resp.read()
     finally:
@@ -573,6 +579,29 @@ async def test_no_reuse_when_the_upstream_answered_before_the_body_was_sent(pool
         assert (await fetch(pool, up.url()))[1] == b"ok" and up.connections == 2
 
 
+@pytest.mark.parametrize("extra", [b"\r\n", b"\n", b"H"])
+async def test_any_byte_while_idle_in_the_pool_closes_the_connection(pools: Callable[..., Pool],
+                                                                     extra: bytes) -> None:
+    sent = asyncio.Event()
+
+    async def handler(conn: Conn) -> None:
+        if conn.index > 1:
+            return await replying(OK)(conn)
+        await conn.request()
+        await conn.send(OK)
+        await within(sent.wait())
+        await conn.send(extra)  # no request is outstanding: llhttp would skip a bare CR or LF unseen
+        await conn.wait_eof()
+        return None
+
+    async with serve(handler) as up:
+        pool = pools()
+        assert (await fetch(pool, up.url()))[1] == b"ok"
+        sent.set()
+        await until(lambda: up.eofs == [1])  # closed while idle, before any request could take it
+        assert (await fetch(pool, up.url()))[1] == b"ok" and up.connections == 2
+
+
 @pytest.mark.parametrize("late", [False, True])
 async def test_an_extra_response_never_answers_the_next_request(pools: Callable[..., Pool], late: bool) -> None:
     smuggled = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!"
@@ -596,6 +625,183 @@ async def test_an_extra_response_never_answers_the_next_request(pools: Callable[
         await asyncio.sleep(0.3)
         assert (await fetch(pool, up.url()))[1] == b"ok"
         assert up.connections == 2 and 1 in up.eofs
+
+
+# --- poisoning: bytes nobody asked for ---
+
+
+PAST_THE_END = {
+    "CRLF": b"\r\n", "LF": b"\n", "one byte": b"H", "a partial head": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n",
+    "a whole response": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!",
+}
+FRAMINGS = {
+    "length": OK,
+    "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    "trailers": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T: 1\r\n\r\n",
+    "no body": b"HTTP/1.1 204 No Content\r\n\r\n",
+    "interim first": b"HTTP/1.1 100 Continue\r\n\r\n" + OK,
+}
+
+
+@pytest.mark.parametrize("extra", PAST_THE_END.values(), ids=PAST_THE_END.keys())
+@pytest.mark.parametrize("framing", FRAMINGS.values(), ids=FRAMINGS.keys())
+async def test_bytes_past_the_end_of_a_response_in_the_same_read_poison_the_connection(
+    pools: Callable[..., Pool], framing: bytes, extra: bytes
+) -> None:
+    async def handler(conn: Conn) -> None:
+        if conn.index > 1:
+            return await replying(OK)(conn)
+        await conn.request()
+        await conn.send(framing + extra)  # one write: the extra bytes arrive in the same read
+        await conn.wait_eof()
+        return None
+
+    async with serve(handler) as up:
+        pool = pools()
+        resp, data = await fetch(pool, up.url())
+        assert data == (b"" if resp.status == 204 else b"ok")
+        assert (await fetch(pool, up.url()))[1] == b"ok"  # on a new connection: the first one was closed
+        assert up.connections == 2
+        await until(lambda: up.eofs == [1])
+
+
+@pytest.mark.parametrize(("method", "extra"), [("GET", b"\r\n"), ("GET", b"H"), ("HEAD", b"abc")])
+async def test_bytes_after_the_end_poison_the_connection_before_it_is_released(
+    pools: Callable[..., Pool], method: str, extra: bytes
+) -> None:
+    read = asyncio.Event()
+
+    async def handler(conn: Conn) -> None:
+        if conn.index > 1:
+            return await replying(OK)(conn)
+        await conn.request()
+        await conn.send(OK if method == "GET" else b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n")
+        await within(read.wait())
+        await conn.send(extra)  # the response is complete, the caller still holds it
+        await conn.wait_eof()
+        return None
+
+    async with serve(handler) as up:
+        pool = pools()
+        resp = await pool.request(method, up.url(), [], None, deadline=soon(), read_timeout=WAIT)
+        try:
+            assert await resp.read() == (b"ok" if method == "GET" else b"")  # a HEAD response ends at its head
+            read.set()
+            await until(lambda: up.eofs == [1])  # closed at once, before anything could reuse it
+        finally:
+            resp.release()
+        assert (await fetch(pool, up.url()))[1] == b"ok" and up.connections == 2
+
+
+@pytest.mark.parametrize("kind", ["streamed", "in the socket buffer"])
+async def test_a_response_that_begins_before_the_body_is_written_closes_the_connection(
+    pools: Callable[..., Pool], kind: str
+) -> None:
+    size = 10 if kind == "streamed" else 32 * 1024 * 1024
+    answered = asyncio.Event()
+    bodies: list[int] = []
+
+    async def streamed() -> AsyncIterator[bytes]:
+        yield b"part1"
+        await within(answered.wait())
+        yield b"part2"
+
+    async def handler(conn: Conn) -> None:
+        if conn.index > 1:
+            return await replying(OK)(conn)
+        await within(conn.reader.readuntil(b"\r\n\r\n"))
+        await conn.send(OK)  # answers at once, before reading the body...
+        bodies.append(len(await within(conn.reader.readexactly(size))))
+        return await replying(OK)(conn)  # ...and would carry on after it
+
+    async with serve(handler) as up:
+        pool = pools()
+        body = streamed() if kind == "streamed" else b"x" * size
+        resp = await pool.request("POST", up.url(), [("Content-Length", str(size))], body, deadline=soon(),
+                                  read_timeout=WAIT)
+        try:
+            answered.set()
+            await until(lambda: bodies == [size])  # the request did reach the wire whole, later
+            assert await resp.read() == b"ok"
+        finally:
+            resp.release()
+        assert (await fetch(pool, up.url()))[1] == b"ok"
+        assert up.connections == 2
+        await until(lambda: 1 in up.eofs)
+
+
+# --- pool keys: one credential per connection ---
+
+
+async def test_connections_are_never_shared_across_pool_keys(pools: Callable[..., Pool]) -> None:
+    seen: list[tuple[int, str | None]] = []
+
+    async def handler(conn: Conn) -> None:
+        for _ in range(100):
+            req = await conn.request()
+            if req is None:
+                return
+            seen.append((conn.index, req.header("x-tenant")))
+            await conn.send(OK)
+
+    async with serve(handler) as up:
+        pool = pools()
+        for tenant in ("a", "b", "a", "b", "a"):
+            assert (await fetch(pool, up.url(), headers=[("X-Tenant", tenant)], pool_key=tenant))[1] == b"ok"
+        assert up.connections == 2
+    tenants: dict[int, set[str | None]] = {}
+    for index, name in seen:
+        tenants.setdefault(index, set()).add(name)
+    assert tenants == {1: {"a"}, 2: {"b"}} and len(seen) == 5
+
+
+async def test_a_request_without_a_pool_key_gets_a_connection_of_its_own(pools: Callable[..., Pool]) -> None:
+    async with serve(replying(OK)) as up:
+        pool = pools()
+        await fetch(pool, up.url())  # an idle keep-alive connection (key "") it must not take
+        for _ in range(2):
+            assert (await fetch(pool, up.url(), pool_key=None))[1] == b"ok"
+        await until(lambda: sorted(up.eofs) == [2, 3])  # each closed after its one request
+        assert up.connections == 3
+
+
+async def test_idle_connections_are_bounded_per_key_and_in_all(pools: Callable[..., Pool]) -> None:
+    async with serve(replying(OK)) as up:
+        pool = pools(max_connections=10, max_idle=3, max_idle_per_key=2)
+        held = [await pool.request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT, pool_key="a")
+                for _ in range(3)]
+        for resp in held:
+            assert await resp.read() == b"ok"
+            resp.release()
+        await until(lambda: up.eofs == [1])  # a third idle "a" connection: its key's oldest is closed
+        for key in ("b", "c"):
+            await fetch(pool, up.url(), pool_key=key)
+        await until(lambda: up.eofs == [1, 2])  # a fourth idle one in all: the least recently used is closed
+        for key in ("a", "b", "c"):
+            await fetch(pool, up.url(), pool_key=key)
+        assert up.connections == 5  # every key still reused what it kept
+
+
+async def test_many_keys_keep_a_bounded_number_of_connections(pools: Callable[..., Pool]) -> None:
+    async with serve(replying(OK)) as up:
+        pool = pools(max_connections=4, max_idle=8)
+        for i in range(300):
+            await fetch(pool, up.url(), pool_key=f"source-{i}")
+        assert up.connections == 300
+        await until(lambda: len(up.eofs) == 300 - 8)
+        assert len(pool._lru) == len(pool._idle) == len(pool._open) == 8
+
+
+async def test_expired_idle_connections_close_even_if_their_key_is_never_used_again(
+    pools: Callable[..., Pool]
+) -> None:
+    async with serve(replying(OK)) as up:
+        pool = pools(keepalive_seconds=0.1)
+        await fetch(pool, up.url(), pool_key="a")
+        await asyncio.sleep(0.15)  # "a" is past its keep-alive
+        await fetch(pool, up.url(), pool_key="b")
+        await until(lambda: up.eofs == [1])
+        assert list(pool._idle) == [("b", split_url(up.url())[0])]
 
 
 # --- response framing ---
@@ -783,6 +989,99 @@ async def test_header_bytes_limit(pools: Callable[..., Pool], extra: int, ok: bo
                 await fetch(pool, up.url())
 
 
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+# (what the upstream sends first, what it then repeats until the client hangs up, whether the head completes)
+ENDLESS = {
+    "status line": (b"HTTP/1.1 200 ", b"a" * 65536, False),
+    "header name": (b"HTTP/1.1 200 OK\r\nX-", b"a" * 65536, False),
+    "header value": (b"HTTP/1.1 200 OK\r\nX-Big: ", b"a" * 65536, False),
+    "interim heads": (b"", b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n" * 1000, False),
+    "chunk extension": (CHUNKED_HEAD + b"1;ext=", b"a" * 65536, True),
+    "chunk size": (CHUNKED_HEAD, b"0" * 65536, True),
+    "trailer": (CHUNKED_HEAD + b"2\r\nok\r\n0\r\nX-Trailer: ", b"a" * 65536, True),
+}
+FLOOD_CAP = 64 * 1024 * 1024
+
+
+async def flood(conn: Conn, prefix: bytes, filler: bytes, sent: list[int]) -> None:
+    """Send `prefix`, then `filler` again and again until the client hangs up (at most FLOOD_CAP bytes)."""
+    total = len(prefix)
+    conn.writer.write(prefix)
+    with contextlib.suppress(ConnectionError):
+        while total < FLOOD_CAP and not conn.writer.is_closing():
+            conn.writer.write(filler)
+            total += len(filler)
+            await within(conn.writer.drain())
+    sent.append(total)
+
+
+@pytest.mark.parametrize(("prefix", "filler", "head_completes"), ENDLESS.values(), ids=ENDLESS.keys())
+async def test_a_line_that_never_ends_is_refused_after_a_bounded_number_of_bytes(
+    pools: Callable[..., Pool], prefix: bytes, filler: bytes, head_completes: bool
+) -> None:
+    sent: list[int] = []
+
+    async def handler(conn: Conn) -> None:
+        await conn.request()
+        await flood(conn, prefix, filler, sent)
+
+    async with serve(handler) as up:
+        pool = pools()
+        with pytest.raises(UpstreamUnreachable, match="invalid response"):
+            resp = await pool.request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
+            assert head_completes
+            try:
+                await resp.read()
+            finally:
+                resp.release()
+        await until(lambda: len(sent) == 1)
+        assert pool._busy == 0
+    # what the client read is at most the limit plus one read; the rest sat in socket buffers
+    assert sent[0] < FLOOD_CAP // 4, sent
+
+
+async def test_an_endless_header_line_costs_bounded_memory(pools: Callable[..., Pool]) -> None:
+    sent: list[int] = []
+    peak = [0]
+
+    async def handler(conn: Conn) -> None:
+        await conn.request()
+        await flood(conn, b"HTTP/1.1 200 OK\r\nX-Big: ", b"a" * 65536, sent)
+
+    async def sample() -> None:
+        for _ in range(100_000):
+            peak[0] = max(peak[0], rss_bytes())
+            await asyncio.sleep(0.002)
+
+    async with serve(handler) as up:
+        baseline = rss_bytes()
+        sampler = asyncio.create_task(sample())
+        try:
+            with pytest.raises(UpstreamUnreachable):
+                await pools().request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
+            await until(lambda: len(sent) == 1)
+        finally:
+            sampler.cancel()
+    assert peak[0] - baseline < 16 * 1024 * 1024, (peak[0] - baseline, sent)
+
+
+@pytest.mark.parametrize(("length", "refused"), [(MAX_HEAD_BYTES - 100, False), (MAX_HEAD_BYTES, True)])
+async def test_an_unfinished_head_is_refused_once_the_bytes_received_pass_the_limit(
+    pools: Callable[..., Pool], length: int, refused: bool
+) -> None:
+    async def handler(conn: Conn) -> None:
+        await conn.request()
+        await conn.send(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * length)  # and then nothing: the line never ends
+        await conn.wait_eof()
+
+    async with serve(handler) as up:
+        error = UpstreamUnreachable if refused else UpstreamTimeout  # refused at once, not when the deadline passes
+        with pytest.raises(error):
+            await pools().request("GET", up.url(), [], None, deadline=soon(1.0 if refused else 0.3),
+                                  read_timeout=WAIT)
+        await until(lambda: up.eofs == [1])
+
+
 async def test_read_past_max_bytes_is_refused(pools: Callable[..., Pool]) -> None:
     async with serve(replying(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 100)) as up:
         resp = await pools().request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
@@ -847,6 +1146,76 @@ async def test_body_read_timeout(pools: Callable[..., Pool], way: str) -> None:
         await until(lambda: up.eofs == [1])
 
 
+async def trickle(conn: Conn, head: bytes, *, every: float = 0.02, count: int = 1000) -> None:
+    """Answer with `head`, then one body byte every `every` seconds until the client hangs up."""
+    await conn.request()
+    await conn.send(head)
+    with contextlib.suppress(ConnectionError):
+        for _ in range(count):
+            await conn.send(b"a")
+            await asyncio.sleep(every)
+    await conn.wait_eof()
+
+
+@pytest.mark.parametrize("given", [True, False])
+async def test_read_ends_by_its_deadline_however_the_body_trickles(pools: Callable[..., Pool], given: bool) -> None:
+    async with serve(lambda conn: trickle(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")) as up:
+        pool = pools(max_connections=1)
+        # each byte comes well within the read timeout; only a deadline for the whole body stops it
+        resp = await pool.request("GET", up.url(), [], None, deadline=soon(WAIT if given else 0.3), read_timeout=WAIT)
+        assert resp.deadline > time.monotonic()
+        started = time.monotonic()
+        try:
+            with pytest.raises(UpstreamTimeout):
+                await (resp.read(deadline=soon(0.3)) if given else resp.read())  # else the request's deadline
+        finally:
+            resp.release()
+        assert time.monotonic() - started < WAIT
+        await until(lambda: up.eofs == [1])  # the connection was closed
+        assert pool._busy == 0  # and its slot given back
+
+
+@pytest.mark.parametrize("limit", ["idle timeout", "deadline"])
+async def test_chunks_end_by_their_idle_timeout_or_deadline(pools: Callable[..., Pool], limit: str) -> None:
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+    async def handler(conn: Conn) -> None:
+        if limit == "deadline":  # a chunk every 20 ms: never idle for long
+            await conn.request()
+            await conn.send(head)
+            with contextlib.suppress(ConnectionError):
+                for _ in range(1000):
+                    await conn.send(b"1\r\na\r\n")
+                    await asyncio.sleep(0.02)
+        else:  # one chunk, then silence
+            await conn.request()
+            await conn.send(head + b"1\r\na\r\n")
+        await conn.wait_eof()
+
+    async with serve(handler) as up:
+        resp = await pools().request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
+        got = []
+        try:
+            with pytest.raises(UpstreamTimeout):
+                pieces = resp.chunks(idle_timeout=0.2) if limit == "idle timeout" else resp.chunks(deadline=soon(0.3))
+                async for piece in pieces:
+                    got.append(piece)
+        finally:
+            resp.release()
+        assert b"".join(got).startswith(b"a")
+        await until(lambda: up.eofs == [1])
+
+
+async def test_a_passed_deadline_ends_a_read_without_waiting(pools: Callable[..., Pool]) -> None:
+    async with serve(lambda conn: trickle(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")) as up:
+        resp = await pools().request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
+        try:
+            with pytest.raises(UpstreamTimeout):
+                await resp.read(deadline=time.monotonic() - 1)
+        finally:
+            resp.release()
+
+
 # --- backpressure ---
 
 
@@ -891,6 +1260,24 @@ async def test_a_slow_reader_keeps_the_buffer_bounded(
     assert pauses[0] >= 1
 
 
+async def test_a_full_buffer_released_unread_leaves_a_reusable_connection(pools: Callable[..., Pool]) -> None:
+    """A response that completes in the read that fills the buffer (reading paused) and is released unread (an
+    agent that went away) goes back to the pool reading again: the next request gets its answer, and stray
+    bytes while idle would still be seen."""
+    payload = b"x" * (HIGH_WATER + 1)  # only the last byte fills the buffer: it completes in that read
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload
+    async with serve(replying(lambda req: big if req.line.startswith("GET /big") else OK)) as up:
+        pool = pools()
+        resp = await pool.request("GET", up.url("/big"), [], None, deadline=soon(), read_timeout=WAIT)
+        try:
+            await until(lambda: resp._done)
+            assert resp._buffered > HIGH_WATER  # reading was paused for a full buffer
+        finally:
+            resp.release()
+        assert (await fetch(pool, up.url("/next")))[1] == b"ok"
+        assert up.connections == 1
+
+
 async def test_read_returns_a_body_larger_than_high_water(pools: Callable[..., Pool]) -> None:
     payload = b"x" * (3 * 1024 * 1024)
     async with serve(replying(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload)) as up:
@@ -899,6 +1286,116 @@ async def test_read_returns_a_body_larger_than_high_water(pools: Callable[..., P
             assert await resp.read() == payload
         finally:
             resp.release()
+
+
+def chunked(*pieces: bytes) -> bytes:
+    framed = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces)
+    return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + framed + b"0\r\n\r\n"
+
+
+async def test_a_flood_of_tiny_chunks_is_held_and_handed_on_in_few_pieces(pools: Callable[..., Pool]) -> None:
+    n = 300_000
+    async with serve(replying(chunked(*[b"x"] * n))) as up:
+        resp = await pools().request("GET", up.url(), [], None, deadline=soon(60), read_timeout=WAIT)
+        try:
+            await until(lambda: resp._done, timeout=30)  # the whole body is buffered before any of it is read
+            pieces = [piece async for piece in resp.chunks()]
+        finally:
+            resp.release()
+    assert b"".join(pieces) == b"x" * n
+    assert len(pieces) <= n // COALESCE_BYTES + 1, len(pieces)
+
+
+def test_a_flood_of_tiny_chunks_never_stalls_the_event_loop() -> None:
+    """A million one-byte chunks: the most work the loop does between two ticks of another coroutine stays far
+    below what parsing (or handing on) them all in one turn would cost. Work is the loop thread's CPU time, so a
+    busy machine does not count. On uvloop, as keyrelay serves: libuv reads a busy socket up to 32 times per
+    turn, where asyncio's own loop reads once."""
+    n = 1_000_000
+    body = b"1\r\nx\r\n" * n
+
+    async def handler(conn: Conn) -> None:
+        await conn.request()  # then all of it in one write: the socket buffers fill at once
+        await conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body + b"0\r\n\r\n")
+        await conn.wait_eof()
+
+    async def scenario() -> tuple[int, float]:
+        longest, done = [0.0], asyncio.Event()
+
+        async def ticker() -> None:
+            last = time.thread_time()
+            while not done.is_set():
+                await asyncio.sleep(0.005)
+                now = time.thread_time()
+                longest[0] = max(longest[0], now - last)
+                last = now
+
+        pool = Pool(allow=LOOPBACK, max_connections=1)
+        received = 0
+        async with serve(handler) as up:
+            ticks = asyncio.create_task(ticker())
+            resp = await pool.request("GET", up.url(), [], None, deadline=soon(60), read_timeout=WAIT)
+            try:
+                async for piece in resp.chunks():
+                    received += len(piece)
+                    assert piece.find(b"secret") < 0  # what a redacting reader does with each piece
+            finally:
+                resp.release()
+                done.set()
+                await ticks
+                await pool.close()
+        return received, longest[0]
+
+    received, longest = uvloop.run(scenario())
+    assert received == n
+    assert longest < 0.15, longest  # one read of tiny chunks is 20-40 ms; all that is ready at once, seconds
+
+
+async def test_a_slow_reader_keeps_the_buffer_bounded_during_a_flood_of_tiny_chunks(
+    pools: Callable[..., Pool]
+) -> None:
+    """Pausing for a loop turn (after every read, with chunks this small) never overrides the pause for a
+    full buffer."""
+    n = 1_000_000  # 2 MB of body in two-byte chunks
+    response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"2\r\nab\r\n" * n + b"0\r\n\r\n"
+    async with serve(replying(response)) as up:
+        resp = await pools().request("GET", up.url(), [], None, deadline=soon(60), read_timeout=WAIT)
+        try:
+            await until(lambda: resp._buffered > HIGH_WATER, timeout=30)
+            await asyncio.sleep(0.3)  # many loop turns: time for reading to (wrongly) resume
+            assert not resp._done and resp._buffered <= HIGH_WATER + READ_SIZE, resp._buffered
+            assert await resp.read() == b"ab" * n
+        finally:
+            resp.release()
+
+
+def _sizes(name: str) -> list[int]:
+    rng = random.Random(name)
+    if name == "random":
+        return [rng.choice((1, 2, 3, 100, 4095, 4096, 4097, 70_000)) for _ in range(3000)]
+    return [1] * 5000 + [5000] + [1] * 3 + [100_000] + [1] + [4095, 1, 4096, 1] * 50
+
+
+@pytest.mark.parametrize("pattern", ["mixed", "random"])
+@pytest.mark.parametrize("way", ["read", "chunks"])
+async def test_merged_small_pieces_keep_the_body_exact(pools: Callable[..., Pool], pattern: str, way: str) -> None:
+    pieces = [bytes([65 + i % 26]) * size for i, size in enumerate(_sizes(pattern))]
+    response = chunked(*pieces)
+
+    async def handler(conn: Conn) -> None:
+        await conn.request()
+        step = 7919  # framing split at awkward places
+        for i in range(0, len(response), step):
+            await conn.send(response[i:i + step])
+        await conn.wait_eof()
+
+    async with serve(handler) as up:
+        resp = await pools().request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
+        try:
+            data = await resp.read() if way == "read" else b"".join([c async for c in resp.chunks()])
+        finally:
+            resp.release()
+    assert data == b"".join(pieces)
 
 
 # --- SSRF: where the pool dials ---

@@ -115,7 +115,7 @@ async def test_decode_stream_wraps_an_async_body() -> None:
 # --- which bodies are decoded, passed, or refused (header decisions; a Response without a connection) ----------
 
 def _resp(*headers: tuple[bytes, bytes]) -> Response:
-    return Response(None, 200, list(headers), 1.0)  # type: ignore[arg-type]  # headers only: no body is read
+    return Response(None, 200, list(headers), 1.0, 1.0)  # type: ignore[arg-type]  # headers only: no body is read
 
 
 SECRET = Redactor(["sk_live_4eC39HqLyjWDarjtT1zdp7dc"])

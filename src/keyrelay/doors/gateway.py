@@ -61,14 +61,14 @@ def _request_facts(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bool
 
 
 async def _read_all(receive: Receive) -> bytes:
-    chunks = []
+    body = bytearray()  # one buffer, not one object per message
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone
-        chunks.append(message.get("body", b""))
+        body += message.get("body", b"")
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            return bytes(body)
 
 
 async def _stream(receive: Receive) -> AsyncIterator[bytes]:

@@ -7,17 +7,32 @@ dialer. What a passthrough needs is small and is all here:
 
 * Connections are dialed only to addresses `resolve_checked` validated (every answer, IP literals included),
   and each exact address is checked again right before it is dialed. Validated answers are cached 10 s.
+* Connections never cross a pool key (the pipeline uses the source id, so one credential per connection; a
+  request without a key gets a connection of its own, closed after it). Idle connections are bounded per key
+  (`max_idle_per_key`) and overall (`max_idle`, least recently used closed first); requests in flight are
+  bounded by `max_connections` over all keys.
 * One request at a time per connection. A connection goes back to the pool only when the request was written
-  whole, the response was read to its end, both sides allow keep-alive and the request was not HEAD; anything
-  else closes it, so a half-written body can never become the start of the next request.
+  whole before the response began, the response was read to its end, both sides allow keep-alive and the
+  request was not HEAD; anything else closes it, so a half-written body can never become the start of the
+  next request.
+* Any byte the upstream sends when no response is expected, or past the end of the current response (even in
+  the same read), poisons the connection: it is closed, never reused.
 * Nothing is added: no User-Agent, Accept or Accept-Encoding, no cookies, no proxy from the environment,
   redirects are responses like any other, bodies are never decompressed (chunked framing is decoded and the
   door frames the body again).
 * Header names must be tokens and values must hold no control characters (HTAB allowed); Host,
   Connection and Transfer-Encoding are always ours. Upstream responses with more than `MAX_HEADERS` header
   fields or `MAX_HEADER_BYTES` of them, `101 Switching Protocols` or anything llhttp refuses are invalid.
-* Backpressure both ways: reading pauses while more than `HIGH_WATER` bytes wait for the agent, and the
-  request body waits for the socket to drain.
+* Limits count bytes received: more than `MAX_HEAD_BYTES` before the final response head is complete
+  (interim 1xx heads included), or between two body bytes (chunk framing, trailers), makes the response
+  invalid, however the bytes are split into lines. llhttp keeps an unfinished header line whole until it ends,
+  so counting parsed lines alone would let one endless line grow without bound.
+* Small body pieces (a flood of tiny chunks) are merged into buffers of up to `COALESCE_BYTES`, so the body is
+  held and handed on in few objects; backpressure both ways: reading pauses while more than `HIGH_WATER`
+  bytes wait for the agent, and the request body waits for the socket to drain.
+* Deadlines: the response head by the request's deadline; `Response.read()` by a total deadline (the
+  request's, unless given); `Response.chunks()` by an idle timeout between pieces and an optional total
+  deadline. A timeout is `UpstreamTimeout` and closes the connection.
 
 Errors are keyrelay errors with fixed messages (never a header value or URL): `SsrfBlocked`,
 `UpstreamUnreachable`, `UpstreamTimeout`, `InvalidRequest`; an exception raised by the request body iterator
@@ -43,11 +58,21 @@ from keyrelay.egress.ssrf import GetAddrInfo, Network, is_forbidden, resolve_che
 from keyrelay.errors import InvalidRequest, SsrfBlocked, UpstreamTimeout, UpstreamUnreachable
 
 MAX_HEADERS = 256
-MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 64 * 1024  # header names + values of one response head (or of its trailers)
+# bytes received before the final response head is complete, or between two body bytes: status lines,
+# separators, interim 1xx heads, chunk framing and trailers all count, however they are split into lines
+MAX_HEAD_BYTES = MAX_HEADER_BYTES + 16 * 1024
 HIGH_WATER = 1024 * 1024  # response bytes buffered before reading from the upstream pauses
 LOW_WATER = 256 * 1024
+SMALL_PIECE = 4 * 1024  # body pieces shorter than this are merged into a buffer of up to COALESCE_BYTES
+COALESCE_BYTES = 64 * 1024
+# body pieces parsed before reading stops until the event loop's next turn: libuv reads a busy socket up to 32
+# times per turn, and a read of one-byte chunks is ~40,000 pieces
+PIECES_PER_TURN = 16 * 1024
+MAX_IDLE_PER_KEY = 64  # idle keep-alive connections kept per pool key
 DNS_TTL = 10.0
 OnDial = Callable[[str], None]  # called with each address right before it is dialed (tests count dials)
+PoolKey = tuple[str, "Origin"]  # (the caller's pool key, e.g. a source id; the origin)
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -136,14 +161,15 @@ def _declared_length(headers: Sequence[tuple[str, str]]) -> int | None:
 class Response:
     """One upstream response. Read it with `read()` or `chunks()`, then always `release()`."""
 
-    __slots__ = ("_buffered", "_chunks", "_conn", "_done", "_error", "_read_timeout", "_released", "_waiter",
-                 "chunked", "content_length", "raw_headers", "status")
+    __slots__ = ("_buffered", "_chunks", "_conn", "_done", "_error", "_read_timeout", "_released", "_tail",
+                 "_waiter", "chunked", "content_length", "deadline", "raw_headers", "status")
 
     def __init__(self, conn: Connection, status: int, raw_headers: list[tuple[bytes, bytes]],
-                 read_timeout: float) -> None:
+                 read_timeout: float, deadline: float) -> None:
         self._conn = conn
         self.status = status
         self.raw_headers = raw_headers
+        self.deadline = deadline  # the request's deadline (monotonic): `read()` ends by it unless told otherwise
         self.content_length: int | None = None
         self.chunked = False
         for name, value in raw_headers:
@@ -152,7 +178,8 @@ class Response:
                 self.content_length = int(value)
             elif low == b"transfer-encoding" and b"chunked" in value.lower():
                 self.chunked = True
-        self._chunks: collections.deque[bytes] = collections.deque()
+        self._chunks: collections.deque[bytes | bytearray] = collections.deque()
+        self._tail: bytearray | None = None  # the last of `_chunks` while small pieces are merged into it
         self._buffered = 0
         self._done = False
         self._error: BaseException | None = None
@@ -167,23 +194,23 @@ class Response:
                 return v
         return None
 
-    async def read(self, max_bytes: int | None = None) -> bytes:
-        """The whole body (UpstreamUnreachable past `max_bytes`)."""
+    async def read(self, max_bytes: int | None = None, *, deadline: float | None = None) -> bytes:
+        """The whole body (UpstreamUnreachable past `max_bytes`), by `deadline` (monotonic; the request's
+        deadline when None) and with at most the read timeout between pieces (UpstreamTimeout)."""
         if self._done and self._error is None and len(self._chunks) == 1:  # the usual small response
-            data = self._chunks.popleft()
-            self._take(len(data))
+            data = self._pop()
         else:
+            until = self.deadline if deadline is None else deadline
             parts: list[bytes] = []
             size = 0
             while True:
                 while self._chunks:  # take as it comes, so reading from the upstream never stays paused
-                    chunk = self._chunks.popleft()
-                    self._take(len(chunk))
+                    chunk = self._pop()
                     parts.append(chunk)
                     size += len(chunk)
                 if self._done or (max_bytes is not None and size > max_bytes):
                     break
-                await self._wait()
+                await self._wait(self._read_timeout, until)
             if self._error is not None:
                 raise self._error
             data = b"".join(parts)
@@ -191,18 +218,19 @@ class Response:
             raise UpstreamUnreachable("The response was too large")
         return data
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives."""
+    async def chunks(self, *, idle_timeout: float | None = None, deadline: float | None = None
+                     ) -> AsyncIterator[bytes]:
+        """The body as it arrives: at most `idle_timeout` (the read timeout when None) between pieces and, when
+        given, the whole body by `deadline` (monotonic), else UpstreamTimeout."""
+        idle = self._read_timeout if idle_timeout is None else idle_timeout
         while True:
             while self._chunks:
-                chunk = self._chunks.popleft()
-                self._take(len(chunk))
-                yield chunk
+                yield self._pop()
             if self._done:
                 if self._error is not None:
                     raise self._error
                 return
-            await self._wait()
+            await self._wait(idle, deadline)
 
     def release(self) -> None:
         """Give the connection back (if the exchange ended cleanly) or close it. Safe to call twice."""
@@ -213,11 +241,42 @@ class Response:
 
     # --- fed by the connection ---
     def _feed(self, data: bytes) -> None:
-        self._chunks.append(data)
+        # a flood of tiny chunks must not become as many objects (memory) and hand-overs (event-loop time)
+        if len(data) < SMALL_PIECE:
+            tail = self._tail
+            if tail is not None and len(tail) < COALESCE_BYTES:
+                tail += data
+            else:
+                chunks = self._chunks
+                last = chunks[-1] if chunks else None
+                if type(last) is bytes and len(last) < SMALL_PIECE:
+                    tail = self._tail = bytearray(last)
+                    tail += data
+                    chunks[-1] = tail
+                else:
+                    self._tail = None
+                    chunks.append(data)
+        else:
+            self._tail = None
+            self._chunks.append(data)
         self._buffered += len(data)
         if self._buffered > HIGH_WATER:
             self._conn.pause()
         self._wake()
+
+    def _pop(self) -> bytes:
+        piece = self._chunks.popleft()
+        if type(piece) is bytes:
+            chunk = piece
+        else:
+            if piece is self._tail:
+                self._tail = None
+            chunk = bytes(piece)
+        was = self._buffered
+        self._buffered -= len(chunk)
+        if was > LOW_WATER >= self._buffered:
+            self._conn.resume()
+        return chunk
 
     def _end(self, error: BaseException | None = None) -> None:
         if not self._done:
@@ -225,29 +284,29 @@ class Response:
             self._error = error
             self._wake()
 
-    def _take(self, n: int) -> None:
-        was = self._buffered
-        self._buffered -= n
-        if was > LOW_WATER >= self._buffered:
-            self._conn.resume()
-
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _wait(self) -> None:
+    async def _wait(self, idle: float, deadline: float | None) -> None:
         conn = self._conn
         waiter = self._waiter = conn.loop.create_future()
-        deadlines = conn.deadlines
-        deadlines.add(self, time.monotonic() + self._read_timeout, lambda: _expire(waiter))
+        now = time.monotonic()
+        when = now + idle
+        if deadline is not None and deadline < when:
+            when = deadline
+        if when <= now:
+            waiter.set_exception(TimeoutError())
+        else:
+            conn.deadlines.add(self, when, lambda: _expire(waiter))
         try:
             await waiter
         except TimeoutError:
             self._end(UpstreamTimeout("Upstream did not send the response in time"))
             self._conn.abort()
         finally:
-            deadlines.discard(self)
+            conn.deadlines.discard(self)
             self._waiter = None
 
 
@@ -257,10 +316,11 @@ def _expire(waiter: asyncio.Future[Any]) -> None:
 
 
 class Connection(asyncio.Protocol):
-    """One keep-alive connection to an origin; parses what the upstream sends with httptools."""
+    """One keep-alive connection to an origin for one pool key; parses what the upstream sends with httptools."""
 
-    def __init__(self, pool: Pool, origin: Origin) -> None:
+    def __init__(self, pool: Pool, key: PoolKey | None, origin: Origin) -> None:
         self._pool = pool
+        self.key = key  # None: a connection of its own for one request, never pooled
         self.origin = origin
         self.loop = asyncio.get_running_loop()  # once per connection, not per request (it calls getpid())
         self.deadlines = deadlines_for(self.loop)
@@ -275,12 +335,18 @@ class Connection(asyncio.Protocol):
         self._interim = False
         self._head_only = False
         self._read_timeout = 30.0
+        self._deadline = 0.0
+        self._expecting = False  # a response, or the rest of one, is due: any other byte poisons the connection
+        self._unparsed = 0  # bytes received since the exchange began, the final head completed or a body byte
         self._keep = False
         self._written = False
         self._writer: asyncio.Task[None] | None = None
         self._write_error: BaseException | None = None
         self._drain: asyncio.Future[None] | None = None
         self._paused = False
+        self._full = False  # the response buffer is over HIGH_WATER: reading waits for the reader
+        self._pieces = 0  # body pieces parsed since reading last let the event loop turn
+        self._turning = False  # reading waits for the event loop's next turn
 
     # --- asyncio.Protocol ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -297,17 +363,29 @@ class Connection(asyncio.Protocol):
             drain.set_exception(UpstreamUnreachable("Upstream closed the connection"))
 
     def data_received(self, data: bytes) -> None:
-        if self._head is None and self._resp is None:  # nothing asked for: never reuse such a connection
+        if not self._expecting:  # nothing asked for, or bytes past the end of the response: never reuse it
             self.abort()
             return
+        self._unparsed += len(data)
         try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(UpstreamUnreachable(_INVALID))
-            self.abort()
-        except httptools.HttpParserError:
-            self._fail(UpstreamUnreachable(_INVALID))
-            self.abort()
+            if len(data) > 1:
+                # the last byte on its own: a response that completes before it has bytes behind it
+                view = memoryview(data)
+                self._parser.feed_data(view[:-1])
+                if not self._expecting:
+                    self.abort()
+                    return
+                self._parser.feed_data(view[-1:])
+            else:
+                self._parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            self._invalid()
+            return
+        if self._unparsed > MAX_HEAD_BYTES:  # a head, trailer or chunk-size line that does not end
+            self._invalid()
+        elif self._pieces > PIECES_PER_TURN:  # a flood of tiny chunks: let other requests run first
+            self._pieces = 0
+            self._yield_turn()
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -320,6 +398,8 @@ class Connection(asyncio.Protocol):
 
     # --- httptools callbacks ---
     def on_message_begin(self) -> None:
+        if not self._expecting:
+            raise httptools.HttpParserError("unexpected response")
         self._headers = []
         self._header_bytes = 0
 
@@ -334,20 +414,27 @@ class Connection(asyncio.Protocol):
         if status == 101 or not 100 <= status <= 599:
             raise httptools.HttpParserError("upgrade refused")
         if 100 <= status < 200:
-            self._interim = True  # 100 Continue, 103 Early Hints: skipped
+            self._interim = True  # 100 Continue, 103 Early Hints: skipped (their bytes still count)
             return
         head = self._head
         if head is None or head.done():
             raise httptools.HttpParserError("unexpected response")
-        resp = self._resp = Response(self, status, self._headers, self._read_timeout)
+        self._unparsed = 0
+        transport = self.transport
+        if not self._written or (transport is not None and transport.get_write_buffer_size()):
+            self._written = False  # answered before the request was on the wire: close after this response
+        resp = self._resp = Response(self, status, self._headers, self._read_timeout, self._deadline)
         self._headers = []  # chunked trailers (still counted against the limits) never join the head
         self._head = None
         head.set_result(resp)
         if self._head_only:
             self._keep = False
+            self._expecting = False  # a body-length header on a HEAD response announces nothing to read
             resp._end()
 
     def on_body(self, body: bytes) -> None:
+        self._unparsed = 0
+        self._pieces += 1
         if self._resp is not None and not self._head_only:
             self._resp._feed(body)
 
@@ -355,6 +442,8 @@ class Connection(asyncio.Protocol):
         if self._interim:
             self._interim = False
             return
+        self._expecting = False
+        self._unparsed = 0
         self._keep = self._parser.should_keep_alive() and not self._head_only
         if self._resp is not None:
             self._resp._end()
@@ -365,10 +454,28 @@ class Connection(asyncio.Protocol):
             now - self.idle_since < keepalive
 
     def pause(self) -> None:
+        """The response buffer is full: read nothing more until `resume()`."""
+        self._full = True
         if self.transport is not None and not self.closed:
             self.transport.pause_reading()
 
     def resume(self) -> None:
+        self._full = False
+        if not self._turning:
+            self._resume_reading()
+
+    def _yield_turn(self) -> None:
+        if self.transport is not None and not self.closed and not self._turning:
+            self._turning = True
+            self.transport.pause_reading()
+            self.loop.call_soon(self._turned)
+
+    def _turned(self) -> None:
+        self._turning = False
+        if not self._full:
+            self._resume_reading()
+
+    def _resume_reading(self) -> None:
         if self.transport is not None and not self.closed and not self.transport.is_closing():
             self.transport.resume_reading()
 
@@ -378,7 +485,13 @@ class Connection(asyncio.Protocol):
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()
 
-    def _fail(self, error: BaseException, *, eof: bool = False) -> None:
+    def _invalid(self) -> None:
+        """The upstream broke HTTP/1.1 or a limit: the response (or what is left of it) fails, the connection
+        closes."""
+        self._fail(UpstreamUnreachable(_INVALID), body_error=UpstreamUnreachable(_INVALID))
+        self.abort()
+
+    def _fail(self, error: BaseException, *, eof: bool = False, body_error: BaseException | None = None) -> None:
         head = self._head
         if head is not None and not head.done():
             self._head = None
@@ -387,7 +500,7 @@ class Connection(asyncio.Protocol):
         if resp is not None and not resp._done:
             # a body delimited by the end of the connection ends cleanly there
             close_delimited = eof and resp.content_length is None and not resp.chunked
-            resp._end(None if close_delimited else UpstreamUnreachable(_BROKE))
+            resp._end(None if close_delimited else body_error or UpstreamUnreachable(_BROKE))
 
     async def exchange(self, method: str, head_bytes: bytes, length: int | None,
                        body: bytes | AsyncIterable[bytes] | None, *, deadline: float,
@@ -401,6 +514,9 @@ class Connection(asyncio.Protocol):
         self._resp = None
         self._head_only = method == "HEAD"
         self._read_timeout = read_timeout
+        self._deadline = deadline
+        self._expecting = True
+        self._unparsed = 0
         self._keep = False
         self._written = False
         self._write_error = None
@@ -441,7 +557,8 @@ class Connection(asyncio.Protocol):
                 raise UpstreamUnreachable("Request body is shorter than its Content-Length")
             if length is None:
                 transport.write(b"0\r\n\r\n")
-            self._written = True
+            if self._head is not None:  # else the response began first: `_written` stays False, closing it
+                self._written = True
         except Exception as exc:  # the body's own error (PayloadTooLarge, a gone client) wins
             self._write_error = exc
             self._fail(exc)
@@ -464,6 +581,8 @@ class Connection(asyncio.Protocol):
         if clean and self._keep and self._written and not self.closed and transport is not None \
                 and not transport.is_closing():
             self.idle_since = time.monotonic()
+            if self._full:  # released unread with reading paused: idle, it must read (and see stray bytes)
+                self.resume()
             self._pool.put(self)
         else:
             self.abort()
@@ -471,18 +590,23 @@ class Connection(asyncio.Protocol):
 
 
 class Pool:
-    """Keep-alive connections per origin; at most `max_connections` requests in flight (more wait)."""
+    """Keep-alive connections per (pool key, origin); at most `max_connections` requests in flight over all keys
+    (more wait); at most `max_idle_per_key` idle connections per key and `max_idle` in all."""
 
     def __init__(self, *, allow: Sequence[Network], max_connections: int, keepalive_seconds: float = 30.0,
+                 max_idle: int | None = None, max_idle_per_key: int = MAX_IDLE_PER_KEY,
                  ssl_context: ssl.SSLContext | None = None, getaddrinfo: GetAddrInfo | None = None,
                  on_dial: OnDial | None = None) -> None:
         self._allow = tuple(allow)
         self._max = max_connections
         self._keepalive = keepalive_seconds
+        self._max_idle = max_connections if max_idle is None else max_idle
+        self._max_idle_per_key = max_idle_per_key
         self._ssl = ssl_context
         self._getaddrinfo = getaddrinfo
         self._on_dial = on_dial
-        self._idle: dict[Origin, list[Connection]] = {}
+        self._idle: dict[PoolKey, list[Connection]] = {}  # per key, most recently used last; no empty lists
+        self._lru: collections.OrderedDict[Connection, None] = collections.OrderedDict()  # every idle one
         self._open: set[Connection] = set()
         self._busy = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -490,20 +614,25 @@ class Pool:
 
     async def request(self, method: str, url: str, headers: Sequence[tuple[str, str]],
                       body: bytes | AsyncIterable[bytes] | None, *, deadline: float,
-                      read_timeout: float, connect_timeout: float = 10.0) -> Response:
-        """Send one request; returns at the response head. The caller must `release()` the response."""
+                      read_timeout: float, connect_timeout: float = 10.0, pool_key: str | None = "") -> Response:
+        """Send one request; returns at the response head. The caller must `release()` the response.
+
+        Connections are shared only by requests with the same `pool_key` (and origin); None means a
+        connection of its own, closed after this request."""
         origin, target = split_url(url)
         if body is None or isinstance(body, bytes):
             length: int | None = len(body) if body else 0
         else:
             length = _declared_length(headers)
         head = request_head(method, target, origin, headers, length)  # refuses bad input before any dial
+        key = None if pool_key is None else (pool_key, origin)
         if self._busy < self._max:
             self._busy += 1
         else:
             await self._slot(deadline)
         try:
-            conn = self._idle_connection(origin) or await self._connect(origin, deadline, connect_timeout)
+            conn = (self._idle_connection(key) if key is not None else None) \
+                or await self._connect(key, origin, deadline, connect_timeout)
             return await conn.exchange(method, head, length, body, deadline=deadline, read_timeout=read_timeout)
         except BaseException:
             self.done()
@@ -513,6 +642,7 @@ class Pool:
         for conn in list(self._open):
             conn.abort()
         self._idle.clear()
+        self._lru.clear()
         await asyncio.sleep(0)  # let the transports finish closing
 
     # --- called by connections ---
@@ -529,17 +659,43 @@ class Pool:
                 return
 
     def put(self, conn: Connection) -> None:
-        idle = self._idle.setdefault(conn.origin, [])
-        if len(idle) < self._max:
-            idle.append(conn)
-        else:
+        """Keep an idle connection for its key, closing the oldest idle ones over the limits."""
+        key = conn.key
+        if key is None or self._max_idle <= 0:
             conn.abort()
+            return
+        lru = self._lru
+        while lru:  # oldest first: expired ones close now, not when their key is next used (if ever)
+            oldest = next(iter(lru))
+            if len(lru) < self._max_idle and conn.idle_since - oldest.idle_since < self._keepalive:
+                break
+            self._forget(oldest)
+            oldest.abort()
+        idle = self._idle.get(key)
+        if idle is not None and len(idle) >= self._max_idle_per_key:
+            first = idle[0]
+            self._forget(first)
+            first.abort()
+        self._idle.setdefault(key, []).append(conn)
+        lru[conn] = None
 
     def lost(self, conn: Connection) -> None:
         self._open.discard(conn)
-        idle = self._idle.get(conn.origin)
-        if idle and conn in idle:
-            idle.remove(conn)
+        if conn in self._lru:
+            self._forget(conn)
+
+    def _forget(self, conn: Connection) -> None:
+        """Take an idle connection out of the pool (the caller closes or uses it)."""
+        self._lru.pop(conn, None)
+        key = conn.key
+        if key is None:
+            return
+        idle = self._idle.get(key)
+        if idle is not None:
+            if conn in idle:
+                idle.remove(conn)
+            if not idle:
+                del self._idle[key]
 
     # --- internals ---
     async def _slot(self, deadline: float) -> None:
@@ -559,27 +715,32 @@ class Pool:
                 raise UpstreamTimeout("Upstream did not answer in time") from None
         self._busy += 1
 
-    def _idle_connection(self, origin: Origin) -> Connection | None:
-        idle = self._idle.get(origin)
+    def _idle_connection(self, key: PoolKey) -> Connection | None:
+        idle = self._idle.get(key)
         if idle:
             now = time.monotonic()
             while idle:
                 conn = idle.pop()
+                self._lru.pop(conn, None)
                 if conn.usable(now, self._keepalive):
+                    if not idle:
+                        del self._idle[key]
                     return conn
                 conn.abort()
+            del self._idle[key]
         return None
 
-    async def _connect(self, origin: Origin, deadline: float, connect_timeout: float) -> Connection:
+    async def _connect(self, key: PoolKey | None, origin: Origin, deadline: float,
+                       connect_timeout: float) -> Connection:
         try:
             async with asyncio.timeout(min(connect_timeout, deadline - time.monotonic())):
-                conn = await self._dial(origin)
+                conn = await self._dial(key, origin)
         except TimeoutError:
             raise UpstreamTimeout("Upstream did not answer in time") from None
         self._open.add(conn)
         return conn
 
-    async def _dial(self, origin: Origin) -> Connection:
+    async def _dial(self, key: PoolKey | None, origin: Origin) -> Connection:
         ips = await self._resolve(origin)
         loop = asyncio.get_running_loop()
         for ip in ips:
@@ -589,7 +750,7 @@ class Pool:
                 self._on_dial(ip)
             try:
                 _, conn = await loop.create_connection(
-                    lambda: Connection(self, origin), ip, origin.port,
+                    lambda: Connection(self, key, origin), ip, origin.port,
                     ssl=self._tls() if origin.tls else None,
                     server_hostname=origin.host if origin.tls else None)
             except (OSError, ssl.SSLError):

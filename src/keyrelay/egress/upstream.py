@@ -3,6 +3,12 @@
 Guarantees: redirects are never followed; bodies pass through undecoded (no Accept-Encoding added, no
 decompression); no cookie jar; no proxy from the environment; explicit timeouts; bounded retries only for
 idempotent requests whose body can be replayed, and never after a byte has reached the agent.
+
+Connections are shared only by requests with the same `Outbound.pool_key` (the pipeline sets the source id, so a
+connection never carries two credentials); an Outbound without one, and every OAuth token request, gets a
+connection of its own, closed after it. `Sent.deadline` is the request's deadline (monotonic): the response
+head arrives by it, `response.read()` ends by it, and `response.chunks(idle_timeout=..., deadline=...)` takes
+it for a whole streamed body.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ KEEPALIVE_SECONDS = 30.0
 class Sent:
     response: Response
     upstream_ms: float  # time to response headers
+    deadline: float  # monotonic: the request's `timeout_seconds` from when it was sent (retries included)
 
 
 class UpstreamClient:
@@ -60,25 +67,23 @@ class UpstreamClient:
             elapsed = (time.monotonic() - started) * 1000
             delay = _retry_delay(resp, attempt, deadline) if out.idempotent and replayable else None
             if delay is None:
-                return Sent(resp, elapsed)
+                return Sent(resp, elapsed, deadline)
             resp.release()
             await asyncio.sleep(delay)
             attempt += 1
 
     async def post_form(self, url: str, form: Mapping[str, str], *, headers: Sequence[tuple[str, str]] = (),
                         timeout_seconds: float, max_bytes: int = 64 * 1024) -> tuple[int, bytes]:
-        """One form POST (an OAuth token request) through the same guarded pool: no redirects, no retries
-        (a refresh token may be single-use), the response body read whole up to `max_bytes`."""
+        """One form POST (an OAuth token request) through the same guarded pool, on a connection of its own
+        closed after it: no redirects, no retries (a refresh token may be single-use), the response body read
+        whole up to `max_bytes` and by the deadline."""
         out = Outbound(method="POST", url=url, body=urlencode(form).encode(), timeout_seconds=timeout_seconds,
                        headers=(("Content-Type", "application/x-www-form-urlencoded"),
                                 ("Accept", "application/json"), *headers))
         deadline = time.monotonic() + timeout_seconds
-        resp = await self._request(out, deadline)
+        resp = await self._request(out, deadline)  # no pool key: a connection of its own, closed after it
         try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                data = await resp.read(max_bytes)
-        except TimeoutError:
-            raise UpstreamTimeout("Upstream did not answer in time") from None
+            data = await resp.read(max_bytes, deadline=deadline)
         finally:
             resp.release()
         return resp.status, data
@@ -86,7 +91,8 @@ class UpstreamClient:
     def _request(self, out: Outbound, deadline: float) -> Awaitable[Response]:
         """The pool's coroutine itself (no wrapper coroutine per request); a passed deadline is UpstreamTimeout."""
         return self._pool.request(out.method, out.url, out.headers, out.body, deadline=deadline,
-                                  read_timeout=out.timeout_seconds, connect_timeout=CONNECT_TIMEOUT)
+                                  read_timeout=out.timeout_seconds, connect_timeout=CONNECT_TIMEOUT,
+                                  pool_key=out.pool_key)
 
 
 def _retry_delay(resp: Response, attempt: int, deadline: float) -> float | None:

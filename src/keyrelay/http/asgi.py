@@ -32,18 +32,20 @@ async def read_body(receive: Receive, scope: AsgiScope, limit: int) -> bytes:
     declared = header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
-    chunks, size = [], 0
+    body, more = b"", bytearray()  # held in one buffer, never as one object per message (bounded by bytes)
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return b""
         chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
+        if len(body) + len(more) + len(chunk) > limit:
             raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
-        chunks.append(chunk)
+        if not body:
+            body = chunk
+        else:
+            more += chunk
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            return body + more if more else body
 
 
 def with_request_id(send: Send, request_id: str) -> Send:

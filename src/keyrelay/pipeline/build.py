@@ -100,4 +100,4 @@ def build(inbound: Inbound, source: Source, prep: Prepared, *, body: Any) -> Out
     idempotent = inbound.method in SAFE_METHODS or any(n.lower() == "idempotency-key" for n, _ in hdrs)
     return Outbound(method=inbound.method, url=outbound_url(inbound, prep), headers=tuple(hdrs), body=body,
                     timeout_seconds=source.policy.timeout_seconds, idempotent=idempotent,
-                    secrets=tuple(prep.injection.secrets))
+                    secrets=tuple(prep.injection.secrets), pool_key=source.id)

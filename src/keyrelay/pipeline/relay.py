@@ -102,24 +102,23 @@ class Relayed:
         The whole read ends by `deadline` (UpstreamTimeout); the request is recorded either way."""
         if not self.streaming:
             return self.body[:max_bytes], len(self.body) > max_bytes
-        parts, size, truncated = [], 0, False
+        body, truncated = bytearray(), False  # one buffer, bounded by bytes (not one object per piece)
         chunks = self.chunks()
         try:
             async with asyncio.timeout_at(None if self.deadline is None else _loop_time(self.deadline)):
                 async for chunk in chunks:
-                    if size + len(chunk) > max_bytes:
-                        parts.append(chunk[: max_bytes - size])
+                    if len(body) + len(chunk) > max_bytes:
+                        body += chunk[: max_bytes - len(body)]
                         truncated = True
                         break
-                    parts.append(chunk)
-                    size += len(chunk)
+                    body += chunk
         except TimeoutError:
             err = UpstreamTimeout("Upstream did not send the whole response in time")
             self.discard(err)  # recorded as a timeout before closing the stream records it as ended
             raise err from None
         finally:
             await chunks.aclose()
-        return b"".join(parts), truncated
+        return bytes(body), truncated
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:
         error: KeyrelayError | None = None
@@ -163,16 +162,15 @@ class Passed:
         if self.body is not None:
             return self.body
         assert self.stream is not None
-        parts, size = [], 0
+        body = bytearray()  # one buffer, bounded by bytes (not one object per piece)
         try:
             async for chunk in self.stream:
-                size += len(chunk)
-                if size > max_bytes:
+                if len(body) + len(chunk) > max_bytes:
                     raise UpstreamUnreachable("Upstream response is too large to process")
-                parts.append(chunk)
+                body += chunk
         finally:
             self.close()
-        return b"".join(parts)
+        return bytes(body)
 
 
 class Exchange:
