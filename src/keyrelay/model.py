@@ -72,7 +72,7 @@ class Caller:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """What a source lets callers do. Defaults follow contracts/api.md."""
+    """What a source lets callers do (docs/security.md: source policy)."""
 
     allowed_methods: frozenset[str] | None = None  # None: every method
     forward_headers: frozenset[str] | None = None  # None: the safe default set
@@ -81,6 +81,7 @@ class Policy:
     max_body_bytes: int | None = None
     allow_writes: bool = False
     cache_ttl_seconds: int | None = None
+    allow_body_on_safe_methods: bool = False
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Policy:
@@ -95,6 +96,7 @@ class Policy:
             max_body_bytes=data.get("max_body_bytes"),
             allow_writes=bool(data.get("allow_writes", False)),
             cache_ttl_seconds=data.get("cache_ttl_seconds"),
+            allow_body_on_safe_methods=bool(data.get("allow_body_on_safe_methods", False)),
         )
 
 

@@ -122,7 +122,8 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         relay = Relay(
             authenticator=authn, resolver=resolver, upstream=upstream, log=request_log, clock=clock,
             limiter=RateLimiter(make_storage(settings.redis_url), caller_limit=settings.caller_rate_limit_per_minute),
-            connectors={n: ConnectorFacts(c.kind, c.default_base_url, c.auth) for n, c in catalog.items()},
+            connectors={n: ConnectorFacts(c.kind, c.default_base_url, c.auth, c.is_catalog_api)
+                        for n, c in catalog.items()},
             max_body_bytes=settings.max_body_bytes, workspace_cap=settings.workspace_max_concurrency, oauth=oauth,
         )
         page_key = await meta.put_if_absent("page_token_key", base64.b64encode(secrets.token_bytes(32)).decode())

@@ -124,7 +124,7 @@ def source_view(src: Source) -> dict[str, Any]:
             "forward_headers": None if p.forward_headers is None else sorted(p.forward_headers),
             "rate_limit_per_minute": p.rate_limit_per_minute, "timeout_seconds": p.timeout_seconds,
             "max_body_bytes": p.max_body_bytes, "allow_writes": p.allow_writes,
-            "cache_ttl_seconds": p.cache_ttl_seconds,
+            "cache_ttl_seconds": p.cache_ttl_seconds, "allow_body_on_safe_methods": p.allow_body_on_safe_methods,
         },
         "created_at": iso(src.created_at), "updated_at": iso(src.updated_at),
     }

@@ -182,7 +182,7 @@ class SourceService:
             "forward_headers": None if p.forward_headers is None else sorted(p.forward_headers),
             "rate_limit_per_minute": p.rate_limit_per_minute, "timeout_seconds": p.timeout_seconds,
             "max_body_bytes": p.max_body_bytes, "allow_writes": p.allow_writes,
-            "cache_ttl_seconds": p.cache_ttl_seconds,
+            "cache_ttl_seconds": p.cache_ttl_seconds, "allow_body_on_safe_methods": p.allow_body_on_safe_methods,
         }
 
     async def delete_source(self, caller: Caller, source_id: str) -> None:
