@@ -1,4 +1,11 @@
-"""Admin routes: workspaces, the connector catalog, sources (and the seed-shaped source aliases)."""
+"""Admin routes: workspaces, the connector catalog, sources (and the seed-shaped source aliases).
+
+Every route here, reads included, needs an application token: a source's config, upstream URL, policy and
+credential names are the operator's business, not an agent's (docs/security.md: tokens, API keys and scopes).
+Agents learn what they need from MCP `list_sources`/`describe_source` and the Airbyte-compatible lookups. The
+one exception is seed 002's `POST /v1/integrations/sources`, which a workspace-scoped token may call for its
+own workspace.
+"""
 
 from __future__ import annotations
 
@@ -69,16 +76,13 @@ async def create_workspace(body: WorkspaceCreate, svc: Svc, _: Admin) -> Respons
 
 
 @router.get("/api/v1/workspaces")
-async def list_workspaces(svc: Svc, who: AnyCaller, name_contains: str | None = None) -> Response:
-    if who.is_admin:
-        found = await svc.workspaces.list(name_contains)
-    else:
-        found = [await svc.workspaces.get(who, str(who.workspace_id))]
+async def list_workspaces(svc: Svc, _: Admin, name_contains: str | None = None) -> Response:
+    found = await svc.workspaces.list(name_contains)
     return json_response({"data": [workspace_view(w) for w in found]})
 
 
 @router.get("/api/v1/workspaces/{workspace_id}")
-async def get_workspace(workspace_id: str, svc: Svc, who: AnyCaller) -> Response:
+async def get_workspace(workspace_id: str, svc: Svc, who: Admin) -> Response:
     return json_response(workspace_view(await svc.workspaces.get(who, workspace_id)))
 
 
@@ -89,7 +93,7 @@ async def delete_workspace(workspace_id: str, svc: Svc, who: Admin) -> Response:
 
 
 @router.get("/api/v1/connectors")
-async def list_connectors(svc: Svc, _: AnyCaller) -> Response:
+async def list_connectors(svc: Svc, _: Admin) -> Response:
     return json_response({"data": [spec.public() for spec in svc.catalog.values()]})
 
 
@@ -100,13 +104,13 @@ async def create_source(body: SourceCreate, svc: Svc, who: Admin) -> Response:
 
 
 @router.get("/api/v1/sources")
-async def list_sources(svc: Svc, who: AnyCaller, workspace_id: str | None = None) -> Response:
+async def list_sources(svc: Svc, who: Admin, workspace_id: str | None = None) -> Response:
     found = await svc.sources.list_sources(who, workspace_id)
     return json_response({"data": [source_view(s) for s in found]})
 
 
 @router.get("/api/v1/sources/{source_id}")
-async def get_source(source_id: str, svc: Svc, who: AnyCaller) -> Response:
+async def get_source(source_id: str, svc: Svc, who: Admin) -> Response:
     return json_response(source_view(await svc.sources.get_source(who, source_id)))
 
 

@@ -9,10 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from keyrelay.connectors.execute import ExecuteRequest
 from keyrelay.doors.bodies import ExecuteBody
-from keyrelay.doors.deps import Services, caller, services
+from keyrelay.doors.deps import Services, caller, need_scope, services
 from keyrelay.doors.render import json_response
 from keyrelay.errors import NotFound
-from keyrelay.model import Caller
+from keyrelay.model import Caller, Scope
 
 router = APIRouter(tags=["connectors"])
 Svc = Annotated[Services, Depends(services)]
@@ -37,6 +37,9 @@ async def query(source_id: str, body: QueryBody, request: Request, svc: Svc) -> 
 
 @router.get("/api/v1/sources/{source_id}/streams")
 async def streams(source_id: str, svc: Svc, who: AnyCaller) -> Response:
+    """The stream query's companion: needs the `query` scope; shows the connector's streams, nothing of the
+    source's config or credentials."""
+    need_scope(who, Scope.QUERY)
     src = await svc.sources.get_source(who, source_id)
     spec = svc.catalog[src.connector]
     return json_response({"data": svc.connectors.streams(spec)})
@@ -59,6 +62,7 @@ async def execute(source_id: str, body: ExecuteBody, request: Request, svc: Svc)
 @router.get("/api/v1/connectors/instances_for_user")
 async def instances_for_user(svc: Svc, who: AnyCaller, external_user_id: str,
                              definition_id: str | None = None) -> Response:
+    """Seed 002's lookup: any token, its own workspace only, and only each source's id and name."""
     try:
         ws = await svc.workspaces.named(external_user_id, create=False)
     except NotFound:
