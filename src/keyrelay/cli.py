@@ -238,13 +238,17 @@ def vault() -> None:
 
 @vault.command("rotate", help="Re-encrypt every credential under a new data key; servers keep serving.")
 def vault_rotate() -> None:
-    async def work(rt: Runtime) -> int:
+    async def work(rt: Runtime) -> tuple[int, int]:
         v = rt.services.vault
         assert hasattr(v, "rotate")
-        count: int = await v.rotate()
-        return count
+        done = await v.rotate()
+        return int(done.reencrypted), int(done.unreadable)
 
-    click.echo(f"re-encrypted {_run(work)} credential field(s) under a new key")
+    done, unreadable = _run(work)
+    click.echo(f"re-encrypted {done} credential field(s) under a new key")
+    if unreadable:
+        click.echo(f"{unreadable} credential field(s) did not decrypt and were left as they were; store those "
+                   "sources' credentials again (the server log names them)", err=True)
 
 
 @main.group(help="The database.")

@@ -1,4 +1,4 @@
-"""The KeyrelayError tree: each error carries its HTTP status and a stable code (contracts/api.md).
+"""The KeyrelayError tree: each error carries its HTTP status and a stable code (docs/errors.md).
 
 Doors turn any of these into the one JSON error body (`doors/render.py`). Messages are written for the
 caller: they never contain a secret, a library's exception text, a file path or an internal address.
@@ -71,6 +71,20 @@ class Conflict(KeyrelayError):
     status, code = 409, "conflict"
 
 
+class CredentialsRequired(KeyrelayError):
+    """A change of where a source sends requests (its destination) without its credentials: a stored credential
+    never follows a source to another host."""
+
+    status, code = 409, "credentials_required"
+
+
+class CredentialsUnusable(KeyrelayError):
+    """The source's stored credentials do not decrypt for its current destination (moved, altered or stored
+    under an older binding): nothing is injected."""
+
+    status, code = 409, "credentials_unusable"
+
+
 class PayloadTooLarge(KeyrelayError):
     status, code = 413, "payload_too_large"
 
@@ -131,7 +145,7 @@ class InternalError(KeyrelayError):
 
 ALL_ERRORS: tuple[type[KeyrelayError], ...] = (
     InvalidRequest, WrongSourceType, Unauthenticated, Forbidden, DestinationNotAllowed, UpstreamRejected, NotFound,
-    MethodNotAllowed, Conflict, PayloadTooLarge, UriTooLong, RangeNotSatisfiable, SsrfBlocked, Unprocessable,
-    RateLimited, HeadersTooLarge, UpstreamUnreachable, UpstreamAuthFailed, Sealed, Unavailable,
-    UpstreamTimeout, InternalError,
+    MethodNotAllowed, Conflict, CredentialsRequired, CredentialsUnusable, PayloadTooLarge, UriTooLong,
+    RangeNotSatisfiable, SsrfBlocked, Unprocessable, RateLimited, HeadersTooLarge, UpstreamUnreachable,
+    UpstreamAuthFailed, Sealed, Unavailable, UpstreamTimeout, InternalError,
 )

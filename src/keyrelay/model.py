@@ -222,11 +222,13 @@ class TokenRecord:
 
 @dataclass(frozen=True, slots=True)
 class SealedField:
-    """One encrypted credential field as stored."""
+    """One encrypted credential field as stored, with the destination it is bound to (None: sealed before
+    destinations were bound; never opened for a request)."""
 
     field: str
     key_id: str
     ciphertext: bytes = dataclasses.field(repr=False)
+    destination: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

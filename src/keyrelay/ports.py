@@ -1,4 +1,4 @@
-"""Small Protocols the core needs. Adapters (store/, crypto.py, events.py) implement them; app.py wires them."""
+"""Small Protocols the core needs. Adapters (store/, vault.py, requestlog.py) implement them; runtime.py wires them."""
 
 from __future__ import annotations
 
@@ -79,12 +79,22 @@ class RequestLogStore(Protocol):
 
 
 class Vault(Protocol):
-    """Seals and opens credential fields; raises Sealed when the master key is missing or wrong."""
+    """Seals and opens credential fields, bound to their source and its destination; raises Sealed when the master
+    key is missing or wrong, CredentialsUnusable when a field does not open for `destination`."""
 
     @property
     def sealed(self) -> bool: ...
-    async def seal(self, *, workspace_id: str, source_id: str, fields: Mapping[str, Any]) -> list[SealedField]: ...
-    async def open(self, *, workspace_id: str, source_id: str, sealed: Sequence[SealedField]) -> Credentials: ...
+    async def seal(self, *, workspace_id: str, source_id: str, destination: str,
+                   fields: Mapping[str, Any]) -> list[SealedField]: ...
+    async def open(self, *, workspace_id: str, source_id: str, destination: str,
+                   sealed: Sequence[SealedField]) -> Credentials: ...
+
+
+class DestinationOf(Protocol):
+    """The destination a source's credentials are bound to, from its connector and config (see
+    manage/destinations.py): the same string whenever the source would send them to the same places."""
+
+    def __call__(self, connector: str, config: Mapping[str, Any]) -> str: ...
 
 
 class LogSink(Protocol):

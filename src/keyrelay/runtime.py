@@ -35,6 +35,7 @@ from keyrelay.pipeline.ratelimit import RateLimiter, make_storage
 from keyrelay.pipeline.relay import ConnectorFacts, Relay
 from keyrelay.pipeline.resolve import SourceResolver
 from keyrelay.pipeline.tokens import TokenHasher
+from keyrelay.ports import DestinationOf
 from keyrelay.requestlog import Metrics, RedisFeed, RequestLog
 from keyrelay.settings import Settings
 from keyrelay.store.access import SqlAccessStore
@@ -48,6 +49,7 @@ from keyrelay.store.workspaces import SqlWorkspaceStore
 from keyrelay.vault import KeyVault, create_key_file, parse_master_key, read_key_file
 
 log = logging.getLogger("keyrelay")
+BINDING_MARKER = "credential_binding"  # set once every ciphertext of the older binding was re-sealed
 
 
 @dataclass
@@ -67,6 +69,16 @@ def load_master_key(settings: Settings) -> bytes | None:
     if settings.master_key is not None:
         return parse_master_key(settings.master_key.get_secret_value())
     return read_key_file(settings.key_file)
+
+
+async def rebind_legacy_credentials(vault: KeyVault, destination_of: DestinationOf) -> None:
+    """The one-time upgrade to destination-bound ciphertexts (vault.py), run at the first start with the key."""
+    done = await vault.rebind_legacy(destination_of)
+    if done.reencrypted:
+        log.warning("bound %d stored credential field(s) to their source's destination", done.reencrypted)
+    if done.unreadable:
+        log.error("%d stored credential field(s) did not decrypt and stay unusable; store those sources' "
+                  "credentials again", done.unreadable)
 
 
 @contextlib.asynccontextmanager
@@ -99,6 +111,10 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         workspaces = WorkspaceService(store=workspace_store, clock=clock)
         sources = SourceService(sources=SqlSourceStore(engine), workspaces=workspaces, vault=vault, catalog=catalog,
                                 clock=clock, allow=settings.allow_networks)
+        destination_of = sources.destinations
+        if not vault.sealed and await meta.get(BINDING_MARKER) is None:
+            await rebind_legacy_credentials(vault, destination_of)
+            await meta.put_if_absent(BINDING_MARKER, "destination")
         sources.local_roots = tuple(p.resolve() for p in settings.local_root_paths)
         log_store = SqlRequestLogStore(engine)
         metrics = Metrics()
@@ -115,10 +131,11 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             if not request_log.healthy:
                 raise Unavailable("Request log cannot be written")
 
-        resolver = SourceResolver(SqlSourceStore(engine), vault, clock, cache_seconds=settings.source_cache_seconds)
+        resolver = SourceResolver(SqlSourceStore(engine), vault, clock, cache_seconds=settings.source_cache_seconds,
+                                  destination_of=destination_of)
         upstream = UpstreamClient(allow=settings.allow_networks, max_connections=settings.upstream_max_connections)
-        oauth = OAuthSender(OAuthTokens(store=SqlOAuthStateStore(engine), vault=vault, upstream=upstream, clock=clock),
-                            upstream)
+        oauth = OAuthSender(OAuthTokens(store=SqlOAuthStateStore(engine), vault=vault, upstream=upstream, clock=clock,
+                                        destination_of=destination_of), upstream)
         relay = Relay(
             authenticator=authn, resolver=resolver, upstream=upstream, log=request_log, clock=clock,
             limiter=RateLimiter(make_storage(settings.redis_url), caller_limit=settings.caller_rate_limit_per_minute),

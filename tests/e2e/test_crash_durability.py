@@ -148,10 +148,11 @@ async def _decrypt_all(data_dir: Path) -> tuple[dict[str, dict[str, Any]], int]:
             opened = {}
             for src in await store.list_sources(limit=100_000):
                 creds = await vault.open(workspace_id=src.workspace_id, source_id=src.id,
+                                         destination=rt.services.sources.destinations(src.connector, src.config),
                                          sealed=await store.load_sealed(src.id))
                 opened[src.id] = dict(creds.fields)
             rotated = await vault.rotate()  # (re)decrypts every row once more
-        return opened, rotated
+        return opened, rotated.reencrypted
     finally:
         await engine.dispose()
 

@@ -89,7 +89,7 @@ class StoreFactory:
         if source.connector not in FILE_CONNECTORS:
             raise InvalidRequest(f"Connector '{source.connector}' is not a file connector")
         endpoint = _endpoint(config.get("endpoint_url"))
-        url = _default_url(source.connector, config) if endpoint is None else endpoint.origin + endpoint.path
+        url = default_url(source.connector, config) if endpoint is None else endpoint.origin + endpoint.path
         target = endpoint or destination.parse_base_url(url)
         proxy = await self.guard.proxy_url(target.host, target.port)
         options = _client_options(target.scheme, timeout, proxy)
@@ -141,7 +141,8 @@ def _endpoint(url: object) -> destination.BaseUrl | None:
         raise InvalidRequest("The source's endpoint_url is invalid", field="config.endpoint_url") from None
 
 
-def _default_url(connector: str, config: Mapping[str, Any]) -> str:
+def default_url(connector: str, config: Mapping[str, Any]) -> str:
+    """The object store a file source uses when its config names no `endpoint_url`."""
     if connector == "s3":
         return f"https://s3.{config.get('region') or 'us-east-1'}.amazonaws.com"
     if connector == "azure_blob":

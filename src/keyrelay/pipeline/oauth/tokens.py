@@ -2,7 +2,7 @@
 
 `OAuthTokens.token(source, cfg)` returns a valid access token. In memory it keeps the last token per source;
 when that is missing, near expiry (`refresh_at`: 60 s before `expires_in` runs out, or half way for short-lived
-tokens) or was rejected by the upstream, it refreshes (security.md rule 12):
+tokens) or was rejected by the upstream, it refreshes (docs/security.md):
 
 1. one coroutine per source and process (an asyncio lock), after a lock-free look at the stored state;
 2. the store's per-source lock (PostgreSQL advisory transaction lock / SQLite `BEGIN IMMEDIATE`) taken before
@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keyrelay.egress.upstream import Sent, UpstreamClient
-from keyrelay.errors import InternalError, KeyrelayError, NotFound, UpstreamAuthFailed
+from keyrelay.errors import CredentialsUnusable, KeyrelayError, NotFound, UpstreamAuthFailed
 from keyrelay.model import OAUTH_STATE_FIELD, OAuthRecord, Outbound, Source
 from keyrelay.pipeline.oauth.config import OAuth2Config
 from keyrelay.pipeline.oauth.grant import Granted, request_token
 from keyrelay.pipeline.redact import Redactor
-from keyrelay.ports import Clock, OAuthStateStore, OAuthStateTxn, Vault
+from keyrelay.ports import Clock, DestinationOf, OAuthStateStore, OAuthStateTxn, Vault
 
 log = logging.getLogger("keyrelay.oauth")
 MARGIN_SECONDS = 60.0
@@ -73,8 +73,10 @@ def refresh_at(now: float, expires_in: float | None) -> float | None:
 
 
 class OAuthTokens:
-    def __init__(self, *, store: OAuthStateStore, vault: Vault, upstream: UpstreamClient, clock: Clock) -> None:
+    def __init__(self, *, store: OAuthStateStore, vault: Vault, upstream: UpstreamClient, clock: Clock,
+                 destination_of: DestinationOf) -> None:
         self._store, self._vault, self._upstream, self._clock = store, vault, upstream, clock
+        self._destination_of = destination_of  # the token state is bound like every credential
         self._memo: dict[str, TokenState] = {}
         self._rejected: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -165,6 +167,7 @@ class OAuthTokens:
             refresh_at=refresh_at(now, result.expires_in), refresh_token=result.refresh_token or refresh,
         )
         sealed = await self._vault.seal(workspace_id=source.workspace_id, source_id=source.id,
+                                        destination=self._destination_of(source.connector, source.config),
                                         fields={OAUTH_STATE_FIELD: new.to_json()})
         await txn.write_state(sealed[0])
         log.info("oauth2 access token refreshed for source %s", source.id)
@@ -176,9 +179,10 @@ class OAuthTokens:
             return None
         try:
             creds = await self._vault.open(workspace_id=source.workspace_id, source_id=source.id,
+                                           destination=self._destination_of(source.connector, source.config),
                                            sealed=[record.state])
-        except InternalError:
-            return None  # unreadable: start again from the configured refresh token
+        except CredentialsUnusable:
+            return None  # unreadable or bound elsewhere: start again from the configured refresh token
         state = _state_from(creds.fields.get(OAUTH_STATE_FIELD))
         return state if state is not None and state.fingerprint == cfg.fingerprint else None
 
