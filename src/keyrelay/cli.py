@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from keyrelay.doors.render import api_key_view, source_view, workspace_view
+from keyrelay.doors.render import api_key_view, application_view, source_view, workspace_view
 from keyrelay.errors import KeyrelayError
 from keyrelay.manage.access import NewApplication
 from keyrelay.model import ALL_SCOPES, Caller, CallerKind, Scope
@@ -229,6 +229,35 @@ def keys_create(workspace: str, scopes: str, name: str, expires_in_days: int | N
 def keys_revoke(key_id: str) -> None:
     _run(lambda rt: rt.services.access.revoke_api_key(key_id))
     click.echo(f"revoked {key_id}")
+
+
+@main.group(help="Manage applications (machine clients of the operator, with admin power).")
+def applications() -> None:
+    pass
+
+
+@applications.command("list", help="List applications (never their secrets).")
+def applications_list() -> None:
+    _echo([application_view(a) for a in _run(lambda rt: rt.services.access.list_applications())])
+
+
+@applications.command("revoke", help="Revoke the application CLIENT_ID for good: its secret and every token minted "
+                                     "from it stop working (at once here; within KEYRELAY_TOKEN_CACHE_SECONDS on "
+                                     "running servers).")
+@click.argument("client_id")
+def applications_revoke(client_id: str) -> None:
+    _run(lambda rt: rt.services.access.revoke_application(client_id))
+    click.echo(f"revoked {client_id}")
+
+
+@applications.command("rotate-secret", help="Give the application CLIENT_ID a new client secret, printed once. The "
+                                            "old secret stops working; so do tokens minted with it, unless "
+                                            "--keep-tokens. Works offline: the way back in after losing a secret.")
+@click.argument("client_id")
+@click.option("--keep-tokens", is_flag=True, help="Let tokens already minted live out their lifetime.")
+def applications_rotate_secret(client_id: str, keep_tokens: bool) -> None:
+    secret = _run(lambda rt: rt.services.access.rotate_secret(client_id, revoke_tokens=not keep_tokens))
+    _echo({"client_id": client_id, "client_secret": secret})
 
 
 @main.group(help="The credential vault.")

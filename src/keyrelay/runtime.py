@@ -14,6 +14,8 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from keyrelay.connectors.cache import EntityCache
 from keyrelay.connectors.execute import ConnectorService
 from keyrelay.connectors.pagetoken import PageTokens
@@ -27,6 +29,7 @@ from keyrelay.errors import Sealed, Unavailable
 from keyrelay.files.service import FileService
 from keyrelay.files.stores import StoreFactory
 from keyrelay.manage.access import AccessService, NewApplication
+from keyrelay.manage.destinations import Destinations
 from keyrelay.manage.sources import SourceService
 from keyrelay.manage.workspaces import WorkspaceService
 from keyrelay.pipeline.authenticate import Authenticator
@@ -71,14 +74,28 @@ def load_master_key(settings: Settings) -> bytes | None:
     return read_key_file(settings.key_file)
 
 
-async def rebind_legacy_credentials(vault: KeyVault, destination_of: DestinationOf) -> None:
-    """The one-time upgrade to destination-bound ciphertexts (vault.py), run at the first start with the key."""
-    done = await vault.rebind_legacy(destination_of)
-    if done.reencrypted:
-        log.warning("bound %d stored credential field(s) to their source's destination", done.reencrypted)
-    if done.unreadable:
-        log.error("%d stored credential field(s) did not decrypt and stay unusable; store those sources' "
-                  "credentials again", done.unreadable)
+async def open_vault(settings: Settings, engine: AsyncEngine, meta: SqlMetaStore,
+                     destination_of: DestinationOf) -> KeyVault:
+    """Load the key ring (sealed when the master key is missing or wrong; a key file is created only for an empty
+    database), then, once per database, re-seal ciphertexts of the older binding to their destination (vault.py)."""
+    keyring = SqlKeyRingStore(engine)
+    master = load_master_key(settings)
+    if master is None and not await keyring.keys():
+        master = create_key_file(settings.key_file)  # first start: nothing to protect yet
+    vault = KeyVault(keyring, master, clock=time.time)
+    await vault.load(may_create=True)
+    if vault.sealed:
+        log.error("keyrelay is SEALED (%s): credential-using requests answer 503", vault.sealed_reason)
+        return vault
+    if await meta.get(BINDING_MARKER) is None:
+        done = await vault.rebind_legacy(destination_of)
+        if done.reencrypted:
+            log.warning("bound %d stored credential field(s) to their source's destination", done.reencrypted)
+        if done.unreadable:
+            log.error("%d stored credential field(s) did not decrypt and stay unusable; store those sources' "
+                      "credentials again", done.unreadable)
+        await meta.put_if_absent(BINDING_MARKER, "destination")
+    return vault
 
 
 @contextlib.asynccontextmanager
@@ -91,15 +108,9 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     try:
         await upgrade(engine)
         clock = time.time
-        keyring = SqlKeyRingStore(engine)
-        master = load_master_key(settings)
-        if master is None and not await keyring.keys():
-            master = create_key_file(settings.key_file)  # first start: nothing to protect yet
-        vault = KeyVault(keyring, master, clock=clock)
-        await vault.load(may_create=True)
-        if vault.sealed:
-            log.error("keyrelay is SEALED (%s): credential-using requests answer 503", vault.sealed_reason)
         meta = SqlMetaStore(engine)
+        destination_of = Destinations(catalog)
+        vault = await open_vault(settings, engine, meta, destination_of)
         hmac_key = await meta.put_if_absent("token_hmac_key", base64.b64encode(secrets.token_bytes(32)).decode())
         access_store, workspace_store = SqlAccessStore(engine), SqlWorkspaceStore(engine)
         hasher = TokenHasher(base64.b64decode(hmac_key))
@@ -111,10 +122,6 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         workspaces = WorkspaceService(store=workspace_store, clock=clock)
         sources = SourceService(sources=SqlSourceStore(engine), workspaces=workspaces, vault=vault, catalog=catalog,
                                 clock=clock, allow=settings.allow_networks)
-        destination_of = sources.destinations
-        if not vault.sealed and await meta.get(BINDING_MARKER) is None:
-            await rebind_legacy_credentials(vault, destination_of)
-            await meta.put_if_absent(BINDING_MARKER, "destination")
         sources.local_roots = tuple(p.resolve() for p in settings.local_root_paths)
         log_store = SqlRequestLogStore(engine)
         metrics = Metrics()
@@ -152,8 +159,12 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             resolver.forget(source_id)
             entity_cache.forget_source(source_id)
 
+        def workspace_deleted() -> None:  # its sources, API keys and scoped tokens went with it
+            source_changed("*")
+            authn.forget_all()
+
         sources.on_change = source_changed
-        workspaces.on_change = lambda: source_changed("*")
+        workspaces.on_change = workspace_deleted
         stores = StoreFactory(allow=settings.allow_networks, local_roots=settings.local_root_paths)
         files = FileService(relay, stores, max_range_bytes=settings.max_range_bytes)
         mcp_door = McpDoor(McpDeps(relay=relay, authenticator=authn, sources=sources, connectors=connector_service,

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from keyrelay.errors import InternalError, InvalidRequest, KeyrelayError, MethodNotAllowed, NotFound
-from keyrelay.model import ApiKey, LogEntry, Source, Workspace
+from keyrelay.model import ApiKey, Application, LogEntry, Source, Workspace
 
 JSON = "application/json"
 log = logging.getLogger("keyrelay")
@@ -128,6 +128,12 @@ def source_view(src: Source) -> dict[str, Any]:
         },
         "created_at": iso(src.created_at), "updated_at": iso(src.updated_at),
     }
+
+
+def application_view(app: Application) -> dict[str, Any]:
+    """An application without its secret (only a digest of it is stored)."""
+    return {"id": app.id, "client_id": app.client_id, "name": app.name, "created_at": iso(app.created_at),
+            "revoked": app.revoked_at is not None, "revoked_at": iso(app.revoked_at)}
 
 
 def api_key_view(key: ApiKey) -> dict[str, Any]:
