@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from keyrelay import boundedjson
 from keyrelay.doors.render import api_key_view, application_view, source_view, workspace_view
 from keyrelay.errors import KeyrelayError
 from keyrelay.manage.access import NewApplication
@@ -312,6 +313,6 @@ async def _workspace(rt: Runtime, ref: str) -> str:
 
 def _json_arg(text: str, what: str) -> Any:
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        return boundedjson.loads(text)
+    except ValueError:
         raise click.ClickException(f"{what} is not valid JSON") from None

@@ -8,12 +8,12 @@ timeout, 5xx, malformed answer). Messages never carry a token, a secret or the e
 from __future__ import annotations
 
 import base64
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote_plus
 
+from keyrelay import boundedjson
 from keyrelay.egress.upstream import UpstreamClient
 from keyrelay.errors import SsrfBlocked, UpstreamAuthFailed, UpstreamTimeout, UpstreamUnreachable
 from keyrelay.pipeline.oauth.config import OAuth2Config
@@ -71,8 +71,8 @@ def _expires_in(value: Any) -> float | None:
 
 def _parse(status: int, data: bytes) -> Granted | Refused:
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+        doc = boundedjson.loads(data)
+    except ValueError:  # not JSON, or nested too deeply
         doc = None
     if status in _REFUSED_STATUSES:
         code = doc.get("error") if isinstance(doc, dict) else None
