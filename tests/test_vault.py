@@ -48,6 +48,7 @@ from keyrelay.vault import (
 )
 from support.db import migrated_engine
 from support.keyrelay import Admin, KeyrelayServer, make_settings
+from support.secrets import revealed
 from support.upstream import FakeUpstream
 
 DEST = "http https://api.example.com:443"
@@ -215,7 +216,7 @@ async def _open(engine: AsyncEngine, vault: KeyVault, src: Source, destination: 
     sealed = await SqlSourceStore(engine).load_sealed(src.id)
     opened = await vault.open(workspace_id=src.workspace_id, source_id=src.id, destination=destination,
                               sealed=sealed)
-    return dict(opened.fields)
+    return dict(revealed(dict(opened.fields)))
 
 
 async def _workspace(engine: AsyncEngine, name: str) -> str:

@@ -121,14 +121,29 @@ class Source:
         return self.status != "inactive"
 
 
+def seal_strings(value: Any) -> Any:
+    """A decrypted JSON value with every string in it (not the object keys) wrapped in `Secret`."""
+    if isinstance(value, str):
+        return Secret(value)
+    if isinstance(value, dict):
+        return {k: seal_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [seal_strings(v) for v in value]
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """Decrypted credential fields of one source (field name -> JSON value). Never logged or rendered."""
+    """Decrypted credential fields of one source (field name -> JSON value whose strings are all `Secret`s, so
+    only an explicit `reveal()` yields a plaintext). Never logged or rendered."""
 
     fields: Mapping[str, Any] = dataclasses.field(repr=False)
 
     def __repr__(self) -> str:
         return f"Credentials(fields={sorted(self.fields)})"
+
+    def __str__(self) -> str:
+        return self.__repr__()
 
 
 class Door(enum.StrEnum):
@@ -167,9 +182,12 @@ class LogEntry:
 BodyStream = AsyncIterator[bytes]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Outbound:
-    """A request ready to send upstream: URL built from validated parts, headers after policy and injection."""
+    """A request ready to send upstream: URL built from validated parts, headers after policy and injection.
+
+    It holds injected credentials in plain text (the HTTP client writes them), so its `repr` shows the method,
+    the URL without its query and the header names only."""
 
     method: str
     url: str  # already percent-encoded, never re-parsed
@@ -177,7 +195,13 @@ class Outbound:
     body: BodyStream | bytes | None = None
     timeout_seconds: float = 30.0
     idempotent: bool = False
-    secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    secrets: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        names = [name for name, _ in self.headers]
+        return f"Outbound(method={self.method!r}, url={self.url.partition('?')[0]!r}, header_names={names!r})"
+
+    __str__ = __repr__
 
 
 @dataclass(frozen=True, slots=True)

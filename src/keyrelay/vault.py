@@ -36,7 +36,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keyrelay.errors import CredentialsUnusable, Sealed
-from keyrelay.model import Credentials, SealedField
+from keyrelay.model import Credentials, SealedField, seal_strings
 from keyrelay.store.keyring import SqlKeyRingStore
 
 NONCE_BYTES = 12
@@ -225,7 +225,7 @@ class KeyVault:
             except VaultError:
                 log.error("credential field %s of source %s failed to decrypt: refused", f.field, source_id)
                 raise _unusable() from None
-            fields[f.field] = json.loads(plain)
+            fields[f.field] = seal_strings(json.loads(plain))
         return Credentials(fields)
 
     async def rotate(self) -> Rotation:

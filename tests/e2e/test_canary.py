@@ -120,7 +120,10 @@ def _exercise(admin: Admin, c: dict[str, str], upstream: FakeUpstream) -> None:
         ("/readyz", None),
     ]:
         assert admin.get(path, params=params).status_code == 200, path
-    assert admin.http.get("/api/v1/sources", headers={"Authorization": f"Bearer {scoped}"}).status_code == 200
+    assert admin.http.get("/api/v1/sources", headers={"Authorization": f"Bearer {scoped}"}).status_code == 403
+    agent = admin.http.get("/api/v1/connectors/instances_for_user", params={"external_user_id": "canary-ws"},
+                           headers={"Authorization": f"Bearer {scoped}"})
+    assert agent.status_code == 200
 
 
 def test_canaries_never_leave_the_vault(backend: str | None, loud_logs: pytest.LogCaptureFixture,

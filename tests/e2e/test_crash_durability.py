@@ -26,6 +26,7 @@ from keyrelay.store.sources import SqlSourceStore
 from keyrelay.vault import KeyVault
 from support.keyrelay import ADMIN_ID, ADMIN_SECRET
 from support.net import free_port, stop_child
+from support.secrets import revealed
 
 KEYRELAY = str(Path(sys.executable).parent / "keyrelay")
 CYCLES = 20
@@ -150,7 +151,7 @@ async def _decrypt_all(data_dir: Path) -> tuple[dict[str, dict[str, Any]], int]:
                 creds = await vault.open(workspace_id=src.workspace_id, source_id=src.id,
                                          destination=rt.services.sources.destinations(src.connector, src.config),
                                          sealed=await store.load_sealed(src.id))
-                opened[src.id] = dict(creds.fields)
+                opened[src.id] = revealed(dict(creds.fields))
             rotated = await vault.rotate()  # (re)decrypts every row once more
         return opened, rotated.reencrypted
     finally:

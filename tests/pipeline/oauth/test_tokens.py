@@ -23,7 +23,7 @@ from keyrelay.egress.ssrf import parse_cidrs
 from keyrelay.egress.upstream import UpstreamClient
 from keyrelay.errors import SsrfBlocked, UpstreamAuthFailed
 from keyrelay.manage.destinations import Destinations
-from keyrelay.model import OAUTH_STATE_FIELD, NewSource, OAuthRecord, Outbound, SealedField, Source
+from keyrelay.model import OAUTH_STATE_FIELD, NewSource, OAuthRecord, Outbound, SealedField, Secret, Source
 from keyrelay.pipeline.oauth.config import OAuth2Config, parse
 from keyrelay.pipeline.oauth.tokens import OAuthSender, OAuthTokens, refresh_at
 from keyrelay.pipeline.redact import Redactor
@@ -86,8 +86,8 @@ class Env:
         assert record.state is not None
         creds = await self.vault.open(workspace_id=src.workspace_id, source_id=src.id,
                                       destination=DESTINATIONS(src.connector, src.config), sealed=[record.state])
-        out: dict[str, Any] = creds.fields[OAUTH_STATE_FIELD]
-        return out
+        state = creds.fields[OAUTH_STATE_FIELD]  # opened fields carry their strings as Secrets
+        return {k: v.reveal() if isinstance(v, Secret) else v for k, v in state.items()}
 
 
 @pytest.fixture

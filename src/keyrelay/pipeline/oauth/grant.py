@@ -45,11 +45,12 @@ def _form(cfg: OAuth2Config, refresh_token: str | None) -> tuple[dict[str, str],
     if cfg.audience:
         form["audience"] = cfg.audience
     headers: list[tuple[str, str]] = []
+    secret = cfg.client_secret.reveal()  # review point: into the token request only
     if cfg.auth_method == "client_secret_basic":  # RFC 6749 2.3.1: form-encode both parts first
-        pair = f"{quote_plus(cfg.client_id)}:{quote_plus(cfg.client_secret)}".encode()
+        pair = f"{quote_plus(cfg.client_id)}:{quote_plus(secret)}".encode()
         headers.append(("Authorization", "Basic " + base64.b64encode(pair).decode("ascii")))
     else:
-        form["client_id"], form["client_secret"] = cfg.client_id, cfg.client_secret
+        form["client_id"], form["client_secret"] = cfg.client_id, secret
     return form, headers
 
 

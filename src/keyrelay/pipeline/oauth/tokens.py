@@ -26,7 +26,7 @@ from typing import Any
 
 from keyrelay.egress.upstream import Sent, UpstreamClient
 from keyrelay.errors import CredentialsUnusable, KeyrelayError, NotFound, UpstreamAuthFailed
-from keyrelay.model import OAUTH_STATE_FIELD, OAuthRecord, Outbound, Source
+from keyrelay.model import OAUTH_STATE_FIELD, OAuthRecord, Outbound, Secret, Source
 from keyrelay.pipeline.oauth.config import OAuth2Config
 from keyrelay.pipeline.oauth.grant import Granted, request_token
 from keyrelay.pipeline.redact import Redactor
@@ -57,6 +57,10 @@ class TokenState:
 
 
 def _state_from(value: Any) -> TokenState | None:
+    """The token state from its opened field, whose strings arrive as `Secret`s (revealed here: the state holds
+    the tokens this module sends and refreshes with)."""
+    if isinstance(value, dict):
+        value = {k: v.reveal() if isinstance(v, Secret) else v for k, v in value.items()}
     if not isinstance(value, dict) or not isinstance(value.get("fingerprint"), str):
         return None
     text = {k: v if isinstance(v, str) else None for k in ("access_token", "refresh_token") for v in [value.get(k)]}
@@ -145,7 +149,8 @@ class OAuthTokens:
         state = await self._open(source, cfg, record)
         if state is not None and state.fresh(self._clock(), rejected):
             return state
-        refresh = (state.refresh_token if state is not None else None) or cfg.refresh_token
+        configured = None if cfg.refresh_token is None else cfg.refresh_token.reveal()  # review point: the grant
+        refresh = (state.refresh_token if state is not None else None) or configured
         result = await request_token(self._upstream, cfg, refresh)
         if not isinstance(result, Granted) and result.error == "invalid_grant" and cfg.grant_type == "refresh_token":
             # a lost race (e.g. a writer that did not take the lock): re-read, and retry once if it changed
