@@ -278,7 +278,7 @@ async def test_wrong_master_key_is_sealed_and_writes_no_new_key(engine: AsyncEng
         await bad.rotate()
     assert await _key_rows(engine) == keys_before
     assert await _secret_rows(engine) == secrets_before
-    for key in (master, wrong):  # 0 key bytes logged (bar 19)
+    for key in (master, wrong):  # 0 key bytes logged (docs/security.md: sealed mode)
         for form in (base64.b64encode(key).decode(), key.hex()):
             assert form not in caplog.text
     assert await _open(engine, await _vault(engine, master), src) == {"bearer_token": "tok"}
@@ -337,7 +337,7 @@ async def test_rotate_reencrypts_every_secret(engine: AsyncEngine) -> None:
     assert await v.rotate() == Rotation(10, 0)
     ids = {r[0] for r in await _key_rows(engine)}
     assert old_id not in ids and new_id in ids and len(ids) == 2
-    # removing every retired key breaks 0 credentials (bar 18)
+    # removing every retired key breaks 0 credentials (docs/security.md: key rotation)
     async with engine.begin() as conn:
         await conn.execute(sa.delete(vault_keys).where(vault_keys.c.status == "retired"))
     after = await _vault(engine, master)
@@ -390,7 +390,7 @@ async def test_copied_ciphertext_fails_to_decrypt(engine: AsyncEngine, target: s
 
 def test_moved_ciphertext_is_never_injected_through_the_gateway(kr_settings: dict[str, Any],
                                                                 upstream: FakeUpstream) -> None:
-    """Bar 20 end to end: after an SQL copy of A's ciphertext onto B, a gateway call for B injects nothing."""
+    """End to end: after an SQL copy of A's ciphertext onto B, a gateway call for B injects nothing."""
     kr_settings["source_cache_seconds"] = 0
     with KeyrelayServer(make_settings(**kr_settings)) as kr:
         admin = Admin(kr.url)

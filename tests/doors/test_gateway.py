@@ -1,4 +1,5 @@
-"""The gateway route end to end: a real keyrelay in front of a real loopback upstream (seed 003 behaviours)."""
+"""The gateway route end to end: a real keyrelay in front of a real loopback upstream (docs/security.md: the
+destination is fixed)."""
 
 from __future__ import annotations
 

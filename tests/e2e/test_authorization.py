@@ -1,6 +1,6 @@
 """Authorisation matrix over the admin routes: every route of the admin and token routers (read from the running
 app, so a new route is covered the day it is added) x every kind of token. Only application tokens pass; the one
-documented exception is seed 002's `POST /v1/integrations/sources` for a workspace-scoped token in its own
+documented exception is the Airbyte-style `POST /v1/integrations/sources` for a workspace-scoped token in its own
 workspace (docs/security.md: tokens, API keys and scopes).
 """
 
@@ -146,7 +146,7 @@ def test_the_seed_002_exception_holds_only_for_the_tokens_own_workspace(world: W
 
 
 def test_agent_lookups_stay_open_and_show_ids_and_names_only(world: World) -> None:
-    """Seed 002's instance lookup and the Airbyte-compatible connector lookups keep working for agents' tokens."""
+    """The instance lookup and the Airbyte-compatible connector lookups keep working for agents' tokens."""
     admin = world.admin
     stripe = admin.source(world.ws_a, upstream_url="", connector="stripe", slug="pay",
                           config={"base_url": "http://127.0.0.1:9"}, credentials={"api_key": "sk_test_matrix_1"})

@@ -3,7 +3,8 @@
 Every route here, reads included, needs an application token: a source's config, upstream URL, policy and
 credential names are the operator's business, not an agent's (docs/security.md: tokens, API keys and scopes).
 Agents learn what they need from MCP `list_sources`/`describe_source` and the Airbyte-compatible lookups. The
-one exception is seed 002's `POST /v1/integrations/sources`, which a workspace-scoped token may call for its
+one exception is the Airbyte-style `POST /v1/integrations/sources` (docs/airbyte.md), which a workspace-scoped
+token may call for its
 own workspace.
 """
 
@@ -52,7 +53,7 @@ class SourcePatch(BaseModel):
 
 
 class SeedSource(BaseModel):
-    """Seed 000's `POST /v1/sources`."""
+    """The Airbyte-style `POST /v1/sources` (sourceDefinitionId names the connector)."""
 
     workspaceId: str = Field(min_length=1, max_length=64)
     name: str = Field(min_length=1, max_length=200)
@@ -61,7 +62,7 @@ class SeedSource(BaseModel):
 
 
 class IntegrationSource(BaseModel):
-    """Seed 002's `POST /v1/integrations/sources`."""
+    """The Airbyte-style `POST /v1/integrations/sources` (docs/airbyte.md)."""
 
     source_template_id: str = Field(min_length=1, max_length=64)
     workspace_id: str = Field(min_length=1, max_length=64)
@@ -142,7 +143,7 @@ async def seed_create_source(body: SeedSource, svc: Svc, who: Admin) -> Response
 
 @router.post("/v1/integrations/sources", status_code=201)
 async def seed_integration_source(body: IntegrationSource, svc: Svc, who: AnyCaller) -> Response:
-    """Seed 002 creates connectors with a workspace-scoped token: allowed for its own workspace only."""
+    """Airbyte's SDK creates connectors with a workspace-scoped token: allowed for its own workspace only."""
     if who.kind is CallerKind.API_KEY:
         raise Forbidden("This route needs an application or workspace-scoped token")
     spec = svc.sources.connector_by_any(body.source_template_id)

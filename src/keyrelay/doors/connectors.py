@@ -1,4 +1,4 @@
-"""Declarative connector doors: stream query (seed 000), execute and instance lookup (seed 002), streams list."""
+"""Declarative connector doors: stream query, execute and instance lookup, streams list (docs/connectors.md)."""
 
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ async def execute(source_id: str, body: ExecuteBody, request: Request, svc: Svc)
 @router.get("/api/v1/connectors/instances_for_user")
 async def instances_for_user(svc: Svc, who: AnyCaller, external_user_id: str,
                              definition_id: str | None = None) -> Response:
-    """Seed 002's lookup: any token, its own workspace only, and only each source's id and name."""
+    """The instance lookup of Airbyte-style clients: any token, its own workspace only, and only each source's id
+    and name (docs/security.md: tokens, API keys and scopes)."""
     try:
         ws = await svc.workspaces.named(external_user_id, create=False)
     except NotFound:

@@ -1,4 +1,4 @@
-"""OAuth2 token state (one sealed field per source) and the cross-process refresh lock (security.md rule 12).
+"""OAuth2 token state (one sealed field per source) and the cross-process refresh lock (docs/security.md).
 
 `locked(source_id)` opens a transaction that holds the source's refresh lock until it commits or rolls back:
 PostgreSQL `pg_advisory_xact_lock` (released by the server if the holder's connection dies), SQLite

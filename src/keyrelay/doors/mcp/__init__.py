@@ -146,7 +146,7 @@ class McpDoor:
             out = await tool.handler(self._deps, authorization, args)
         except KeyrelayError as err:
             return _result(err.body(state.get("request_id")), error=True)
-        except Exception as exc:  # never a library's message to the agent (bar 11)
+        except Exception as exc:  # never a library's message to the agent (docs/errors.md)
             log.error("MCP tool %s failed: %s", params.name, type(exc).__name__)
             return _result(InternalError("Internal error").body(state.get("request_id")), error=True)
         return _result(out, error=False)
