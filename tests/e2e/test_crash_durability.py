@@ -1,6 +1,7 @@
 """Crash durability (docs/security.md: encryption at rest; the short CI form): `kill -9` a real `keyrelay serve`
-at random moments while it acknowledges writes; after every restart, every acknowledged write is still there, every credential
-still decrypts to what was written, revoked keys stay revoked, and SQLite's integrity check passes.
+at random moments while it acknowledges writes; after every restart, every acknowledged write is still there,
+every credential still decrypts to what was written, revoked keys stay revoked, and SQLite's integrity check
+passes.
 """
 
 from __future__ import annotations
