@@ -265,6 +265,21 @@ async def test_state_of_an_earlier_configuration_is_ignored(env: Env) -> None:
     assert _form(env.upstream)["refresh_token"] == rt_b
 
 
+async def test_the_token_state_is_sealed_for_the_sources_destination(env: Env) -> None:
+    """The stored access token is bound like every credential: read for another destination (the source's
+    config edited in the database), it is never used; the configured credential is asked again instead."""
+    src, cfg = await env.source(_config(env.upstream))
+    first = await env.tokens().token(src, cfg)
+    record = await env.store.read(src.id)
+    assert record.state is not None and record.state.destination == DESTINATIONS("http", src.config)
+    moved = dataclasses.replace(src, config={"upstream_url": "https://elsewhere.example"})
+    calls = env.upstream.token_calls
+    assert await env.tokens().token(moved, cfg) != first  # a fresh process: the stored state does not open
+    assert env.upstream.token_calls == calls + 1
+    again = (await env.store.read(src.id)).state
+    assert again is not None and again.destination == DESTINATIONS("http", moved.config)
+
+
 # --- per-request injection ---------------------------------------------------------------------------------
 
 async def test_sender_injects_the_token_and_retries_once_after_a_401(env: Env) -> None:
