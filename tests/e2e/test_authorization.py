@@ -9,12 +9,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from support.keyrelay import Admin, KeyrelayServer
+from support.upstream import FakeUpstream
 
 UNKNOWN = "00000000-0000-0000-0000-000000000000"
 PUBLIC = {("POST", "/api/v1/applications/token"), ("POST", "/api/v1/account/applications/token")}
@@ -69,6 +71,11 @@ def admin_routes(kr: KeyrelayServer) -> list[tuple[str, str]]:
             if set(op.get("tags", ())) & {"admin", "auth"} and (method.upper(), path) not in PUBLIC:
                 out.append((method.upper(), path))
     return out
+
+
+@pytest.fixture
+def kr_settings(kr_settings: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    return {**kr_settings, "local_roots": str(tmp_path / "files")}
 
 
 @pytest.fixture
@@ -178,3 +185,39 @@ def test_streams_need_the_query_scope(world: World) -> None:
     assert ok.status_code == 200 and "127.0.0.1" not in ok.text
     theirs = world.admin.http.get(path, headers={"Authorization": str(world.tokens["scoped_b"])})
     assert theirs.status_code == 404
+
+
+def test_every_front_door_needs_its_own_scope(world: World, upstream: FakeUpstream, tmp_path: Path) -> None:
+    """An API key passes a door only with that door's scope (pipeline/authorize.py): gateway and request API
+    `proxy`, execute `execute`, stream query `query`, files `files`."""
+    admin, ws = world.admin, world.ws_a
+    api = admin.source(ws, upstream_url=upstream.url, slug="scoped-api")
+    stripe = admin.source(ws, upstream_url="", connector="stripe", slug="scoped-pay",
+                          config={"base_url": upstream.url}, credentials={"api_key": "sk_test_scope_0001"})
+    (tmp_path / "files").mkdir(exist_ok=True)
+    files = admin.source(ws, upstream_url="", connector="local", slug="scoped-files",
+                         config={"root": str(tmp_path / "files")})
+    base = world.kr.url
+    doors: dict[str, Any] = {
+        "proxy": [lambda h: httpx.get(f"{base}/api/{ws}/proxy/scoped-api/echo", headers=h),
+                  lambda h: httpx.post(f"{base}/api/v1/sonar/apis/{api['id']}/request", headers=h,
+                                       json={"method": "GET", "url": upstream.url + "/echo"})],
+        "execute": [lambda h: httpx.post(f"{base}/api/v1/connectors/instances/{stripe['id']}/execute", headers=h,
+                                         json={"entity": "customers", "action": "list"})],
+        "query": [lambda h: httpx.post(f"{base}/v1/proxy/sources/{stripe['id']}/query", headers=h,
+                                       json={"stream": "customers"})],
+        "files": [lambda h: httpx.get(f"{base}/api/v1/sonar/files/{files['id']}/list/", headers=h)],
+    }
+    for scope, calls in doors.items():
+        for other in ("proxy", "execute", "query", "files", "logs"):
+            if other == scope:
+                continue
+            h = {"Authorization": f"Bearer {admin.api_key(ws, [other])}"}
+            for call in calls:
+                before = len(upstream.requests)
+                r = call(h)
+                assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", (scope, other, r.text)
+                assert len(upstream.requests) == before
+        h = {"Authorization": f"Bearer {admin.api_key(ws, [scope])}"}
+        for call in calls:
+            assert call(h).status_code != 403, scope
