@@ -426,9 +426,11 @@ async def test_open_refuses_a_field_sealed_for_another_destination(engine: Async
     ws = await _workspace(engine, "w")
     src = await _add_source(engine, v, ws, "s", {"bearer_token": "CANARY-bound"})
     elsewhere = "http https://evil.example:443"
+    caplog.set_level(logging.ERROR, logger="keyrelay.vault")
     with pytest.raises(CredentialsUnusable) as info:
         await _open(engine, v, src, destination=elsewhere)
     assert info.value.status == 409 and info.value.code == "credentials_unusable"
+    assert "was stored for another destination" in caplog.text  # the log says why, without the value
     # the row edited to claim the new destination still does not open: the destination is in the AAD
     async with engine.begin() as conn:
         await conn.execute(sa.update(source_secrets).values(destination=elsewhere))
@@ -437,7 +439,9 @@ async def test_open_refuses_a_field_sealed_for_another_destination(engine: Async
     assert "CANARY" not in caplog.text and "CANARY" not in str(info.value)
 
 
-async def test_a_field_of_the_older_binding_is_never_opened_for_a_request(engine: AsyncEngine) -> None:
+async def test_a_field_of_the_older_binding_is_never_opened_for_a_request(engine: AsyncEngine,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, logger="keyrelay.vault")
     v = await _vault(engine, new_key())
     ws = await _workspace(engine, "w")
     src = await _add_source(engine, v, ws, "s", {"bearer_token": "tok"})
@@ -447,8 +451,10 @@ async def test_a_field_of_the_older_binding_is_never_opened_for_a_request(engine
     async with engine.begin() as conn:
         await conn.execute(sa.update(source_secrets).values(ciphertext=blob, destination=None))
     for destination in (DEST, "http https://evil.example:443"):
+        caplog.clear()
         with pytest.raises(CredentialsUnusable):
             await _open(engine, v, src, destination=destination)
+        assert "before credentials were bound to destinations" in caplog.text
 
 
 def _old_code_seal(dek: bytes, aad: str, value: Any) -> bytes:
