@@ -145,6 +145,8 @@ def test_request_url_drops_injected_query_params() -> None:
 @pytest.mark.parametrize(("base", "url", "expected"), [
     ("http://127.0.0.1:8081/api", "http://127.0.0.1:8081/api/x", "http://127.0.0.1:8081/api/x"),
     ("http://127.0.0.1:8081/api", "http://127.0.0.1:8082/api/x", OUT),
+    ("http://127.0.0.1:8081/api", "https://127.0.0.1:8081/api/x", OUT),  # same host and port, another scheme
+    ("https://127.0.0.1:8443/api", "http://127.0.0.1:8443/api/x", OUT),
     ("http://127.0.0.1:8081/api", "http://2130706433:8081/api/x", OUT),
     ("https://[2606:4700::1111]/", "https://[2606:4700::1111]/x", "https://[2606:4700::1111]/x"),
     ("https://[2606:4700::1111]/", "https://[2606:4700:0::1111]/x", OUT),
