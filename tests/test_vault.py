@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keyrelay.errors import CredentialsUnusable, Sealed
-from keyrelay.model import NewSource, Source
+from keyrelay.model import NewSource, Secret, Source
 from keyrelay.runtime import runtime
 from keyrelay.settings import Settings
 from keyrelay.store.engine import make_engine, upgrade
@@ -558,3 +558,28 @@ async def _exec(url: str, statement: Any) -> None:
             await conn.execute(statement)
     finally:
         await eng.dispose()
+
+
+async def test_opened_credentials_carry_every_string_as_a_secret(engine: AsyncEngine) -> None:
+    v = await _vault(engine, new_key())
+    ws = await _workspace(engine, "w")
+    src = await _add_source(engine, v, ws, "s", {"bearer_token": "PLAIN-tok-1", "basic": {"username": "u", "password": "p"},
+                                                  "api_key": {"value": "k", "header": "X-Key", "n": 3}})
+    sealed = await SqlSourceStore(engine).load_sealed(src.id)
+    opened = await v.open(workspace_id=ws, source_id=src.id, destination=DEST, sealed=sealed)
+    f = opened.fields
+    assert isinstance(f["bearer_token"], Secret) and f["bearer_token"].reveal() == "PLAIN-tok-1"
+    assert isinstance(f["basic"]["password"], Secret) and isinstance(f["basic"]["username"], Secret)
+    assert isinstance(f["api_key"]["value"], Secret) and f["api_key"]["n"] == 3
+    assert "PLAIN-tok-1" not in repr(opened) and "PLAIN-tok-1" not in str(opened)
+
+
+async def test_a_stale_vault_seals_under_the_newest_key(engine: AsyncEngine) -> None:
+    """Writes reload the ring first: a process that has not met a rotation yet still writes under the new key."""
+    master = new_key()
+    a, b = await _vault(engine, master), await _vault(engine, master)
+    ws = await _workspace(engine, "w")
+    await b.rotate()
+    active = next(r[0] for r in await _key_rows(engine) if r[2] == "active")
+    sealed = await a.seal(workspace_id=ws, source_id="s1", destination=DEST, fields={"bearer_token": "t"})
+    assert [f.key_id for f in sealed] == [active]
