@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from support.canary import find, find_in_files, new_canary
@@ -196,6 +197,40 @@ def test_keys_create_and_revoke(cli: Cli) -> None:
         (revoked_at, digest), = db.execute("SELECT revoked_at, digest FROM api_keys WHERE id = ?", (key["id"],))
     db.close()
     assert revoked_at is not None and key["key"] not in digest
+
+
+def test_applications_rotate_secret_and_revoke_offline(cli: Cli) -> None:
+    """The way back in after losing the bootstrap secret: rotate it offline; the old one and its tokens stop."""
+    first = cli("init").stdout
+    found = re.search(r"client_id:\s+(\S+)\nclient_secret:\s+(\S+)", first)
+    assert found
+    client_id, old_secret = found.groups()
+    settings = make_settings(data_dir=cli.data_dir, admin_client_id=None, admin_client_secret=None)
+    with KeyrelayServer(settings) as kr:
+        old_token = Admin(kr.url, client_id, old_secret).token
+    listed, rotated, unknown = cli.many([(["applications", "list"], None, None),
+                                         (["applications", "rotate-secret", client_id], None, None),
+                                         (["applications", "rotate-secret", "kr_app_nope"], None, None)])
+    apps = json.loads(listed.stdout)
+    assert [a["client_id"] for a in apps] == [client_id] and not apps[0]["revoked"]
+    assert old_secret not in listed.stdout and "secret" not in json.dumps(apps)
+    new_secret = json.loads(rotated.stdout)["client_secret"]
+    assert new_secret.startswith("krs_") and new_secret != old_secret and new_secret not in rotated.stderr
+    assert unknown.returncode == 1 and "not_found" in unknown.stderr
+    with KeyrelayServer(settings) as kr:
+        assert httpx.post(kr.url + "/api/v1/applications/token",
+                          json={"client_id": client_id, "client_secret": old_secret}).status_code == 401
+        assert httpx.get(kr.url + "/api/v1/workspaces", headers={"Authorization": f"Bearer {old_token}"}
+                         ).status_code == 401
+        assert Admin(kr.url, client_id, new_secret).get("/api/v1/workspaces").status_code == 200
+    revoked = cli("applications", "revoke", client_id)
+    assert client_id in revoked.stdout
+    again = cli("applications", "rotate-secret", client_id, ok=False)
+    assert "revoked" in again.stderr
+    assert json.loads(cli("applications", "list").stdout)[0]["revoked"] is True
+    with KeyrelayServer(settings) as kr:
+        assert httpx.post(kr.url + "/api/v1/applications/token",
+                          json={"client_id": client_id, "client_secret": new_secret}).status_code == 401
 
 
 def test_wrong_master_key_is_a_clean_sealed_error(cli: Cli) -> None:

@@ -7,6 +7,7 @@ docs/security.md; the storage tests run on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import sqlite3
@@ -20,20 +21,22 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from keyrelay.errors import InternalError, Sealed
-from keyrelay.model import NewSource, Source
+from keyrelay.errors import CredentialsUnusable, Sealed
+from keyrelay.model import NewSource, Secret, Source
 from keyrelay.runtime import runtime
 from keyrelay.settings import Settings
-from keyrelay.store.engine import make_engine
+from keyrelay.store.engine import make_engine, upgrade
 from keyrelay.store.keyring import SqlKeyRingStore
 from keyrelay.store.sources import SqlSourceStore
-from keyrelay.store.tables import source_secrets, vault_keys
+from keyrelay.store.tables import source_secrets, sources, vault_keys, workspaces
 from keyrelay.store.workspaces import SqlWorkspaceStore
 from keyrelay.vault import (
     KeyRing,
     KeyVault,
+    Rotation,
     VaultError,
     create_key_file,
     field_aad,
@@ -45,9 +48,11 @@ from keyrelay.vault import (
 )
 from support.db import migrated_engine
 from support.keyrelay import Admin, KeyrelayServer, make_settings
+from support.secrets import revealed
 from support.upstream import FakeUpstream
 
-CTX = {"workspace_id": "ws-a", "source_id": "src-1", "field_name": "bearer_token"}
+DEST = "http https://api.example.com:443"
+CTX = {"workspace_id": "ws-a", "source_id": "src-1", "field_name": "bearer_token", "destination": DEST}
 
 
 @pytest.mark.parametrize("text", [
@@ -133,11 +138,13 @@ def test_keyring_round_trip() -> None:
 
 @pytest.mark.parametrize("change", [
     {"workspace_id": "ws-b"}, {"source_id": "src-2"}, {"field_name": "basic"}, {"key_id": "k2"},
+    {"destination": "http https://evil.example:443"}, {"destination": "http https://api.example.com:8443"},
+    {"destination": "stripe https://api.example.com:443"}, {"destination": None},
 ])
-def test_keyring_ciphertext_is_bound_to_its_context(change: dict[str, str]) -> None:
+def test_keyring_ciphertext_is_bound_to_its_context(change: dict[str, str | None]) -> None:
     ring = _ring()
     key_id, blob = ring.encrypt(b"secret", **CTX)
-    args: dict[str, str] = {**CTX, "key_id": key_id, **change}
+    args: dict[str, Any] = {**CTX, "key_id": key_id, **change}
     with pytest.raises(VaultError):
         ring.decrypt(blob, **args)
 
@@ -164,9 +171,11 @@ def test_context_parts_may_not_contain_the_separator() -> None:
     """Otherwise 'a|b' + 'c' and 'a' + 'b|c' would share associated data."""
     ring = _ring()
     with pytest.raises(VaultError):
-        ring.encrypt(b"x", workspace_id="ws|x", source_id="s", field_name="f")
+        ring.encrypt(b"x", workspace_id="ws|x", source_id="s", field_name="f", destination=DEST)
     with pytest.raises(VaultError):
-        field_aad("w", "s", "f|g", "k")
+        field_aad("w", "s", "f|g", "k", DEST)
+    with pytest.raises(VaultError):
+        field_aad("w", "s", "f", "k", "http https://a:1|x")
 
 
 @pytest.fixture
@@ -197,15 +206,17 @@ async def _secret_rows(engine: AsyncEngine) -> list[tuple[Any, ...]]:
 async def _add_source(engine: AsyncEngine, vault: KeyVault, ws_id: str, slug: str,
                       creds: dict[str, Any]) -> Source:
     sid = str(uuid.uuid4())
-    sealed = await vault.seal(workspace_id=ws_id, source_id=sid, fields=creds)
+    sealed = await vault.seal(workspace_id=ws_id, source_id=sid, destination=DEST, fields=creds)
     new = NewSource(id=sid, workspace_id=ws_id, connector="http", name=slug, slug=slug,
                     config={"upstream_url": "https://api.example.com"}, policy={})
     return await SqlSourceStore(engine).create_source(new, sealed, now=time.time())
 
 
-async def _open(engine: AsyncEngine, vault: KeyVault, src: Source) -> dict[str, Any]:
+async def _open(engine: AsyncEngine, vault: KeyVault, src: Source, destination: str = DEST) -> dict[str, Any]:
     sealed = await SqlSourceStore(engine).load_sealed(src.id)
-    return dict((await vault.open(workspace_id=src.workspace_id, source_id=src.id, sealed=sealed)).fields)
+    opened = await vault.open(workspace_id=src.workspace_id, source_id=src.id, destination=destination,
+                              sealed=sealed)
+    return dict(revealed(dict(opened.fields)))
 
 
 async def _workspace(engine: AsyncEngine, name: str) -> str:
@@ -241,7 +252,7 @@ async def test_missing_master_key_over_existing_ring_is_sealed(engine: AsyncEngi
     sealed = await _vault(engine, None)
     assert sealed.sealed and sealed.sealed_reason == "master key missing"
     with pytest.raises(Sealed):
-        await sealed.seal(workspace_id=ws, source_id=src.id, fields={"bearer_token": "x"})
+        await sealed.seal(workspace_id=ws, source_id=src.id, destination=DEST, fields={"bearer_token": "x"})
     with pytest.raises(Sealed):
         await _open(engine, sealed, src)
     with pytest.raises(Sealed):
@@ -260,14 +271,14 @@ async def test_wrong_master_key_is_sealed_and_writes_no_new_key(engine: AsyncEng
     bad = await _vault(engine, wrong, may_create=True)
     assert bad.sealed and "does not match" in str(bad.sealed_reason)
     with pytest.raises(Sealed):
-        await bad.seal(workspace_id=ws, source_id=src.id, fields={"bearer_token": "x"})
+        await bad.seal(workspace_id=ws, source_id=src.id, destination=DEST, fields={"bearer_token": "x"})
     with pytest.raises(Sealed):
         await _open(engine, bad, src)
     with pytest.raises(Sealed):
         await bad.rotate()
     assert await _key_rows(engine) == keys_before
     assert await _secret_rows(engine) == secrets_before
-    for key in (master, wrong):  # 0 key bytes logged (bar 19)
+    for key in (master, wrong):  # 0 key bytes logged (docs/security.md: sealed mode)
         for form in (base64.b64encode(key).decode(), key.hex()):
             assert form not in caplog.text
     assert await _open(engine, await _vault(engine, master), src) == {"bearer_token": "tok"}
@@ -308,7 +319,7 @@ async def test_rotate_reencrypts_every_secret(engine: AsyncEngine) -> None:
         creds = {"bearer_token": f"tok-{i}", "basic": {"username": "u", "password": f"p-{i}"}}
         expected[(await _add_source(engine, v, ws, f"s{i}", creds)).id] = creds
     old_id = (await _key_rows(engine))[0][0]
-    assert await v.rotate() == 10
+    assert await v.rotate() == Rotation(10, 0)
     rows = await _secret_rows(engine)
     assert len(rows) == 10 and all(r[2] != old_id for r in rows)
     keys = {r[0]: r[2] for r in await _key_rows(engine)}
@@ -323,10 +334,10 @@ async def test_rotate_reencrypts_every_secret(engine: AsyncEngine) -> None:
         assert await _open(engine, v, src) == creds
         assert await _open(engine, fresh, src) == creds
     # a second rotation drops the key retired by the first (nothing uses it any more)
-    assert await v.rotate() == 10
+    assert await v.rotate() == Rotation(10, 0)
     ids = {r[0] for r in await _key_rows(engine)}
     assert old_id not in ids and new_id in ids and len(ids) == 2
-    # removing every retired key breaks 0 credentials (bar 18)
+    # removing every retired key breaks 0 credentials (docs/security.md: key rotation)
     async with engine.begin() as conn:
         await conn.execute(sa.delete(vault_keys).where(vault_keys.c.status == "retired"))
     after = await _vault(engine, master)
@@ -368,7 +379,7 @@ async def test_copied_ciphertext_fails_to_decrypt(engine: AsyncEngine, target: s
         assert res.rowcount == 1
     dest = victim if dest_source == victim.id else thief
     opened: dict[str, Any] | None = None
-    with pytest.raises(InternalError) as info:
+    with pytest.raises(CredentialsUnusable) as info:
         opened = await _open(engine, v, dest)
     assert opened is None  # nothing to inject
     assert "CANARY" not in str(info.value) and "CANARY" not in caplog.text
@@ -379,7 +390,7 @@ async def test_copied_ciphertext_fails_to_decrypt(engine: AsyncEngine, target: s
 
 def test_moved_ciphertext_is_never_injected_through_the_gateway(kr_settings: dict[str, Any],
                                                                 upstream: FakeUpstream) -> None:
-    """Bar 20 end to end: after an SQL copy of A's ciphertext onto B, a gateway call for B injects nothing."""
+    """End to end: after an SQL copy of A's ciphertext onto B, a gateway call for B injects nothing."""
     kr_settings["source_cache_seconds"] = 0
     with KeyrelayServer(make_settings(**kr_settings)) as kr:
         admin = Admin(kr.url)
@@ -400,8 +411,176 @@ def test_moved_ciphertext_is_never_injected_through_the_gateway(kr_settings: dic
         db.close()
         before = len(upstream.requests)
         r = httpx.get(f"{kr.url}/api/{ws_b}/proxy/thief/status/200", headers=admin.headers)
-        assert r.status_code >= 500 and r.json()["error"]["code"] in ("internal_error", "sealed")
+        assert r.status_code == 409 and r.json()["error"]["code"] == "credentials_unusable"
         assert "CANARY" not in r.text
         assert len(upstream.requests) == before  # nothing was sent, so nothing was injected
         assert all("CANARY-victim-only" not in str(req.headers) for req in upstream.requests)
         admin.close()
+
+
+# --- destination binding ------------------------------------------------------------------------------------
+
+async def test_open_refuses_a_field_sealed_for_another_destination(engine: AsyncEngine,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    v = await _vault(engine, new_key())
+    ws = await _workspace(engine, "w")
+    src = await _add_source(engine, v, ws, "s", {"bearer_token": "CANARY-bound"})
+    elsewhere = "http https://evil.example:443"
+    caplog.set_level(logging.ERROR, logger="keyrelay.vault")
+    with pytest.raises(CredentialsUnusable) as info:
+        await _open(engine, v, src, destination=elsewhere)
+    assert info.value.status == 409 and info.value.code == "credentials_unusable"
+    assert "was stored for another destination" in caplog.text  # the log says why, without the value
+    # the row edited to claim the new destination still does not open: the destination is in the AAD
+    async with engine.begin() as conn:
+        await conn.execute(sa.update(source_secrets).values(destination=elsewhere))
+    with pytest.raises(CredentialsUnusable):
+        await _open(engine, v, src, destination=elsewhere)
+    assert "CANARY" not in caplog.text and "CANARY" not in str(info.value)
+
+
+async def test_a_field_of_the_older_binding_is_never_opened_for_a_request(engine: AsyncEngine,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, logger="keyrelay.vault")
+    v = await _vault(engine, new_key())
+    ws = await _workspace(engine, "w")
+    src = await _add_source(engine, v, ws, "s", {"bearer_token": "tok"})
+    key_id = (await _key_rows(engine))[0][0]
+    legacy = v._ring.keys[key_id]  # the older binding's associated data: workspace|source|field|key_id
+    blob = _old_code_seal(legacy, f"{ws}|{src.id}|bearer_token|{key_id}", "tok")
+    async with engine.begin() as conn:
+        await conn.execute(sa.update(source_secrets).values(ciphertext=blob, destination=None))
+    for destination in (DEST, "http https://evil.example:443"):
+        caplog.clear()
+        with pytest.raises(CredentialsUnusable):
+            await _open(engine, v, src, destination=destination)
+        assert "before credentials were bound to destinations" in caplog.text
+
+
+def _old_code_seal(dek: bytes, aad: str, value: Any) -> bytes:
+    """What the code before destination binding wrote: AES-GCM, random nonce, AAD without a destination."""
+    nonce = os.urandom(12)
+    return nonce + AESGCM(dek).encrypt(nonce, json.dumps(value).encode(), aad.encode())
+
+
+async def test_rotation_keeps_each_binding_and_skips_what_does_not_decrypt(engine: AsyncEngine) -> None:
+    v = await _vault(engine, new_key())
+    ws = await _workspace(engine, "w")
+    good = await _add_source(engine, v, ws, "good", {"bearer_token": "tok-good"})
+    bad = await _add_source(engine, v, ws, "bad", {"bearer_token": "tok-bad"})
+    async with engine.begin() as conn:
+        await conn.execute(sa.update(source_secrets).where(source_secrets.c.source_id == bad.id)
+                           .values(ciphertext=b"\0" * 40))
+    assert await v.rotate() == Rotation(1, 1)
+    assert await _open(engine, v, good) == {"bearer_token": "tok-good"}
+    with pytest.raises(CredentialsUnusable):
+        await _open(engine, v, good, destination="http https://evil.example:443")
+    assert await v.rotate() == Rotation(1, 1)  # the bad row keeps its key; the rotation still ends
+
+
+async def test_upgrade_from_a_database_written_by_the_old_code(tmp_path: Path, database_url: str | None,
+                                                               upstream: FakeUpstream) -> None:
+    """A database at migration 0002 with ciphertexts sealed the old way: the first start re-seals them to their
+    source's destination, requests inject them, and a ciphertext of the old binding written after that stays
+    refused (also after a restart)."""
+    master = new_key()
+    settings = make_settings(data_dir=tmp_path / "data", database_url=database_url, source_cache_seconds=0,
+                             master_key=base64.b64encode(master).decode())
+    settings.data_dir.mkdir(parents=True)
+    old = await _old_database(settings.resolved_database_url, master, upstream.url)
+    with KeyrelayServer(settings) as kr:
+        admin = Admin(kr.url)
+        r = httpx.get(f"{kr.url}/api/{old['ws']}/proxy/legacy/status/200", headers=admin.headers)
+        assert r.status_code == 200, r.text
+        assert upstream.requests[-1].header("authorization") == "Bearer CANARY-legacy-token"
+        broken = httpx.get(f"{kr.url}/api/{old['ws']}/proxy/broken/status/200", headers=admin.headers)
+        assert broken.status_code == 409 and broken.json()["error"]["code"] == "credentials_unusable"
+        rows = {(r.source_id, r.field): r for r in await _rows(settings.resolved_database_url)}
+        assert rows[(old["legacy"], "bearer_token")].destination == f"http http://127.0.0.1:{upstream.port}"
+        assert rows[(old["broken"], "bearer_token")].destination is None
+        # an old instance writes the old binding after the upgrade: refused, never re-sealed
+        await _exec(settings.resolved_database_url, sa.update(source_secrets).where(
+            source_secrets.c.source_id == old["legacy"]).values(ciphertext=old["legacy_blob"], destination=None))
+        before = len(upstream.requests)
+        again = httpx.get(f"{kr.url}/api/{old['ws']}/proxy/legacy/status/200", headers=admin.headers)
+        assert again.status_code == 409 and len(upstream.requests) == before
+        done = kr.run(kr.app.runtime.services.vault.rotate())  # type: ignore[union-attr]
+        assert done == Rotation(0, 2)
+        admin.close()
+    with KeyrelayServer(settings) as kr:
+        admin = Admin(kr.url)
+        r = httpx.get(f"{kr.url}/api/{old['ws']}/proxy/legacy/status/200", headers=admin.headers)
+        assert r.status_code == 409 and len(upstream.requests) == before
+        admin.close()
+
+
+async def _old_database(url: str, master: bytes, upstream_url: str) -> dict[str, Any]:
+    eng = make_engine(url)
+    try:
+        await upgrade(eng, "0002")
+        key_id, dek, ws, now = str(uuid.uuid4()), new_key(), str(uuid.uuid4()), time.time()
+        out: dict[str, Any] = {"ws": ws}
+        async with eng.begin() as conn:
+            await conn.execute(sa.insert(vault_keys).values(id=key_id, wrapped=wrap_key(master, key_id, dek),
+                                                            status="active", created_at=now))
+            await conn.execute(sa.insert(workspaces).values(id=ws, name="old", created_at=now))
+            for slug in ("legacy", "broken"):
+                sid = out[slug] = str(uuid.uuid4())
+                await conn.execute(sa.insert(sources).values(
+                    id=sid, workspace_id=ws, connector="http", name=slug, slug=slug,
+                    config=json.dumps({"upstream_url": upstream_url}), policy="{}", status="active",
+                    created_at=now, updated_at=now))
+                blob = _old_code_seal(dek, f"{ws}|{sid}|bearer_token|{key_id}", "CANARY-legacy-token")
+                if slug == "broken":
+                    blob = blob[:-1] + bytes([blob[-1] ^ 1])
+                else:
+                    out["legacy_blob"] = blob
+                await conn.execute(sa.insert(source_secrets).values(source_id=sid, field="bearer_token",
+                                                                    key_id=key_id, ciphertext=blob))
+        return out
+    finally:
+        await eng.dispose()
+
+
+async def _rows(url: str) -> list[Any]:
+    eng = make_engine(url)
+    try:
+        async with eng.connect() as conn:
+            return list(await conn.execute(sa.select(source_secrets)))
+    finally:
+        await eng.dispose()
+
+
+async def _exec(url: str, statement: Any) -> None:
+    eng = make_engine(url)
+    try:
+        async with eng.begin() as conn:
+            await conn.execute(statement)
+    finally:
+        await eng.dispose()
+
+
+async def test_opened_credentials_carry_every_string_as_a_secret(engine: AsyncEngine) -> None:
+    v = await _vault(engine, new_key())
+    ws = await _workspace(engine, "w")
+    src = await _add_source(engine, v, ws, "s", {
+        "bearer_token": "PLAIN-tok-1", "basic": {"username": "u", "password": "p"},
+        "api_key": {"value": "k", "header": "X-Key", "n": 3}})
+    sealed = await SqlSourceStore(engine).load_sealed(src.id)
+    opened = await v.open(workspace_id=ws, source_id=src.id, destination=DEST, sealed=sealed)
+    f = opened.fields
+    assert isinstance(f["bearer_token"], Secret) and f["bearer_token"].reveal() == "PLAIN-tok-1"
+    assert isinstance(f["basic"]["password"], Secret) and isinstance(f["basic"]["username"], Secret)
+    assert isinstance(f["api_key"]["value"], Secret) and f["api_key"]["n"] == 3
+    assert "PLAIN-tok-1" not in repr(opened) and "PLAIN-tok-1" not in str(opened)
+
+
+async def test_a_stale_vault_seals_under_the_newest_key(engine: AsyncEngine) -> None:
+    """Writes reload the ring first: a process that has not met a rotation yet still writes under the new key."""
+    master = new_key()
+    a, b = await _vault(engine, master), await _vault(engine, master)
+    ws = await _workspace(engine, "w")
+    await b.rotate()
+    active = next(r[0] for r in await _key_rows(engine) if r[2] == "active")
+    sealed = await a.seal(workspace_id=ws, source_id="s1", destination=DEST, fields={"bearer_token": "t"})
+    assert [f.key_id for f in sealed] == [active]

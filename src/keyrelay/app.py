@@ -14,8 +14,9 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from keyrelay import boundedjson
 from keyrelay.doors import access, admin, airbyte, connectors, files, gateway, mcp, observe, site, sonar
-from keyrelay.errors import HeadersTooLarge, KeyrelayError, Unavailable, UriTooLong
+from keyrelay.errors import HeadersTooLarge, InvalidRequest, KeyrelayError, Unavailable, UriTooLong
 from keyrelay.http.asgi import HEADERS_CHECKED, AsgiScope, Message, Receive, Send, read_body, with_request_id
 from keyrelay.http.render import install_error_handlers, send_error
 from keyrelay.ids import new_id
@@ -106,6 +107,13 @@ class KeyrelayApp:
         body = await read_body(receive, scope, self.settings.max_admin_body_bytes)
         if body:
             _json_content_type(scope)
+            if _too_deep(body):
+                err = InvalidRequest(f"Malformed JSON body: nested more than {boundedjson.MAX_DEPTH} levels deep",
+                                     field="body")
+                if scope["path"].startswith(airbyte.PREFIX):
+                    await airbyte.error_response(err)(scope, receive, send)
+                    return
+                raise err
         replayed = False
 
         async def replay() -> Message:
@@ -140,6 +148,17 @@ class KeyrelayApp:
             await send({"type": "lifespan.startup.failed", "message": "keyrelay failed to start"})
             return
         await send({"type": "lifespan.shutdown.complete"})
+
+
+def _too_deep(body: bytes) -> bool:
+    """A JSON body nested past the bound (FastAPI's own parse would fail on it, or code walking it later)."""
+    try:
+        boundedjson.loads(body)
+    except boundedjson.TooDeep:
+        return True
+    except ValueError:
+        return False  # not JSON: the route's validation says so
+    return False
 
 
 def _request_id(scope: AsgiScope) -> str:

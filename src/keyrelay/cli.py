@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from keyrelay import boundedjson
 from keyrelay.errors import KeyrelayError
-from keyrelay.http.render import api_key_view, source_view, workspace_view
+from keyrelay.http.render import api_key_view, application_view, source_view, workspace_view
 from keyrelay.manage.access import NewApplication
 from keyrelay.model import ALL_SCOPES, Caller, CallerKind, Scope
 from keyrelay.settings import Settings
@@ -245,6 +246,35 @@ def keys_revoke(key_id: str) -> None:
     click.echo(f"revoked {key_id}")
 
 
+@main.group(help="Manage applications (machine clients of the operator, with admin power).")
+def applications() -> None:
+    pass
+
+
+@applications.command("list", help="List applications (never their secrets).")
+def applications_list() -> None:
+    _echo([application_view(a) for a in _run(lambda rt: rt.services.access.list_applications())])
+
+
+@applications.command("revoke", help="Revoke the application CLIENT_ID for good: its secret and every token minted "
+                                     "from it stop working (at once here; within KEYRELAY_TOKEN_CACHE_SECONDS on "
+                                     "running servers).")
+@click.argument("client_id")
+def applications_revoke(client_id: str) -> None:
+    _run(lambda rt: rt.services.access.revoke_application(client_id))
+    click.echo(f"revoked {client_id}")
+
+
+@applications.command("rotate-secret", help="Give the application CLIENT_ID a new client secret, printed once. The "
+                                            "old secret stops working; so do tokens minted with it, unless "
+                                            "--keep-tokens. Works offline: the way back in after losing a secret.")
+@click.argument("client_id")
+@click.option("--keep-tokens", is_flag=True, help="Let tokens already minted live out their lifetime.")
+def applications_rotate_secret(client_id: str, keep_tokens: bool) -> None:
+    secret = _run(lambda rt: rt.services.access.rotate_secret(client_id, revoke_tokens=not keep_tokens))
+    _echo({"client_id": client_id, "client_secret": secret})
+
+
 @main.group(help="The credential vault.")
 def vault() -> None:
     pass
@@ -252,13 +282,17 @@ def vault() -> None:
 
 @vault.command("rotate", help="Re-encrypt every credential under a new data key; servers keep serving.")
 def vault_rotate() -> None:
-    async def work(rt: Runtime) -> int:
+    async def work(rt: Runtime) -> tuple[int, int]:
         v = rt.services.vault
         assert hasattr(v, "rotate")
-        count: int = await v.rotate()
-        return count
+        done = await v.rotate()
+        return int(done.reencrypted), int(done.unreadable)
 
-    click.echo(f"re-encrypted {_run(work)} credential field(s) under a new key")
+    done, unreadable = _run(work)
+    click.echo(f"re-encrypted {done} credential field(s) under a new key")
+    if unreadable:
+        click.echo(f"{unreadable} credential field(s) did not decrypt and were left as they were; store those "
+                   "sources' credentials again (the server log names them)", err=True)
 
 
 @main.group(help="The database.")
@@ -293,6 +327,6 @@ async def _workspace(rt: Runtime, ref: str) -> str:
 
 def _json_arg(text: str, what: str) -> Any:
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        return boundedjson.loads(text)
+    except ValueError:
         raise click.ClickException(f"{what} is not valid JSON") from None

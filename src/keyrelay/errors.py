@@ -71,6 +71,20 @@ class Conflict(KeyrelayError):
     status, code = 409, "conflict"
 
 
+class CredentialsRequired(KeyrelayError):
+    """A change of where a source sends requests (its destination) without its credentials: a stored credential
+    never follows a source to another host."""
+
+    status, code = 409, "credentials_required"
+
+
+class CredentialsUnusable(KeyrelayError):
+    """The source's stored credentials do not decrypt for its current destination (moved, altered or stored
+    under an older binding): nothing is injected."""
+
+    status, code = 409, "credentials_unusable"
+
+
 class PayloadTooLarge(KeyrelayError):
     status, code = 413, "payload_too_large"
 
@@ -131,7 +145,7 @@ class InternalError(KeyrelayError):
 
 ALL_ERRORS: tuple[type[KeyrelayError], ...] = (
     InvalidRequest, WrongSourceType, Unauthenticated, Forbidden, DestinationNotAllowed, UpstreamRejected, NotFound,
-    MethodNotAllowed, Conflict, PayloadTooLarge, UriTooLong, RangeNotSatisfiable, SsrfBlocked, Unprocessable,
-    RateLimited, HeadersTooLarge, UpstreamUnreachable, UpstreamAuthFailed, Sealed, Unavailable,
-    UpstreamTimeout, InternalError,
+    MethodNotAllowed, Conflict, CredentialsRequired, CredentialsUnusable, PayloadTooLarge, UriTooLong,
+    RangeNotSatisfiable, SsrfBlocked, Unprocessable, RateLimited, HeadersTooLarge, UpstreamUnreachable,
+    UpstreamAuthFailed, Sealed, Unavailable, UpstreamTimeout, InternalError,
 )

@@ -72,7 +72,7 @@ class Caller:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """What a source lets callers do. Defaults are documented in docs/security.md (source policies)."""
+    """What a source lets callers do (docs/security.md: source policy)."""
 
     allowed_methods: frozenset[str] | None = None  # None: every method
     forward_headers: frozenset[str] | None = None  # None: the safe default set
@@ -81,6 +81,7 @@ class Policy:
     max_body_bytes: int | None = None
     allow_writes: bool = False
     cache_ttl_seconds: int | None = None
+    allow_body_on_safe_methods: bool = False
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Policy:
@@ -95,6 +96,7 @@ class Policy:
             max_body_bytes=data.get("max_body_bytes"),
             allow_writes=bool(data.get("allow_writes", False)),
             cache_ttl_seconds=data.get("cache_ttl_seconds"),
+            allow_body_on_safe_methods=bool(data.get("allow_body_on_safe_methods", False)),
         )
 
 
@@ -119,14 +121,29 @@ class Source:
         return self.status != "inactive"
 
 
+def seal_strings(value: Any) -> Any:
+    """A decrypted JSON value with every string in it (not the object keys) wrapped in `Secret`."""
+    if isinstance(value, str):
+        return Secret(value)
+    if isinstance(value, dict):
+        return {k: seal_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [seal_strings(v) for v in value]
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """Decrypted credential fields of one source (field name -> JSON value). Never logged or rendered."""
+    """Decrypted credential fields of one source (field name -> JSON value whose strings are all `Secret`s, so
+    only an explicit `reveal()` yields a plaintext). Never logged or rendered."""
 
     fields: Mapping[str, Any] = dataclasses.field(repr=False)
 
     def __repr__(self) -> str:
         return f"Credentials(fields={sorted(self.fields)})"
+
+    def __str__(self) -> str:
+        return self.__repr__()
 
 
 class Door(enum.StrEnum):
@@ -165,9 +182,12 @@ class LogEntry:
 BodyStream = AsyncIterator[bytes]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Outbound:
-    """A request ready to send upstream: URL built from validated parts, headers after policy and injection."""
+    """A request ready to send upstream: URL built from validated parts, headers after policy and injection.
+
+    It holds injected credentials in plain text (the HTTP client writes them), so its `repr` shows the method,
+    the URL without its query and the header names only."""
 
     method: str
     url: str  # already percent-encoded, never re-parsed
@@ -175,10 +195,16 @@ class Outbound:
     body: BodyStream | bytes | None = None
     timeout_seconds: float = 30.0
     idempotent: bool = False
-    secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    secrets: tuple[str, ...] = ()
     # upstream connections are shared only by requests with the same key (the source id: one credential per
     # connection); None: a connection of its own, closed after the request
     pool_key: str | None = None
+
+    def __repr__(self) -> str:
+        names = [name for name, _ in self.headers]
+        return f"Outbound(method={self.method!r}, url={self.url.partition('?')[0]!r}, header_names={names!r})"
+
+    __str__ = __repr__
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,11 +249,13 @@ class TokenRecord:
 
 @dataclass(frozen=True, slots=True)
 class SealedField:
-    """One encrypted credential field as stored."""
+    """One encrypted credential field as stored, with the destination it is bound to (None: sealed before
+    destinations were bound; never opened for a request)."""
 
     field: str
     key_id: str
     ciphertext: bytes = dataclasses.field(repr=False)
+    destination: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

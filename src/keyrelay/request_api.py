@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from keyrelay import boundedjson
 from keyrelay.errors import InvalidRequest
 from keyrelay.model import ById, Door, Inbound, Url
 from keyrelay.pipeline.headers import headers_from_mapping
@@ -31,8 +32,10 @@ class Call:
 def parse_request(raw: bytes) -> Call:
     """A call from the request API's JSON body, with errors naming the field."""
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = boundedjson.loads(raw)
+    except boundedjson.TooDeep as err:
+        raise InvalidRequest(f"Malformed JSON body: {err}", field="body") from None
+    except ValueError:
         raise InvalidRequest("Malformed JSON body", field="body") from None
     return parse_fields(data)
 
@@ -41,6 +44,8 @@ def parse_fields(data: Any) -> Call:
     """The same, from an already decoded object (the request API's body, or MCP tool arguments)."""
     if not isinstance(data, dict):
         raise InvalidRequest("Body must be a JSON object", field="body")
+    if not boundedjson.within(data):
+        raise InvalidRequest(f"The request is nested more than {boundedjson.MAX_DEPTH} levels deep", field="body")
     method, url, headers, body = data.get("method", "GET"), data.get("url"), data.get("headers"), data.get("body")
     if not isinstance(method, str) or not _METHOD.fullmatch(method):
         raise InvalidRequest("method must be an HTTP method name", field="method")
@@ -79,8 +84,8 @@ def envelope(status: int, headers: list[tuple[bytes, bytes]], data: bytes, trunc
     parsed: Any = None
     if data and not truncated:
         try:
-            parsed = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            parsed = boundedjson.loads(data)
+        except ValueError:  # not JSON, or nested too deeply: the text is still in `response_body`
             parsed = None
     out: dict[str, Any] = {"status_code": status, "headers": merged, "response_body": text, "body": parsed}
     if truncated:

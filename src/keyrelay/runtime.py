@@ -14,6 +14,8 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from keyrelay.connectors.cache import EntityCache
 from keyrelay.connectors.execute import ConnectorService
 from keyrelay.connectors.pagetoken import PageTokens
@@ -27,6 +29,7 @@ from keyrelay.files.stores import StoreFactory
 from keyrelay.http.asgi import sole_error
 from keyrelay.http.deps import Services
 from keyrelay.manage.access import AccessService, NewApplication
+from keyrelay.manage.destinations import Destinations
 from keyrelay.manage.sources import SourceService
 from keyrelay.manage.workspaces import WorkspaceService
 from keyrelay.pipeline.authenticate import Authenticator
@@ -35,6 +38,7 @@ from keyrelay.pipeline.ratelimit import RateLimiter, make_storage
 from keyrelay.pipeline.relay import ConnectorFacts, Relay
 from keyrelay.pipeline.resolve import SourceResolver
 from keyrelay.pipeline.tokens import TokenHasher
+from keyrelay.ports import DestinationOf
 from keyrelay.requestlog import Metrics, RedisFeed, RequestLog
 from keyrelay.settings import Settings
 from keyrelay.store.access import SqlAccessStore
@@ -48,6 +52,7 @@ from keyrelay.store.workspaces import SqlWorkspaceStore
 from keyrelay.vault import KeyVault, create_key_file, parse_master_key, read_key_file
 
 log = logging.getLogger("keyrelay")
+BINDING_MARKER = "credential_binding"  # set once every ciphertext of the older binding was re-sealed
 
 
 @dataclass
@@ -69,6 +74,30 @@ def load_master_key(settings: Settings) -> bytes | None:
     return read_key_file(settings.key_file)
 
 
+async def open_vault(settings: Settings, engine: AsyncEngine, meta: SqlMetaStore,
+                     destination_of: DestinationOf) -> KeyVault:
+    """Load the key ring (sealed when the master key is missing or wrong; a key file is created only for an empty
+    database), then, once per database, re-seal ciphertexts of the older binding to their destination (vault.py)."""
+    keyring = SqlKeyRingStore(engine)
+    master = load_master_key(settings)
+    if master is None and not await keyring.keys():
+        master = create_key_file(settings.key_file)  # first start: nothing to protect yet
+    vault = KeyVault(keyring, master, clock=time.time)
+    await vault.load(may_create=True)
+    if vault.sealed:
+        log.error("keyrelay is SEALED (%s): credential-using requests answer 503", vault.sealed_reason)
+        return vault
+    if await meta.get(BINDING_MARKER) is None:
+        done = await vault.rebind_legacy(destination_of)
+        if done.reencrypted:
+            log.warning("bound %d stored credential field(s) to their source's destination", done.reencrypted)
+        if done.unreadable:
+            log.error("%d stored credential field(s) did not decrypt and stay unusable; store those sources' "
+                      "credentials again", done.unreadable)
+        await meta.put_if_absent(BINDING_MARKER, "destination")
+    return vault
+
+
 @contextlib.asynccontextmanager
 async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     """Build every adapter and service; tear them down (flushing the request log) on exit."""
@@ -79,15 +108,9 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     try:
         await upgrade(engine)
         clock = time.time
-        keyring = SqlKeyRingStore(engine)
-        master = load_master_key(settings)
-        if master is None and not await keyring.keys():
-            master = create_key_file(settings.key_file)  # first start: nothing to protect yet
-        vault = KeyVault(keyring, master, clock=clock)
-        await vault.load(may_create=True)
-        if vault.sealed:
-            log.error("keyrelay is SEALED (%s): credential-using requests answer 503", vault.sealed_reason)
         meta = SqlMetaStore(engine)
+        destination_of = Destinations(catalog)
+        vault = await open_vault(settings, engine, meta, destination_of)
         hmac_key = await meta.put_if_absent("token_hmac_key", base64.b64encode(secrets.token_bytes(32)).decode())
         access_store, workspace_store = SqlAccessStore(engine), SqlWorkspaceStore(engine)
         hasher = TokenHasher(base64.b64decode(hmac_key))
@@ -115,14 +138,16 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             if not request_log.healthy:
                 raise Unavailable("Request log cannot be written")
 
-        resolver = SourceResolver(SqlSourceStore(engine), vault, clock, cache_seconds=settings.source_cache_seconds)
+        resolver = SourceResolver(SqlSourceStore(engine), vault, clock, cache_seconds=settings.source_cache_seconds,
+                                  destination_of=destination_of)
         upstream = UpstreamClient(allow=settings.allow_networks, max_connections=settings.upstream_max_connections)
-        oauth = OAuthSender(OAuthTokens(store=SqlOAuthStateStore(engine), vault=vault, upstream=upstream, clock=clock),
-                            upstream)
+        oauth = OAuthSender(OAuthTokens(store=SqlOAuthStateStore(engine), vault=vault, upstream=upstream, clock=clock,
+                                        destination_of=destination_of), upstream)
         relay = Relay(
             authenticator=authn, resolver=resolver, upstream=upstream, log=request_log, clock=clock,
             limiter=RateLimiter(make_storage(settings.redis_url), caller_limit=settings.caller_rate_limit_per_minute),
-            connectors={n: ConnectorFacts(c.kind, c.default_base_url, c.auth) for n, c in catalog.items()},
+            connectors={n: ConnectorFacts(c.kind, c.default_base_url, c.auth, c.is_catalog_api)
+                        for n, c in catalog.items()},
             max_body_bytes=settings.max_body_bytes, workspace_cap=settings.workspace_max_concurrency, oauth=oauth,
         )
         page_key = await meta.put_if_absent("page_token_key", base64.b64encode(secrets.token_bytes(32)).decode())
@@ -134,8 +159,12 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             resolver.forget(source_id)
             entity_cache.forget_source(source_id)
 
+        def workspace_deleted() -> None:  # its sources, API keys and scoped tokens went with it
+            source_changed("*")
+            authn.forget_all()
+
         sources.on_change = source_changed
-        workspaces.on_change = lambda: source_changed("*")
+        workspaces.on_change = workspace_deleted
         stores = StoreFactory(allow=settings.allow_networks, local_roots=settings.local_root_paths)
         files = FileService(relay, stores, max_range_bytes=settings.max_range_bytes)
         mcp_door = McpDoor(McpDeps(relay=relay, authenticator=authn, sources=sources, connectors=connector_service,

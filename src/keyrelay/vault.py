@@ -3,8 +3,15 @@ implementation (`KeyVault`): loading the ring, the sealed state, sealing/opening
 
 The master key (32 bytes, from `KEYRELAY_MASTER_KEY` or the key file) only wraps data-encryption keys (DEKs);
 DEKs encrypt credential fields. Every ciphertext is bound by associated data to
-`workspace_id|source_id|field|key_id`, so a ciphertext copied to another row, workspace or field fails to
-decrypt. Wrapped DEKs are bound to their key id the same way.
+`v2|workspace_id|source_id|field|key_id|destination`, where the destination names the source's connector and
+every origin (scheme, host, port) its requests and token refreshes go to (`manage/destinations.py`). A
+ciphertext copied to another row, workspace or field, or left behind when the source's destination is edited
+in the database, fails to decrypt: the request is refused with 409 `credentials_unusable` and nothing is
+injected. Wrapped DEKs are bound to their key id the same way.
+
+Ciphertexts written before destinations were bound (`destination` NULL, associated data
+`workspace_id|source_id|field|key_id`) are re-sealed once, at the first start with the master key
+(`rebind_legacy`); after that, such a row is never trusted again (docs/security.md: encryption at rest).
 
 Start-up rules (docs/security.md): a database that already has keys is never given a new master key; a missing
 or wrong master key leaves the vault *sealed* (credential-using requests get 503 `sealed`). The key ring's
@@ -28,8 +35,8 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from keyrelay.errors import InternalError, Sealed
-from keyrelay.model import Credentials, SealedField
+from keyrelay.errors import CredentialsUnusable, Sealed
+from keyrelay.model import Credentials, SealedField, seal_strings
 from keyrelay.store.keyring import SqlKeyRingStore
 
 NONCE_BYTES = 12
@@ -98,11 +105,16 @@ def unwrap_key(master: bytes, key_id: str, wrapped: bytes) -> bytes:
     return _open(master, wrapped, b"keyrelay/dek|" + key_id.encode())
 
 
-def field_aad(workspace_id: str, source_id: str, field_name: str, key_id: str) -> bytes:
-    for part in (workspace_id, source_id, field_name, key_id):
+def field_aad(workspace_id: str, source_id: str, field_name: str, key_id: str, destination: str | None) -> bytes:
+    """The associated data of a credential field. `destination` None: the legacy binding (no destination), which
+    only `KeyVault.rebind_legacy` may open. The two forms never collide: no part may contain `|`, and they have
+    four and six parts."""
+    parts = (workspace_id, source_id, field_name, key_id) if destination is None else \
+        ("v2", workspace_id, source_id, field_name, key_id, destination)
+    for part in parts:
         if "|" in part:
             raise VaultError("context parts may not contain '|'")
-    return f"{workspace_id}|{source_id}|{field_name}|{key_id}".encode()
+    return "|".join(parts).encode()
 
 
 @dataclass
@@ -112,18 +124,20 @@ class KeyRing:
     keys: dict[str, bytes] = field(default_factory=dict, repr=False)
     active_id: str | None = None
 
-    def encrypt(self, plaintext: bytes, *, workspace_id: str, source_id: str, field_name: str) -> tuple[str, bytes]:
+    def encrypt(self, plaintext: bytes, *, workspace_id: str, source_id: str, field_name: str,
+                destination: str) -> tuple[str, bytes]:
         if self.active_id is None:
             raise VaultError("no active key")
         key_id = self.active_id
-        aad = field_aad(workspace_id, source_id, field_name, key_id)
+        aad = field_aad(workspace_id, source_id, field_name, key_id, destination)
         return key_id, _seal(self.keys[key_id], plaintext, aad)
 
-    def decrypt(self, blob: bytes, *, key_id: str, workspace_id: str, source_id: str, field_name: str) -> bytes:
+    def decrypt(self, blob: bytes, *, key_id: str, workspace_id: str, source_id: str, field_name: str,
+                destination: str | None) -> bytes:
         key = self.keys.get(key_id)
         if key is None:
             raise VaultError("unknown key id")
-        return _open(key, blob, field_aad(workspace_id, source_id, field_name, key_id))
+        return _open(key, blob, field_aad(workspace_id, source_id, field_name, key_id, destination))
 
 
 log = logging.getLogger("keyrelay.vault")
@@ -177,35 +191,46 @@ class KeyVault:
         if self._sealed_reason is not None:
             raise Sealed("The vault is sealed: the master key is missing or wrong")
 
-    async def seal(self, *, workspace_id: str, source_id: str, fields: Mapping[str, Any]) -> list[SealedField]:
+    async def seal(self, *, workspace_id: str, source_id: str, destination: str,
+                   fields: Mapping[str, Any]) -> list[SealedField]:
+        """Encrypt each field under the newest active key, bound to the source and its `destination`."""
         self._require_open()
         await self.load(may_create=False)  # writes are rare: always encrypt under the newest active key
         self._require_open()
         out = []
         for name, value in fields.items():
             key_id, blob = self._ring.encrypt(json.dumps(value).encode(), workspace_id=workspace_id,
-                                              source_id=source_id, field_name=name)
-            out.append(SealedField(name, key_id, blob))
+                                              source_id=source_id, field_name=name, destination=destination)
+            out.append(SealedField(name, key_id, blob, destination))
         return out
 
-    async def open(self, *, workspace_id: str, source_id: str, sealed: Sequence[SealedField]) -> Credentials:
+    async def open(self, *, workspace_id: str, source_id: str, destination: str,
+                   sealed: Sequence[SealedField]) -> Credentials:
+        """Decrypt the fields for a request to `destination`. A field sealed for another destination, under the
+        legacy binding, or altered fails: 409 `credentials_unusable` (never a partial set of fields)."""
         self._require_open()
         if any(f.key_id not in self._ring.keys for f in sealed):
             await self.load(may_create=False)  # another process rotated: refresh the ring
             self._require_open()
         fields: dict[str, Any] = {}
         for f in sealed:
+            if f.destination != destination:
+                why = "was stored before credentials were bound to destinations" if f.destination is None else \
+                    "was stored for another destination"
+                log.error("credential field %s of source %s %s: refused", f.field, source_id, why)
+                raise _unusable()
             try:
                 plain = self._ring.decrypt(f.ciphertext, key_id=f.key_id, workspace_id=workspace_id,
-                                           source_id=source_id, field_name=f.field)
+                                           source_id=source_id, field_name=f.field, destination=destination)
             except VaultError:
-                log.error("credential field %s of source %s failed to decrypt", f.field, source_id)
-                raise InternalError("A stored credential could not be decrypted") from None
-            fields[f.field] = json.loads(plain)
+                log.error("credential field %s of source %s failed to decrypt: refused", f.field, source_id)
+                raise _unusable() from None
+            fields[f.field] = seal_strings(json.loads(plain))
         return Credentials(fields)
 
-    async def rotate(self) -> int:
-        """Add a new active key and re-encrypt every credential under it; returns rows re-encrypted."""
+    async def rotate(self) -> Rotation:
+        """Add a new active key and re-encrypt every credential under it, keeping each one's binding. Rows that
+        do not decrypt (legacy or altered) are left as they are and counted; their key stays in the ring."""
         self._require_open()
         assert self._master is not None
         await self._store.drop_unused_retired_keys()  # keys retired by an earlier rotation and now unused
@@ -214,15 +239,70 @@ class KeyVault:
                                                                                  new_key()),
                                            now=self._clock())
         await self.load(may_create=False)
-        done = 0
-        for _ in range(100_000):  # bounded: each pass re-encrypts up to 200 rows
-            rows = await self._store.secrets_not_under(key_id)
+        done = skipped = 0
+        after: tuple[str, str] | None = None
+        for _ in range(100_000):  # bounded: one pass over the table, 200 rows at a time
+            rows = await self._store.secrets_not_under(key_id, after=after)
             if not rows:
                 break
+            after = (rows[-1].source_id, rows[-1].field)
             for row in rows:
-                plain = self._ring.decrypt(row.ciphertext, key_id=row.key_id, workspace_id=row.workspace_id,
-                                           source_id=row.source_id, field_name=row.field)
+                if row.destination is None:
+                    skipped += 1
+                    continue
+                try:
+                    plain = self._ring.decrypt(row.ciphertext, key_id=row.key_id, workspace_id=row.workspace_id,
+                                               source_id=row.source_id, field_name=row.field,
+                                               destination=row.destination)
+                except VaultError:
+                    log.error("credential field %s of source %s failed to decrypt: not rotated", row.field,
+                              row.source_id)
+                    skipped += 1
+                    continue
                 _, blob = self._ring.encrypt(plain, workspace_id=row.workspace_id, source_id=row.source_id,
-                                             field_name=row.field)
-                done += await self._store.replace_secret(row, key_id=key_id, ciphertext=blob)
-        return done
+                                             field_name=row.field, destination=row.destination)
+                done += await self._store.replace_secret(row, key_id=key_id, ciphertext=blob,
+                                                         destination=row.destination)
+        return Rotation(done, skipped)
+
+    async def rebind_legacy(self, destination_of: Callable[[str, Mapping[str, Any]], str]) -> Rotation:
+        """Re-seal every ciphertext written before destinations were bound, to its source's destination as the
+        database names it now (the upgrade trusts the database once, at the first start after it). Returns how
+        many were re-sealed and how many did not decrypt (those stay unusable)."""
+        self._require_open()
+        await self.load(may_create=False)
+        done = skipped = 0
+        after: tuple[str, str] | None = None
+        for _ in range(100_000):
+            rows = await self._store.legacy_secrets(after=after)
+            if not rows:
+                break
+            after = (rows[-1].source_id, rows[-1].field)
+            for row in rows:
+                try:
+                    plain = self._ring.decrypt(row.ciphertext, key_id=row.key_id, workspace_id=row.workspace_id,
+                                               source_id=row.source_id, field_name=row.field, destination=None)
+                except VaultError:
+                    log.error("credential field %s of source %s failed to decrypt: left unusable", row.field,
+                              row.source_id)
+                    skipped += 1
+                    continue
+                destination = destination_of(row.connector, json.loads(row.config))
+                key_id, blob = self._ring.encrypt(plain, workspace_id=row.workspace_id, source_id=row.source_id,
+                                                  field_name=row.field, destination=destination)
+                done += await self._store.replace_secret(row, key_id=key_id, ciphertext=blob,
+                                                         destination=destination)
+        return Rotation(done, skipped)
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What a re-encryption pass did: rows re-encrypted, and rows left as they were because they did not decrypt."""
+
+    reencrypted: int
+    unreadable: int
+
+
+def _unusable() -> CredentialsUnusable:
+    return CredentialsUnusable("The source's stored credentials cannot be used for its current destination; "
+                               "store the source's credentials again")

@@ -47,7 +47,7 @@ def test_scoped_token_creates_the_workspace_and_is_bound_to_it(admin: Admin) -> 
     assert ws["name"] == "customer-1"
     again = admin.post("/api/v1/embedded/scoped-token", {"workspace_name": "customer-1"}).json()
     assert again["workspace_id"] == body["workspace_id"]
-    own = admin.http.get(f"/api/v1/workspaces/{body['workspace_id']}",
+    own = admin.http.get("/api/v1/logs", params={"workspace_id": body["workspace_id"]},
                          headers={"Authorization": f"Bearer {body['token']}"})
     assert own.status_code == 200
 
@@ -62,8 +62,8 @@ def test_scoped_token_has_no_admin_power(admin: Admin) -> None:
 def test_scoped_token_cannot_see_another_workspace(admin: Admin) -> None:
     token = admin.scoped_token("a")
     other = admin.workspace("b")
-    r = admin.http.get(f"/api/v1/workspaces/{other}", headers={"Authorization": f"Bearer {token}"})
-    missing = admin.http.get("/api/v1/workspaces/00000000-0000-0000-0000-000000000000",
+    r = admin.http.get("/api/v1/logs", params={"workspace_id": other}, headers={"Authorization": f"Bearer {token}"})
+    missing = admin.http.get("/api/v1/logs", params={"workspace_id": "00000000-0000-0000-0000-000000000000"},
                              headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == missing.status_code == 404
     assert _without_id(r.json()) == _without_id(missing.json())

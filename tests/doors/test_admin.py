@@ -19,7 +19,7 @@ VALUES = ("tok-value-1", "pw-value-1", "key-value-1", "hdr-value-1")
 
 @pytest.fixture
 def statuses(admin: Admin) -> Iterator[list[int]]:
-    """Every response the admin client sees; none may be a 500 (bar 11)."""
+    """Every response the admin client sees; none may be a 500 (docs/errors.md)."""
     seen: list[int] = []
     admin.http.event_hooks["response"].append(lambda r: seen.append(r.status_code))
     yield seen
@@ -293,24 +293,27 @@ def _strip(r: httpx.Response) -> dict[str, Any]:
     return err
 
 
-def test_cross_workspace_reads_look_like_unknown_ids(admin: Admin, statuses: list[int]) -> None:
+def test_agent_tokens_cannot_read_admin_routes(admin: Admin, statuses: list[int]) -> None:
+    """Reads are admin routes too: an agent's token learns nothing, not even whether an id exists."""
+    ws_a = admin.workspace("ws-a")
     token_a = admin.scoped_token("ws-a")
+    key_a = admin.api_key(ws_a, ["proxy"])
     ws_b = admin.workspace("ws-b")
+    own = admin.source(ws_a, upstream_url="http://127.0.0.1:9/v1", credentials={"bearer_token": "a-secret"})
     src_b = admin.source(ws_b, upstream_url="http://127.0.0.1:9", credentials={"bearer_token": "b-secret"})
-    as_a = {"Authorization": f"Bearer {token_a}"}
-    theirs = admin.http.get(f"/api/v1/sources/{src_b['id']}", headers=as_a)
-    missing = admin.http.get(f"/api/v1/sources/{UNKNOWN}", headers=as_a)
-    assert theirs.status_code == missing.status_code == 404
-    assert _strip(theirs) == _strip(missing)
-    assert "b-secret" not in theirs.text
-    theirs_list = admin.http.get("/api/v1/sources", params={"workspace_id": ws_b}, headers=as_a)
-    missing_list = admin.http.get("/api/v1/sources", params={"workspace_id": UNKNOWN}, headers=as_a)
-    assert theirs_list.status_code == missing_list.status_code == 404
-    assert _strip(theirs_list) == _strip(missing_list)
-    own = admin.http.get("/api/v1/sources", headers=as_a)  # no filter: only its own workspace
-    assert own.status_code == 200 and own.json()["data"] == []
-    ws_list = admin.http.get("/api/v1/workspaces", headers=as_a).json()["data"]
-    assert [w["name"] for w in ws_list] == ["ws-a"]
+    for token in (token_a, key_a):
+        h = {"Authorization": f"Bearer {token}"}
+        bodies = []
+        for path in ("/api/v1/workspaces", f"/api/v1/workspaces/{ws_a}", f"/api/v1/workspaces/{ws_b}",
+                     f"/api/v1/workspaces/{UNKNOWN}", "/api/v1/sources", f"/api/v1/sources?workspace_id={ws_a}",
+                     f"/api/v1/sources/{own['id']}", f"/api/v1/sources/{src_b['id']}", f"/api/v1/sources/{UNKNOWN}",
+                     "/api/v1/connectors"):
+            r = admin.http.get(path, headers=h)
+            _err(r, 403, "forbidden")
+            for leak in ("127.0.0.1", "bearer_token", "a-secret", "b-secret", "ws-a", "upstream_url"):
+                assert leak not in r.text, (path, leak)
+            bodies.append(_strip(r))
+        assert all(b == bodies[0] for b in bodies)
 
 
 def test_workspace_tokens_cannot_write_admin_routes(admin: Admin, statuses: list[int]) -> None:

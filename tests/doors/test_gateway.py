@@ -1,4 +1,5 @@
-"""The gateway route end to end: a real keyrelay in front of a real loopback upstream (seed 003 behaviours)."""
+"""The gateway route end to end: a real keyrelay in front of a real loopback upstream (docs/security.md: the
+destination is fixed)."""
 
 from __future__ import annotations
 
@@ -146,3 +147,25 @@ def test_connect_and_trace_are_never_forwarded(setup: dict[str, Any], upstream: 
         r = httpx.request(method, setup["base"] + "/echo", headers=setup["auth"])
         assert r.status_code == 405, method
     assert upstream.requests == []
+
+
+def test_the_same_slug_in_another_workspace_is_never_reached(kr: KeyrelayServer, admin: Admin) -> None:
+    """Both tenants have a source named `echo`: a token of A asking for B's workspace gets the 404 of an unknown
+    workspace, never A's source and never B's, whatever was cached before."""
+    with FakeUpstream() as up_a, FakeUpstream() as up_b:
+        ws_a, ws_b = admin.workspace("tenant-a"), admin.workspace("tenant-b")
+        admin.source(ws_a, upstream_url=up_a.url, credentials={"bearer_token": "secret-of-a"})
+        admin.source(ws_b, upstream_url=up_b.url, credentials={"bearer_token": "secret-of-b"})
+        key_a, key_b = admin.api_key(ws_a, ["proxy"]), admin.api_key(ws_b, ["proxy"])
+        as_a, as_b = {"Authorization": f"Bearer {key_a}"}, {"Authorization": f"Bearer {key_b}"}
+        for _ in range(2):  # second round: every resolution is cached
+            assert httpx.get(f"{kr.url}/api/{ws_a}/proxy/echo/echo", headers=as_a).status_code == 200
+            assert up_a.requests[-1].header("authorization") == "Bearer secret-of-a"
+            assert httpx.get(f"{kr.url}/api/{ws_b}/proxy/echo/echo", headers=as_b).status_code == 200
+            assert up_b.requests[-1].header("authorization") == "Bearer secret-of-b"
+            seen_a, seen_b = len(up_a.requests), len(up_b.requests)
+            theirs = httpx.get(f"{kr.url}/api/{ws_b}/proxy/echo/echo", headers=as_a)
+            unknown = httpx.get(f"{kr.url}/api/00000000-0000-0000-0000-000000000000/proxy/echo/echo", headers=as_a)
+            assert theirs.status_code == unknown.status_code == 404
+            assert {**theirs.json()["error"], "request_id": ""} == {**unknown.json()["error"], "request_id": ""}
+            assert (len(up_a.requests), len(up_b.requests)) == (seen_a, seen_b)

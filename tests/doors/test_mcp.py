@@ -98,6 +98,20 @@ async def test_list_and_describe_sources(env: dict[str, Any]) -> None:
     assert "streams" not in api and api["connector"]["name"] == "http"
 
 
+async def test_list_and_describe_show_an_agent_no_config_and_no_credential_names(env: dict[str, Any],
+                                                                              tmp_path: Path) -> None:
+    """An agent needs a source's id, kind, base_url and tools, not its config (a file root, a bucket) or the names
+    of the credential fields behind it (docs/mcp.md)."""
+    async with mcp_client(env["url"], env["token"]) as c:
+        texts = [json.dumps(payload(await c.call_tool("list_sources", {})))]
+        for sid in (env["api"], env["stripe"], env["files"]):
+            texts.append(json.dumps(payload(await c.call_tool("describe_source", {"source_id": sid}))))
+    for text in texts:
+        for hidden in (KEY, API_KEY, '"api_key"', "X-Api-Key", '"credentials"', '"config"', str(tmp_path),
+                       '"policy"', "forward_headers"):
+            assert hidden not in text, hidden
+
+
 async def test_execute_and_query_stream_on_stripe(env: dict[str, Any], stripe: FakeStripe, admin: Admin) -> None:
     async with mcp_client(env["url"], env["token"]) as c:
         ex = payload(await c.call_tool("execute", {"source_id": env["stripe"], "entity": "customers",

@@ -1,4 +1,4 @@
-"""Secret canaries (security.md bar 5 and 6, foundation part): credentials written through the admin API appear
+"""Secret canaries (docs/security.md: credentials never leave): credentials written through the admin API appear
 in 0 bytes of API responses, logs, captured output or the database files / pg_dump, in any encoding.
 
 The scanner is proven on data known to hold the canaries (the requests we sent, a file we wrote, a log line).
@@ -120,7 +120,10 @@ def _exercise(admin: Admin, c: dict[str, str], upstream: FakeUpstream) -> None:
         ("/readyz", None),
     ]:
         assert admin.get(path, params=params).status_code == 200, path
-    assert admin.http.get("/api/v1/sources", headers={"Authorization": f"Bearer {scoped}"}).status_code == 200
+    assert admin.http.get("/api/v1/sources", headers={"Authorization": f"Bearer {scoped}"}).status_code == 403
+    agent = admin.http.get("/api/v1/connectors/instances_for_user", params={"external_user_id": "canary-ws"},
+                           headers={"Authorization": f"Bearer {scoped}"})
+    assert agent.status_code == 200
 
 
 def test_canaries_never_leave_the_vault(backend: str | None, loud_logs: pytest.LogCaptureFixture,

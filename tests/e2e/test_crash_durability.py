@@ -1,6 +1,7 @@
-"""Crash durability (security.md bar 17, short CI form): `kill -9` a real `keyrelay serve` at random moments
-while it acknowledges writes; after every restart, every acknowledged write is still there, every credential
-still decrypts to what was written, revoked keys stay revoked, and SQLite's integrity check passes.
+"""Crash durability (docs/security.md: encryption at rest; the short CI form): `kill -9` a real `keyrelay serve`
+at random moments while it acknowledges writes; after every restart, every acknowledged write is still there,
+every credential still decrypts to what was written, revoked keys stay revoked, and SQLite's integrity check
+passes.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from keyrelay.store.sources import SqlSourceStore
 from keyrelay.vault import KeyVault
 from support.keyrelay import ADMIN_ID, ADMIN_SECRET
 from support.net import free_port, stop_child
+from support.secrets import revealed
 
 KEYRELAY = str(Path(sys.executable).parent / "keyrelay")
 CYCLES = 20
@@ -148,10 +150,11 @@ async def _decrypt_all(data_dir: Path) -> tuple[dict[str, dict[str, Any]], int]:
             opened = {}
             for src in await store.list_sources(limit=100_000):
                 creds = await vault.open(workspace_id=src.workspace_id, source_id=src.id,
+                                         destination=rt.services.sources.destinations(src.connector, src.config),
                                          sealed=await store.load_sealed(src.id))
-                opened[src.id] = dict(creds.fields)
+                opened[src.id] = revealed(dict(creds.fields))
             rotated = await vault.rotate()  # (re)decrypts every row once more
-        return opened, rotated
+        return opened, rotated.reencrypted
     finally:
         await engine.dispose()
 

@@ -24,6 +24,7 @@ from urllib.parse import quote, unquote, urlsplit
 import ada_url
 import httpx
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -372,7 +373,7 @@ def _mutated(draw: st.DrawFn) -> str:
 
 
 def _accepted_shape(url: str, port: int) -> None:
-    """What an accepted URL must look like under both parsers (bar 25's property)."""
+    """What an accepted URL must look like under both parsers (docs/security.md: the request API)."""
     parts = urlsplit(url)
     w = ada_url.URL(url)
     assert parts.hostname == "127.0.0.1" and w.hostname == "127.0.0.1", url
@@ -696,3 +697,53 @@ def test_gateway_does_not_resolve_agent_supplied_hosts(env: Env) -> None:
     for seen in env.upstream.requests:
         assert seen.header("Host") == f"127.0.0.1:{env.upstream.port}"
     env.evil_untouched()
+
+
+# --- a credential is bound to its destination ----------------------------------------------------------------
+
+def test_repointing_a_source_through_the_admin_api_never_carries_its_credential(env: Env, admin: Admin) -> None:
+    """An operator (or a stolen application token) edits where a source points, without the credential: refused."""
+    far = env.evil[0]
+    r = admin.http.patch(f"/api/v1/sources/{env.root}", json={"config": {"upstream_url": far.url}},
+                         headers=admin.headers)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "credentials_required"
+    assert env.client.get(f"/api/{env.ws}/proxy/root/echo").status_code == 200
+    assert env.upstream.requests[-1].header("authorization") == f"Bearer {SECRET}"
+
+
+def test_a_database_edit_of_the_destination_injects_nothing(tmp_path: Path, database_url: str | None,
+                                                             upstream: FakeUpstream,
+                                                             evil: list[FakeUpstream]) -> None:
+    """Someone who can write the database but has no master key re-points a source (plain config JSON): the
+    credential no longer decrypts, the request is refused with a clear 409 (not a 500) and EVIL sees nothing."""
+    settings = make_settings(data_dir=tmp_path / "data", database_url=database_url, source_cache_seconds=0)
+    with KeyrelayServer(settings) as kr:
+        admin = Admin(kr.url)
+        ws = admin.workspace("victim")
+        src = admin.source(ws, upstream_url=upstream.url, credentials={"bearer_token": SECRET})
+        key = admin.api_key(ws, ["proxy"])
+        auth = {"Authorization": f"Bearer {key}"}
+        assert httpx.get(f"{kr.url}/api/{ws}/proxy/echo/echo", headers=auth).status_code == 200
+        for target in evil:
+            _edit_config(settings.resolved_database_url, src["id"], {"upstream_url": target.url})
+            answers = [httpx.get(f"{kr.url}/api/{ws}/proxy/echo/echo", headers=auth),
+                       httpx.post(f"{kr.url}/api/v1/sonar/apis/{src['id']}/request", headers=auth,
+                                  json={"method": "GET", "url": target.url + "/echo"})]
+            for r in answers:
+                assert r.status_code == 409 and r.json()["error"]["code"] == "credentials_unusable", r.text
+                assert SECRET not in r.text and target.url not in r.text and "Traceback" not in r.text
+        admin.close()
+    for target in evil:
+        assert target.requests == [] and target.connections == 0
+
+
+def _edit_config(url: str, source_id: str, config: dict[str, Any]) -> None:
+    sync_url = url.replace("+aiosqlite", "").replace("+asyncpg", "+psycopg")
+    engine = sa.create_engine(sync_url)
+    try:
+        with engine.begin() as conn:
+            res = conn.execute(sa.text("UPDATE sources SET config = :c WHERE id = :i"),
+                               {"c": json.dumps(config), "i": source_id})
+            assert res.rowcount == 1
+    finally:
+        engine.dispose()

@@ -10,9 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keyrelay.egress.destination import (
+    MAX_URL_CHARS,
     BaseUrl,
     build_url,
     match_request_url,
+    normalize_host,
     parse_base_url,
     validate_query,
     validate_tail,
@@ -145,6 +147,8 @@ def test_request_url_drops_injected_query_params() -> None:
 @pytest.mark.parametrize(("base", "url", "expected"), [
     ("http://127.0.0.1:8081/api", "http://127.0.0.1:8081/api/x", "http://127.0.0.1:8081/api/x"),
     ("http://127.0.0.1:8081/api", "http://127.0.0.1:8082/api/x", OUT),
+    ("http://127.0.0.1:8081/api", "https://127.0.0.1:8081/api/x", OUT),  # same host and port, another scheme
+    ("https://127.0.0.1:8443/api", "http://127.0.0.1:8443/api/x", OUT),
     ("http://127.0.0.1:8081/api", "http://2130706433:8081/api/x", OUT),
     ("https://[2606:4700::1111]/", "https://[2606:4700::1111]/x", "https://[2606:4700::1111]/x"),
     ("https://[2606:4700::1111]/", "https://[2606:4700:0::1111]/x", OUT),
@@ -354,3 +358,28 @@ def test_accepted_urls_stay_under_the_base(case: tuple[BaseUrl, str]) -> None:
         assert whatwg.hostname.strip("[]") == parts.hostname
         assert (int(whatwg.port) if whatwg.port else port) == base.port
         assert whatwg.pathname == base.path or whatwg.pathname.startswith(base.path + "/")
+
+
+# --- each layer holds on its own (the WHATWG differential would also catch these; neither may rely on it) -----
+
+@pytest.mark.parametrize("host", ["2130706433", "0x7f.1", "0177.0.0.1", "127.1", "example.123", "a.0x10",
+                                  "[fe80::1%eth0]", "fe80::1%25eth0", "[127.0.0.1]", "exa_mple..com", "a.com."])
+def test_normalize_host_refuses_odd_numeric_forms_and_zone_ids(host: str) -> None:
+    with pytest.raises(InvalidRequest):
+        normalize_host(host)
+
+
+@pytest.mark.parametrize(("host", "expected"), [
+    ("API.Example.COM", "api.example.com"), ("127.0.0.1", "127.0.0.1"), ("[2001:DB8::1]", "2001:db8::1"),
+    ("[2001:db8:0:0::1]", "2001:db8::1"),
+])
+def test_normalize_host_canonical_forms(host: str, expected: str) -> None:
+    assert normalize_host(host) == expected
+
+
+def test_an_overlong_url_is_refused_before_it_is_parsed() -> None:
+    long_host = "https://" + "a" * (MAX_URL_CHARS + 1) + ".example.com/v1"
+    with pytest.raises(UriTooLong):
+        match_request_url(long_host, STRIPE)
+    with pytest.raises(UriTooLong):
+        parse_base_url(long_host)

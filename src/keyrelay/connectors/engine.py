@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from keyrelay import boundedjson
 from keyrelay.connectors import extract
 from keyrelay.connectors.definition import Action
 from keyrelay.connectors.params import Placed
@@ -90,8 +91,10 @@ async def call(ex: Exchange, base: Inbound, action: Action, placed: Placed, *, n
     body: Any = None
     if data:
         try:
-            body = passed.redactor.redact_json(json.loads(data))  # escapes decode back to a secret
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            body = passed.redactor.redact_json(boundedjson.loads(data))  # escapes decode back to a secret
+        except boundedjson.TooDeep:
+            raise UpstreamUnreachable("Upstream answered with JSON nested too deeply to process") from None
+        except ValueError:
             body = None
     if passed.status >= 400:
         raise upstream_error(passed.status, body, headers_out)

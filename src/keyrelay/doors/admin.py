@@ -1,4 +1,12 @@
-"""Admin routes: workspaces, the connector catalog, sources (and the seed-shaped source aliases)."""
+"""Admin routes: workspaces, the connector catalog, sources (and the seed-shaped source aliases).
+
+Every route here, reads included, needs an application token: a source's config, upstream URL, policy and
+credential names are the operator's business, not an agent's (docs/security.md: tokens, API keys and scopes).
+Agents learn what they need from MCP `list_sources`/`describe_source` and the Airbyte-compatible lookups. The
+one exception is the Airbyte-style `POST /v1/integrations/sources` (docs/airbyte.md), which a workspace-scoped
+token may call for its
+own workspace.
+"""
 
 from __future__ import annotations
 
@@ -46,7 +54,7 @@ class SourcePatch(BaseModel):
 
 
 class SeedSource(BaseModel):
-    """Seed 000's `POST /v1/sources`."""
+    """The Airbyte-style `POST /v1/sources` (sourceDefinitionId names the connector)."""
 
     workspaceId: str = Field(min_length=1, max_length=64)
     name: str = Field(min_length=1, max_length=200)
@@ -55,7 +63,7 @@ class SeedSource(BaseModel):
 
 
 class IntegrationSource(BaseModel):
-    """Seed 002's `POST /v1/integrations/sources`."""
+    """The Airbyte-style `POST /v1/integrations/sources` (docs/airbyte.md)."""
 
     source_template_id: str = Field(min_length=1, max_length=64)
     workspace_id: str = Field(min_length=1, max_length=64)
@@ -70,16 +78,13 @@ async def create_workspace(body: WorkspaceCreate, svc: Svc, _: Admin) -> Respons
 
 
 @router.get("/api/v1/workspaces")
-async def list_workspaces(svc: Svc, who: AnyCaller, name_contains: str | None = None) -> Response:
-    if who.is_admin:
-        found = await svc.workspaces.list(name_contains)
-    else:
-        found = [await svc.workspaces.get(who, str(who.workspace_id))]
+async def list_workspaces(svc: Svc, _: Admin, name_contains: str | None = None) -> Response:
+    found = await svc.workspaces.list(name_contains)
     return json_response({"data": [workspace_view(w) for w in found]})
 
 
 @router.get("/api/v1/workspaces/{workspace_id}")
-async def get_workspace(workspace_id: str, svc: Svc, who: AnyCaller) -> Response:
+async def get_workspace(workspace_id: str, svc: Svc, who: Admin) -> Response:
     return json_response(workspace_view(await svc.workspaces.get(who, workspace_id)))
 
 
@@ -90,7 +95,7 @@ async def delete_workspace(workspace_id: str, svc: Svc, who: Admin) -> Response:
 
 
 @router.get("/api/v1/connectors")
-async def list_connectors(svc: Svc, _: AnyCaller) -> Response:
+async def list_connectors(svc: Svc, _: Admin) -> Response:
     return json_response({"data": [spec.public() for spec in svc.catalog.values()]})
 
 
@@ -110,13 +115,13 @@ async def create_source(body: SourceCreate, svc: Svc, who: Admin) -> Response:
 
 
 @router.get("/api/v1/sources")
-async def list_sources(svc: Svc, who: AnyCaller, workspace_id: str | None = None) -> Response:
+async def list_sources(svc: Svc, who: Admin, workspace_id: str | None = None) -> Response:
     found = await svc.sources.list_sources(who, workspace_id)
     return json_response({"data": [source_view(s) for s in found]})
 
 
 @router.get("/api/v1/sources/{source_id}")
-async def get_source(source_id: str, svc: Svc, who: AnyCaller) -> Response:
+async def get_source(source_id: str, svc: Svc, who: Admin) -> Response:
     return json_response(source_view(await svc.sources.get_source(who, source_id)))
 
 
@@ -148,7 +153,7 @@ async def seed_create_source(body: SeedSource, svc: Svc, who: Admin) -> Response
 
 @router.post("/v1/integrations/sources", status_code=201)
 async def seed_integration_source(body: IntegrationSource, svc: Svc, who: AnyCaller) -> Response:
-    """Seed 002 creates connectors with a workspace-scoped token: allowed for its own workspace only."""
+    """Airbyte's SDK creates connectors with a workspace-scoped token: allowed for its own workspace only."""
     if who.kind is CallerKind.API_KEY:
         raise Forbidden("This route needs an application or workspace-scoped token")
     spec = svc.sources.connector_by_any(body.source_template_id)

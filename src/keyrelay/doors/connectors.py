@@ -1,4 +1,4 @@
-"""Declarative connector doors: stream query, execute and instance lookup (docs/connectors.md), streams list."""
+"""Declarative connector doors: stream query, execute and instance lookup, streams list (docs/connectors.md)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from keyrelay.connectors.execute import ExecuteRequest
 from keyrelay.errors import NotFound
 from keyrelay.http.bodies import ExecuteBody
-from keyrelay.http.deps import Services, caller, services
+from keyrelay.http.deps import Services, caller, need_scope, services
 from keyrelay.http.render import json_response
-from keyrelay.model import Caller
+from keyrelay.model import Caller, Scope
 
 router = APIRouter(tags=["connectors"])
 Svc = Annotated[Services, Depends(services)]
@@ -37,6 +37,9 @@ async def query(source_id: str, body: QueryBody, request: Request, svc: Svc) -> 
 
 @router.get("/api/v1/sources/{source_id}/streams")
 async def streams(source_id: str, svc: Svc, who: AnyCaller) -> Response:
+    """The stream query's companion: needs the `query` scope; shows the connector's streams, nothing of the
+    source's config or credentials."""
+    need_scope(who, Scope.QUERY)
     src = await svc.sources.get_source(who, source_id)
     spec = svc.catalog[src.connector]
     return json_response({"data": svc.connectors.streams(spec)})
@@ -59,6 +62,8 @@ async def execute(source_id: str, body: ExecuteBody, request: Request, svc: Svc)
 @router.get("/api/v1/connectors/instances_for_user")
 async def instances_for_user(svc: Svc, who: AnyCaller, external_user_id: str,
                              definition_id: str | None = None) -> Response:
+    """The instance lookup of Airbyte-style clients: any token, its own workspace only, and only each source's id
+    and name (docs/security.md: tokens, API keys and scopes)."""
     try:
         ws = await svc.workspaces.named(external_user_id, create=False)
     except NotFound:

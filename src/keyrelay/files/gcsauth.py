@@ -19,6 +19,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from keyrelay import boundedjson
 from keyrelay.errors import UpstreamAuthFailed
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ def _b64(data: bytes) -> str:
 
 def _parse(raw: object) -> tuple[str, str | None, rsa.RSAPrivateKey]:
     try:
-        info = json.loads(raw) if isinstance(raw, str) else None
+        info = boundedjson.loads(raw) if isinstance(raw, str) else None
         if not isinstance(info, dict):
             raise ValueError
         email, key_id, pem = info.get("client_email"), info.get("private_key_id"), info.get("private_key")

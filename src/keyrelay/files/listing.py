@@ -21,6 +21,7 @@ from typing import Any
 
 import obstore
 
+from keyrelay import boundedjson
 from keyrelay.errors import InvalidRequest
 from keyrelay.files import local
 from keyrelay.files.failures import guarded
@@ -72,7 +73,7 @@ def decode_token(token: str, source_id: str, prefix: str) -> str:
     if len(token) > TOKEN_MAX:
         raise bad
     try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        data = boundedjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (ValueError, binascii.Error):
         raise bad from None
     if not isinstance(data, dict) or data.get("v") != 1 or data.get("s") != source_id or data.get("p") != prefix:

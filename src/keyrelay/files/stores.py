@@ -21,7 +21,9 @@ before every request (`StoreFactory.open`, for a fast 422), and by the egress gu
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -37,7 +39,7 @@ from keyrelay.errors import DestinationNotAllowed, InvalidRequest, KeyrelayError
 from keyrelay.files import gcsauth
 from keyrelay.files.failures import translate
 from keyrelay.files.paths import root_prefix
-from keyrelay.model import Credentials, Source
+from keyrelay.model import Credentials, Secret, Source
 
 if TYPE_CHECKING:
     from obstore.store import AzureCredential, ClientConfig, RetryConfig, S3Credential
@@ -89,7 +91,7 @@ class StoreFactory:
         if source.connector not in FILE_CONNECTORS:
             raise InvalidRequest(f"Connector '{source.connector}' is not a file connector")
         endpoint = _endpoint(config.get("endpoint_url"))
-        url = _default_url(source.connector, config) if endpoint is None else endpoint.origin + endpoint.path
+        url = default_url(source.connector, config) if endpoint is None else endpoint.origin + endpoint.path
         target = endpoint or destination.parse_base_url(url)
         proxy = await self.guard.proxy_url(target.host, target.port)
         options = _client_options(target.scheme, timeout, proxy)
@@ -106,7 +108,7 @@ class StoreFactory:
                                skip_signature=False, credential_provider=_azure_provider(creds), client_options=options,
                                retry_config=retry)
         else:
-            account = creds.get("service_account_json")  # explicit, so GOOGLE_SERVICE_ACCOUNT_KEY is not read
+            account = _plain(creds.get("service_account_json"))  # explicit: GOOGLE_SERVICE_ACCOUNT_KEY is not read
             store = GCSStore(str(config["bucket"]), base_url=url, skip_signature=False,
                              service_account_key=gcsauth.sanitized(account),
                              credential_provider=gcsauth.signer(account), client_options=options, retry_config=retry)
@@ -124,10 +126,25 @@ class StoreFactory:
         return FileSource("local", LocalStore(directory), "", local_dir=directory)
 
 
+_DIGEST_KEY = secrets.token_bytes(32)  # per process: the cache key reveals nothing about a credential
+
+
 def _digest(source: Source, credentials: Credentials) -> str:
-    blob = json.dumps([source.connector, dict(source.config), dict(credentials.fields),
+    """A cache key that changes when the config or any credential value changes (a keyed hash: review point)."""
+    blob = json.dumps([source.connector, dict(source.config), _plain(dict(credentials.fields)),
                        source.policy.timeout_seconds], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return hmac.new(_DIGEST_KEY, blob.encode(), hashlib.sha256).hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    """A credential value with its `Secret`s revealed, for the store builders (review point)."""
+    if isinstance(value, Secret):
+        return value.reveal()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _endpoint(url: object) -> destination.BaseUrl | None:
@@ -141,7 +158,8 @@ def _endpoint(url: object) -> destination.BaseUrl | None:
         raise InvalidRequest("The source's endpoint_url is invalid", field="config.endpoint_url") from None
 
 
-def _default_url(connector: str, config: Mapping[str, Any]) -> str:
+def default_url(connector: str, config: Mapping[str, Any]) -> str:
+    """The object store a file source uses when its config names no `endpoint_url`."""
     if connector == "s3":
         return f"https://s3.{config.get('region') or 'us-east-1'}.amazonaws.com"
     if connector == "azure_blob":
@@ -162,8 +180,8 @@ def _client_options(scheme: str, timeout: float, proxy_url: str) -> ClientConfig
 
 
 def _s3_provider(creds: Mapping[str, Any]) -> Any:
-    credential: S3Credential = {"access_key_id": str(creds.get("access_key_id", "")),
-                                "secret_access_key": str(creds.get("secret_access_key", "")),
+    credential: S3Credential = {"access_key_id": str(_plain(creds.get("access_key_id", ""))),
+                                "secret_access_key": str(_plain(creds.get("secret_access_key", ""))),
                                 "token": None, "expires_at": None}
 
     def provide() -> S3Credential:
@@ -175,9 +193,9 @@ def _s3_provider(creds: Mapping[str, Any]) -> Any:
 def _azure_provider(creds: Mapping[str, Any]) -> Any:
     credential: AzureCredential
     if creds.get("account_key"):
-        credential = {"access_key": str(creds["account_key"]), "expires_at": None}
+        credential = {"access_key": str(_plain(creds["account_key"])), "expires_at": None}
     elif creds.get("sas_token"):
-        credential = {"sas_token": str(creds["sas_token"]).lstrip("?"), "expires_at": None}
+        credential = {"sas_token": str(_plain(creds["sas_token"])).lstrip("?"), "expires_at": None}
     else:
         raise InvalidRequest("The source has neither an account_key nor a sas_token", field="credentials")
 

@@ -16,6 +16,7 @@ from keyrelay.manage.sources import SourceService
 from keyrelay.manage.workspaces import WorkspaceService
 from keyrelay.model import Caller, Scope
 from keyrelay.pipeline.authenticate import Authenticator
+from keyrelay.pipeline.authorize import require_admin
 from keyrelay.ports import RequestLogStore, Vault
 from keyrelay.settings import Settings
 
@@ -48,8 +49,7 @@ async def caller(request: Request) -> Caller:
 async def admin(request: Request) -> Caller:
     """Only application tokens may call admin routes."""
     who = await caller(request)
-    if not who.is_admin:
-        raise Forbidden("This route needs an application token")
+    require_admin(who)
     return who
 
 

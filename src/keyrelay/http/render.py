@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from keyrelay.errors import InternalError, InvalidRequest, KeyrelayError, MethodNotAllowed, NotFound
-from keyrelay.model import ApiKey, LogEntry, Source, Workspace
+from keyrelay.model import ApiKey, Application, LogEntry, Source, Workspace
 
 JSON = "application/json"
 log = logging.getLogger("keyrelay")
@@ -124,10 +124,16 @@ def source_view(src: Source) -> dict[str, Any]:
             "forward_headers": None if p.forward_headers is None else sorted(p.forward_headers),
             "rate_limit_per_minute": p.rate_limit_per_minute, "timeout_seconds": p.timeout_seconds,
             "max_body_bytes": p.max_body_bytes, "allow_writes": p.allow_writes,
-            "cache_ttl_seconds": p.cache_ttl_seconds,
+            "cache_ttl_seconds": p.cache_ttl_seconds, "allow_body_on_safe_methods": p.allow_body_on_safe_methods,
         },
         "created_at": iso(src.created_at), "updated_at": iso(src.updated_at),
     }
+
+
+def application_view(app: Application) -> dict[str, Any]:
+    """An application without its secret (only a digest of it is stored)."""
+    return {"id": app.id, "client_id": app.client_id, "name": app.name, "created_at": iso(app.created_at),
+            "revoked": app.revoked_at is not None, "revoked_at": iso(app.revoked_at)}
 
 
 def api_key_view(key: ApiKey) -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""Applications, tokens and API keys: issuing, listing and revoking."""
+"""Applications, tokens and API keys: issuing, listing, revoking, and rotating an application's secret.
+
+Every revocation takes effect at once on the instance that made it (its token cache is cleared) and on other
+instances within `KEYRELAY_TOKEN_CACHE_SECONDS` (docs/security.md: tokens, API keys and scopes).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 
 from keyrelay.errors import InvalidRequest, NotFound, Unauthenticated
-from keyrelay.model import ApiKey, Caller, CallerKind, Scope, Workspace
+from keyrelay.model import ApiKey, Application, Caller, CallerKind, Scope, Workspace
 from keyrelay.pipeline.authenticate import Authenticator
 from keyrelay.pipeline.tokens import API_KEY_PREFIX, APP_TOKEN_PREFIX, WORKSPACE_TOKEN_PREFIX, TokenHasher, new_token
 from keyrelay.ports import AccessStore, Clock, WorkspaceStore
@@ -102,3 +106,34 @@ class AccessService:
             raise NotFound("API key not found")
         await self._auth.revoke_api_key(key_id, now=self._clock())
         self._authn.forget_all()
+
+    # applications ---------------------------------------------------------------------------------------
+
+    async def list_applications(self) -> list[Application]:
+        return await self._auth.list_applications()
+
+    async def revoke_application(self, client_id: str) -> None:
+        """Revoke an application for good: its client secret stops working and every token minted from it
+        (application tokens and the workspace-scoped tokens it issued) is refused. Revoking twice is harmless."""
+        if await self._auth.application_by_client_id(client_id) is None:
+            raise NotFound("Application not found")
+        await self._auth.revoke_application(client_id, now=self._clock())
+        self._authn.forget_all()
+
+    async def rotate_secret(self, client_id: str, *, revoke_tokens: bool = True) -> str:
+        """Give an application a new client secret (returned once; only its digest is stored). The old secret stops
+        working at once. With `revoke_tokens` (the default, for a secret that may have leaked) the tokens minted
+        with it are refused too; without it they live out their lifetime."""
+        found = await self._auth.application_by_client_id(client_id)
+        if found is None:
+            raise NotFound("Application not found")
+        if found[0].revoked_at is not None:
+            raise InvalidRequest("The application is revoked; a revoked application stays revoked",
+                                 field="client_id")
+        secret = new_token("krs_")
+        if not await self._auth.replace_application_secret(client_id, secret_digest=self._hasher.digest(secret),
+                                                           now=self._clock(), revoke_tokens=revoke_tokens):
+            raise InvalidRequest("The application is revoked; a revoked application stays revoked",
+                                 field="client_id")  # revoked meanwhile
+        self._authn.forget_all()
+        return secret

@@ -1,4 +1,4 @@
-"""Validation of a source's policy (contracts/api.md: `policy`), with connector-dependent defaults."""
+"""Validation of a source's policy (docs/security.md: source policy), with connector-dependent defaults."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ class PolicyIn(BaseModel):
     max_body_bytes: int | None = Field(None, ge=0, le=1024**3)
     allow_writes: bool = False
     cache_ttl_seconds: int | None = Field(None, ge=0, le=86_400)
+    allow_body_on_safe_methods: bool = False
 
 
 def field_of(err: ValidationError, prefix: str) -> InvalidRequest:

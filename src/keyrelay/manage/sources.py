@@ -1,4 +1,5 @@
-"""Workspaces and sources: create, read, update, delete. Credentials are write-only."""
+"""Sources: create, read, update, delete. Credentials are write-only, and bound to where the source sends them:
+changing that needs the credentials again (manage/destinations.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ from typing import Any
 
 from keyrelay.connectors.spec import ConnectorSpec
 from keyrelay.egress import destination, ssrf
-from keyrelay.errors import InvalidRequest, NotFound, SsrfBlocked, UpstreamUnreachable
+from keyrelay.errors import CredentialsRequired, InvalidRequest, NotFound, SsrfBlocked, UpstreamUnreachable
+from keyrelay.manage.destinations import URL_FIELDS, Destinations
 from keyrelay.manage.policy import check_policy
 from keyrelay.manage.workspaces import WorkspaceService, check_name
 from keyrelay.model import OAUTH_STATE_FIELD, Caller, NewSource, Source
 from keyrelay.ports import Clock, SourceStore, Vault
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-_URL_FIELDS = ("upstream_url", "base_url", "endpoint_url", "instance_url", "login_url")
 
 
 def slugify(name: str) -> str:
@@ -35,7 +36,7 @@ def _check_credentials(spec: ConnectorSpec, data: Any) -> dict[str, Any]:
 
 def _urls(config: Mapping[str, Any], credentials: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """Every operator-configured destination: config URL fields and an OAuth2 token endpoint."""
-    urls = [(f"config.{key}", config.get(key)) for key in _URL_FIELDS]
+    urls = [(f"config.{key}", config.get(key)) for key in URL_FIELDS]
     oauth2 = credentials.get("oauth2")
     if isinstance(oauth2, Mapping):
         urls.append(("credentials.oauth2.token_url", oauth2.get("token_url")))
@@ -67,6 +68,7 @@ class SourceService:
         self._allow = allow
         self.on_change = on_change
         self.local_roots: tuple[Path, ...] = ()
+        self.destinations = Destinations(catalog)
 
     # sources ------------------------------------------------------------------------------------------
     def connector(self, name: Any) -> ConnectorSpec:
@@ -96,7 +98,8 @@ class SourceService:
         await self._check_destinations(config, creds)
         self._check_local_root(spec.name, config)
         source_id = str(uuid.uuid4())
-        sealed = await self._vault.seal(workspace_id=ws.id, source_id=source_id, fields=creds)
+        sealed = await self._vault.seal(workspace_id=ws.id, source_id=source_id,
+                                        destination=self.destinations(spec.name, config), fields=creds)
         new = NewSource(id=source_id, workspace_id=ws.id, connector=spec.name, name=name, slug=slug,
                         config=config, policy=policy)
         return await self._sources.create_source(new, sealed, now=self._clock())
@@ -141,24 +144,9 @@ class SourceService:
     async def update_source(self, caller: Caller, source_id: str, body: Mapping[str, Any]) -> Source:
         src = await self.get_source(caller, source_id)
         spec = self.connector(src.connector)
-        unknown = set(body) - {"name", "slug", "config", "credentials", "policy", "status"}
-        if unknown:
-            raise InvalidRequest(f"Unknown field(s): {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
-        changes: dict[str, Any] = {}
-        if "name" in body:
-            changes["name"] = check_name(body["name"])
-        if "slug" in body:
-            if not isinstance(body["slug"], str) or not _SLUG.fullmatch(body["slug"]):
-                raise InvalidRequest("slug must match [a-z0-9][a-z0-9_-]{0,63}", field="slug")
-            changes["slug"] = body["slug"]
-        if "status" in body:
-            if body["status"] not in ("active", "inactive"):
-                raise InvalidRequest("status must be 'active' or 'inactive'", field="status")
-            changes["status"] = body["status"]
+        changes = _plain_changes(body)
         if "config" in body:
-            changes["config"] = spec.check_config(body["config"])
-            self._check_local_root(spec.name, changes["config"])
-            await self._check_destinations(changes["config"], {})
+            changes["config"] = await self._config_change(src, spec, body)
         if "policy" in body:
             current = await self._raw_policy(src)
             changes["policy"] = check_policy(body["policy"], catalog_api=spec.is_catalog_api, current=current)
@@ -166,7 +154,9 @@ class SourceService:
         if "credentials" in body:
             creds = _check_credentials(spec, body["credentials"])
             await self._check_destinations({}, creds)
-            sealed = await self._vault.seal(workspace_id=src.workspace_id, source_id=src.id, fields=creds)
+            sealed = await self._vault.seal(workspace_id=src.workspace_id, source_id=src.id,
+                                            destination=self.destinations(spec.name, changes.get("config", src.config)),
+                                            fields=creds)
             if src.status == "needs_reauth" and "status" not in changes:
                 changes["status"] = "active"  # new credentials: try them (the OAuth token state is replaced too)
         updated = await self._sources.update_source(src.id, changes=changes, sealed=sealed, now=self._clock())
@@ -175,6 +165,19 @@ class SourceService:
         self.on_change(src.id)
         return updated
 
+    async def _config_change(self, src: Source, spec: ConnectorSpec, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The new config, refused when it moves the source's destination and the body brings no credentials."""
+        config = spec.check_config(body["config"])
+        self._check_local_root(spec.name, config)
+        await self._check_destinations(config, {})
+        if "credentials" not in body and src.credential_fields and \
+                self.destinations(spec.name, config) != self.destinations(spec.name, src.config):
+            raise CredentialsRequired(
+                "This change sends the source's requests to another destination (scheme, host or port); stored "
+                "credentials never follow a source elsewhere: send its credentials in the same request",
+                field="credentials")
+        return config
+
     async def _raw_policy(self, src: Source) -> dict[str, Any]:
         p = src.policy
         return {
@@ -182,7 +185,7 @@ class SourceService:
             "forward_headers": None if p.forward_headers is None else sorted(p.forward_headers),
             "rate_limit_per_minute": p.rate_limit_per_minute, "timeout_seconds": p.timeout_seconds,
             "max_body_bytes": p.max_body_bytes, "allow_writes": p.allow_writes,
-            "cache_ttl_seconds": p.cache_ttl_seconds,
+            "cache_ttl_seconds": p.cache_ttl_seconds, "allow_body_on_safe_methods": p.allow_body_on_safe_methods,
         }
 
     async def delete_source(self, caller: Caller, source_id: str) -> None:
@@ -190,3 +193,21 @@ class SourceService:
         await self._sources.delete_source(src.id)
         self.on_change(src.id)
 
+
+def _plain_changes(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a source update that need no lookup: name, slug, status (unknown fields are refused)."""
+    unknown = set(body) - {"name", "slug", "config", "credentials", "policy", "status"}
+    if unknown:
+        raise InvalidRequest(f"Unknown field(s): {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
+    changes: dict[str, Any] = {}
+    if "name" in body:
+        changes["name"] = check_name(body["name"])
+    if "slug" in body:
+        if not isinstance(body["slug"], str) or not _SLUG.fullmatch(body["slug"]):
+            raise InvalidRequest("slug must match [a-z0-9][a-z0-9_-]{0,63}", field="slug")
+        changes["slug"] = body["slug"]
+    if "status" in body:
+        if body["status"] not in ("active", "inactive"):
+            raise InvalidRequest("status must be 'active' or 'inactive'", field="status")
+        changes["status"] = body["status"]
+    return changes

@@ -47,9 +47,10 @@ def prepare(source: Source, credentials: Mapping[str, Any], *, default_base_url:
             auth: Mapping[str, Any] | None = None) -> Prepared:
     fields = template.credential_fields(auth or {}, credentials, source.config)
     injection = injection_for(fields)
-    redactor = Redactor(injection.secrets)
+    # the redactor's input: a review point, like the injectors (docs/security.md: secrets are a type)
+    redactor = Redactor([s.reveal() for s in injection.secrets])
     for user, password in injection.basic:
-        redactor.add_basic(user, password)
+        redactor.add_basic(user, password.reveal())
     return Prepared(
         base=destination.parse_base_url(base_url_of(source, default_base_url)), injection=injection,
         redactor=redactor, query_names=frozenset(n for n, _ in injection.query),
@@ -99,5 +100,4 @@ def build(inbound: Inbound, source: Source, prep: Prepared, *, body: Any) -> Out
         hdrs.append(("Content-Length", str(inbound.content_length)))  # stream without chunking
     idempotent = inbound.method in SAFE_METHODS or any(n.lower() == "idempotency-key" for n, _ in hdrs)
     return Outbound(method=inbound.method, url=outbound_url(inbound, prep), headers=tuple(hdrs), body=body,
-                    timeout_seconds=source.policy.timeout_seconds, idempotent=idempotent,
-                    secrets=tuple(prep.injection.secrets), pool_key=source.id)
+                    timeout_seconds=source.policy.timeout_seconds, idempotent=idempotent, pool_key=source.id)

@@ -1,9 +1,9 @@
-"""Step 5: what the source's policy allows: connector kind, method, body size."""
+"""Step 5: what the source's policy allows: connector kind, method, a body on a safe method, body size."""
 
 from __future__ import annotations
 
-from keyrelay.errors import MethodNotAllowed, PayloadTooLarge, WrongSourceType
-from keyrelay.model import Policy, Source
+from keyrelay.errors import InvalidRequest, MethodNotAllowed, PayloadTooLarge, WrongSourceType
+from keyrelay.model import BodyStream, Policy, Source
 
 API_CONNECTOR_KINDS = frozenset({"api"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -21,9 +21,30 @@ def check_kind(source: Source, kind: str | None, allowed: frozenset[str]) -> Non
         raise WrongSourceType(f"Source '{source.slug}' is a {kind or 'unknown'} source, not a {wanted} source")
 
 
-def check_method(policy: Policy, method: str) -> None:
+def check_method(policy: Policy, method: str, *, read_only: bool = False) -> None:
+    """`read_only`: a catalog connector whose policy does not allow writes; only safe methods pass, whatever
+    `allowed_methods` says (docs/security.md: source policy)."""
     if method in NEVER_FORWARDED or (policy.allowed_methods is not None and method not in policy.allowed_methods):
         raise MethodNotAllowed(f"Method '{method}' is not allowed for this source")
+    if read_only and method not in SAFE_METHODS:
+        raise MethodNotAllowed(f"Method '{method}' is not allowed: this source is read-only "
+                               "(its policy does not allow writes)")
+
+
+def has_body(body: BodyStream | bytes | None, content_length: int | None) -> bool:
+    """Whether a request carries a body: a declared non-zero length, any streamed body (chunked), or bytes."""
+    if content_length:
+        return True
+    return body is not None and not (isinstance(body, bytes) and not body)
+
+
+def check_safe_method_body(policy: Policy, method: str, body: BodyStream | bytes | None,
+                           content_length: int | None) -> None:
+    """A GET, HEAD or OPTIONS request with a body is refused unless the source allows it: upstreams disagree
+    about such bodies, which is how requests are smuggled (docs/security.md: source policy)."""
+    if method in SAFE_METHODS and not policy.allow_body_on_safe_methods and has_body(body, content_length):
+        raise InvalidRequest(f"A {method} request may not carry a body on this source "
+                             "(policy.allow_body_on_safe_methods is false)", field="body")
 
 
 def body_limit(policy: Policy, default: int) -> int:

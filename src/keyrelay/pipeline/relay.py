@@ -57,6 +57,7 @@ class ConnectorFacts:
     kind: str
     default_base_url: str | None
     auth: Mapping[str, Any] = field(default_factory=dict)
+    catalog_api: bool = False  # a declarative API connector: its `allow_writes` governs every door
 
 
 @dataclass(frozen=True)
@@ -356,8 +357,10 @@ class Relay:
             rec.source(source)
             facts = self._connectors.get(source.connector)
             policy.check_kind(source, None if facts is None else facts.kind, kinds)
-            if enforce_methods:  # raw passthrough; declarative actions are governed by `allow_writes`
-                policy.check_method(source.policy, inbound.method)
+            if enforce_methods:  # raw passthrough; declarative actions are checked against `allow_writes` too
+                read_only = facts is not None and facts.catalog_api and not source.policy.allow_writes
+                policy.check_method(source.policy, inbound.method, read_only=read_only)
+                policy.check_safe_method_body(source.policy, inbound.method, inbound.body, inbound.content_length)
             policy.check_declared_length(inbound.content_length, policy.body_limit(source.policy, self._max_body))
             limiter = self._limiter
             if not limiter.check_local(source_id=source.id, source_limit=source.policy.rate_limit_per_minute,

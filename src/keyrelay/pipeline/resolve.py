@@ -1,7 +1,8 @@
 """Step 4: find the source an agent names and open its credentials, with a short cache.
 
 The cache (default 1 s) bounds how long a policy change or deletion takes to reach every instance; local
-changes invalidate at once. Decrypted credentials live only in this process's memory.
+changes invalidate at once. Decrypted credentials live only in this process's memory, and only open for the
+destination the source's current config names (docs/security.md: encryption at rest).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from keyrelay.errors import NotFound
 from keyrelay.model import Credentials, Source
 from keyrelay.pipeline.cache import SingleFlightCache
-from keyrelay.ports import Clock, SourceStore, Vault
+from keyrelay.ports import Clock, DestinationOf, SourceStore, Vault
 
 _MAX = 50_000
 
@@ -24,9 +25,11 @@ class Resolved:
 
 
 class SourceResolver:
-    def __init__(self, store: SourceStore, vault: Vault, clock: Clock, *, cache_seconds: float) -> None:
+    def __init__(self, store: SourceStore, vault: Vault, clock: Clock, *, cache_seconds: float,
+                 destination_of: DestinationOf) -> None:
         self._store = store
         self._vault = vault
+        self._destination_of = destination_of
         self._clock = clock
         self._cache: SingleFlightCache[tuple[str, str], Resolved] = SingleFlightCache(
             clock, ttl=cache_seconds, max_entries=_MAX)
@@ -54,5 +57,7 @@ class SourceResolver:
         if source is None or not source.active:
             raise NotFound("Source not found")
         sealed = await self._store.load_sealed(source.id)
-        creds = await self._vault.open(workspace_id=source.workspace_id, source_id=source.id, sealed=sealed)
+        creds = await self._vault.open(workspace_id=source.workspace_id, source_id=source.id,
+                                       destination=self._destination_of(source.connector, source.config),
+                                       sealed=sealed)
         return Resolved(source, creds)

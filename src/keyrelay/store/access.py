@@ -61,6 +61,25 @@ class SqlAccessStore:
                     tokens.c.application_id.in_(app_ids), tokens.c.revoked_at.is_(None)).values(revoked_at=now))
         return bool(res.rowcount)
 
+    async def list_applications(self) -> list[Application]:
+        q = sa.select(applications).order_by(applications.c.created_at, applications.c.id)
+        async with self._engine.connect() as conn:
+            return [Application(id=r.id, client_id=r.client_id, name=r.name, created_at=r.created_at,
+                                revoked_at=r.revoked_at) for r in await conn.execute(q)]
+
+    async def replace_application_secret(self, client_id: str, *, secret_digest: str, now: float,
+                                         revoke_tokens: bool) -> bool:
+        """A new client secret for an application that is not revoked; optionally revoke the tokens it minted."""
+        async with self._engine.begin() as conn:
+            res = await conn.execute(sa.update(applications).where(
+                applications.c.client_id == client_id, applications.c.revoked_at.is_(None),
+            ).values(secret_digest=secret_digest))
+            if res.rowcount and revoke_tokens:
+                app_ids = sa.select(applications.c.id).where(applications.c.client_id == client_id)
+                await conn.execute(sa.update(tokens).where(
+                    tokens.c.application_id.in_(app_ids), tokens.c.revoked_at.is_(None)).values(revoked_at=now))
+        return bool(res.rowcount)
+
     # tokens -------------------------------------------------------------------------------------------
     async def add_token(self, *, digest: str, kind: CallerKind, application_id: str, workspace_id: str | None,
                         expires_at: float, now: float) -> None:

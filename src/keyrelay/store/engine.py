@@ -39,8 +39,9 @@ def _alembic_config(connection: sa.Connection) -> Config:
     return cfg
 
 
-async def upgrade(engine: AsyncEngine) -> None:
-    """Apply every pending migration. Safe to run on every start and from several processes on PostgreSQL."""
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    """Apply every pending migration (up to `revision`). Safe to run on every start and from several processes on
+    PostgreSQL."""
     async with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             await conn.execute(sa.text("SELECT pg_advisory_xact_lock(727274)"))
@@ -48,7 +49,7 @@ async def upgrade(engine: AsyncEngine) -> None:
             # pysqlite runs DDL outside any transaction: take the write lock first, so concurrent starts
             # wait for each other and a crash mid-migration leaves no half-built schema behind.
             await conn.execute(sa.text("BEGIN IMMEDIATE"))
-        await conn.run_sync(lambda sync_conn: command.upgrade(_alembic_config(sync_conn), "head"))
+        await conn.run_sync(lambda sync_conn: command.upgrade(_alembic_config(sync_conn), revision))
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

@@ -1,7 +1,9 @@
-"""Key ring rows and the re-encryption queries used by `keyrelay vault rotate`."""
+"""Key ring rows and the re-encryption queries used by `keyrelay vault rotate` and the one-time re-seal of
+ciphertexts written before credentials were bound to their destination."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -24,7 +26,10 @@ class SecretRow:
     workspace_id: str
     field: str
     key_id: str
-    ciphertext: bytes
+    ciphertext: bytes = dataclasses.field(repr=False)
+    destination: str | None = None  # None: sealed before destinations were bound
+    connector: str = ""
+    config: str = "{}"  # the source's config JSON (what its destination is computed from)
 
 
 class SqlKeyRingStore:
@@ -60,21 +65,37 @@ class SqlKeyRingStore:
         async with self._engine.connect() as conn:
             return int((await conn.execute(sa.select(sa.func.count()).select_from(source_secrets))).scalar_one())
 
-    async def secrets_not_under(self, key_id: str, *, limit: int = 200) -> list[SecretRow]:
-        q = (sa.select(source_secrets, sources.c.workspace_id)
-             .join(sources, sources.c.id == source_secrets.c.source_id)
-             .where(source_secrets.c.key_id != key_id).limit(limit))
-        async with self._engine.connect() as conn:
-            return [SecretRow(r.source_id, r.workspace_id, r.field, r.key_id, bytes(r.ciphertext))
-                    for r in await conn.execute(q)]
+    async def secrets_not_under(self, key_id: str, *, after: tuple[str, str] | None = None,
+                                limit: int = 200) -> list[SecretRow]:
+        """Rows under another key, in (source_id, field) order after `after` (one pass over the table)."""
+        return await self._rows(source_secrets.c.key_id != key_id, after, limit)
 
-    async def replace_secret(self, row: SecretRow, *, key_id: str, ciphertext: bytes) -> bool:
+    async def legacy_secrets(self, *, after: tuple[str, str] | None = None, limit: int = 200) -> list[SecretRow]:
+        """Rows sealed before destinations were bound, with their source's connector and config."""
+        return await self._rows(source_secrets.c.destination.is_(None), after, limit)
+
+    async def _rows(self, where: sa.ColumnElement[bool], after: tuple[str, str] | None,
+                    limit: int) -> list[SecretRow]:
+        q = (sa.select(source_secrets, sources.c.workspace_id, sources.c.connector, sources.c.config)
+             .join(sources, sources.c.id == source_secrets.c.source_id).where(where)
+             .order_by(source_secrets.c.source_id, source_secrets.c.field).limit(limit))
+        if after is not None:
+            q = q.where(sa.or_(source_secrets.c.source_id > after[0], sa.and_(
+                source_secrets.c.source_id == after[0], source_secrets.c.field > after[1])))
+        async with self._engine.connect() as conn:
+            return [SecretRow(r.source_id, r.workspace_id, r.field, r.key_id, bytes(r.ciphertext), r.destination,
+                              r.connector, r.config) for r in await conn.execute(q)]
+
+    async def replace_secret(self, row: SecretRow, *, key_id: str, ciphertext: bytes, destination: str) -> bool:
         """Compare-and-set: only replaces the row if it still holds the ciphertext that was re-encrypted."""
+        same_destination = source_secrets.c.destination.is_(None) if row.destination is None else \
+            source_secrets.c.destination == row.destination
         async with self._engine.begin() as conn:
             res = await conn.execute(sa.update(source_secrets).where(
                 source_secrets.c.source_id == row.source_id, source_secrets.c.field == row.field,
                 source_secrets.c.key_id == row.key_id, source_secrets.c.ciphertext == row.ciphertext,
-            ).values(key_id=key_id, ciphertext=ciphertext))
+                same_destination,
+            ).values(key_id=key_id, ciphertext=ciphertext, destination=destination))
         return bool(res.rowcount)
 
     async def drop_unused_retired_keys(self) -> int:

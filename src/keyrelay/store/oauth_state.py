@@ -31,9 +31,11 @@ def lock_key(source_id: str) -> int:
 
 async def _read(conn: AsyncConnection, source_id: str) -> OAuthRecord:
     status = (await conn.execute(sa.select(sources.c.status).where(sources.c.id == source_id))).scalar()
-    row = (await conn.execute(sa.select(source_secrets.c.key_id, source_secrets.c.ciphertext).where(
+    row = (await conn.execute(sa.select(source_secrets.c.key_id, source_secrets.c.ciphertext,
+                                        source_secrets.c.destination).where(
         source_secrets.c.source_id == source_id, source_secrets.c.field == OAUTH_STATE_FIELD))).first()
-    state = None if row is None else SealedField(OAUTH_STATE_FIELD, row.key_id, bytes(row.ciphertext))
+    state = None if row is None else SealedField(OAUTH_STATE_FIELD, row.key_id, bytes(row.ciphertext),
+                                                 row.destination)
     return OAuthRecord(status=status, state=state)
 
 
@@ -50,11 +52,11 @@ class SqlOAuthStateTxn:
             raise ValueError("only the OAuth state field is written here")
         where = sa.and_(source_secrets.c.source_id == self._source_id, source_secrets.c.field == OAUTH_STATE_FIELD)
         res = await self._conn.execute(sa.update(source_secrets).where(where).values(
-            key_id=sealed.key_id, ciphertext=sealed.ciphertext))
+            key_id=sealed.key_id, ciphertext=sealed.ciphertext, destination=sealed.destination))
         if not res.rowcount:
             await self._conn.execute(sa.insert(source_secrets).values(
                 source_id=self._source_id, field=OAUTH_STATE_FIELD, key_id=sealed.key_id,
-                ciphertext=sealed.ciphertext))
+                ciphertext=sealed.ciphertext, destination=sealed.destination))
 
     async def mark_needs_reauth(self, *, now: float) -> None:
         await self._conn.execute(sa.update(sources).where(

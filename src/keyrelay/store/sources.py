@@ -111,12 +111,14 @@ class SqlSourceStore:
         q = sa.select(source_secrets).where(source_secrets.c.source_id == source_id,
                                             source_secrets.c.field != OAUTH_STATE_FIELD)  # store/oauth.py reads it
         async with self._engine.connect() as conn:
-            return [SealedField(r.field, r.key_id, bytes(r.ciphertext)) for r in await conn.execute(q)]
+            return [SealedField(r.field, r.key_id, bytes(r.ciphertext), r.destination)
+                    for r in await conn.execute(q)]
 
 
 async def _write_secrets(conn: AsyncConnection, source_id: str, sealed: Sequence[SealedField]) -> None:
     if sealed:
         await conn.execute(sa.insert(source_secrets), [
-            {"source_id": source_id, "field": f.field, "key_id": f.key_id, "ciphertext": f.ciphertext}
+            {"source_id": source_id, "field": f.field, "key_id": f.key_id, "ciphertext": f.ciphertext,
+             "destination": f.destination}
             for f in sealed
         ])

@@ -74,6 +74,7 @@ source_secrets = sa.Table(
     sa.Column("field", sa.String(64), primary_key=True),
     sa.Column("key_id", sa.String(36), nullable=False),
     sa.Column("ciphertext", sa.LargeBinary, nullable=False),
+    sa.Column("destination", sa.Text),  # bound into the ciphertext; NULL: sealed before destinations were bound
 )
 
 vault_keys = sa.Table(

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keyrelay.errors import Conflict
 from keyrelay.model import Workspace
-from keyrelay.store.tables import workspaces
+from keyrelay.store.tables import tokens, workspaces
 
 
 def _row(r: sa.Row[tuple[str, str, float]]) -> Workspace:
@@ -47,6 +47,9 @@ class SqlWorkspaceStore:
             return [_row(r) for r in await conn.execute(q)]
 
     async def delete_workspace(self, workspace_id: str) -> bool:
+        """Delete the workspace; its sources, secrets and API keys go with it (foreign keys), and so do the
+        workspace-scoped tokens minted for it."""
         async with self._engine.begin() as conn:
             res = await conn.execute(sa.delete(workspaces).where(workspaces.c.id == workspace_id))
+            await conn.execute(sa.delete(tokens).where(tokens.c.workspace_id == workspace_id))
         return bool(res.rowcount)

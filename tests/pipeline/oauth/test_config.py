@@ -47,6 +47,7 @@ def test_oauth2_header_replaces_a_static_header_of_the_same_name(upstream: FakeU
                          "oauth2": _config(upstream, refresh_token="rt-x", grant_type="refresh_token")})
     assert inj.headers == [("X-Tenant", "a")]
     assert inj.header_names == frozenset({"authorization", "x-tenant"})
-    assert inj.oauth2 is not None and SECRET in inj.secrets and "rt-x" in inj.secrets
+    revealed = [s.reveal() for s in inj.secrets]
+    assert inj.oauth2 is not None and SECRET in revealed and "rt-x" in revealed
 
 

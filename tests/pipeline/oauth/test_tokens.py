@@ -18,10 +18,12 @@ from urllib.parse import parse_qs
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from keyrelay.connectors.spec import load_catalog
 from keyrelay.egress.ssrf import parse_cidrs
 from keyrelay.egress.upstream import UpstreamClient
 from keyrelay.errors import SsrfBlocked, UpstreamAuthFailed
-from keyrelay.model import OAUTH_STATE_FIELD, NewSource, OAuthRecord, Outbound, SealedField, Source
+from keyrelay.manage.destinations import Destinations
+from keyrelay.model import OAUTH_STATE_FIELD, NewSource, OAuthRecord, Outbound, SealedField, Secret, Source
 from keyrelay.pipeline.oauth.config import OAuth2Config, parse
 from keyrelay.pipeline.oauth.tokens import OAuthSender, OAuthTokens, refresh_at
 from keyrelay.pipeline.redact import Redactor
@@ -34,6 +36,7 @@ from support.db import migrated_engine
 from support.upstream import ISSUED_TOKEN, FakeUpstream
 
 SECRET = "client-secret-5d1e0c"
+DESTINATIONS = Destinations(load_catalog())
 
 
 def _config(upstream: FakeUpstream, **kw: Any) -> dict[str, Any]:
@@ -63,24 +66,28 @@ class Env:
 
     def tokens(self, store: Any = None) -> OAuthTokens:
         """A fresh provider: an empty memory, as after a restart or in another process."""
-        return OAuthTokens(store=store or self.store, vault=self.vault, upstream=self.client, clock=self.clock)
+        return OAuthTokens(store=store or self.store, vault=self.vault, upstream=self.client, clock=self.clock,
+                           destination_of=DESTINATIONS)
 
     async def source(self, oauth2: dict[str, Any]) -> tuple[Source, OAuth2Config]:
         ws = await SqlWorkspaceStore(self.engine).create_workspace(id=str(uuid.uuid4()), name=uuid.uuid4().hex,
                                                                    now=1.0)
         sid = str(uuid.uuid4())
-        sealed = await self.vault.seal(workspace_id=ws.id, source_id=sid, fields={"oauth2": oauth2})
+        config = {"upstream_url": self.upstream.url}
+        sealed = await self.vault.seal(workspace_id=ws.id, source_id=sid, destination=DESTINATIONS("http", config),
+                                       fields={"oauth2": oauth2})
         src = await SqlSourceStore(self.engine).create_source(NewSource(
-            id=sid, workspace_id=ws.id, connector="http", name="s", slug="s",
-            config={"upstream_url": self.upstream.url}, policy={}), sealed, now=1.0)
+            id=sid, workspace_id=ws.id, connector="http", name="s", slug="s", config=config, policy={}), sealed,
+            now=1.0)
         return src, parse(oauth2)
 
     async def state(self, src: Source) -> dict[str, Any]:
         record = await self.store.read(src.id)
         assert record.state is not None
-        creds = await self.vault.open(workspace_id=src.workspace_id, source_id=src.id, sealed=[record.state])
-        out: dict[str, Any] = creds.fields[OAUTH_STATE_FIELD]
-        return out
+        creds = await self.vault.open(workspace_id=src.workspace_id, source_id=src.id,
+                                      destination=DESTINATIONS(src.connector, src.config), sealed=[record.state])
+        state = creds.fields[OAUTH_STATE_FIELD]  # opened fields carry their strings as Secrets
+        return {k: v.reveal() if isinstance(v, Secret) else v for k, v in state.items()}
 
 
 @pytest.fixture
@@ -227,7 +234,8 @@ async def test_the_token_endpoint_is_dialled_through_the_ssrf_guard(env: Env) ->
     closed = UpstreamClient(allow=(), max_connections=10)
     try:
         with pytest.raises(SsrfBlocked):
-            await OAuthTokens(store=env.store, vault=env.vault, upstream=closed, clock=env.clock).token(src, cfg)
+            await OAuthTokens(store=env.store, vault=env.vault, upstream=closed, clock=env.clock,
+                              destination_of=DESTINATIONS).token(src, cfg)
     finally:
         await closed.close()
     assert env.upstream.token_calls == 0
@@ -255,6 +263,21 @@ async def test_state_of_an_earlier_configuration_is_ignored(env: Env) -> None:
     cfg_b = parse(_config(env.upstream, grant_type="refresh_token", refresh_token=rt_b))
     assert await env.tokens().token(src, cfg_b) != first
     assert _form(env.upstream)["refresh_token"] == rt_b
+
+
+async def test_the_token_state_is_sealed_for_the_sources_destination(env: Env) -> None:
+    """The stored access token is bound like every credential: read for another destination (the source's
+    config edited in the database), it is never used; the configured credential is asked again instead."""
+    src, cfg = await env.source(_config(env.upstream))
+    first = await env.tokens().token(src, cfg)
+    record = await env.store.read(src.id)
+    assert record.state is not None and record.state.destination == DESTINATIONS("http", src.config)
+    moved = dataclasses.replace(src, config={"upstream_url": "https://elsewhere.example"})
+    calls = env.upstream.token_calls
+    assert await env.tokens().token(moved, cfg) != first  # a fresh process: the stored state does not open
+    assert env.upstream.token_calls == calls + 1
+    again = (await env.store.read(src.id)).state
+    assert again is not None and again.destination == DESTINATIONS("http", moved.config)
 
 
 # --- per-request injection ---------------------------------------------------------------------------------

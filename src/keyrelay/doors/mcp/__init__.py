@@ -25,6 +25,7 @@ from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 
+from keyrelay import boundedjson
 from keyrelay.connectors.spec import check_json
 from keyrelay.doors.mcp.tools import TOOLS, Deps, ToolDef
 from keyrelay.errors import (
@@ -138,6 +139,9 @@ class McpDoor:
             tool = self._tools.get(params.name)
             if tool is None:
                 raise InvalidRequest(f"Unknown tool; tools: {', '.join(self._tools)}", field="name")
+            if not boundedjson.within(params.arguments or {}):
+                raise InvalidRequest(f"arguments are nested more than {boundedjson.MAX_DEPTH} levels deep",
+                                     field="arguments")
             args = check_json(tool.schema, params.arguments or {}, "arguments")
             out = await tool.handler(self._deps, authorization, args)
         except KeyrelayError as err:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from keyrelay.pipeline.inject.reveal import plain
 
-def inject(value: dict[str, str]) -> dict[str, Any]:
-    key = value["value"]
+
+def inject(value: dict[str, Any]) -> dict[str, Any]:
+    key = plain(value["value"])
     if value.get("query_param"):
-        return {"query": [(value["query_param"], key)], "secrets": [key]}
-    header = value.get("header") or "Authorization"
-    return {"headers": [(header, value.get("prefix", "") + key)], "secrets": [key]}
+        return {"query": [(plain(value["query_param"]), key)], "secrets": [value["value"]]}
+    header = plain(value.get("header") or "Authorization")
+    return {"headers": [(header, plain(value.get("prefix", "")) + key)], "secrets": [value["value"]]}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from keyrelay.pipeline.inject.reveal import plain
 
-def inject(value: str) -> dict[str, Any]:
-    return {"headers": [("Authorization", f"Bearer {value}")], "secrets": [value]}
+
+def inject(value: Any) -> dict[str, Any]:
+    return {"headers": [("Authorization", f"Bearer {plain(value)}")], "secrets": [value]}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from keyrelay.pipeline.inject.reveal import plain
 
-def inject(value: dict[str, str]) -> dict[str, Any]:
-    headers = [(str(k), str(v)) for k, v in value.items()]
-    return {"headers": headers, "secrets": [v for _, v in headers]}
+
+def inject(value: dict[str, Any]) -> dict[str, Any]:
+    headers = [(str(k), plain(v)) for k, v in value.items()]
+    return {"headers": headers, "secrets": list(value.values())}

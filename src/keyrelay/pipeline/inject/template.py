@@ -11,20 +11,32 @@ from collections.abc import Mapping
 from typing import Any
 
 from keyrelay.errors import InvalidRequest
+from keyrelay.model import Secret
 
 _PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 
 
 def render(template: Any, values: Mapping[str, Any]) -> Any:
-    """Substitute `{name}` placeholders in every string of `template`."""
+    """Substitute `{name}` placeholders in every string of `template`. A string filled from a `Secret` stays a
+    `Secret` (a lone placeholder passes the value itself through)."""
     if isinstance(template, str):
+        whole = _PLACEHOLDER.fullmatch(template)
+        if whole is not None and isinstance(values.get(whole.group(1)), Secret):
+            return values[whole.group(1)]
+        secret = False
+
         def sub(m: re.Match[str]) -> str:
+            nonlocal secret
             value = values.get(m.group(1))
-            if not isinstance(value, str | int):
+            if isinstance(value, Secret):
+                secret = True
+                return value.reveal()  # review point: the result is wrapped again below
+            if not isinstance(value, str | int) or isinstance(value, bool):
                 raise InvalidRequest(f"Source is missing the '{m.group(1)}' field its connector needs")
             return str(value)
 
-        return _PLACEHOLDER.sub(sub, template)
+        text = _PLACEHOLDER.sub(sub, template)
+        return Secret(text) if secret else text
     if isinstance(template, Mapping):
         return {k: render(v, values) for k, v in template.items()}
     if isinstance(template, list):

@@ -8,12 +8,12 @@ timeout, 5xx, malformed answer). Messages never carry a token, a secret or the e
 from __future__ import annotations
 
 import base64
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote_plus
 
+from keyrelay import boundedjson
 from keyrelay.egress.upstream import UpstreamClient
 from keyrelay.errors import SsrfBlocked, UpstreamAuthFailed, UpstreamTimeout, UpstreamUnreachable
 from keyrelay.pipeline.oauth.config import OAuth2Config
@@ -45,11 +45,12 @@ def _form(cfg: OAuth2Config, refresh_token: str | None) -> tuple[dict[str, str],
     if cfg.audience:
         form["audience"] = cfg.audience
     headers: list[tuple[str, str]] = []
+    secret = cfg.client_secret.reveal()  # review point: into the token request only
     if cfg.auth_method == "client_secret_basic":  # RFC 6749 2.3.1: form-encode both parts first
-        pair = f"{quote_plus(cfg.client_id)}:{quote_plus(cfg.client_secret)}".encode()
+        pair = f"{quote_plus(cfg.client_id)}:{quote_plus(secret)}".encode()
         headers.append(("Authorization", "Basic " + base64.b64encode(pair).decode("ascii")))
     else:
-        form["client_id"], form["client_secret"] = cfg.client_id, cfg.client_secret
+        form["client_id"], form["client_secret"] = cfg.client_id, secret
     return form, headers
 
 
@@ -71,8 +72,8 @@ def _expires_in(value: Any) -> float | None:
 
 def _parse(status: int, data: bytes) -> Granted | Refused:
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+        doc = boundedjson.loads(data)
+    except ValueError:  # not JSON, or nested too deeply
         doc = None
     if status in _REFUSED_STATUSES:
         code = doc.get("error") if isinstance(doc, dict) else None

@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keyrelay.egress.upstream import Sent, UpstreamClient
-from keyrelay.errors import InternalError, KeyrelayError, NotFound, UpstreamAuthFailed
-from keyrelay.model import OAUTH_STATE_FIELD, OAuthRecord, Outbound, Source
+from keyrelay.errors import CredentialsUnusable, KeyrelayError, NotFound, UpstreamAuthFailed
+from keyrelay.model import OAUTH_STATE_FIELD, OAuthRecord, Outbound, Secret, Source
 from keyrelay.pipeline.oauth.config import OAuth2Config
 from keyrelay.pipeline.oauth.grant import Granted, request_token
 from keyrelay.pipeline.redact import Redactor
-from keyrelay.ports import Clock, OAuthStateStore, OAuthStateTxn, Vault
+from keyrelay.ports import Clock, DestinationOf, OAuthStateStore, OAuthStateTxn, Vault
 
 log = logging.getLogger("keyrelay.oauth")
 MARGIN_SECONDS = 60.0
@@ -57,6 +57,10 @@ class TokenState:
 
 
 def _state_from(value: Any) -> TokenState | None:
+    """The token state from its opened field, whose strings arrive as `Secret`s (revealed here: the state holds
+    the tokens this module sends and refreshes with)."""
+    if isinstance(value, dict):
+        value = {k: v.reveal() if isinstance(v, Secret) else v for k, v in value.items()}
     if not isinstance(value, dict) or not isinstance(value.get("fingerprint"), str):
         return None
     text = {k: v if isinstance(v, str) else None for k in ("access_token", "refresh_token") for v in [value.get(k)]}
@@ -73,8 +77,10 @@ def refresh_at(now: float, expires_in: float | None) -> float | None:
 
 
 class OAuthTokens:
-    def __init__(self, *, store: OAuthStateStore, vault: Vault, upstream: UpstreamClient, clock: Clock) -> None:
+    def __init__(self, *, store: OAuthStateStore, vault: Vault, upstream: UpstreamClient, clock: Clock,
+                 destination_of: DestinationOf) -> None:
         self._store, self._vault, self._upstream, self._clock = store, vault, upstream, clock
+        self._destination_of = destination_of  # the token state is bound like every credential
         self._memo: dict[str, TokenState] = {}
         self._rejected: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -143,7 +149,8 @@ class OAuthTokens:
         state = await self._open(source, cfg, record)
         if state is not None and state.fresh(self._clock(), rejected):
             return state
-        refresh = (state.refresh_token if state is not None else None) or cfg.refresh_token
+        configured = None if cfg.refresh_token is None else cfg.refresh_token.reveal()  # review point: the grant
+        refresh = (state.refresh_token if state is not None else None) or configured
         result = await request_token(self._upstream, cfg, refresh)
         if not isinstance(result, Granted) and result.error == "invalid_grant" and cfg.grant_type == "refresh_token":
             # a lost race (e.g. a writer that did not take the lock): re-read, and retry once if it changed
@@ -165,6 +172,7 @@ class OAuthTokens:
             refresh_at=refresh_at(now, result.expires_in), refresh_token=result.refresh_token or refresh,
         )
         sealed = await self._vault.seal(workspace_id=source.workspace_id, source_id=source.id,
+                                        destination=self._destination_of(source.connector, source.config),
                                         fields={OAUTH_STATE_FIELD: new.to_json()})
         await txn.write_state(sealed[0])
         log.info("oauth2 access token refreshed for source %s", source.id)
@@ -176,9 +184,10 @@ class OAuthTokens:
             return None
         try:
             creds = await self._vault.open(workspace_id=source.workspace_id, source_id=source.id,
+                                           destination=self._destination_of(source.connector, source.config),
                                            sealed=[record.state])
-        except InternalError:
-            return None  # unreadable: start again from the configured refresh token
+        except CredentialsUnusable:
+            return None  # unreadable or bound elsewhere: start again from the configured refresh token
         state = _state_from(creds.fields.get(OAUTH_STATE_FIELD))
         return state if state is not None and state.fingerprint == cfg.fingerprint else None
 

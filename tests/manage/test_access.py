@@ -1,0 +1,167 @@
+"""AccessService (manage/access.py) with an injected clock, on SQLite and PostgreSQL: token lifetimes, API key
+checks, the bootstrap application, revoking applications and rotating their secret. Revocations must hold at once
+here, even with a token cache far longer than the test."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from keyrelay.errors import InvalidRequest, NotFound, Unauthenticated
+from keyrelay.manage.access import APP_TOKEN_SECONDS, WORKSPACE_TOKEN_SECONDS, AccessService
+from keyrelay.model import CallerKind, Scope
+from keyrelay.pipeline.authenticate import Authenticator
+from keyrelay.pipeline.tokens import TokenHasher
+from keyrelay.store.access import SqlAccessStore
+from keyrelay.store.workspaces import SqlWorkspaceStore
+from support.db import migrated_engine
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Env:
+    access: AccessService
+    authn: Authenticator
+    workspaces: SqlWorkspaceStore
+    clock: Clock
+
+
+@pytest.fixture
+async def env(database_url: str | None, tmp_path: Path) -> AsyncIterator[Env]:
+    async with migrated_engine(database_url, tmp_path) as engine:
+        yield _env(engine)
+
+
+def _env(engine: AsyncEngine) -> Env:
+    clock, hasher = Clock(), TokenHasher(secrets.token_bytes(32))
+    store = SqlAccessStore(engine)
+    authn = Authenticator(store, hasher, clock, cache_seconds=3600)  # only a cleared cache can refuse at once
+    workspaces = SqlWorkspaceStore(engine)
+    return Env(AccessService(auth=store, workspaces=workspaces, hasher=hasher, authenticator=authn, clock=clock),
+               authn, workspaces, clock)
+
+
+async def _app(env: Env) -> tuple[str, str]:
+    created = await env.access.create_application(name="ops")
+    assert created.client_secret is not None
+    return created.client_id, created.client_secret
+
+
+async def test_token_lifetimes(env: Env) -> None:
+    client_id, secret = await _app(env)
+    app = await env.access.application_token(client_id, secret)
+    ws = await env.workspaces.create_workspace(id="w1", name="w1", now=env.clock())
+    caller = await env.authn.authenticate(f"Bearer {app.token}")
+    scoped = await env.access.scoped_token(caller, ws)
+    assert (app.expires_in, scoped.expires_in) == (APP_TOKEN_SECONDS, WORKSPACE_TOKEN_SECONDS) == (900, 1200)
+    assert (await env.authn.authenticate(f"Bearer {scoped.token}")).kind is CallerKind.WORKSPACE
+    env.clock.now += APP_TOKEN_SECONDS
+    with pytest.raises(Unauthenticated):
+        await env.authn.authenticate(f"Bearer {app.token}")
+    await env.authn.authenticate(f"Bearer {scoped.token}")
+    env.clock.now += WORKSPACE_TOKEN_SECONDS - APP_TOKEN_SECONDS
+    with pytest.raises(Unauthenticated):
+        await env.authn.authenticate(f"Bearer {scoped.token}")
+
+
+async def test_application_token_needs_the_right_secret(env: Env) -> None:
+    client_id, secret = await _app(env)
+    for cid, sec in ((client_id, secret + "x"), ("kr_app_unknown", secret), (client_id, "")):
+        with pytest.raises(Unauthenticated):
+            await env.access.application_token(cid, sec)
+
+
+async def test_api_keys_are_checked_and_expire(env: Env) -> None:
+    ws = await env.workspaces.create_workspace(id="w1", name="w1", now=env.clock())
+    with pytest.raises(NotFound):
+        await env.access.create_api_key(workspace_id="nope", scopes=frozenset({Scope.PROXY}), name="", expires_at=None)
+    with pytest.raises(InvalidRequest):
+        await env.access.create_api_key(workspace_id=ws.id, scopes=frozenset(), name="", expires_at=None)
+    with pytest.raises(InvalidRequest):
+        await env.access.create_api_key(workspace_id=ws.id, scopes=frozenset({Scope.PROXY}), name="",
+                                        expires_at=env.clock())
+    key, secret = await env.access.create_api_key(workspace_id=ws.id, scopes=frozenset({Scope.PROXY}), name="",
+                                                  expires_at=env.clock() + 60)
+    assert (await env.authn.authenticate(f"Bearer {secret}")).scopes == frozenset({Scope.PROXY})
+    env.clock.now += 60
+    with pytest.raises(Unauthenticated):
+        await env.authn.authenticate(f"Bearer {secret}")
+    assert key.hint == secret[:7]
+
+
+async def test_revoking_a_key_holds_at_once(env: Env) -> None:
+    ws = await env.workspaces.create_workspace(id="w1", name="w1", now=env.clock())
+    key, secret = await env.access.create_api_key(workspace_id=ws.id, scopes=frozenset({Scope.PROXY}), name="",
+                                                  expires_at=None)
+    await env.authn.authenticate(f"Bearer {secret}")  # cached for an hour
+    await env.access.revoke_api_key(key.id)
+    with pytest.raises(Unauthenticated):
+        await env.authn.authenticate(f"Bearer {secret}")
+    with pytest.raises(NotFound):
+        await env.access.revoke_api_key("nope")
+
+
+async def test_the_bootstrap_application_is_created_once(env: Env) -> None:
+    first = await env.access.ensure_bootstrap(None, None)
+    assert first is not None and first.client_secret
+    assert await env.access.ensure_bootstrap(None, None) is None
+    assert len(await env.access.list_applications()) == 1
+    supplied = await env.access.ensure_bootstrap("kr_app_ops", "operator-secret-1")
+    assert supplied is not None and supplied.client_secret is None  # the operator knows it
+    assert await env.access.ensure_bootstrap("kr_app_ops", "operator-secret-1") is None
+
+
+async def test_revoking_an_application_refuses_its_tokens_at_once(env: Env) -> None:
+    client_id, secret = await _app(env)
+    other_id, other_secret = await _app(env)
+    app = await env.access.application_token(client_id, secret)
+    other = await env.access.application_token(other_id, other_secret)
+    ws = await env.workspaces.create_workspace(id="w1", name="w1", now=env.clock())
+    scoped = await env.access.scoped_token(await env.authn.authenticate(f"Bearer {app.token}"), ws)
+    await env.authn.authenticate(f"Bearer {scoped.token}")
+    await env.access.revoke_application(client_id)
+    for token in (app.token, scoped.token):
+        with pytest.raises(Unauthenticated):
+            await env.authn.authenticate(f"Bearer {token}")
+    with pytest.raises(Unauthenticated):
+        await env.access.application_token(client_id, secret)
+    await env.authn.authenticate(f"Bearer {other.token}")
+    await env.access.revoke_application(client_id)  # idempotent
+    with pytest.raises(NotFound):
+        await env.access.revoke_application("kr_app_unknown")
+    listed = {a.client_id: a for a in await env.access.list_applications()}
+    assert listed[client_id].revoked_at is not None and listed[other_id].revoked_at is None
+
+
+async def test_rotating_a_secret(env: Env) -> None:
+    client_id, secret = await _app(env)
+    kept = await env.access.application_token(client_id, secret)
+    await env.authn.authenticate(f"Bearer {kept.token}")
+    new = await env.access.rotate_secret(client_id, revoke_tokens=False)
+    with pytest.raises(Unauthenticated):
+        await env.access.application_token(client_id, secret)
+    await env.authn.authenticate(f"Bearer {kept.token}")  # kept
+    newer = await env.access.rotate_secret(client_id)  # the default revokes what was minted
+    with pytest.raises(Unauthenticated):
+        await env.authn.authenticate(f"Bearer {kept.token}")
+    with pytest.raises(Unauthenticated):
+        await env.access.application_token(client_id, new)
+    fresh = await env.access.application_token(client_id, newer)
+    await env.authn.authenticate(f"Bearer {fresh.token}")
+    with pytest.raises(NotFound):
+        await env.access.rotate_secret("kr_app_unknown")
+    await env.access.revoke_application(client_id)
+    with pytest.raises(InvalidRequest):
+        await env.access.rotate_secret(client_id)
