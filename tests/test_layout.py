@@ -98,7 +98,7 @@ _CITATION = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w.-]+\.md)\b")
 _VAGUE = re.compile(r"\b(seed \d{3}|[Bb]ars? \d+|[Rr]ules? \d+|Appendix [A-D])\b")
 
 
-@pytest.mark.parametrize("rel", _modules() + [Path("store/migrations/env.py")], ids=str)
+@pytest.mark.parametrize("rel", [*_modules(), Path("store/migrations/env.py")], ids=str)
 def test_source_cites_only_documents_that_exist_in_the_repository(rel: Path) -> None:
     text = (SRC / rel).read_text()
     for cited in _CITATION.findall(text):
