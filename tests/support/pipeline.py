@@ -12,6 +12,7 @@ log entries exactly and move time without sleeping.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -110,6 +111,12 @@ class Pipeline:
                        target=Tail(tail.lstrip("/"), query), body=body, content_length=content_length)
 
 
+@functools.cache
+def _catalog() -> Mapping[str, ConnectorSpec]:
+    """The connector catalog, loaded once per run (loading and checking it takes over a second)."""
+    return load_catalog()
+
+
 @contextlib.asynccontextmanager
 async def assembled(tmp_path: Path, *, workspace_cap: int = 64, max_body_bytes: int = 1024 * 1024,
                     caller_limit: int | None = None, database_url: str | None = None) -> AsyncIterator[Pipeline]:
@@ -126,7 +133,7 @@ async def assembled(tmp_path: Path, *, workspace_cap: int = 64, max_body_bytes: 
         access = AccessService(auth=access_store, workspaces=workspace_store, hasher=hasher, authenticator=authn,
                                clock=clock)
         workspaces = WorkspaceService(store=workspace_store, clock=clock)
-        catalog = load_catalog()
+        catalog = _catalog()
         sources = SourceService(sources=SqlSourceStore(engine), workspaces=workspaces, vault=vault,
                                 catalog=catalog, clock=clock, allow=LOOPBACK)
         resolver = SourceResolver(SqlSourceStore(engine), vault, clock, cache_seconds=0)
