@@ -75,6 +75,7 @@ class Pipeline:
     relay: Relay
     upstream: UpstreamClient
     access: AccessService
+    authenticator: Authenticator
     workspaces: WorkspaceService
     sources: SourceService
     resolver: SourceResolver
@@ -148,8 +149,8 @@ async def assembled(tmp_path: Path, *, workspace_cap: int = 64, max_body_bytes: 
         ws = await workspaces.create("pipeline")
         _, key = await access.create_api_key(workspace_id=ws.id, scopes=ALL_SCOPES, name="all", expires_at=None)
         yield Pipeline(engine=engine, clock=clock, log=log, relay=relay, upstream=upstream, access=access,
-                       workspaces=workspaces, sources=sources, resolver=resolver, vault=vault, catalog=catalog,
-                       workspace_id=ws.id, key=key)
+                       authenticator=authn, workspaces=workspaces, sources=sources, resolver=resolver, vault=vault,
+                       catalog=catalog, workspace_id=ws.id, key=key)
     finally:
         await upstream.close()
         await engine.dispose()
