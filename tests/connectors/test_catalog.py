@@ -6,9 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
-from keyrelay.connectors.spec import CATALOG_DIR, SpecError, load_catalog, load_spec
+from keyrelay.connectors.spec import CATALOG_DIR, load_catalog, load_spec
 
 FILES = sorted(CATALOG_DIR.glob("*.yaml"))
 CATALOG = load_catalog()
@@ -39,18 +38,6 @@ def test_definition_is_consistent(path: Path) -> None:
 def test_definition_ids_are_unique() -> None:
     ids = [s.definition_id for s in CATALOG.values() if s.definition_id]
     assert len(ids) == len(set(ids))
-
-
-def test_a_broken_definition_fails_at_load(tmp_path: Path) -> None:
-    raw = yaml.safe_load((CATALOG_DIR / "stripe.yaml").read_text())
-    raw["entities"]["customers"]["actions"]["list"]["pagination"]["type"] = "telepathy"
-    bad = tmp_path / "stripe.yaml"
-    bad.write_text(yaml.safe_dump(raw))
-    with pytest.raises(SpecError, match="pagination"):
-        load_spec(bad)
-    bad.write_text("name: [unclosed")
-    with pytest.raises(SpecError, match="not valid YAML"):
-        load_spec(bad)
 
 
 def test_catalog_api_connectors_declare_auth_and_base_url() -> None:
@@ -95,8 +82,3 @@ def test_tenant_config_allows_only_safe_values(name: str, config: dict[str, str]
     else:
         with pytest.raises(InvalidRequest):
             CATALOG[name].check_config(dict(config))
-
-
-def test_config_defaults_are_filled_in() -> None:
-    config = CATALOG["salesforce"].check_config({"instance_url": "https://acme.my.salesforce.com"})
-    assert config["login_url"] == "https://login.salesforce.com"

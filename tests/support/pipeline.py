@@ -113,7 +113,7 @@ class Pipeline:
 
 
 @functools.cache
-def _catalog() -> Mapping[str, ConnectorSpec]:
+def shared_catalog() -> Mapping[str, ConnectorSpec]:
     """The connector catalog, loaded once per run (loading and checking it takes over a second)."""
     return load_catalog()
 
@@ -134,7 +134,7 @@ async def assembled(tmp_path: Path, *, workspace_cap: int = 64, max_body_bytes: 
         access = AccessService(auth=access_store, workspaces=workspace_store, hasher=hasher, authenticator=authn,
                                clock=clock)
         workspaces = WorkspaceService(store=workspace_store, clock=clock)
-        catalog = _catalog()
+        catalog = shared_catalog()
         sources = SourceService(sources=SqlSourceStore(engine), workspaces=workspaces, vault=vault,
                                 catalog=catalog, clock=clock, allow=LOOPBACK)
         resolver = SourceResolver(SqlSourceStore(engine), vault, clock, cache_seconds=0)
