@@ -6,7 +6,7 @@ pytest puts tests/ on sys.path for this conftest.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -63,9 +63,16 @@ def kr_settings(tmp_path: Path) -> dict[str, Any]:
 
 
 @pytest.fixture
-def kr(kr_settings: dict[str, Any]) -> Iterator[KeyrelayServer]:
+def kr_clock() -> Callable[[], float] | None:
+    """The clock of the keyrelay under test: None is the real one. A test whose outcome depends on the time of
+    day (a per-minute rate limit) parametrizes this with a `support.pipeline.ManualClock`."""
+    return None
+
+
+@pytest.fixture
+def kr(kr_settings: dict[str, Any], kr_clock: Callable[[], float] | None) -> Iterator[KeyrelayServer]:
     """A live keyrelay (SQLite in tmp_path) on 127.0.0.1."""
-    with KeyrelayServer(make_settings(**kr_settings)) as server:
+    with KeyrelayServer(make_settings(**kr_settings), clock=kr_clock) as server:
         yield server
 
 

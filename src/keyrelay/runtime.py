@@ -35,6 +35,7 @@ from keyrelay.pipeline.ratelimit import RateLimiter, make_storage
 from keyrelay.pipeline.relay import ConnectorFacts, Relay
 from keyrelay.pipeline.resolve import SourceResolver
 from keyrelay.pipeline.tokens import TokenHasher
+from keyrelay.ports import Clock
 from keyrelay.requestlog import Metrics, RedisFeed, RequestLog
 from keyrelay.settings import Settings
 from keyrelay.store.access import SqlAccessStore
@@ -70,15 +71,15 @@ def load_master_key(settings: Settings) -> bytes | None:
 
 
 @contextlib.asynccontextmanager
-async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    """Build every adapter and service; tear them down (flushing the request log) on exit."""
+async def runtime(settings: Settings, *, clock: Clock = time.time) -> AsyncIterator[Runtime]:
+    """Build every adapter and service; tear them down (flushing the request log) on exit. `clock` (wall-clock
+    seconds) is for tests that must not depend on the time of day, e.g. a rate-limit window boundary."""
     if settings.is_sqlite or settings.master_key is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     catalog = load_catalog()  # fail before touching any data if a definition is broken
     engine = make_engine(settings.resolved_database_url)
     try:
         await upgrade(engine)
-        clock = time.time
         keyring = SqlKeyRingStore(engine)
         master = load_master_key(settings)
         if master is None and not await keyring.keys():
@@ -121,7 +122,8 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
                             upstream)
         relay = Relay(
             authenticator=authn, resolver=resolver, upstream=upstream, log=request_log, clock=clock,
-            limiter=RateLimiter(make_storage(settings.redis_url), caller_limit=settings.caller_rate_limit_per_minute),
+            limiter=RateLimiter(make_storage(settings.redis_url, clock=clock),
+                                caller_limit=settings.caller_rate_limit_per_minute),
             connectors={n: ConnectorFacts(c.kind, c.default_base_url, c.auth) for n, c in catalog.items()},
             max_body_bytes=settings.max_body_bytes, workspace_cap=settings.workspace_max_concurrency, oauth=oauth,
         )

@@ -1,4 +1,4 @@
-"""The gateway route end to end: a real keyrelay in front of a real loopback upstream (seed 003 behaviours)."""
+"""The gateway route end to end: a real keyrelay in front of a real loopback upstream."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from support.keyrelay import Admin, KeyrelayServer
+from support.pipeline import ManualClock
 from support.upstream import FakeUpstream
 
 SECRET = "upstream-secret-7f3a9c"
@@ -107,16 +108,29 @@ def test_method_allowlist_gives_405(setup: dict[str, Any], admin: Admin, upstrea
     assert upstream.requests == []
 
 
+@pytest.mark.parametrize("kr_clock", [ManualClock()])  # the server's clock: no window boundary mid-test
 def test_rate_limit_gives_429_with_retry_after_and_no_upstream_traffic(setup: dict[str, Any], admin: Admin,
-                                                                        upstream: FakeUpstream) -> None:
-    admin.http.patch(f"/api/v1/sources/{setup['src']['id']}", json={"policy": {"rate_limit_per_minute": 3}},
-                     headers=admin.headers)
-    codes = [httpx.get(setup["base"] + "/echo", headers={**setup["auth"], "X-Forwarded-For": f"10.0.0.{i}"})
-             for i in range(6)]
+                                                                        upstream: FakeUpstream,
+                                                                        kr_clock: ManualClock) -> None:
+    r = admin.http.patch(f"/api/v1/sources/{setup['src']['id']}", json={"policy": {"rate_limit_per_minute": 3}},
+                         headers=admin.headers)
+    assert r.status_code == 200, r.text
+
+    def burst(n: int) -> list[httpx.Response]:
+        return [httpx.get(setup["base"] + "/echo", headers={**setup["auth"], "X-Forwarded-For": f"10.0.0.{i}"})
+                for i in range(n)]  # a spoofed client address changes nothing: the key is the source
+
+    codes = burst(6)
     assert [c.status_code for c in codes] == [200, 200, 200, 429, 429, 429]
-    assert 1 <= int(codes[3].headers["retry-after"]) <= 60
+    assert int(codes[3].headers["retry-after"]) == 60  # at the start of a window only the next one makes room
     assert codes[3].json()["error"]["retry_after"] == int(codes[3].headers["retry-after"])
     assert len(upstream.requests) == 3
+    kr_clock.advance(60)  # the next window: the previous three still weigh fully at its start
+    [late] = burst(1)
+    assert late.status_code == 429 and int(late.headers["retry-after"]) == 20  # their weight falls by 3/60 a second
+    kr_clock.advance(20)
+    assert [c.status_code for c in burst(2)] == [200, 429]  # 3 * 40/60 = 2 still count: room for one
+    assert len(upstream.requests) == 4
 
 
 def test_path_escape_in_tail_is_rejected_without_upstream_traffic(setup: dict[str, Any],

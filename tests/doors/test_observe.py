@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 
 from support.keyrelay import Admin, KeyrelayServer, first_live_log
+from support.pipeline import ManualClock
 from support.upstream import FakeUpstream
 
 
@@ -36,6 +38,7 @@ def test_metrics_count_requests_by_door_status_and_source_type(kr: KeyrelayServe
     assert "metric-secret-123" not in text
 
 
+@pytest.mark.parametrize("kr_clock", [ManualClock()])  # the server's clock: no window boundary mid-test
 def test_rate_limited_requests_are_counted(kr: KeyrelayServer, admin: Admin, upstream: FakeUpstream) -> None:
     ws = admin.workspace("rl")
     admin.source(ws, upstream_url=upstream.url, policy={"rate_limit_per_minute": 1})
