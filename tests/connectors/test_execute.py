@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from support.fakes.stripe import API_KEY, FakeStripe
-from support.keyrelay import Admin, KeyrelayServer
+from support.keyrelay import Admin, KeyrelayServer, logged
 
 
 @pytest.fixture
@@ -185,11 +185,8 @@ def test_entity_cache_is_per_source_and_bypassable(env: dict[str, Any], admin: A
 
 
 def test_execute_and_query_are_logged_once_each(env: dict[str, Any], admin: Admin) -> None:
-    import time
-
     run(env, {"entity": "customers", "action": "list", "params": {"limit": 1}})
     run(env, {"entity": "nope", "action": "list"})
     httpx.post(env["query"], json={"stream": "customers"}, headers=env["auth"])
-    time.sleep(0.3)
-    rows = admin.get("/api/v1/logs", params={"workspace_id": env["ws"]}).json()["data"]
+    rows = logged(admin, 3, workspace_id=env["ws"])
     assert sorted((r["door"], r["status"]) for r in rows) == [("execute", 200), ("execute", 422), ("query", 200)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from support.fakes.stripe import API_KEY, FakeStripe
-from support.keyrelay import Admin, KeyrelayServer, make_settings
+from support.keyrelay import Admin, KeyrelayServer, logged, make_settings
 
 STRIPE_DEF = "e094cb9a-26de-4645-8761-65c0c425d1de"
 CONNECTORS = "/api/v1/integrations/connectors"
@@ -252,8 +251,7 @@ def test_each_execute_is_logged_once(kr: KeyrelayServer, admin: Admin, stripe: F
     url = f"{kr.url}{CONNECTORS}/{src['id']}/execute"
     httpx.post(url, json={"entity": "customers", "action": "list", "params": {"limit": 1}}, headers=admin.headers)
     httpx.post(url, json={"entity": "nope", "action": "list"}, headers=admin.headers)
-    time.sleep(0.3)
-    rows = admin.get("/api/v1/logs", params={"workspace_id": ws}).json()["data"]
+    rows = logged(admin, 2, workspace_id=ws)
     path = f"{CONNECTORS}/{src['id']}/execute"
     assert sorted((r["door"], r["status"], r["path"]) for r in rows) == [("execute", 200, path), ("execute", 422, path)]
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
-from support.keyrelay import Admin, KeyrelayServer, first_live_log
+from support.keyrelay import Admin, KeyrelayServer, first_live_log, logged
 from support.pipeline import ManualClock
 from support.upstream import FakeUpstream
 
@@ -52,7 +50,7 @@ def test_logs_filter_by_status_and_source(kr: KeyrelayServer, admin: Admin, upst
     ws, key, base = _proxy_setup(kr, admin, upstream, "lg")
     httpx.get(base + "/echo", headers={"Authorization": f"Bearer {key}"})
     httpx.get(base + "/status/404", headers={"Authorization": f"Bearer {key}"})
-    time.sleep(0.3)
+    logged(admin, 2, workspace_id=ws)
     only = admin.get("/api/v1/logs", params={"workspace_id": ws, "status": 404}).json()["data"]
     assert [r["status"] for r in only] == [404]
     own = httpx.get(kr.url + "/api/v1/logs", headers={"Authorization": f"Bearer {key}"}).json()["data"]

@@ -157,3 +157,16 @@ def first_live_log(base_url: str, token: str, *, timeout: float = 15) -> Iterato
     connected.wait(timeout)
     yield got
     t.join(timeout)
+
+
+def logged(admin: Admin, count: int, *, timeout: float = 10.0, **params: Any) -> list[dict[str, Any]]:
+    """Request-log rows matching `params` (workspace_id, source_id, status, ...) once at least `count` of them
+    are flushed (rows are written in batches, so they appear a moment after the answer). Fails after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows: list[dict[str, Any]] = admin.get("/api/v1/logs", params={"limit": 1000, **params}).json()["data"]
+        if len(rows) >= count:
+            return rows
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(rows)} of {count} request-log rows after {timeout}s: {rows}")
+        time.sleep(0.02)
