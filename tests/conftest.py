@@ -6,13 +6,21 @@ pytest puts tests/ on sys.path for this conftest.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from support.postgres import PostgresServer
 from support.redis import RedisServer
 from support.upstream import FakeUpstream
+
+# Property tests: in CI (`.ci/run` sets CI=true) the same examples every run, so a red build is reproducible and
+# never a dice roll; locally random examples, and a failure prints the blob that replays it (@reproduce_failure).
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("dev", print_blob=True)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 @pytest.fixture(scope="session")
