@@ -87,18 +87,23 @@ def test_sse_first_event_arrives_before_the_upstream_finishes(setup: dict[str, A
     assert arrivals[-1][0] - arrivals[0][0] >= 0.95
 
 
-def test_unknown_slug_and_other_workspace_are_404(setup: dict[str, Any], kr: KeyrelayServer, admin: Admin) -> None:
+def test_unknown_slug_and_other_workspace_are_404(setup: dict[str, Any], kr: KeyrelayServer, admin: Admin,
+                                                   upstream: FakeUpstream) -> None:
     r = httpx.get(f"{kr.url}/api/{setup['ws']}/proxy/nope/x", headers=setup["auth"])
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     other = admin.workspace("other")
+    admin.source(other, upstream_url=upstream.url)  # a real `echo` source there: still not reachable
     r2 = httpx.get(f"{kr.url}/api/{other}/proxy/echo/x", headers=setup["auth"])
-    assert r2.status_code == 404
+    assert r2.status_code == 404 and r2.json()["error"]["message"] == r.json()["error"]["message"]
+    assert upstream.requests == []
 
 
-def test_wrong_scope_is_403(setup: dict[str, Any], admin: Admin) -> None:
+def test_wrong_scope_is_403_and_nothing_reaches_the_upstream(setup: dict[str, Any], admin: Admin,
+                                                                upstream: FakeUpstream) -> None:
     key = admin.api_key(setup["ws"], ["files"])
     r = httpx.get(setup["base"] + "/echo", headers={"Authorization": f"Bearer {key}"})
-    assert r.status_code == 403
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden" and "'proxy'" in r.text
+    assert upstream.requests == []
 
 
 def test_method_allowlist_gives_405(setup: dict[str, Any], admin: Admin, upstream: FakeUpstream) -> None:
