@@ -184,14 +184,16 @@ def test_invalid_requests_are_422(env: dict[str, Any], stripe: FakeStripe, body:
     assert stripe.requests == []
 
 
-def test_execute_auth_and_tenancy(env: dict[str, Any], kr: KeyrelayServer) -> None:
+def test_execute_auth_and_tenancy(env: dict[str, Any], kr: KeyrelayServer, stripe: FakeStripe) -> None:
     body = {"entity": "customers", "action": "list", "params": {"limit": 1}}
     url = f"{kr.url}{CONNECTORS}/{env['src']['id']}/execute"
     errors(httpx.post(url, json=body, headers={"Authorization": "Bearer expired-or-bogus"}), 401)
     errors(httpx.post(url, json=body, headers=env["query_only"]), 403)
+    assert stripe.requests == []  # refused before any upstream call
     assert httpx.post(url, json=body, headers=env["scoped"]).status_code == 200
     errors(execute(env, body, source=env["other"]["id"]), 404)
     errors(execute(env, body, source="00000000-0000-0000-0000-000000000000"), 404)
+    assert len(stripe.requests) == 1  # only the allowed call
 
 
 def test_upstream_failures_keep_the_sdk_statuses(env: dict[str, Any], stripe: FakeStripe) -> None:

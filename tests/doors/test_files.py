@@ -241,8 +241,10 @@ def test_scopes_auth_and_tenancy(env: dict[str, Any], admin: Admin) -> None:
     proxy_only = admin.api_key(env["ws"], ["proxy"])
     r = httpx.get(target, headers={"Authorization": f"Bearer {proxy_only}"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    assert env["storage"].proxies["s3"].seen == []  # refused before storage was asked anything
     files_key = admin.api_key(env["ws"], ["files"])
     assert httpx.get(target, headers={"Authorization": f"Bearer {files_key}"}).status_code == 200
+    env["storage"].clear()
     assert httpx.get(target).status_code == 401
     assert httpx.get(url(env, "s3", "get", "..%2fx")).status_code == 401  # auth is checked before the path
     other = admin.scoped_token("someone-else")
@@ -251,6 +253,7 @@ def test_scopes_auth_and_tenancy(env: dict[str, Any], admin: Admin) -> None:
                         headers={"Authorization": f"Bearer {other}"})
     assert theirs.status_code == unknown.status_code == 404
     assert theirs.json()["error"]["message"] == unknown.json()["error"]["message"]
+    assert env["storage"].proxies["s3"].seen == []  # none of the refused requests reached storage
 
 
 def test_one_log_row_per_request(env: dict[str, Any], admin: Admin) -> None:

@@ -189,7 +189,8 @@ def test_auth_wrapper_answers_before_the_sdk(env: dict[str, Any], admin: Admin) 
     assert r.status_code == 421  # the SDK's DNS-rebinding check: keyrelay is bound to 127.0.0.1
 
 
-async def test_tools_need_their_capability_scope(env: dict[str, Any], admin: Admin) -> None:
+async def test_tools_need_their_capability_scope(env: dict[str, Any], admin: Admin, upstream: FakeUpstream,
+                                                 stripe: FakeStripe) -> None:
     key = admin.api_key(env["ws"], ["mcp"])
     async with mcp_client(env["url"], key) as c:
         listed = payload(await c.call_tool("list_sources", {}))
@@ -200,6 +201,7 @@ async def test_tools_need_their_capability_scope(env: dict[str, Any], admin: Adm
             ("files_list", {"source_id": env["files"]}),
         ]]
     assert len(listed["sources"]) == 3 and denied == ["forbidden"] * 4
+    assert upstream.requests == [] and stripe.requests == []  # refused before any upstream call
 
 
 def test_the_official_inspector_cli_lists_and_calls_tools(env: dict[str, Any], upstream: FakeUpstream,
