@@ -19,7 +19,7 @@ VALUES = ("tok-value-1", "pw-value-1", "key-value-1", "hdr-value-1")
 
 @pytest.fixture
 def statuses(admin: Admin) -> Iterator[list[int]]:
-    """Every response the admin client sees; none may be a 500 (bar 11)."""
+    """Every response the admin client sees; none may be a 500 (docs/security.md)."""
     seen: list[int] = []
     admin.http.event_hooks["response"].append(lambda r: seen.append(r.status_code))
     yield seen

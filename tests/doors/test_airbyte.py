@@ -1,4 +1,4 @@
-"""The Airbyte-compatible hosted API (contracts/airbyte-hosted.md) over HTTP: route shapes, auth, error bodies."""
+"""The Airbyte-compatible hosted API (docs/airbyte.md) over HTTP: route shapes, auth, error bodies."""
 
 from __future__ import annotations
 

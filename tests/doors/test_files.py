@@ -1,6 +1,6 @@
-"""The file routes (seed 001) end to end: keyrelay in-process, real emulators for S3, Azure Blob and GCS, and
+"""The file routes end to end: keyrelay in-process, real emulators for S3, Azure Blob and GCS, and
 tmp dirs for local sources. Every emulator sits behind a recording proxy, so the tests can check exactly which
-keys and headers reached storage (security bar 21)."""
+keys and headers reached storage (docs/security.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Secret canaries (security.md bar 5 and 6, foundation part): credentials written through the admin API appear
+"""Secret canaries (docs/security.md): credentials written through the admin API appear
 in 0 bytes of API responses, logs, captured output or the database files / pg_dump, in any encoding.
 
 The scanner is proven on data known to hold the canaries (the requests we sent, a file we wrote, a log line).

@@ -1,4 +1,4 @@
-"""Crash durability (security.md bar 17, short CI form): `kill -9` a real `keyrelay serve` at random moments
+"""Crash durability (docs/security.md, short CI form): `kill -9` a real `keyrelay serve` at random moments
 while it acknowledges writes; after every restart, every acknowledged write is still there, every credential
 still decrypts to what was written, revoked keys stay revoked, and SQLite's integrity check passes.
 """

@@ -1,4 +1,4 @@
-"""Exfiltration (security.md rules 1-4, 7; bars 1-3, 5, 11): an untrusted agent tries to make keyrelay send the
+"""Exfiltration (docs/security.md): an untrusted agent tries to make keyrelay send the
 credential somewhere else, or to read it back. Real keyrelay, real loopback upstreams.
 
 EVIL upstreams listen on 127.0.0.2 and on another port of 127.0.0.1; both are inside the test's
@@ -366,7 +366,7 @@ def _mutated(draw: st.DrawFn) -> str:
 
 
 def _accepted_shape(url: str, port: int) -> None:
-    """What an accepted URL must look like under both parsers (bar 25's property)."""
+    """What an accepted URL must look like under both parsers (docs/security.md)."""
     parts = urlsplit(url)
     w = ada_url.URL(url)
     assert parts.hostname == "127.0.0.1" and w.hostname == "127.0.0.1", url

@@ -1,4 +1,4 @@
-"""Clean failures (security.md rules 4, 6, 10; bars 11, 12, 14, 15): a real keyrelay in front of a real loopback
+"""Clean failures (docs/security.md): a real keyrelay in front of a real loopback
 upstream that resets, speaks garbage, stalls, refuses, bombs, or is flooded. Every failure ends in the contract's
 status and JSON error body, never a 500, a traceback, a library exception name, a path or the upstream's address.
 """

@@ -1,4 +1,4 @@
-"""Parity (security rule 11): a request made through an MCP tool gets the same decision and error code as the
+"""Parity (docs/security.md): a request made through an MCP tool gets the same decision and error code as the
 same request over HTTP, every MCP call writes exactly one request-log row with door "mcp", and no credential
 reaches an MCP client in any encoding."""
 

