@@ -149,7 +149,7 @@ def test_require_auth_and_broken_responses() -> None:
 
 
 def test_gzip_bomb_is_small_on_the_wire(upstream: FakeUpstream) -> None:
-    with httpx.stream("GET", upstream.url + "/gzipbomb") as resp:
+    with httpx.stream("GET", upstream.url + "/gzipbomb", timeout=60) as resp:  # built on first use: seconds
         wire = b"".join(resp.iter_raw())
     assert resp.headers["content-encoding"] == "gzip"
     assert len(wire) < 300 * 1024

@@ -44,8 +44,9 @@ class RecordedRequest:
 
 @functools.cache
 def gzip_bomb() -> bytes:
-    """~255 KiB of gzip that inflates to 256 MiB of zeros (built once, in 1 MiB steps)."""
-    comp = zlib.compressobj(9, zlib.DEFLATED, 31)
+    """~255 KiB of gzip that inflates to 256 MiB of zeros (built once, in 1 MiB steps; run-length matching
+    reaches deflate's best ratio on zeros in a third of the time of the default strategy)."""
+    comp = zlib.compressobj(9, zlib.DEFLATED, 31, 9, zlib.Z_RLE)
     block = bytes(1024 * 1024)
     parts = [comp.compress(block) for _ in range(GZIP_BOMB_SIZE // len(block))]
     return b"".join([*parts, comp.flush()])
