@@ -7,7 +7,7 @@ pytest puts tests/ on sys.path for this conftest.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import settings as hypothesis_settings
@@ -16,8 +16,8 @@ from support.postgres import PostgresServer
 from support.redis import RedisServer
 from support.upstream import FakeUpstream
 
-# CI runs every property test on the same examples (a failure there reproduces locally with CI=1); a failing
-# example is printed with the blob that replays it either way.
+# Property tests: in CI (`.ci/run` sets CI=true) the same examples every run, so a red build is reproducible and
+# never a dice roll; locally random examples, and a failure prints the blob that replays it (@reproduce_failure).
 hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 hypothesis_settings.register_profile("dev", print_blob=True)
 hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
@@ -71,9 +71,16 @@ def kr_settings(tmp_path: Path) -> dict[str, Any]:
 
 
 @pytest.fixture
-def kr(kr_settings: dict[str, Any]) -> Iterator[KeyrelayServer]:
+def kr_clock() -> Callable[[], float] | None:
+    """The clock of the keyrelay under test: None is the real one. A test whose outcome depends on the time of
+    day (a per-minute rate limit) parametrizes this with a `support.pipeline.ManualClock`."""
+    return None
+
+
+@pytest.fixture
+def kr(kr_settings: dict[str, Any], kr_clock: Callable[[], float] | None) -> Iterator[KeyrelayServer]:
     """A live keyrelay (SQLite in tmp_path) on 127.0.0.1."""
-    with KeyrelayServer(make_settings(**kr_settings)) as server:
+    with KeyrelayServer(make_settings(**kr_settings), clock=kr_clock) as server:
         yield server
 
 

@@ -253,3 +253,15 @@ def test_db_upgrade(cli: Cli) -> None:
     db.close()
     assert {"workspaces", "sources", "source_secrets", "vault_keys", "alembic_version"} <= tables
     assert not (cli.data_dir / "master.key").exists()  # upgrading the schema creates no key
+
+
+def test_python_dash_m_keyrelay_runs_the_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                             ) -> None:
+    """`python -m keyrelay` (keyrelay/__main__.py) is the same CLI as the console script."""
+    monkeypatch.setattr(sys, "argv", ["keyrelay", "--help"])
+    monkeypatch.delitem(sys.modules, "keyrelay.__main__", raising=False)
+    with pytest.raises(SystemExit) as done:
+        import keyrelay.__main__  # noqa: F401 - importing it runs the CLI
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "serve" in out and "workspaces" in out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from keyrelay.http.asgi import HEADERS_CHECKED, AsgiScope, Message, Receive, Sen
 from keyrelay.http.render import install_error_handlers, send_error
 from keyrelay.ids import new_id
 from keyrelay.manage.access import NewApplication
+from keyrelay.ports import Clock
 from keyrelay.runtime import Runtime, runtime
 from keyrelay.settings import Settings
 
@@ -65,8 +67,10 @@ def build_api() -> FastAPI:
 class KeyrelayApp:
     """The ASGI application."""
 
-    def __init__(self, settings: Settings, *, on_bootstrap: Callable[[NewApplication], None] | None = None):
+    def __init__(self, settings: Settings, *, on_bootstrap: Callable[[NewApplication], None] | None = None,
+                 clock: Clock = time.time):
         self.settings = settings
+        self._clock = clock  # wall-clock seconds for the runtime (tests pin it; see runtime.py)
         self.api = build_api()
         self.runtime: Runtime | None = None
         self._hot: HotPath | None = None
@@ -128,7 +132,7 @@ class KeyrelayApp:
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
         try:
-            async with runtime(self.settings) as rt:
+            async with runtime(self.settings, clock=self._clock) as rt:
                 self.runtime = rt
                 self.api.state.services = rt.services
                 self.api.state.metrics = rt.metrics

@@ -38,7 +38,7 @@ from keyrelay.pipeline.ratelimit import RateLimiter, make_storage
 from keyrelay.pipeline.relay import ConnectorFacts, Relay
 from keyrelay.pipeline.resolve import SourceResolver
 from keyrelay.pipeline.tokens import TokenHasher
-from keyrelay.ports import DestinationOf
+from keyrelay.ports import Clock, DestinationOf
 from keyrelay.requestlog import Metrics, RedisFeed, RequestLog
 from keyrelay.settings import Settings
 from keyrelay.store.access import SqlAccessStore
@@ -75,14 +75,14 @@ def load_master_key(settings: Settings) -> bytes | None:
 
 
 async def open_vault(settings: Settings, engine: AsyncEngine, meta: SqlMetaStore,
-                     destination_of: DestinationOf) -> KeyVault:
+                     destination_of: DestinationOf, clock: Clock) -> KeyVault:
     """Load the key ring (sealed when the master key is missing or wrong; a key file is created only for an empty
     database), then, once per database, re-seal ciphertexts of the older binding to their destination (vault.py)."""
     keyring = SqlKeyRingStore(engine)
     master = load_master_key(settings)
     if master is None and not await keyring.keys():
         master = create_key_file(settings.key_file)  # first start: nothing to protect yet
-    vault = KeyVault(keyring, master, clock=time.time)
+    vault = KeyVault(keyring, master, clock=clock)
     await vault.load(may_create=True)
     if vault.sealed:
         log.error("keyrelay is SEALED (%s): credential-using requests answer 503", vault.sealed_reason)
@@ -99,18 +99,18 @@ async def open_vault(settings: Settings, engine: AsyncEngine, meta: SqlMetaStore
 
 
 @contextlib.asynccontextmanager
-async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    """Build every adapter and service; tear them down (flushing the request log) on exit."""
+async def runtime(settings: Settings, *, clock: Clock = time.time) -> AsyncIterator[Runtime]:
+    """Build every adapter and service; tear them down (flushing the request log) on exit. `clock` (wall-clock
+    seconds) is for tests that must not depend on the time of day, e.g. a rate-limit window boundary."""
     if settings.is_sqlite or settings.master_key is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     catalog = load_catalog()  # fail before touching any data if a definition is broken
     engine = make_engine(settings.resolved_database_url)
     try:
         await upgrade(engine)
-        clock = time.time
         meta = SqlMetaStore(engine)
         destination_of = Destinations(catalog)
-        vault = await open_vault(settings, engine, meta, destination_of)
+        vault = await open_vault(settings, engine, meta, destination_of, clock)
         hmac_key = await meta.put_if_absent("token_hmac_key", base64.b64encode(secrets.token_bytes(32)).decode())
         access_store, workspace_store = SqlAccessStore(engine), SqlWorkspaceStore(engine)
         hasher = TokenHasher(base64.b64decode(hmac_key))
@@ -145,7 +145,8 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
                                         destination_of=destination_of), upstream)
         relay = Relay(
             authenticator=authn, resolver=resolver, upstream=upstream, log=request_log, clock=clock,
-            limiter=RateLimiter(make_storage(settings.redis_url), caller_limit=settings.caller_rate_limit_per_minute),
+            limiter=RateLimiter(make_storage(settings.redis_url, clock=clock),
+                                caller_limit=settings.caller_rate_limit_per_minute),
             connectors={n: ConnectorFacts(c.kind, c.default_base_url, c.auth, c.is_catalog_api)
                         for n, c in catalog.items()},
             max_body_bytes=settings.max_body_bytes, workspace_cap=settings.workspace_max_concurrency, oauth=oauth,

@@ -115,7 +115,8 @@ def test_api_key_cannot_call_admin_routes(admin: Admin) -> None:
     key = admin.api_key(ws, ["proxy", "files", "query", "execute", "mcp", "logs"])
     r = admin.http.post("/api/v1/api-keys", json={"workspace_id": ws, "scopes": ["proxy"]},
                         headers={"Authorization": f"Bearer {key}"})
-    assert r.status_code == 403
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    assert len(admin.get("/api/v1/api-keys", params={"workspace_id": ws}).json()["data"]) == 1  # none was made
 
 
 @pytest.mark.parametrize("body,field", [

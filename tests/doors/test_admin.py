@@ -326,6 +326,9 @@ def test_workspace_tokens_cannot_write_admin_routes(admin: Admin, statuses: list
               admin.http.delete(f"/api/v1/sources/{src['id']}", headers=h),
               admin.http.delete(f"/api/v1/workspaces/{ws}", headers=h)):
         _err(r, 403, "forbidden")
+    after = admin.get(f"/api/v1/sources/{src['id']}")  # nothing was changed or deleted
+    assert after.status_code == 200 and after.json()["name"] == src["name"]
+    assert len(admin.get("/api/v1/sources", params={"workspace_id": ws}).json()["data"]) == 1
     for r in (admin.http.get("/api/v1/sources"), admin.http.post("/api/v1/workspaces", json={"name": "x"})):
         _err(r, 401, "unauthenticated")
 

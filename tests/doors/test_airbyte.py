@@ -1,9 +1,8 @@
-"""The Airbyte-compatible hosted API (contracts/airbyte-hosted.md) over HTTP: route shapes, auth, error bodies."""
+"""The Airbyte-compatible hosted API (docs/airbyte.md) over HTTP: route shapes, auth, error bodies."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from support.fakes.stripe import API_KEY, FakeStripe
-from support.keyrelay import Admin, KeyrelayServer, make_settings
+from support.keyrelay import Admin, KeyrelayServer, logged, make_settings
 
 STRIPE_DEF = "e094cb9a-26de-4645-8761-65c0c425d1de"
 CONNECTORS = "/api/v1/integrations/connectors"
@@ -185,14 +184,16 @@ def test_invalid_requests_are_422(env: dict[str, Any], stripe: FakeStripe, body:
     assert stripe.requests == []
 
 
-def test_execute_auth_and_tenancy(env: dict[str, Any], kr: KeyrelayServer) -> None:
+def test_execute_auth_and_tenancy(env: dict[str, Any], kr: KeyrelayServer, stripe: FakeStripe) -> None:
     body = {"entity": "customers", "action": "list", "params": {"limit": 1}}
     url = f"{kr.url}{CONNECTORS}/{env['src']['id']}/execute"
     errors(httpx.post(url, json=body, headers={"Authorization": "Bearer expired-or-bogus"}), 401)
     errors(httpx.post(url, json=body, headers=env["query_only"]), 403)
+    assert stripe.requests == []  # refused before any upstream call
     assert httpx.post(url, json=body, headers=env["scoped"]).status_code == 200
     errors(execute(env, body, source=env["other"]["id"]), 404)
     errors(execute(env, body, source="00000000-0000-0000-0000-000000000000"), 404)
+    assert len(stripe.requests) == 1  # only the allowed call
 
 
 def test_upstream_failures_keep_the_sdk_statuses(env: dict[str, Any], stripe: FakeStripe) -> None:
@@ -252,8 +253,7 @@ def test_each_execute_is_logged_once(kr: KeyrelayServer, admin: Admin, stripe: F
     url = f"{kr.url}{CONNECTORS}/{src['id']}/execute"
     httpx.post(url, json={"entity": "customers", "action": "list", "params": {"limit": 1}}, headers=admin.headers)
     httpx.post(url, json={"entity": "nope", "action": "list"}, headers=admin.headers)
-    time.sleep(0.3)
-    rows = admin.get("/api/v1/logs", params={"workspace_id": ws}).json()["data"]
+    rows = logged(admin, 2, workspace_id=ws)
     path = f"{CONNECTORS}/{src['id']}/execute"
     assert sorted((r["door"], r["status"], r["path"]) for r in rows) == [("execute", 200, path), ("execute", 422, path)]
 

@@ -1,6 +1,6 @@
-"""The file routes (seed 001) end to end: keyrelay in-process, real emulators for S3, Azure Blob and GCS, and
+"""The file routes end to end: keyrelay in-process, real emulators for S3, Azure Blob and GCS, and
 tmp dirs for local sources. Every emulator sits behind a recording proxy, so the tests can check exactly which
-keys and headers reached storage (security bar 21)."""
+keys and headers reached storage (docs/security.md)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import httpx
 import pytest
 
-from support.keyrelay import Admin, KeyrelayServer
+from support.keyrelay import Admin, KeyrelayServer, logged
 from support.storage import AZ_ACCOUNT, BACKENDS, BUCKET, Seen, Storage
 
 DATA = bytes(range(256)) * 40  # 10240 bytes
@@ -241,8 +241,10 @@ def test_scopes_auth_and_tenancy(env: dict[str, Any], admin: Admin) -> None:
     proxy_only = admin.api_key(env["ws"], ["proxy"])
     r = httpx.get(target, headers={"Authorization": f"Bearer {proxy_only}"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    assert env["storage"].proxies["s3"].seen == []  # refused before storage was asked anything
     files_key = admin.api_key(env["ws"], ["files"])
     assert httpx.get(target, headers={"Authorization": f"Bearer {files_key}"}).status_code == 200
+    env["storage"].clear()
     assert httpx.get(target).status_code == 401
     assert httpx.get(url(env, "s3", "get", "..%2fx")).status_code == 401  # auth is checked before the path
     other = admin.scoped_token("someone-else")
@@ -251,6 +253,7 @@ def test_scopes_auth_and_tenancy(env: dict[str, Any], admin: Admin) -> None:
                         headers={"Authorization": f"Bearer {other}"})
     assert theirs.status_code == unknown.status_code == 404
     assert theirs.json()["error"]["message"] == unknown.json()["error"]["message"]
+    assert env["storage"].proxies["s3"].seen == []  # none of the refused requests reached storage
 
 
 def test_one_log_row_per_request(env: dict[str, Any], admin: Admin) -> None:
@@ -260,8 +263,7 @@ def test_one_log_row_per_request(env: dict[str, Any], admin: Admin) -> None:
     for tail, extra in calls:
         httpx.get(f"{env['kr'].url}/api/v1/sonar/files/{src['id']}/{tail}", headers={**env["auth"], **extra})
     httpx.get(f"{env['kr'].url}/api/v1/sonar/files/{src['id']}/get/x")  # no token: still one row
-    time.sleep(0.4)
-    rows = admin.get("/api/v1/logs", params={"source_id": src["id"], "limit": 100}).json()["data"]
+    rows = logged(admin, 6, source_id=src["id"])
     assert sorted(r["status"] for r in rows) == [200, 200, 400, 401, 404, 416]
     assert {r["door"] for r in rows} == {"files"}
     ok = next(r for r in rows if r["path"].endswith("/get/docs/a.txt") and r["status"] == 200)

@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from support.keyrelay import Admin, KeyrelayServer
+from support.keyrelay import Admin, KeyrelayServer, logged
+from support.pipeline import ManualClock
 from support.upstream import FakeUpstream
 
 SECRET = "upstream-secret-7f3a9c"
@@ -76,26 +77,34 @@ def test_redirects_are_returned_not_followed(setup: dict[str, Any], upstream: Fa
 
 
 def test_sse_first_event_arrives_before_the_upstream_finishes(setup: dict[str, Any]) -> None:
-    with httpx.stream("GET", setup["base"] + "/sse", params={"events": 3, "delay": 1.0}, headers=setup["auth"],
+    arrivals: list[tuple[float, bytes]] = []
+    with httpx.stream("GET", setup["base"] + "/sse", params={"events": 3, "delay": 0.5}, headers=setup["auth"],
                       timeout=10) as r:
-        started = time.monotonic()
-        first = next(r.iter_raw())
-        assert b"data: 0" in first
-        assert time.monotonic() - started < 0.9  # the other events are still a second away
+        for chunk in r.iter_raw():
+            arrivals.append((time.monotonic(), chunk))
+    assert arrivals[0][1].startswith(b"data: 0") and b"".join(c for _, c in arrivals).endswith(b"data: 2\n\n")
+    # the upstream waits 0.5 s before each later event: had keyrelay buffered the stream, everything would arrive
+    # at once; streamed, the first event comes at least those two waits before the last (a lower bound: no race)
+    assert arrivals[-1][0] - arrivals[0][0] >= 0.95
 
 
-def test_unknown_slug_and_other_workspace_are_404(setup: dict[str, Any], kr: KeyrelayServer, admin: Admin) -> None:
+def test_unknown_slug_and_other_workspace_are_404(setup: dict[str, Any], kr: KeyrelayServer, admin: Admin,
+                                                   upstream: FakeUpstream) -> None:
     r = httpx.get(f"{kr.url}/api/{setup['ws']}/proxy/nope/x", headers=setup["auth"])
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     other = admin.workspace("other")
+    admin.source(other, upstream_url=upstream.url)  # a real `echo` source there: still not reachable
     r2 = httpx.get(f"{kr.url}/api/{other}/proxy/echo/x", headers=setup["auth"])
-    assert r2.status_code == 404
+    assert r2.status_code == 404 and r2.json()["error"]["message"] == r.json()["error"]["message"]
+    assert upstream.requests == []
 
 
-def test_wrong_scope_is_403(setup: dict[str, Any], admin: Admin) -> None:
+def test_wrong_scope_is_403_and_nothing_reaches_the_upstream(setup: dict[str, Any], admin: Admin,
+                                                                upstream: FakeUpstream) -> None:
     key = admin.api_key(setup["ws"], ["files"])
     r = httpx.get(setup["base"] + "/echo", headers={"Authorization": f"Bearer {key}"})
-    assert r.status_code == 403
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden" and "'proxy'" in r.text
+    assert upstream.requests == []
 
 
 def test_method_allowlist_gives_405(setup: dict[str, Any], admin: Admin, upstream: FakeUpstream) -> None:
@@ -108,16 +117,29 @@ def test_method_allowlist_gives_405(setup: dict[str, Any], admin: Admin, upstrea
     assert upstream.requests == []
 
 
+@pytest.mark.parametrize("kr_clock", [ManualClock()])  # the server's clock: no window boundary mid-test
 def test_rate_limit_gives_429_with_retry_after_and_no_upstream_traffic(setup: dict[str, Any], admin: Admin,
-                                                                        upstream: FakeUpstream) -> None:
-    admin.http.patch(f"/api/v1/sources/{setup['src']['id']}", json={"policy": {"rate_limit_per_minute": 3}},
-                     headers=admin.headers)
-    codes = [httpx.get(setup["base"] + "/echo", headers={**setup["auth"], "X-Forwarded-For": f"10.0.0.{i}"})
-             for i in range(6)]
+                                                                        upstream: FakeUpstream,
+                                                                        kr_clock: ManualClock) -> None:
+    r = admin.http.patch(f"/api/v1/sources/{setup['src']['id']}", json={"policy": {"rate_limit_per_minute": 3}},
+                         headers=admin.headers)
+    assert r.status_code == 200, r.text
+
+    def burst(n: int) -> list[httpx.Response]:
+        return [httpx.get(setup["base"] + "/echo", headers={**setup["auth"], "X-Forwarded-For": f"10.0.0.{i}"})
+                for i in range(n)]  # a spoofed client address changes nothing: the key is the source
+
+    codes = burst(6)
     assert [c.status_code for c in codes] == [200, 200, 200, 429, 429, 429]
-    assert 1 <= int(codes[3].headers["retry-after"]) <= 60
+    assert int(codes[3].headers["retry-after"]) == 60  # at the start of a window only the next one makes room
     assert codes[3].json()["error"]["retry_after"] == int(codes[3].headers["retry-after"])
     assert len(upstream.requests) == 3
+    kr_clock.advance(60)  # the next window: the previous three still weigh fully at its start
+    [late] = burst(1)
+    assert late.status_code == 429 and int(late.headers["retry-after"]) == 20  # their weight falls by 3/60 a second
+    kr_clock.advance(20)
+    assert [c.status_code for c in burst(2)] == [200, 429]  # 3 * 40/60 = 2 still count: room for one
+    assert len(upstream.requests) == 4
 
 
 def test_path_escape_in_tail_is_rejected_without_upstream_traffic(setup: dict[str, Any],
@@ -131,8 +153,7 @@ def test_path_escape_in_tail_is_rejected_without_upstream_traffic(setup: dict[st
 def test_request_log_has_one_row_per_request(setup: dict[str, Any], admin: Admin) -> None:
     httpx.get(setup["base"] + "/echo?secret=abc", headers=setup["auth"])
     httpx.get(setup["base"] + "/echo", headers={"Authorization": "Bearer kr_" + "x" * 43})
-    time.sleep(0.3)
-    rows = admin.get("/api/v1/logs", params={"workspace_id": setup["ws"]}).json()["data"]
+    rows = logged(admin, 2, workspace_id=setup["ws"])
     assert sorted(r["status"] for r in rows) == [200, 401]  # denied requests are logged too
     ok = next(r for r in rows if r["status"] == 200)
     assert ok["door"] == "gateway" and ok["path"].endswith("/echo") and ok["source_id"] == setup["src"]["id"]

@@ -11,7 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
+from keyrelay.doors.mcp import files as mcp_files
 from keyrelay.doors.mcp import origin_allowed, transport_security
+from keyrelay.doors.mcp.tools import TOOLS as DEFINED
 from keyrelay.settings import Settings
 from support.fakes.stripe import API_KEY, FakeStripe
 from support.keyrelay import Admin, KeyrelayServer
@@ -57,7 +59,9 @@ def env(kr: KeyrelayServer, admin: Admin, upstream: FakeUpstream, stripe: FakeSt
 async def test_tools_are_listed_with_schemas_and_descriptions(env: dict[str, Any]) -> None:
     async with mcp_client(env["url"], env["token"]) as c:
         tools = (await c.list_tools()).tools
-    assert [t.name for t in tools] == TOOLS
+    assert [t.name for t in tools] == TOOLS == [d.name for d in DEFINED]
+    for listed, defined in zip(tools, DEFINED, strict=True):  # what agents see is what the door validates against
+        assert listed.input_schema == defined.schema and listed.description == defined.description
     for t in tools:
         assert t.description and len(t.description) > 80 and t.input_schema["type"] == "object"
     by_name = {t.name: t for t in tools}
@@ -161,6 +165,8 @@ async def test_files_list_and_get(env: dict[str, Any]) -> None:
         blob = payload(await c.call_tool("files_get", {"source_id": src, "path": "blob.bin", "range": "bytes=-4"}))
         empty = payload(await c.call_tool("files_get", {"source_id": src, "path": "notes/empty.txt"}))
         bad = await c.call_tool("files_get", {"source_id": src, "path": "../etc/passwd"})
+        too_much = await c.call_tool("files_get", {"source_id": src, "path": "blob.bin",
+                                                   "max_bytes": mcp_files.GET_MAX + 1})
     assert [f["path"] for f in root["files"]] == ["blob.bin", "notes/a.txt", "notes/empty.txt"]
     assert len(notes["files"]) == 1 and notes["next_page_token"]
     # 15 bytes end inside the 'é' of the second line: the text stops before it and says where to continue
@@ -170,6 +176,7 @@ async def test_files_list_and_get(env: dict[str, Any]) -> None:
     assert blob["encoding"] == "base64" and blob["content"] == "/P3+/w==" and blob["range"]["start"] == 252
     assert empty["content"] == "" and empty["size"] == 0 and not empty["truncated"]
     assert bad.is_error and payload(bad)["error"]["code"] == "invalid_request"
+    assert too_much.is_error  # the schema caps one read at GET_MAX bytes
 
 
 def test_auth_wrapper_answers_before_the_sdk(env: dict[str, Any], admin: Admin) -> None:
@@ -196,7 +203,8 @@ def test_auth_wrapper_answers_before_the_sdk(env: dict[str, Any], admin: Admin) 
     assert r.status_code == 421  # the SDK's DNS-rebinding check: keyrelay is bound to 127.0.0.1
 
 
-async def test_tools_need_their_capability_scope(env: dict[str, Any], admin: Admin) -> None:
+async def test_tools_need_their_capability_scope(env: dict[str, Any], admin: Admin, upstream: FakeUpstream,
+                                                 stripe: FakeStripe) -> None:
     key = admin.api_key(env["ws"], ["mcp"])
     async with mcp_client(env["url"], key) as c:
         listed = payload(await c.call_tool("list_sources", {}))
@@ -207,6 +215,7 @@ async def test_tools_need_their_capability_scope(env: dict[str, Any], admin: Adm
             ("files_list", {"source_id": env["files"]}),
         ]]
     assert len(listed["sources"]) == 3 and denied == ["forbidden"] * 4
+    assert upstream.requests == [] and stripe.requests == []  # refused before any upstream call
 
 
 def test_the_official_inspector_cli_lists_and_calls_tools(env: dict[str, Any], upstream: FakeUpstream,

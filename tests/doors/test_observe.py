@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
+import pytest
 
-from support.keyrelay import Admin, KeyrelayServer, first_live_log
+from support.keyrelay import Admin, KeyrelayServer, first_live_log, logged
+from support.pipeline import ManualClock
 from support.upstream import FakeUpstream
 
 
@@ -36,6 +36,7 @@ def test_metrics_count_requests_by_door_status_and_source_type(kr: KeyrelayServe
     assert "metric-secret-123" not in text
 
 
+@pytest.mark.parametrize("kr_clock", [ManualClock()])  # the server's clock: no window boundary mid-test
 def test_rate_limited_requests_are_counted(kr: KeyrelayServer, admin: Admin, upstream: FakeUpstream) -> None:
     ws = admin.workspace("rl")
     admin.source(ws, upstream_url=upstream.url, policy={"rate_limit_per_minute": 1})
@@ -49,7 +50,7 @@ def test_logs_filter_by_status_and_source(kr: KeyrelayServer, admin: Admin, upst
     ws, key, base = _proxy_setup(kr, admin, upstream, "lg")
     httpx.get(base + "/echo", headers={"Authorization": f"Bearer {key}"})
     httpx.get(base + "/status/404", headers={"Authorization": f"Bearer {key}"})
-    time.sleep(0.3)
+    logged(admin, 2, workspace_id=ws)
     only = admin.get("/api/v1/logs", params={"workspace_id": ws, "status": 404}).json()["data"]
     assert [r["status"] for r in only] == [404]
     own = httpx.get(kr.url + "/api/v1/logs", headers={"Authorization": f"Bearer {key}"}).json()["data"]

@@ -36,11 +36,24 @@ def call(env: dict[str, Any], body: Any, **kw: Any) -> httpx.Response:
 
 
 def test_get_under_the_base_returns_the_envelope(env: dict[str, Any], upstream: FakeUpstream) -> None:
-    upstream.require_auth = None
+    r = call(env, {"method": "GET", "url": env["base"] + "/status/201?x=1"})
+    assert r.status_code == 200, r.text  # the request API itself answered; the upstream's status is inside
+    out = r.json()
+    assert set(out) == {"status_code", "headers", "response_body", "body"}
+    # the fake upstream serves nothing under /v1: its own 404, text and all, comes back inside the envelope
+    assert out["status_code"] == 404 and out["headers"]["content-type"].startswith("text/plain")
+    assert out["response_body"] == "404: Not Found" and out["body"] is None
+    seen = upstream.requests[-1]
+    assert (seen.method, seen.raw_path, seen.header("X-Api-Key")) == ("GET", "/v1/status/201?x=1", KEY)
+    assert KEY not in r.text
+
+
+def test_a_url_outside_the_base_is_refused_before_any_traffic(env: dict[str, Any], upstream: FakeUpstream) -> None:
     r = call(env, {"method": "GET", "url": env["base"] + "/../v1/x"})
     assert r.status_code == 400  # dot segments are refused outright
-    r = call(env, {"method": "GET", "url": env["base"].replace("/v1", "") + "/echo"})
-    assert r.status_code == 403 and r.json()["error"]["code"] == "destination_not_allowed"
+    for url in (env["base"].replace("/v1", "") + "/echo", env["base"] + "x/echo", "http://127.0.0.2:9/v1/echo"):
+        r = call(env, {"method": "GET", "url": url})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "destination_not_allowed", url
     assert upstream.requests == []
 
 
@@ -72,9 +85,11 @@ def test_json_answers_are_parsed_into_body(kr: KeyrelayServer, admin: Admin, ups
     ({"method": "GET"}, "url"), ({"method": 5, "url": "x"}, "method"), ({"url": "x", "headers": [1]}, "headers"),
     ({"url": "x", "headers": {"a": 1}}, "headers"),
 ])
-def test_bad_bodies_name_the_field(env: dict[str, Any], body: dict[str, Any], field: str) -> None:
+def test_bad_bodies_name_the_field(env: dict[str, Any], body: dict[str, Any], field: str,
+                                   upstream: FakeUpstream) -> None:
     r = call(env, body)
     assert r.status_code == 400 and r.json()["error"]["field"] == field
+    assert upstream.requests == []
 
 
 def test_malformed_json_is_400(env: dict[str, Any]) -> None:
@@ -89,11 +104,12 @@ def test_unknown_source_and_get_method(env: dict[str, Any], kr: KeyrelayServer) 
     assert r.status_code == 405
 
 
-def test_another_workspace_token_sees_404(env: dict[str, Any], admin: Admin) -> None:
+def test_another_workspace_token_sees_404(env: dict[str, Any], admin: Admin, upstream: FakeUpstream) -> None:
     other = admin.scoped_token("elsewhere")
     r = httpx.post(env["url"], json={"url": env["base"] + "/x"}, headers={"Authorization": f"Bearer {other}"})
     assert r.status_code == 404
     assert r.json()["error"]["message"] == "Source not found"
+    assert upstream.requests == []
 
 
 def test_always_dropped_headers_are_not_forwarded(env: dict[str, Any], upstream: FakeUpstream) -> None:

@@ -1,7 +1,7 @@
 """The REAL `airbyte-agent-sdk` (test-only dependency, Elastic License 2.0) in hosted mode against a live keyrelay.
 
 `SDK_DEV_ADP_API_HOST` points the SDK at keyrelay; keyrelay's sources point at fake upstream APIs on 127.0.0.1.
-The SDK holds only keyrelay client credentials (contracts/airbyte-hosted.md).
+The SDK holds only keyrelay client credentials (docs/airbyte.md).
 """
 
 from __future__ import annotations

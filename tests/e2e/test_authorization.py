@@ -47,7 +47,8 @@ class World:
         ws = self.admin.workspace("t" + uuid.uuid4().hex[:8]) if destructive else self.ws_a
         src = self.fresh_source()
         key_id = self.admin.post("/api/v1/api-keys", {"workspace_id": self.ws_a, "scopes": ["proxy"]}).json()["id"]
-        return path.replace("{name}", "github").replace("{workspace_id}", ws).replace("{source_id}", src).replace("{key_id}", key_id)
+        filled = path.replace("{name}", "github").replace("{workspace_id}", ws)
+        return filled.replace("{source_id}", src).replace("{key_id}", key_id)
 
     def body(self, method: str, path: str) -> dict[str, Any] | None:
         if method not in ("POST", "PATCH", "PUT"):

@@ -26,7 +26,7 @@ from keyrelay.store.engine import make_engine
 from keyrelay.store.sources import SqlSourceStore
 from keyrelay.vault import KeyVault
 from support.keyrelay import ADMIN_ID, ADMIN_SECRET
-from support.net import free_port, stop_child
+from support.net import free_port, stop_child, wait_listening
 from support.secrets import revealed
 
 KEYRELAY = str(Path(sys.executable).parent / "keyrelay")
@@ -38,20 +38,29 @@ class Server:
     def __init__(self, data_dir: Path, log: Path) -> None:
         self.data_dir, self.log = data_dir, log
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("KEYRELAY_")}
         self.env.update({"KEYRELAY_DATA_DIR": str(data_dir), "KEYRELAY_ADMIN_CLIENT_ID": ADMIN_ID,
                          "KEYRELAY_ADMIN_CLIENT_SECRET": ADMIN_SECRET,
                          "KEYRELAY_UPSTREAM_ALLOW_CIDRS": "127.0.0.0/8", "KEYRELAY_LOG_FLUSH_SECONDS": "0.05"})
         self.proc: subprocess.Popen[bytes] | None = None
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([KEYRELAY, "serve", "--port", str(self.port)], env=self.env,
-                                         stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+        for _attempt in range(3):  # the port (reused across restarts) may be taken by another process meanwhile
+            with self.log.open("ab") as out:
+                self.proc = subprocess.Popen([KEYRELAY, "serve", "--port", str(self.port)], env=self.env,
+                                             stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                             start_new_session=True)
+            if wait_listening(self.proc, self.port, START_TIMEOUT_S):
+                break
+            assert "address already in use" in self.log.read_text()[-3000:].lower(), self.log.read_text()[-3000:]
+            self.port = free_port()
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
             try:
                 if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
                     return

@@ -1,4 +1,4 @@
-"""Parity (security rule 11): a request made through an MCP tool gets the same decision and error code as the
+"""Parity (docs/security.md): a request made through an MCP tool gets the same decision and error code as the
 same request over HTTP, every MCP call writes exactly one request-log row with door "mcp", and no credential
 reaches an MCP client in any encoding."""
 
@@ -17,6 +17,7 @@ import pytest
 from support.fakes.stripe import API_KEY, FakeStripe
 from support.keyrelay import Admin, KeyrelayServer
 from support.mcp import log_rows, mcp_client, payload
+from support.pipeline import ManualClock
 from support.upstream import FakeUpstream
 
 KEY = "sk_live_parity_canary_Zq81"
@@ -26,6 +27,13 @@ KEY = "sk_live_parity_canary_Zq81"
 def stripe() -> Iterator[FakeStripe]:
     with FakeStripe() as fake:
         yield fake
+
+
+@pytest.fixture
+def kr_clock() -> ManualClock:
+    """The server's clock: the `limited` source allows two requests a minute, and a pinned clock keeps every
+    test inside one window."""
+    return ManualClock()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""OAuth2 sources end to end (security.md rule 12, bar 16): real keyrelay servers in front of the fake token
+"""OAuth2 sources end to end (docs/security.md): real keyrelay servers in front of the fake token
 endpoint and an upstream that accepts only issued, unexpired access tokens."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 
 from keyrelay.vault import new_key
 from support.canary import find_in_files
-from support.keyrelay import Admin, KeyrelayServer, make_settings
+from support.keyrelay import Admin, KeyrelayServer, logged, make_settings
 from support.postgres import PostgresServer
 from support.upstream import ISSUED_TOKEN, FakeUpstream
 
@@ -91,8 +91,7 @@ def test_client_credentials_token_is_injected_and_redacted(kr: KeyrelayServer, a
     assert gw.get(kr).status_code == 200 and api.token_calls == 1
     src = gw.source()
     assert (src["status"], src["credentials"]) == ("active", ["oauth2"])
-    time.sleep(0.3)  # the request log is flushed in batches
-    logs = admin.get("/api/v1/logs", params={"source_id": gw.src["id"]}).json()["data"]
+    logs = logged(admin, 2, source_id=gw.src["id"])
     assert len(logs) == 2 and {e["path"] for e in logs} == {f"/api/{gw.ws}/proxy/echo/echo"}  # no token call
 
 

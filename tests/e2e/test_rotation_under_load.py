@@ -1,4 +1,4 @@
-"""`keyrelay vault rotate` re-encrypts every credential while a live server keeps serving (security bar 18)."""
+"""`keyrelay vault rotate` re-encrypts every credential while a live server keeps serving (docs/security.md)."""
 
 from __future__ import annotations
 

@@ -12,9 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keyrelay.egress.http1 import Response
+from keyrelay.egress.upstream import UpstreamClient
 from keyrelay.errors import UpstreamUnreachable
+from keyrelay.model import Outbound
 from keyrelay.pipeline.redact import Redactor
 from keyrelay.pipeline.response import (
+    BUFFER_MAX,
     DECODE_STEP,
     RATIO_MAX,
     RATIO_SLACK,
@@ -22,9 +25,14 @@ from keyrelay.pipeline.response import (
     check_coding,
     decode_stream,
     decoded_coding,
+    has_no_body,
     headers_for,
+    read_whole,
+    stream_body,
     wants_buffer,
 )
+from support.pipeline import LOOPBACK
+from support.upstream import FakeUpstream
 
 BODY = b'{"auth": "Bearer ak&live<Zq9>42", "items": [' + b'{"id": 1, "name": "x"},' * 2000 + b"{}]}"
 
@@ -112,8 +120,6 @@ async def test_decode_stream_wraps_an_async_body() -> None:
     assert b"".join([p async for p in decode_stream(chunks(), b"gzip")]) == BODY
 
 
-# --- which bodies are decoded, passed, or refused (header decisions; a Response without a connection) ----------
-
 def _resp(*headers: tuple[bytes, bytes]) -> Response:
     return Response(None, 200, list(headers), 1.0, 1.0)  # type: ignore[arg-type]  # headers only: no body is read
 
@@ -156,3 +162,54 @@ def test_other_codings_are_refused_when_a_secret_is_injected(headers: tuple[tupl
 def test_compressed_bodies_stream_rather_than_being_read_whole() -> None:
     assert wants_buffer(_resp((b"Content-Length", b"100")))
     assert not wants_buffer(_resp((b"Content-Length", b"100"), (b"Content-Encoding", b"gzip")))
+
+
+SECRET_b = "sk-live-9a8b7c"
+
+@pytest.fixture
+async def client() -> AsyncIterator[UpstreamClient]:
+    c = UpstreamClient(allow=LOOPBACK, max_connections=4)
+    yield c
+    await c.close()
+
+async def _get(client: UpstreamClient, url: str, *headers: tuple[str, str]) -> Response:
+    return (await client.send(Outbound(method="GET", url=url, headers=headers, idempotent=True))).response
+
+@pytest.mark.parametrize("method,status,empty", [
+    ("HEAD", 200, True), ("GET", 204, True), ("GET", 304, True), ("GET", 101, True), ("GET", 200, False),
+    ("POST", 404, False),
+])
+def test_which_answers_have_no_body(method: str, status: int, empty: bool) -> None:
+    assert has_no_body(method, status) is empty
+
+async def test_a_small_answer_is_read_whole_and_redacted_with_its_length_dropped(client: UpstreamClient,
+                                                                               upstream: FakeUpstream) -> None:
+    resp = await _get(client, upstream.url + f"/headers?set=X-Echo:{SECRET_b}", ("X-Mine", SECRET_b))
+    redactor = Redactor([SECRET_b])
+    assert wants_buffer(resp)
+    body = await read_whole(resp, redactor)
+    headers = dict(headers_for(resp, redactor, exact_length=False))
+    resp.release()
+    assert SECRET_b.encode() not in body and b"[REDACTED]" in body
+    assert SECRET_b.encode() not in b"".join(headers.values()) and b"x-echo" in headers
+    assert b"content-length" not in headers  # redaction may change the length: the caller sets the new one
+
+async def test_without_secrets_the_upstreams_length_is_kept(client: UpstreamClient, upstream: FakeUpstream) -> None:
+    resp = await _get(client, upstream.url + "/echo")
+    headers = dict(headers_for(resp, Redactor([]), exact_length=False))
+    body = await read_whole(resp, Redactor([]))
+    resp.release()
+    assert int(headers[b"content-length"]) == len(body)
+
+async def test_large_or_chunked_answers_are_streamed(client: UpstreamClient, upstream: FakeUpstream) -> None:
+    big = await _get(client, upstream.url + f"/big?size={BUFFER_MAX + 1}")
+    chunked = await _get(client, upstream.url + "/stream")
+    assert not wants_buffer(big) and not wants_buffer(chunked)
+    big.release()
+    chunked.release()
+
+async def test_a_stream_is_redacted_across_chunk_boundaries(client: UpstreamClient, upstream: FakeUpstream) -> None:
+    resp = await _get(client, upstream.url + "/stream?chunks=3&size=4")  # b"0000", b"1111", b"2222"
+    out = b"".join([c async for c in stream_body(resp, Redactor(["00111122"]))])
+    resp.release()
+    assert out == b"00[REDACTED]22"

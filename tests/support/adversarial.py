@@ -1,4 +1,4 @@
-"""Helpers for the adversarial e2e suites: a response watcher that enforces "clean failures" (security.md bar 11),
+"""Helpers for the adversarial e2e suites: a response watcher that enforces "clean failures" (docs/security.md),
 raw-socket HTTP exchanges, and small probes of this process (RSS, TCP sockets of an upstream port).
 
 keyrelay runs in-process (tests/support/keyrelay.py), so /proc/self describes keyrelay too.
@@ -28,7 +28,8 @@ LEAK_MARKERS: tuple[bytes, ...] = (
 
 
 def leaks(status: int, body: bytes, hosts: Iterable[str] = ()) -> list[str]:
-    """Every rule of bar 11 that (status, body) breaks. `hosts` (host:port of upstreams) are checked on errors."""
+    """Every clean-failure rule (docs/security.md) that (status, body) breaks. `hosts` (host:port of upstreams)
+    are checked on errors."""
     found = [f"status {status}"] if status >= 500 and status not in (502, 503, 504) else []
     found += [m.decode() for m in LEAK_MARKERS if m in body]
     if status >= 400:

@@ -1,4 +1,4 @@
-"""Secret canaries and a scanner that looks for them in every encoding a leak could take (bar 5).
+"""Secret canaries and a scanner that looks for them in every encoding a leak could take (docs/security.md).
 
     c = new_canary()                       # 'CANARY-<hex>-a/b+c=d"e': '/', '+', '=' and '"' make the
     hits = find(data, [c])                 # percent-encoded and JSON-escaped forms differ from the raw one

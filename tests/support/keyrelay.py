@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,6 @@ import uvloop
 from keyrelay.app import KeyrelayApp, create_app
 from keyrelay.server import uvicorn_config
 from keyrelay.settings import Settings
-from support.net import free_port
 
 ADMIN_ID = "test-admin"
 ADMIN_SECRET = "test-admin-secret-0123456789"
@@ -38,11 +38,16 @@ class KeyrelayServer:
     """Serve `create_app(settings)` with uvicorn (httptools) on uvloop, as `keyrelay serve` does, in a thread;
     stop cleanly on exit."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] | None = None) -> None:
+        """`clock`: wall-clock seconds for the server (e.g. `support.pipeline.ManualClock`), so a test of a
+        per-minute limit cannot straddle a window boundary; default: the real clock."""
         self.settings = settings
-        self.port = free_port()
+        # bound here, on a port the OS picks, and handed to uvicorn: no other process can take it in between
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port: int = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.app: KeyrelayApp = create_app(settings)
+        self.app: KeyrelayApp = create_app(settings) if clock is None else create_app(settings, clock=clock)
         config = uvicorn_config(self.app, settings, host="127.0.0.1", port=self.port, loop="uvloop")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -50,7 +55,7 @@ class KeyrelayServer:
 
     def _run(self) -> None:
         self.loop = uvloop.new_event_loop()
-        self.loop.run_until_complete(self._server.serve())
+        self.loop.run_until_complete(self._server.serve(sockets=[self._socket]))
         self.loop.close()
 
     def __enter__(self) -> KeyrelayServer:
@@ -65,6 +70,7 @@ class KeyrelayServer:
     def __exit__(self, *exc: object) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=20)
+        self._socket.close()
 
     def run(self, coro: Any) -> Any:
         """Run a coroutine on the server's loop (to reach services directly in a test)."""
@@ -155,3 +161,16 @@ def first_live_log(base_url: str, token: str, *, timeout: float = 15) -> Iterato
     connected.wait(timeout)
     yield got
     t.join(timeout)
+
+
+def logged(admin: Admin, count: int, *, timeout: float = 10.0, **params: Any) -> list[dict[str, Any]]:
+    """Request-log rows matching `params` (workspace_id, source_id, status, ...) once at least `count` of them
+    are flushed (rows are written in batches, so they appear a moment after the answer). Fails after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows: list[dict[str, Any]] = admin.get("/api/v1/logs", params={"limit": 1000, **params}).json()["data"]
+        if len(rows) >= count:
+            return rows
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(rows)} of {count} request-log rows after {timeout}s: {rows}")
+        time.sleep(0.02)

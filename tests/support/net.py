@@ -11,7 +11,9 @@ import time
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on `host` right now (the OS picks it)."""
+    """A TCP port that is free on `host` right now (the OS picks it). Another process may take it before a child
+    binds it: start children with `wait_listening`, which tells our child's listener from anyone else's, and
+    retry with a new port when the child could not bind (servers in this process bind port 0 instead)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         port: int = s.getsockname()[1]
@@ -58,3 +60,55 @@ def read_tail(path: str, limit: int = 4000) -> str:
     except OSError:
         return ""
     return data[-limit:].decode("utf-8", "replace")
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes of TCP listeners (IPv4 or IPv6) on local `port`."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                        inodes.add(fields[9])
+        except OSError:
+            continue
+    return inodes
+
+
+def owns_listener(proc: subprocess.Popen[bytes], port: int) -> bool:
+    """Whether `proc` (or a process of its group: children started with `start_new_session=True`) listens on
+    `port`, as opposed to some other process that took the port first."""
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return False
+    wanted = {f"socket:[{i}]" for i in inodes}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                pgid = int(f.read().rsplit(")", 1)[1].split()[2])
+            if pgid != proc.pid and int(entry) != proc.pid:
+                continue
+            fds = os.listdir(f"/proc/{entry}/fd")
+            if any(os.readlink(f"/proc/{entry}/fd/{fd}") in wanted for fd in fds):
+                return True
+        except (OSError, IndexError, ValueError):
+            continue
+    return False
+
+
+def wait_listening(proc: subprocess.Popen[bytes], port: int, timeout: float) -> bool:
+    """Wait until `proc` itself listens on `port` (True), or exits, e.g. because the port was taken (False);
+    TimeoutError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        if owns_listener(proc, port):
+            return True
+        time.sleep(0.02)
+    raise TimeoutError(f"process {proc.pid} did not listen on port {port} within {timeout}s")

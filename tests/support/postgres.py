@@ -18,7 +18,7 @@ import tempfile
 import time
 from typing import Any, Self
 
-from .net import free_port, read_tail, stop_child
+from .net import free_port, owns_listener, read_tail, stop_child
 
 INSTALL_HINT = "run ./scripts/test (it installs them) or: apt-get install -y postgresql"
 
@@ -137,6 +137,9 @@ class PostgresServer:
             if self._proc.poll() is not None:
                 self._proc = None
                 return False
+            if not owns_listener(self._proc, self.port):  # not yet, or another process took the port
+                time.sleep(0.02)
+                continue
             try:
                 with psycopg.connect(self.dsn(), connect_timeout=2) as conn:
                     conn.execute("SELECT 1")

@@ -6,10 +6,9 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from typing import Self
 
-from .net import free_port, read_tail, stop_child, wait_port
+from .net import free_port, read_tail, stop_child, wait_listening, wait_port
 
 
 class RedisServer:
@@ -63,17 +62,16 @@ class RedisServer:
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         self._proc = proc
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                self._proc = None
-                return False
-            try:
-                wait_port(self.host, self.port, timeout=0.2)
-                return True
-            except TimeoutError:
-                continue
-        raise TimeoutError(f"redis-server not ready after {self.start_timeout}s:\n{read_tail(self.log_path)}")
+        try:
+            listening = wait_listening(proc, self.port, self.start_timeout)  # ours, not whoever took the port
+        except TimeoutError:
+            raise TimeoutError(f"redis-server not ready after {self.start_timeout}s:\n{read_tail(self.log_path)}") \
+                from None
+        if not listening:
+            self._proc = None
+            return False
+        wait_port(self.host, self.port, timeout=self.start_timeout)
+        return True
 
     def stop(self) -> None:
         if self._proc is not None:

