@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keyrelay.model import NewSource, SealedField
@@ -25,9 +24,6 @@ async def test_only_one_first_key_is_ever_added(engine: AsyncEngine) -> None:
     ring = SqlKeyRingStore(engine)
     results = await asyncio.gather(*(ring.add_first_key(key_id=f"k{i}", wrapped=b"w", now=float(i))
                                      for i in range(5)))
-    if engine.dialect.name == "postgresql" and results.count(True) > 1:
-        pytest.xfail("known bug: under READ COMMITTED every racing transaction counts an empty ring and inserts "
-                     "its own first key (no lock or unique constraint serialises them)")
     assert sorted(results) == [False] * 4 + [True]
     [row] = await ring.keys()
     assert row.status == "active" and row.wrapped == b"w"

@@ -45,6 +45,11 @@ class SqlKeyRingStore:
         """Insert the first key only if the ring is empty; False if another process got there first."""
         try:
             async with self._engine.begin() as conn:
+                # racing first starts must not each see an empty ring: take the write lock before counting
+                if conn.dialect.name == "postgresql":  # READ COMMITTED sees rows committed meanwhile
+                    await conn.execute(sa.text("LOCK TABLE vault_keys IN SHARE ROW EXCLUSIVE MODE"))
+                elif conn.dialect.name == "sqlite":  # pysqlite would begin only at the INSERT
+                    await conn.execute(sa.text("BEGIN IMMEDIATE"))
                 count = (await conn.execute(sa.select(sa.func.count()).select_from(vault_keys))).scalar_one()
                 if count:
                     return False
