@@ -8,7 +8,15 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from keyrelay.store.tables import source_secrets, sources, vault_keys
+from keyrelay.store.tables import connect_oauth_states, oauth_clients, source_secrets, sources, vault_keys, webhooks
+
+# Sealed values outside `source_secrets` (table, id column, ciphertext column). Their vault context is
+# (table name, row id, ciphertext column name): see store/tables.py.
+SEALED_ELSEWHERE: tuple[tuple[sa.Table, str, str], ...] = (
+    (oauth_clients, "connector", "client_secret"),
+    (webhooks, "id", "secret"),
+    (connect_oauth_states, "digest", "verifier"),
+)
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,7 @@ class SecretRow:
     field: str
     key_id: str
     ciphertext: bytes
+    table: str = "source_secrets"  # or a table of SEALED_ELSEWHERE (`source_id` is then the row id)
 
 
 class SqlKeyRingStore:
@@ -65,20 +74,35 @@ class SqlKeyRingStore:
              .join(sources, sources.c.id == source_secrets.c.source_id)
              .where(source_secrets.c.key_id != key_id).limit(limit))
         async with self._engine.connect() as conn:
-            return [SecretRow(r.source_id, r.workspace_id, r.field, r.key_id, bytes(r.ciphertext))
+            rows = [SecretRow(r.source_id, r.workspace_id, r.field, r.key_id, bytes(r.ciphertext))
                     for r in await conn.execute(q)]
+            for table, id_col, blob in SEALED_ELSEWHERE:
+                if len(rows) >= limit:
+                    break
+                more = sa.select(table.c[id_col], table.c.key_id, table.c[blob]).where(
+                    table.c.key_id != key_id).limit(limit - len(rows))
+                rows += [SecretRow(r[0], table.name, blob, r[1], bytes(r[2]), table=table.name)
+                         for r in await conn.execute(more)]
+        return rows
 
     async def replace_secret(self, row: SecretRow, *, key_id: str, ciphertext: bytes) -> bool:
         """Compare-and-set: only replaces the row if it still holds the ciphertext that was re-encrypted."""
         async with self._engine.begin() as conn:
-            res = await conn.execute(sa.update(source_secrets).where(
-                source_secrets.c.source_id == row.source_id, source_secrets.c.field == row.field,
-                source_secrets.c.key_id == row.key_id, source_secrets.c.ciphertext == row.ciphertext,
-            ).values(key_id=key_id, ciphertext=ciphertext))
+            if row.table == "source_secrets":
+                res = await conn.execute(sa.update(source_secrets).where(
+                    source_secrets.c.source_id == row.source_id, source_secrets.c.field == row.field,
+                    source_secrets.c.key_id == row.key_id, source_secrets.c.ciphertext == row.ciphertext,
+                ).values(key_id=key_id, ciphertext=ciphertext))
+            else:
+                table, id_col, blob = next(t for t in SEALED_ELSEWHERE if t[0].name == row.table)
+                res = await conn.execute(sa.update(table).where(
+                    table.c[id_col] == row.source_id, table.c.key_id == row.key_id, table.c[blob] == row.ciphertext,
+                ).values({"key_id": key_id, blob: ciphertext}))
         return bool(res.rowcount)
 
     async def drop_unused_retired_keys(self) -> int:
-        used = sa.select(source_secrets.c.key_id).distinct()
+        used = sa.union(sa.select(source_secrets.c.key_id),
+                        *(sa.select(table.c.key_id) for table, _, _ in SEALED_ELSEWHERE))
         async with self._engine.begin() as conn:
             res = await conn.execute(sa.delete(vault_keys).where(
                 vault_keys.c.status == "retired", vault_keys.c.id.not_in(used)))
