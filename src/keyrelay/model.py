@@ -137,6 +137,7 @@ class Door(enum.StrEnum):
     EXECUTE = "execute"
     MCP = "mcp"
     ADMIN = "admin"
+    CONNECT = "connect"  # Connect's live check of new credentials (docs/connect.md)
 
 
 @dataclass(slots=True)  # not frozen: built once per request, and a frozen 16-field __init__ costs twice as much
