@@ -20,6 +20,7 @@ from keyrelay.errors import InvalidRequest
 
 _HEADER = "^[A-Za-z0-9!#$%&'*+.^`|~-]{1,64}$"
 _TEMPLATE_VALUE = re.compile(r"[\x21-\x7e]{1,2048}")  # what a provider's answer may put into a config field
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")  # what a customer puts into a URL
 
 OAUTH_SCHEMA: dict[str, Any] = {
     "type": "object", "additionalProperties": False, "required": ["authorize_url", "token_url"],
@@ -109,14 +110,17 @@ def provider_of(raw: Mapping[str, Any]) -> Provider | None:
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(subdomain))?\}")
 
 
-def fill(template: str, values: Mapping[str, Any], *, what: str) -> str:
-    """Substitute `{name}` with a value that must be one printable ASCII word (no spaces, no control bytes);
-    `{name:subdomain}` takes the first label of the host of the URL in `name` (`https://acme.atlassian.net`)."""
+def fill(template: str, values: Mapping[str, Any], *, what: str, label: bool = False) -> str:
+    """Substitute `{name}` with a value that must be one printable ASCII word (no spaces, no control bytes), or
+    with `label`, one DNS label; `{name:subdomain}` takes the first label of the host of the URL in `name`
+    (`https://acme.atlassian.net` gives `acme`)."""
+    allowed = _LABEL_VALUE if label else _TEMPLATE_VALUE
+
     def sub(m: re.Match[str]) -> str:
         value = values.get(m.group(1))
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
-        if not isinstance(value, str) or not _TEMPLATE_VALUE.fullmatch(value):
+        if not isinstance(value, str) or not allowed.fullmatch(value):
             raise InvalidRequest(f"The {what} has no usable '{m.group(1)}'")
         if m.group(2) == "subdomain":
             value = value.partition("://")[2].split("/", 1)[0].split(".", 1)[0]
@@ -126,9 +130,9 @@ def fill(template: str, values: Mapping[str, Any], *, what: str) -> str:
 
 
 def endpoint(template: str, config: Mapping[str, Any], *, what: str) -> str:
-    """An authorize or token URL for one customer: placeholders filled from config, then checked like any
-    base URL (http(s), no userinfo, query or fragment, unambiguous host)."""
-    url = fill(template, config, what=what)
+    """An authorize or token URL for one customer: placeholders filled from config with DNS labels only (a
+    customer's value can never bring a `.`, `/`, `@` or `:` into the URL), then checked like any base URL."""
+    url = fill(template, config, what=what, label=True)
     try:
         base = destination.parse_base_url(url)
     except InvalidRequest:

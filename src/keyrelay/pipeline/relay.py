@@ -341,8 +341,8 @@ class Relay:
         the reply's value."""
         rec = Recorder(inbound, self._log, self._clock)
         rec.caller, rec.workspace_id, rec.connector = caller.id, resolved.source.workspace_id, resolved.source.connector
-        if isinstance(inbound.source, ById) and inbound.source.source_id:  # a stored source getting new credentials
-            rec.source_id = inbound.source.source_id
+        if isinstance(inbound.source, ById):  # logged under its id only if a stored source gets new credentials
+            rec.source_id = inbound.source.source_id or None
         try:
             if not self._log.healthy:
                 raise Unavailable("The request log cannot be written; refusing to serve unlogged traffic")
