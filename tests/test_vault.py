@@ -335,6 +335,39 @@ async def test_rotate_reencrypts_every_secret(engine: AsyncEngine) -> None:
         assert src is not None and await _open(engine, after, src) == creds
 
 
+async def test_rotation_covers_connects_sealed_values_too(engine: AsyncEngine) -> None:
+    """OAuth client secrets, webhook signing secrets and PKCE verifiers are sealed outside source_secrets, bound to
+    (table, row id, column): rotation re-encrypts them and never drops a key they still use."""
+    from keyrelay.manage.oauth_clients import OAuthClient
+    from keyrelay.manage.webhooks import Webhook
+    from keyrelay.store.keyring import SEALED_ELSEWHERE
+    from keyrelay.store.oauth_clients import SqlOAuthClientStore
+    from keyrelay.store.webhooks import SqlWebhookStore
+
+    master = new_key()
+    v = await _vault(engine, master)
+    clients, hooks = SqlOAuthClientStore(engine), SqlWebhookStore(engine)
+    sealed = await v.seal(workspace_id="oauth_clients", source_id="github", fields={"client_secret": "cs-1"})
+    await clients.put_client(OAuthClient(connector="github", client_id="c", secret=sealed[0], scopes=None,
+                                         authorize_url=None, token_url=None, created_at=1.0, updated_at=1.0))
+    sealed = await v.seal(workspace_id="webhooks", source_id="w1", fields={"secret": "whsec_1"})
+    await hooks.create_webhook(Webhook(id="w1", url="https://h.example.com/", events=("connection.created",),
+                                       secret=sealed[0], created_at=1.0))
+    first_key = (await _key_rows(engine))[0][0]
+    assert {t.name for t, _, _ in SEALED_ELSEWHERE} == {"oauth_clients", "webhooks", "connect_oauth_states"}
+    assert await v.rotate() == 2
+    assert await v.rotate() == 2  # the first key is retired and now unused: dropped
+    async with engine.begin() as conn:
+        await conn.execute(sa.delete(vault_keys).where(vault_keys.c.status == "retired"))
+    after = await _vault(engine, master)
+    client, hook = await clients.get_client("github"), await hooks.get_webhook("w1")
+    assert client is not None and hook is not None and first_key not in (client.secret.key_id, hook.secret.key_id)
+    opened = await after.open(workspace_id="oauth_clients", source_id="github", sealed=[client.secret])
+    assert opened.fields == {"client_secret": "cs-1"}
+    opened = await after.open(workspace_id="webhooks", source_id="w1", sealed=[hook.secret])
+    assert opened.fields == {"secret": "whsec_1"}
+
+
 async def test_a_stale_vault_picks_up_another_processes_rotation(engine: AsyncEngine) -> None:
     master = new_key()
     a, b = await _vault(engine, master), await _vault(engine, master)
