@@ -118,7 +118,7 @@ def parse_origins(value: Any) -> tuple[str, ...]:
             base = destination.parse_base_url(item) if isinstance(item, str) else None
         except InvalidRequest:
             base = None
-        if base is None or base.path or item.rstrip("/").lower() != base.origin:
+        if base is None or base.path:
             raise InvalidRequest("allowed_origins entries must be origins such as https://app.example.com "
                                  "(scheme, host and port; no path)", field="allowed_origins")
         out.append(base.origin)
