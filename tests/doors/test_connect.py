@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from keyrelay.connectors.spec import load_catalog
-from keyrelay.doors.connect import CALLBACK_PATH, cookie_name
+from keyrelay.doors.connect import CALLBACK_PATH, _scrub, cookie_name
 from keyrelay.manage.connect_forms import credential_fields
 from keyrelay.manage.connections import Offer
 from keyrelay.web.pages import render
@@ -50,6 +50,7 @@ def test_by_default_no_page_may_be_framed(kr: KeyrelayServer, admin: Admin) -> N
         assert _csp(r)["frame-ancestors"] == "'none'" and r.headers["x-frame-options"] == "DENY"
         assert _csp(r)["script-src"] == "'self'" and r.headers["cache-control"] == "no-store"
         assert r.headers["referrer-policy"] == "no-referrer" and "<script>" not in r.text
+        assert r.headers["cross-origin-opener-policy"] == "same-origin"  # no window keeps a handle on it
 
 
 def test_the_sessions_allowed_origins_and_only_they_may_frame_it(kr: KeyrelayServer, admin: Admin) -> None:
@@ -176,6 +177,29 @@ def test_starting_a_sign_in_binds_it_to_this_browser_with_a_narrow_cookie(kr: Ke
     for flag in (f"Path={CALLBACK_PATH}", "HttpOnly", "SameSite=Lax", "Max-Age="):
         assert flag in cookie
     assert s["token"] not in r.headers["location"]
+
+
+def test_over_https_the_binding_cookie_is_secure(tmp_path: Path) -> None:
+    from support.keyrelay import make_settings
+
+    with KeyrelayServer(make_settings(data_dir=tmp_path, public_url="https://connect.example.com")) as server:
+        admin = Admin(server.url)
+        admin.http.put("/api/v1/oauth-clients/github", headers=admin.headers,
+                       json={"client_id": "c", "client_secret": "s"})
+        s = session(admin, connectors=["github"])
+        client = browserless(server.url)
+        r = client.post(f"/connect/{s['token']}/github/oauth",
+                        data={"csrf": csrf_of(form_page(client, s["token"], "github").text)})
+        admin.close()
+    assert r.status_code == 303 and "; Secure" in r.headers["set-cookie"]
+    redirect_uri = httpx.URL(r.headers["location"]).params["redirect_uri"]
+    assert redirect_uri == "https://connect.example.com" + CALLBACK_PATH
+
+
+def test_what_the_customer_typed_is_cut_out_of_an_upstream_reason() -> None:
+    """A second layer behind the pipeline's redaction of injected values."""
+    assert _scrub("Invalid key sk_live_abcdef (sk_live_abcdef)", ["sk_live_abcdef", "ab"]) == \
+        "Invalid key **** (****)"
 
 
 def test_a_callback_without_state_is_refused(kr: KeyrelayServer) -> None:

@@ -60,6 +60,15 @@ def test_only_application_tokens_reach_the_routes(kr: KeyrelayServer, admin: Adm
             assert r.status_code == (401 if auth is None else 403), (method, path, auth, r.text)
 
 
+def test_a_connect_token_opens_no_api_route(kr: KeyrelayServer, admin: Admin) -> None:
+    made = admin.post("/api/v1/connect/sessions", {"workspace": "acme"}).json()
+    auth = {"Authorization": f"Bearer {made['token']}"}
+    for method, path in [*ROUTES, ("GET", "/api/v1/sources"), ("GET", "/api/v1/workspaces"),
+                         ("GET", f"/api/{made['workspace_id']}/proxy/any/x"), ("GET", "/api/v1/logs")]:
+        r = httpx.request(method, kr.url + path, headers=auth, json={})
+        assert r.status_code == 401, (method, path, r.text)
+
+
 def test_an_oauth_client_secret_is_write_only(kr: KeyrelayServer, admin: Admin) -> None:
     r = admin.http.put("/api/v1/oauth-clients/github", headers=admin.headers,
                        json={"client_id": "Iv1.abc", "client_secret": SECRET, "scopes": ["repo"]})
