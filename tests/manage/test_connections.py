@@ -106,6 +106,22 @@ def test_a_key_that_fails_the_live_check_is_not_stored_and_a_good_one_spends_the
         assert [q.raw_path for q in stripe.requests].count("/v1/customers?limit=1") == 2
 
 
+def test_a_session_runs_a_bounded_number_of_live_checks(kr: KeyrelayServer, admin: Admin) -> None:
+    """The page is no oracle for trying many stolen keys against an API."""
+    from keyrelay.manage.connect import MAX_CHECKS
+
+    with FakeStripe() as stripe:
+        s = session(admin, connectors=["stripe"], config={"stripe": {"base_url": stripe.url}})
+        client = browserless(kr.url)
+        for i in range(MAX_CHECKS):
+            r = submit_key(client, s["token"], "stripe", {"credentials.api_key": f"sk_test_guess_{i:04d}"})
+            assert r.status_code == 422
+        r = submit_key(client, s["token"], "stripe", {"credentials.api_key": API_KEY})
+        assert r.status_code == 429 and "Too many attempts" in r.text
+        assert len(stripe.requests) == MAX_CHECKS
+    assert sources(admin) == []
+
+
 def test_a_second_connection_of_one_connector_gets_its_own_slug(kr: KeyrelayServer, admin: Admin) -> None:
     with FakeStripe() as stripe:
         for _ in range(2):

@@ -57,6 +57,14 @@ async def test_two_racing_claims_spend_a_session_once(engine: AsyncEngine) -> No
     assert not await store.claim_session(expired.id, now=NOW + 600)
 
 
+async def test_checks_are_counted_up_to_the_limit_even_when_racing(engine: AsyncEngine) -> None:
+    store = SqlConnectStore(engine)
+    s = await _session(engine, store)
+    counted = await asyncio.gather(*(store.count_check(s.id, limit=3) for _ in range(6)))
+    assert sorted(counted) == [False] * 3 + [True] * 3
+    assert not await store.count_check(s.id, limit=3)
+
+
 async def test_a_state_is_taken_once_and_not_after_it_expires(engine: AsyncEngine) -> None:
     store = SqlConnectStore(engine)
     s = await _session(engine, store)

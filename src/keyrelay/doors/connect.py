@@ -44,6 +44,8 @@ _UNUSABLE = {
     "used": (410, "This connection link was already used",
              "An account was already connected with it. Ask the app that sent you here for a new link to "
              "connect another one."),
+    "exhausted": (429, "Too many attempts",
+                  "This link was used to try too many credentials. Ask the app that sent you here for a new one."),
 }
 
 

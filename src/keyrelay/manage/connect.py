@@ -5,7 +5,6 @@ bearer token any API route accepts), expiring, spent once a source is connected,
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ TOKEN_PREFIX = "krc_"  # noqa: S105 - a prefix, not a secret
 DEFAULT_EXPIRES_IN = 1800
 MIN_EXPIRES_IN, MAX_EXPIRES_IN = 60, 3600
 MAX_ORIGINS = 20
+MAX_CHECKS = 10  # live checks per session: the page is no oracle for trying many stolen keys
 # Config fields only the operator may set: where requests (and refresh tokens) go.
 OPERATOR_ONLY_CONFIG = frozenset({"base_url", "upstream_url", "endpoint_url", "login_url"})
 
@@ -84,6 +84,7 @@ class ConnectStore(Protocol):
                             limit: int) -> list[ConnectSession]: ...
     async def delete_session(self, session_id: str) -> bool: ...
     async def claim_session(self, session_id: str, *, now: float) -> bool: ...
+    async def count_check(self, session_id: str, *, limit: int) -> bool: ...
     async def release_session(self, session_id: str) -> None: ...
     async def finish_session(self, session_id: str, *, source_id: str) -> None: ...
     async def expire_sessions(self, *, now: float, limit: int) -> list[ConnectSession]: ...
@@ -98,7 +99,8 @@ class NewSession:
 
 
 class Unusable(Exception):
-    """A session token that cannot be used (the page says why): `unknown`, `expired` or `used`."""
+    """A session token that cannot be used (the page says why): `unknown`, `expired`, `used`, or `exhausted`
+    (too many live checks)."""
 
     def __init__(self, reason: str, session: ConnectSession | None = None) -> None:
         super().__init__(reason)
@@ -299,7 +301,3 @@ async def _check_url(url: Any, where: str, allow: tuple[ssrf.Network, ...]) -> N
         pass  # not resolvable yet: the dialer checks every connection
     except KeyrelayError as err:
         raise InvalidRequest(f"Invalid {where}: {err.message}", field=where) from None
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)

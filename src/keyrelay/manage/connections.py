@@ -21,7 +21,7 @@ from keyrelay.connectors.spec import ConnectorSpec, check_json
 from keyrelay.egress.upstream import UpstreamClient
 from keyrelay.errors import Conflict, InvalidRequest, KeyrelayError, NotFound, UpstreamAuthFailed
 from keyrelay.manage import connect_forms as forms
-from keyrelay.manage.connect import ConnectService, ConnectSession, OAuthState, Unusable
+from keyrelay.manage.connect import MAX_CHECKS, ConnectService, ConnectSession, OAuthState, Unusable
 from keyrelay.manage.oauth_clients import OAuthClientService, ProviderClient
 from keyrelay.manage.sources import SourceService, slugify
 from keyrelay.manage.webhooks import WebhookService, iso
@@ -147,6 +147,8 @@ class ConnectFlow:
         check = check_of(spec)
         if check is None:
             raise InvalidRequest("This connector cannot be checked live")
+        if not await self._sessions.store.count_check(session.id, limit=MAX_CHECKS):
+            raise Unusable("exhausted", session)
         probe = Source(id=session.source_id or "", workspace_id=session.workspace_id, connector=spec.name,
                        name=spec.title, slug=spec.name, config=config, policy=Policy(), status="active",
                        credential_fields=tuple(credentials), created_at=0.0, updated_at=0.0)
@@ -239,8 +241,10 @@ class ConnectFlow:
             raise retry("The provider sent no authorization code.")
         try:
             return await self._redeem(session, taken, code, redirect_uri)
-        except Unusable:
-            raise CallbackProblem("This connection link was already used.", session=session) from None
+        except Unusable as err:
+            text = "This link was used to try too many times." if err.reason == "exhausted" else \
+                "This connection link was already used."
+            raise CallbackProblem(text, session=session) from None
         except KeyrelayError as err:
             raise retry(err.message) from None
 

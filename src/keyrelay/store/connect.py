@@ -70,6 +70,14 @@ class SqlConnectStore:
                 connect_sessions.c.expires_at > now).values(status="connected", used_at=now))
         return bool(res.rowcount)
 
+    async def count_check(self, session_id: str, *, limit: int) -> bool:
+        """Count one live check; False once the session has used `limit` of them."""
+        async with self._engine.begin() as conn:
+            res = await conn.execute(sa.update(connect_sessions).where(
+                connect_sessions.c.id == session_id, connect_sessions.c.checks < limit).values(
+                checks=connect_sessions.c.checks + 1))
+        return bool(res.rowcount)
+
     async def release_session(self, session_id: str) -> None:
         """Undo a claim whose source could not be stored."""
         async with self._engine.begin() as conn:

@@ -121,6 +121,7 @@ connect_sessions = sa.Table(
     sa.Column("allowed_origins", sa.Text, nullable=False),  # JSON list of origins
     sa.Column("config", sa.Text, nullable=False),  # JSON {connector: {field: value}}, never secret
     sa.Column("status", sa.String(16), nullable=False),  # pending | connected | expired
+    sa.Column("checks", sa.Integer, nullable=False, server_default="0"),  # live checks run (a bounded number)
     sa.Column("connected_source_id", sa.String(36)),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False, index=True),

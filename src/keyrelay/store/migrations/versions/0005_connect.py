@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("allowed_origins", sa.Text, nullable=False),
         sa.Column("config", sa.Text, nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("checks", sa.Integer, nullable=False, server_default="0"),
         sa.Column("connected_source_id", sa.String(36)),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("expires_at", sa.Float, nullable=False),
