@@ -3,7 +3,10 @@ application tokens reach the routes, and the delivery log of an endpoint can be 
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import time
+from pathlib import Path
 
 import httpx
 
@@ -58,3 +61,27 @@ def test_only_application_tokens_reach_the_routes(kr: KeyrelayServer, admin: Adm
         assert httpx.request(method, kr.url + path, json={}).status_code == 401
         r = httpx.request(method, kr.url + path, json={}, headers={"Authorization": f"Bearer {key}"})
         assert r.status_code == 403, (method, path)
+
+
+def test_an_expired_session_is_announced_by_the_worker(tmp_path: Path, upstream: FakeUpstream) -> None:
+    from keyrelay.manage.webhooks import verify
+    from support.keyrelay import make_settings
+
+    with KeyrelayServer(make_settings(data_dir=tmp_path, webhook_retry_seconds=0.1)) as server:
+        admin = Admin(server.url)
+        secret = admin.post("/api/v1/webhooks", {"url": upstream.url + "/echo",
+                                                 "events": ["connect_session.expired"]}).json()["secret"]
+        made = admin.post("/api/v1/connect/sessions", {"workspace": "acme", "expires_in": 60}).json()
+        with sqlite3.connect(tmp_path / "keyrelay.db") as db:
+            db.execute("UPDATE connect_sessions SET expires_at = ? WHERE id = ?", (time.time() - 1, made["id"]))
+        deadline = time.monotonic() + 15
+        while not upstream.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [got] = upstream.requests
+        assert admin.get(f"/api/v1/connect/sessions/{made['id']}").json()["status"] == "expired"
+        admin.close()
+    event = json.loads(got.body)
+    assert (event["type"], event["data"]["connect_session_id"], event["data"]["workspace_id"]) == \
+        ("connect_session.expired", made["id"], made["workspace_id"])
+    assert verify(secret, got.header("Keyrelay-Signature") or "", got.body, now=time.time())
+    assert made["token"] not in got.body.decode()
