@@ -171,8 +171,11 @@ class ConnectFlow:
             raise
         await self._sessions.store.finish_session(session.id, source_id=src.id)
         reconnected = session.source_id is not None
-        await self._webhooks.publish("connection.updated" if reconnected else "connection.created",
-                                     connection_data(src, session_id=session.id))
+        event = "connection.updated" if reconnected else "connection.created"
+        try:
+            await self._webhooks.publish(event, connection_data(src, session_id=session.id))
+        except Exception as exc:  # the source is stored: a queueing failure must not undo the customer's work
+            log.error("webhook %s for source %s not queued: %s", event, src.id, type(exc).__name__)
         log.info("connect session %s %s source %s", session.id, "reconnected" if reconnected else "created", src.id)
         return Connected(session, src, reconnected)
 
