@@ -134,6 +134,10 @@ def test_openapi_lists_the_admin_routes(kr: KeyrelayServer) -> None:
         "/v1/integrations/sources": {"post"}, "/api/v1/applications/token": {"post"},
         "/api/v1/embedded/scoped-token": {"post"}, "/api/v1/api-keys": {"get", "post"},
         "/api/v1/api-keys/{key_id}": {"delete"}, "/api/v1/logs": {"get"}, "/healthz": {"get"}, "/readyz": {"get"},
+        "/api/v1/connect/sessions": {"get", "post"}, "/api/v1/connect/sessions/{session_id}": {"get", "delete"},
+        "/api/v1/oauth-clients": {"get"}, "/api/v1/oauth-clients/{connector}": {"get", "put", "delete"},
+        "/api/v1/webhooks": {"get", "post"}, "/api/v1/webhooks/{webhook_id}": {"get", "delete"},
+        "/api/v1/webhooks/{webhook_id}/deliveries": {"get"},
     }
     for path, methods in expected.items():
         assert path in paths, path

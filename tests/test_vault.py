@@ -7,6 +7,7 @@ docs/security.md; the storage tests run on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keyrelay.errors import CredentialsUnusable, Sealed
-from keyrelay.model import NewSource, Secret, Source
+from keyrelay.model import NewSource, Secret, Source, internal_destination
 from keyrelay.runtime import runtime
 from keyrelay.settings import Settings
 from keyrelay.store.engine import make_engine, upgrade
@@ -344,6 +345,46 @@ async def test_rotate_reencrypts_every_secret(engine: AsyncEngine) -> None:
     for sid, creds in expected.items():
         src = await store.get_source(sid)
         assert src is not None and await _open(engine, after, src) == creds
+
+
+async def test_rotation_covers_connects_sealed_values_too(engine: AsyncEngine) -> None:
+    """OAuth client secrets, webhook signing secrets and PKCE verifiers are sealed outside source_secrets, bound to
+    (table, row id, column): rotation re-encrypts them and never drops a key they still use."""
+    from keyrelay.manage.oauth_clients import OAuthClient
+    from keyrelay.manage.webhooks import Webhook
+    from keyrelay.store.keyring import SEALED_ELSEWHERE
+    from keyrelay.store.oauth_clients import SqlOAuthClientStore
+    from keyrelay.store.webhooks import SqlWebhookStore
+
+    master = new_key()
+    v = await _vault(engine, master)
+    clients, hooks = SqlOAuthClientStore(engine), SqlWebhookStore(engine)
+    sealed = await v.seal(workspace_id="oauth_clients", source_id="github",
+                          destination=internal_destination("oauth_clients"), fields={"client_secret": "cs-1"})
+    await clients.put_client(OAuthClient(connector="github", client_id="c", secret=sealed[0], scopes=None,
+                                         authorize_url=None, token_url=None, created_at=1.0, updated_at=1.0))
+    sealed = await v.seal(workspace_id="webhooks", source_id="w1", destination=internal_destination("webhooks"),
+                          fields={"secret": "whsec_1"})
+    await hooks.create_webhook(Webhook(id="w1", url="https://h.example.com/", events=("connection.created",),
+                                       secret=sealed[0], created_at=1.0))
+    first_key = (await _key_rows(engine))[0][0]
+    assert {t.name for t, _, _ in SEALED_ELSEWHERE} == {"oauth_clients", "webhooks", "connect_oauth_states"}
+    assert (await v.rotate()).reencrypted == 2
+    assert (await v.rotate()).reencrypted == 2  # the first key is retired and now unused: dropped
+    async with engine.begin() as conn:
+        await conn.execute(sa.delete(vault_keys).where(vault_keys.c.status == "retired"))
+    after = await _vault(engine, master)
+    client, hook = await clients.get_client("github"), await hooks.get_webhook("w1")
+    assert client is not None and hook is not None and first_key not in (client.secret.key_id, hook.secret.key_id)
+    opened = await after.open(workspace_id="oauth_clients", source_id="github",
+                              destination=internal_destination("oauth_clients"), sealed=[client.secret])
+    assert revealed(opened.fields) == {"client_secret": "cs-1"}
+    opened = await after.open(workspace_id="webhooks", source_id="w1", destination=internal_destination("webhooks"),
+                              sealed=[hook.secret])
+    assert revealed(opened.fields) == {"secret": "whsec_1"}
+    with pytest.raises(CredentialsUnusable):  # never opens as a source's credential, whatever the caller claims
+        await after.open(workspace_id="webhooks", source_id="w1", destination="http:https://h.example.com:443",
+                         sealed=[dataclasses.replace(hook.secret, destination="http:https://h.example.com:443")])
 
 
 async def test_a_stale_vault_picks_up_another_processes_rotation(engine: AsyncEngine) -> None:

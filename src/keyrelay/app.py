@@ -16,7 +16,21 @@ from typing import Any
 from fastapi import FastAPI
 
 from keyrelay import boundedjson
-from keyrelay.doors import access, admin, airbyte, connectors, files, gateway, mcp, observe, site, sonar
+from keyrelay.doors import (
+    access,
+    admin,
+    airbyte,
+    connect,
+    connect_api,
+    connectors,
+    files,
+    gateway,
+    mcp,
+    observe,
+    site,
+    sonar,
+    webhooks,
+)
 from keyrelay.errors import HeadersTooLarge, InvalidRequest, KeyrelayError, Unavailable, UriTooLong
 from keyrelay.http.asgi import HEADERS_CHECKED, AsgiScope, Message, Receive, Send, read_body, with_request_id
 from keyrelay.http.render import install_error_handlers, send_error
@@ -58,7 +72,8 @@ class HotPath:
 def build_api() -> FastAPI:
     api = FastAPI(title="keyrelay", version="0.1.0", docs_url=None, redoc_url=None,  # served by doors/site.py
                   description="Self-hosted credential gateway for AI agents. See docs/ in the repository.")
-    for router in (access.router, admin.router, connectors.router, airbyte.router, observe.router, site.router):
+    for router in (access.router, admin.router, connectors.router, airbyte.router, observe.router, site.router,
+                   connect_api.router, webhooks.router, connect.router):
         api.include_router(router)
     install_error_handlers(api)
     return api

@@ -154,6 +154,7 @@ class Door(enum.StrEnum):
     EXECUTE = "execute"
     MCP = "mcp"
     ADMIN = "admin"
+    CONNECT = "connect"  # Connect's live check of new credentials (docs/connect.md)
 
 
 @dataclass(slots=True)  # not frozen: built once per request, and a frozen 16-field __init__ costs twice as much
@@ -245,6 +246,12 @@ class TokenRecord:
     scopes: frozenset[Scope]
     expires_at: float | None
     revoked: bool
+
+
+def internal_destination(table: str) -> str:
+    """The destination a value keyrelay seals for itself (an OAuth client secret, a webhook signing secret, a PKCE
+    verifier) is bound to: its table, never an upstream origin, so it can never open as a source's credential."""
+    return "internal:" + table
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,15 +22,20 @@ from keyrelay.connectors.pagetoken import PageTokens
 from keyrelay.connectors.spec import load_catalog
 from keyrelay.doors.mcp import McpDoor
 from keyrelay.doors.mcp.tools import Deps as McpDeps
+from keyrelay.egress.destination import BaseUrl
 from keyrelay.egress.upstream import UpstreamClient
-from keyrelay.errors import Sealed, Unavailable
+from keyrelay.errors import InvalidRequest, Sealed, Unavailable
 from keyrelay.files.service import FileService
 from keyrelay.files.stores import StoreFactory
 from keyrelay.http.asgi import sole_error
 from keyrelay.http.deps import Services
 from keyrelay.manage.access import AccessService, NewApplication
+from keyrelay.manage.connect import ConnectService, ConnectSession, parse_allowlist
+from keyrelay.manage.connections import ConnectFlow, connection_data
 from keyrelay.manage.destinations import Destinations
+from keyrelay.manage.oauth_clients import OAuthClientService
 from keyrelay.manage.sources import SourceService
+from keyrelay.manage.webhooks import WebhookService, iso
 from keyrelay.manage.workspaces import WorkspaceService
 from keyrelay.pipeline.authenticate import Authenticator
 from keyrelay.pipeline.oauth.tokens import OAuthSender, OAuthTokens
@@ -42,14 +47,18 @@ from keyrelay.ports import Clock, DestinationOf
 from keyrelay.requestlog import Metrics, RedisFeed, RequestLog
 from keyrelay.settings import Settings
 from keyrelay.store.access import SqlAccessStore
+from keyrelay.store.connect import SqlConnectStore
 from keyrelay.store.engine import make_engine, upgrade
 from keyrelay.store.keyring import SqlKeyRingStore
 from keyrelay.store.meta import SqlMetaStore
+from keyrelay.store.oauth_clients import SqlOAuthClientStore
 from keyrelay.store.oauth_state import SqlOAuthStateStore
 from keyrelay.store.requestlog import SqlRequestLogStore
 from keyrelay.store.sources import SqlSourceStore
+from keyrelay.store.webhooks import SqlWebhookStore
 from keyrelay.store.workspaces import SqlWorkspaceStore
 from keyrelay.vault import KeyVault, create_key_file, parse_master_key, read_key_file
+from keyrelay.web.csrf import Csrf
 
 log = logging.getLogger("keyrelay")
 BINDING_MARKER = "credential_binding"  # set once every ciphertext of the older binding was re-sealed
@@ -98,6 +107,27 @@ async def open_vault(settings: Settings, engine: AsyncEngine, meta: SqlMetaStore
     return vault
 
 
+def _allowlist(text: str) -> tuple[BaseUrl, ...]:
+    try:
+        return parse_allowlist(text)
+    except InvalidRequest as err:
+        raise ValueError(f"KEYRELAY_CONNECT_REDIRECT_ALLOWLIST: {err.message}") from None
+
+
+def _connect_events(webhooks: WebhookService, connect: ConnectService, sources: SourceService,
+                    tokens: OAuthTokens) -> None:
+    """The events Connect's webhooks carry that other services notice (docs/connect.md)."""
+
+    def expired(s: ConnectSession) -> None:
+        webhooks.emit("connect_session.expired", {"connect_session_id": s.id, "workspace_id": s.workspace_id,
+                                                  "source_id": s.source_id, "expired_at": iso(s.expires_at)})
+
+    connect.on_expired = expired
+    sources.on_deleted = lambda src: webhooks.emit("connection.deleted", connection_data(src))
+    tokens.on_needs_reauth = lambda src: webhooks.emit(
+        "connection.needs_reauth", {**connection_data(src), "status": "needs_reauth"})
+
+
 @contextlib.asynccontextmanager
 async def runtime(settings: Settings, *, clock: Clock = time.time) -> AsyncIterator[Runtime]:
     """Build every adapter and service; tear them down (flushing the request log) on exit. `clock` (wall-clock
@@ -141,8 +171,10 @@ async def runtime(settings: Settings, *, clock: Clock = time.time) -> AsyncItera
         resolver = SourceResolver(SqlSourceStore(engine), vault, clock, cache_seconds=settings.source_cache_seconds,
                                   destination_of=destination_of)
         upstream = UpstreamClient(allow=settings.allow_networks, max_connections=settings.upstream_max_connections)
-        oauth = OAuthSender(OAuthTokens(store=SqlOAuthStateStore(engine), vault=vault, upstream=upstream, clock=clock,
-                                        destination_of=destination_of), upstream)
+        oauth_state = SqlOAuthStateStore(engine)
+        oauth_tokens = OAuthTokens(store=oauth_state, vault=vault, upstream=upstream, clock=clock,
+                                   destination_of=destination_of)
+        oauth = OAuthSender(oauth_tokens, upstream)
         relay = Relay(
             authenticator=authn, resolver=resolver, upstream=upstream, log=request_log, clock=clock,
             limiter=RateLimiter(make_storage(settings.redis_url, clock=clock),
@@ -170,12 +202,28 @@ async def runtime(settings: Settings, *, clock: Clock = time.time) -> AsyncItera
         files = FileService(relay, stores, max_range_bytes=settings.max_range_bytes)
         mcp_door = McpDoor(McpDeps(relay=relay, authenticator=authn, sources=sources, connectors=connector_service,
                                    catalog=catalog, files=files), settings)
+        webhooks = WebhookService(store=SqlWebhookStore(engine), vault=vault, upstream=upstream, clock=clock,
+                                  allow=settings.allow_networks, retry_base_seconds=settings.webhook_retry_seconds,
+                                  poll_seconds=min(5.0, settings.webhook_retry_seconds))
+        connect = ConnectService(store=SqlConnectStore(engine), workspaces=workspaces, sources=sources, catalog=catalog,
+                                 hasher=hasher, clock=clock, allow=settings.allow_networks,
+                                 redirect_allowlist=_allowlist(settings.connect_redirect_allowlist))
+        clients = OAuthClientService(store=SqlOAuthClientStore(engine), vault=vault, catalog=catalog, clock=clock,
+                                     allow=settings.allow_networks)
+        flow = ConnectFlow(sessions=connect, sources=sources, clients=clients, catalog=catalog, relay=relay,
+                           upstream=upstream, oauth_state=oauth_state, vault=vault, hasher=hasher, webhooks=webhooks,
+                           clock=clock)
+        _connect_events(webhooks, connect, sources, oauth_tokens)
+        csrf_key = await meta.put_if_absent("connect_csrf_key", base64.b64encode(secrets.token_bytes(32)).decode())
+        extras = {"connect": connect, "connect_flow": flow, "oauth_clients": clients, "webhooks": webhooks,
+                  "connect_csrf": Csrf(base64.b64decode(csrf_key))}
         services = Services(settings=settings, authenticator=authn, access=access, workspaces=workspaces,
                             sources=sources, catalog=catalog, logs=log_store, vault=vault, ready=ready,
-                            connectors=connector_service, extras={})
+                            connectors=connector_service, extras=extras)
         stop = asyncio.Event()
         # not a TaskGroup: it would wrap an error raised in the caller's block in an ExceptionGroup
-        background = [asyncio.create_task(request_log.run(stop))]
+        background = [asyncio.create_task(request_log.run(stop)),
+                      asyncio.create_task(webhooks.run(stop, tick=connect.expire_due))]
         if settings.redis_url:
             background.append(asyncio.create_task(RedisFeed(request_log, settings.redis_url).run(stop)))
         try:

@@ -45,6 +45,20 @@ class Settings(BaseSettings):
     mcp_allowed_hosts: str = Field("", description="extra Host values accepted on /mcp (comma-separated)")
     mcp_token: SecretStr | None = Field(None, description="token `keyrelay mcp-stdio` sends (client side only)")
     log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|debug|info|warning|error)$")
+    public_url: str | None = Field(None, description="where browsers and OAuth providers reach keyrelay")
+    connect_redirect_allowlist: str = Field("", description="origins or URL prefixes connect sessions may "
+                                                            "redirect to (comma-separated)")
+    webhook_retry_seconds: float = Field(30.0, gt=0, description="first webhook retry delay; doubles per attempt")
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = v.rstrip("/")
+        if not v.startswith(("http://", "https://")) or any(c in v for c in "?#@ \\") or "/" in v.split("//", 1)[1]:
+            raise ValueError("must be an origin such as https://keyrelay.example.com (no path, query or userinfo)")
+        return v
 
     @field_validator("upstream_allow_cidrs")
     @classmethod

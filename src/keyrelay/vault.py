@@ -263,7 +263,34 @@ class KeyVault:
                                              field_name=row.field, destination=row.destination)
                 done += await self._store.replace_secret(row, key_id=key_id, ciphertext=blob,
                                                          destination=row.destination)
-        return Rotation(done, skipped)
+        done_elsewhere, skipped_elsewhere = await self._rotate_elsewhere(key_id)
+        return Rotation(done + done_elsewhere, skipped + skipped_elsewhere)
+
+    async def _rotate_elsewhere(self, key_id: str) -> tuple[int, int]:
+        """Re-encrypt the values keyrelay seals for itself (store/keyring.py: SEALED_ELSEWHERE) under `key_id`."""
+        done = skipped = 0
+        after: tuple[str, str] | None = None
+        for _ in range(100_000):
+            rows = await self._store.elsewhere_not_under(key_id, after=after)
+            if not rows:
+                break
+            after = (rows[-1].table, rows[-1].source_id)
+            for row in rows:
+                assert row.destination is not None
+                try:
+                    plain = self._ring.decrypt(row.ciphertext, key_id=row.key_id, workspace_id=row.workspace_id,
+                                               source_id=row.source_id, field_name=row.field,
+                                               destination=row.destination)
+                except VaultError:
+                    log.error("sealed %s of %s row %s failed to decrypt: not rotated", row.field, row.table,
+                              row.source_id)
+                    skipped += 1
+                    continue
+                _, blob = self._ring.encrypt(plain, workspace_id=row.workspace_id, source_id=row.source_id,
+                                             field_name=row.field, destination=row.destination)
+                done += await self._store.replace_secret(row, key_id=key_id, ciphertext=blob,
+                                                         destination=row.destination)
+        return done, skipped
 
     async def rebind_legacy(self, destination_of: Callable[[str, Mapping[str, Any]], str]) -> Rotation:
         """Re-seal every ciphertext written before destinations were bound, to its source's destination as the

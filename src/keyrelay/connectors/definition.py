@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from keyrelay.connectors.provider import OAUTH_SCHEMA
+
 PARAM_TYPES = ("string", "integer", "number", "boolean", "array", "object")
 PAGINATION_TYPES = ("none", "cursor", "link_header", "next_url", "offset", "page_number")
 WRITE_ACTIONS = frozenset({"create", "update", "delete"})
@@ -56,6 +58,11 @@ DEFINITION_SCHEMA: dict[str, Any] = {
         "default_base_url": {"type": "string"}, "docs_url": {"type": "string"},
         "config_schema": {"type": "object"}, "credentials_schema": {"type": "object"},
         "auth": {"type": "object"},
+        "oauth": OAUTH_SCHEMA,  # Connect's authorization-code flow (connectors/provider.py)
+        "check": {  # the action Connect runs to check new credentials (connectors/check.py)
+            "type": "object", "additionalProperties": False, "required": ["entity", "action"],
+            "properties": {"entity": {"type": "string"}, "action": {"type": "string"}, "params": {"type": "object"}},
+        },
         "headers": {"type": "object", "propertyNames": {"pattern": _HEADER_NAME}, "additionalProperties": {
             "type": "string", "minLength": 1, "maxLength": 512, "pattern": "^[\\x20-\\x7e]+$"}},
         "entities": {"type": "object", "propertyNames": {"pattern": _NAME}, "additionalProperties": {

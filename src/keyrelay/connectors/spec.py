@@ -12,6 +12,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from keyrelay.connectors.definition import DEFINITION_SCHEMA, Entity, parse_entities
+from keyrelay.connectors.provider import OAUTH2_CREDENTIALS_SCHEMA
 from keyrelay.errors import InvalidRequest
 from keyrelay.pipeline.headers import DEFAULT_FORWARD, is_always_dropped
 
@@ -51,6 +52,10 @@ class ConnectorSpec:
         return config
 
     def check_credentials(self, data: Any) -> dict[str, Any]:
+        """The connector's own credential fields, or (for a connector that declares `oauth`) the `oauth2`
+        credential a Connect authorization leaves (docs/connect.md)."""
+        if self.raw.get("oauth") and isinstance(data, dict) and "oauth2" in data:
+            return _check(OAUTH2_CREDENTIALS_SCHEMA, data, "credentials")
         return _check(self.credentials_schema, data, "credentials")
 
     def public(self) -> dict[str, Any]:

@@ -67,6 +67,7 @@ class SourceService:
         self._clock = clock
         self._allow = allow
         self.on_change = on_change
+        self.on_deleted: Callable[[Source], None] = lambda _src: None  # webhooks: connection.deleted
         self.local_roots: tuple[Path, ...] = ()
         self.destinations = Destinations(catalog)
 
@@ -192,6 +193,7 @@ class SourceService:
         src = await self.get_source(caller, source_id)
         await self._sources.delete_source(src.id)
         self.on_change(src.id)
+        self.on_deleted(src)
 
 
 def _plain_changes(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from keyrelay.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from keyrelay.model import BodyStream, BySlug, Caller, Credentials, Inbound, Outbound, Source
+from keyrelay.model import BodyStream, ById, BySlug, Caller, Credentials, Inbound, Outbound, Source
 from keyrelay.pipeline import build, policy, response
 from keyrelay.pipeline.authenticate import Authenticator
 from keyrelay.pipeline.authorize import authorize
@@ -334,6 +334,48 @@ class Relay:
             rec.done(reply.status, error)
 
         return Relayed(status=reply.status, headers=reply.headers, stream=reply.stream, recorder=rec, finish=finish)
+
+    async def probe(self, inbound: Inbound, caller: Caller, resolved: Resolved, facts: ConnectorFacts,
+                    work: Work) -> Any:
+        """Run `work` against credentials that are not stored yet (Connect checks them before saving anything,
+        docs/connect.md). There is no token to authenticate, and no stored source to rate-limit; the rest is the
+        same: a workspace slot, the source's timeout, the guarded upstream, redaction, one log entry. Returns
+        the reply's value."""
+        rec = Recorder(inbound, self._log, self._clock)
+        rec.caller, rec.workspace_id, rec.connector = caller.id, resolved.source.workspace_id, resolved.source.connector
+        if isinstance(inbound.source, ById):  # logged under its id only if a stored source gets new credentials
+            rec.source_id = inbound.source.source_id or None
+        try:
+            if not self._log.healthy:
+                raise Unavailable("The request log cannot be written; refusing to serve unlogged traffic")
+            release = self._gate.enter(resolved.source.workspace_id)
+        except KeyrelayError as err:
+            rec.done(err.status, err)
+            raise
+        limit = resolved.source.policy.timeout_seconds
+        ex = Exchange(self, Admitted(caller=caller, resolved=resolved, recorder=rec, facts=facts),
+                      time.monotonic() + limit)
+        try:
+            async with asyncio.timeout(limit):
+                reply = await work(ex)
+        except TimeoutError:
+            timeout = UpstreamTimeout("Upstream did not answer in time")
+            rec.upstream_status = ex.upstream_status
+            rec.done(timeout.status, timeout)
+            raise timeout from None
+        except KeyrelayError as err:
+            rec.upstream_status = ex.upstream_status
+            rec.done(err.status, err)
+            raise
+        except BaseException:
+            rec.done(CLIENT_CLOSED)
+            raise
+        finally:
+            release()
+            self._prepared.pop(id(resolved), None)  # unsaved credentials leave no trace in the cache
+        rec.upstream_status = ex.upstream_status
+        rec.done(reply.status)
+        return reply.value
 
     # --- the front half ----------------------------------------------------------------------------------
 

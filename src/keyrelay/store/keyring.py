@@ -10,7 +10,16 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from keyrelay.store.tables import source_secrets, sources, vault_keys
+from keyrelay.model import internal_destination
+from keyrelay.store.tables import connect_oauth_states, oauth_clients, source_secrets, sources, vault_keys, webhooks
+
+# Sealed values outside `source_secrets` (table, id column, ciphertext column). Their vault context is
+# (table name, row id, ciphertext column name): see store/tables.py.
+SEALED_ELSEWHERE: tuple[tuple[sa.Table, str, str], ...] = (
+    (oauth_clients, "connector", "client_secret"),
+    (webhooks, "id", "secret"),
+    (connect_oauth_states, "digest", "verifier"),
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,7 @@ class SecretRow:
     destination: str | None = None  # None: sealed before destinations were bound
     connector: str = ""
     config: str = "{}"  # the source's config JSON (what its destination is computed from)
+    table: str = "source_secrets"  # or a table of SEALED_ELSEWHERE (`source_id` is then the row id)
 
 
 class SqlKeyRingStore:
@@ -75,6 +85,26 @@ class SqlKeyRingStore:
         """Rows under another key, in (source_id, field) order after `after` (one pass over the table)."""
         return await self._rows(source_secrets.c.key_id != key_id, after, limit)
 
+    async def elsewhere_not_under(self, key_id: str, *, after: tuple[str, str] | None = None,
+                                  limit: int = 200) -> list[SecretRow]:
+        """Values of SEALED_ELSEWHERE under another key, in (table, row id) order after `after`; each is bound to
+        its table's internal destination (model.internal_destination)."""
+        order = [table.name for table, _, _ in SEALED_ELSEWHERE]
+        rows: list[SecretRow] = []
+        async with self._engine.connect() as conn:
+            for table, id_col, blob in SEALED_ELSEWHERE:
+                if after is not None and order.index(table.name) < order.index(after[0]):
+                    continue
+                q = (sa.select(table.c[id_col], table.c.key_id, table.c[blob]).where(table.c.key_id != key_id)
+                     .order_by(table.c[id_col]).limit(limit - len(rows)))
+                if after is not None and table.name == after[0]:
+                    q = q.where(table.c[id_col] > after[1])
+                rows += [SecretRow(r[0], table.name, blob, r[1], bytes(r[2]), internal_destination(table.name),
+                                   table=table.name) for r in await conn.execute(q)]
+                if len(rows) >= limit:
+                    break
+        return rows
+
     async def legacy_secrets(self, *, after: tuple[str, str] | None = None, limit: int = 200) -> list[SecretRow]:
         """Rows sealed before destinations were bound, with their source's connector and config."""
         return await self._rows(source_secrets.c.destination.is_(None), after, limit)
@@ -96,15 +126,22 @@ class SqlKeyRingStore:
         same_destination = source_secrets.c.destination.is_(None) if row.destination is None else \
             source_secrets.c.destination == row.destination
         async with self._engine.begin() as conn:
-            res = await conn.execute(sa.update(source_secrets).where(
-                source_secrets.c.source_id == row.source_id, source_secrets.c.field == row.field,
-                source_secrets.c.key_id == row.key_id, source_secrets.c.ciphertext == row.ciphertext,
-                same_destination,
-            ).values(key_id=key_id, ciphertext=ciphertext, destination=destination))
+            if row.table == "source_secrets":
+                res = await conn.execute(sa.update(source_secrets).where(
+                    source_secrets.c.source_id == row.source_id, source_secrets.c.field == row.field,
+                    source_secrets.c.key_id == row.key_id, source_secrets.c.ciphertext == row.ciphertext,
+                    same_destination,
+                ).values(key_id=key_id, ciphertext=ciphertext, destination=destination))
+            else:
+                table, id_col, blob = next(t for t in SEALED_ELSEWHERE if t[0].name == row.table)
+                res = await conn.execute(sa.update(table).where(
+                    table.c[id_col] == row.source_id, table.c.key_id == row.key_id, table.c[blob] == row.ciphertext,
+                ).values({"key_id": key_id, blob: ciphertext}))
         return bool(res.rowcount)
 
     async def drop_unused_retired_keys(self) -> int:
-        used = sa.select(source_secrets.c.key_id).distinct()
+        used = sa.union(sa.select(source_secrets.c.key_id),
+                        *(sa.select(table.c.key_id) for table, _, _ in SEALED_ELSEWHERE))
         async with self._engine.begin() as conn:
             res = await conn.execute(sa.delete(vault_keys).where(
                 vault_keys.c.status == "retired", vault_keys.c.id.not_in(used)))

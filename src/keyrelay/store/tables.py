@@ -105,3 +105,80 @@ gateway_logs = sa.Table(
     sa.Column("connector", sa.String(64)),
     sa.Column("upstream_status", sa.Integer),
 )
+
+# --- Connect (docs/connect.md): sessions, OAuth state, operators' OAuth clients, webhooks -----------------------
+# A sealed value outside `source_secrets` is bound to (table name, row id, column name) as its vault context, so key
+# rotation (store/keyring.py) can re-encrypt it without knowing what it is.
+
+connect_sessions = sa.Table(
+    "connect_sessions", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("token_digest", sa.String(64), nullable=False, unique=True),
+    sa.Column("workspace_id", sa.String(36), sa.ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("connectors", sa.Text, nullable=False),  # JSON list of connector names
+    sa.Column("source_id", sa.String(36)),  # reconnect: the source whose credentials are replaced
+    sa.Column("redirect_url", sa.String(2048)),
+    sa.Column("allowed_origins", sa.Text, nullable=False),  # JSON list of origins
+    sa.Column("config", sa.Text, nullable=False),  # JSON {connector: {field: value}}, never secret
+    sa.Column("status", sa.String(16), nullable=False),  # pending | connected | expired
+    sa.Column("checks", sa.Integer, nullable=False, server_default="0"),  # live checks run (a bounded number)
+    sa.Column("connected_source_id", sa.String(36)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+    sa.Column("used_at", sa.Float),
+)
+
+connect_oauth_states = sa.Table(
+    "connect_oauth_states", metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),  # HMAC of the `state` sent to the provider
+    sa.Column("session_id", sa.String(36), sa.ForeignKey("connect_sessions.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("connector", sa.String(64), nullable=False),
+    sa.Column("config", sa.Text, nullable=False),  # JSON: the customer's config fields (shop, subdomain)
+    sa.Column("key_id", sa.String(36), nullable=False),
+    sa.Column("verifier", sa.LargeBinary, nullable=False),  # the PKCE code verifier, sealed
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("used_at", sa.Float),
+)
+
+oauth_clients = sa.Table(
+    "oauth_clients", metadata,
+    sa.Column("connector", sa.String(64), primary_key=True),
+    sa.Column("client_id", sa.String(1024), nullable=False),
+    sa.Column("key_id", sa.String(36), nullable=False),
+    sa.Column("client_secret", sa.LargeBinary, nullable=False),  # sealed
+    sa.Column("scopes", sa.Text),  # JSON list, or NULL for the catalog's default scopes
+    sa.Column("authorize_url", sa.String(2048)),
+    sa.Column("token_url", sa.String(2048)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+webhooks = sa.Table(
+    "webhooks", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("events", sa.Text, nullable=False),  # space-separated event types
+    sa.Column("key_id", sa.String(36), nullable=False),
+    sa.Column("secret", sa.LargeBinary, nullable=False),  # the signing secret, sealed
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("webhook_id", sa.String(36), sa.ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("event_id", sa.String(36), nullable=False),
+    sa.Column("event", sa.String(64), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),  # the JSON body sent, never a secret
+    sa.Column("status", sa.String(16), nullable=False),  # pending | delivered | failed
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", sa.Float, nullable=False, index=True),
+    sa.Column("last_status", sa.Integer),
+    sa.Column("last_error", sa.String(300)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("delivered_at", sa.Float),
+)

@@ -25,7 +25,7 @@ from keyrelay.errors import SsrfBlocked, UpstreamAuthFailed
 from keyrelay.manage.destinations import Destinations
 from keyrelay.model import OAUTH_STATE_FIELD, NewSource, OAuthRecord, Outbound, SealedField, Secret, Source
 from keyrelay.pipeline.oauth.config import OAuth2Config, parse
-from keyrelay.pipeline.oauth.tokens import OAuthSender, OAuthTokens, refresh_at
+from keyrelay.pipeline.oauth.tokens import OAuthSender, OAuthTokens, refresh_at, seed
 from keyrelay.pipeline.redact import Redactor
 from keyrelay.store.keyring import SqlKeyRingStore
 from keyrelay.store.oauth_state import SqlOAuthStateStore, SqlOAuthStateTxn
@@ -360,3 +360,45 @@ class _StaleTxn:
 
     async def mark_needs_reauth(self, *, now: float) -> None:
         await self._txn.mark_needs_reauth(now=now)
+
+
+# --- Connect: a fresh authorization's token, and telling who cares about a refused refresh --------------------
+
+async def test_a_seeded_access_token_is_used_without_a_refresh(env: Env) -> None:
+    rt = env.upstream.issue_refresh_token()
+    src, cfg = await env.source(_config(env.upstream, grant_type="refresh_token", refresh_token=rt))
+    assert await seed(env.store, env.vault, src, cfg, destination=DESTINATIONS(src.connector, src.config),
+                      access_token="at-from-the-code", expires_in=3600,
+                      now=env.clock.now)
+    assert await env.tokens().token(src, cfg) == "at-from-the-code"
+    assert env.upstream.token_calls == 0
+    assert (await env.state(src))["refresh_token"] == rt
+    env.clock.now += 3600  # expired: the authorization's refresh token takes over
+    assert await env.tokens().token(src, cfg) not in (None, "at-from-the-code")
+    assert env.upstream.token_calls == 1
+
+
+async def test_a_seed_never_overwrites_a_state_a_refresh_already_wrote(env: Env) -> None:
+    rt = env.upstream.issue_refresh_token()
+    src, cfg = await env.source(_config(env.upstream, grant_type="refresh_token", refresh_token=rt))
+    refreshed = await env.tokens().token(src, cfg)  # a request raced ahead of the seed and refreshed
+    assert not await seed(env.store, env.vault, src, cfg, destination=DESTINATIONS(src.connector, src.config),
+                      access_token="at-stale", expires_in=3600,
+                          now=env.clock.now)
+    assert (await env.state(src))["access_token"] == refreshed
+
+
+async def test_a_refused_refresh_is_told_to_the_listener_once(env: Env) -> None:
+    src, cfg = await env.source(_config(env.upstream, grant_type="refresh_token", refresh_token="rt-revoked"))
+    told: list[str] = []
+    tokens = OAuthTokens(store=env.store, vault=env.vault, upstream=env.client, clock=env.clock,
+                         destination_of=DESTINATIONS, on_needs_reauth=lambda s: told.append(s.id))
+    for _ in range(3):
+        with pytest.raises(UpstreamAuthFailed):
+            await tokens.token(src, cfg)
+    assert told == [src.id]
+    other = OAuthTokens(store=env.store, vault=env.vault, upstream=env.client, clock=env.clock,
+                        destination_of=DESTINATIONS, on_needs_reauth=lambda s: told.append(s.id))
+    with pytest.raises(UpstreamAuthFailed):  # already marked: not a new refusal
+        await other.token(src, cfg)
+    assert told == [src.id]

@@ -46,7 +46,8 @@ def render(template: Any, values: Mapping[str, Any]) -> Any:
 
 def credential_fields(auth: Mapping[str, Any], credentials: Mapping[str, Any],
                       config: Mapping[str, Any]) -> dict[str, Any]:
-    """The generic credential kinds for a catalog connector (or the credentials as they are, for `http`)."""
-    if not auth:
+    """The generic credential kinds for a catalog connector (or the credentials as they are, for `http`). An
+    `oauth2` credential, which a Connect authorization leaves on a catalog source, is already generic."""
+    if not auth or "oauth2" in credentials:
         return dict(credentials)
     return dict(render(auth, {**config, **credentials}))

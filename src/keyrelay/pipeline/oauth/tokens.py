@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,10 @@ log = logging.getLogger("keyrelay.oauth")
 MARGIN_SECONDS = 60.0
 NEEDS_REAUTH = "The source's OAuth2 credential was refused by its token endpoint; update the source's credentials"
 _CACHE_MAX = 10_000
+
+
+class RefreshRefused(UpstreamAuthFailed):
+    """A refresh the token endpoint refused just now: the source was marked `needs_reauth`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +83,11 @@ def refresh_at(now: float, expires_in: float | None) -> float | None:
 
 class OAuthTokens:
     def __init__(self, *, store: OAuthStateStore, vault: Vault, upstream: UpstreamClient, clock: Clock,
-                 destination_of: DestinationOf) -> None:
+                 destination_of: DestinationOf,
+                 on_needs_reauth: Callable[[Source], None] = lambda _source: None) -> None:
         self._store, self._vault, self._upstream, self._clock = store, vault, upstream, clock
         self._destination_of = destination_of  # the token state is bound like every credential
+        self.on_needs_reauth = on_needs_reauth  # told once the refusal is committed (webhooks, docs/connect.md)
         self._memo: dict[str, TokenState] = {}
         self._rejected: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -136,6 +143,8 @@ class OAuthTokens:
         async with self._store.locked(source.id) as txn:
             outcome = await self._refresh_locked(txn, source, cfg, rejected)
         if isinstance(outcome, KeyrelayError):
+            if isinstance(outcome, RefreshRefused):
+                self.on_needs_reauth(source)  # this refresh was refused and marked the source
             raise outcome  # raised after the transaction committed (a needs_reauth mark must stick)
         return outcome
 
@@ -163,7 +172,7 @@ class OAuthTokens:
         if not isinstance(result, Granted):
             await txn.mark_needs_reauth(now=self._clock())
             log.warning("oauth2 refresh for source %s refused (%s): marked needs_reauth", source.id, result.error)
-            return UpstreamAuthFailed(f"The OAuth token endpoint refused the source's credential ({result.error}); "
+            return RefreshRefused(f"The OAuth token endpoint refused the source's credential ({result.error}); "
                                       "update the source's credentials")
         now = self._clock()
         new = TokenState(
@@ -190,6 +199,34 @@ class OAuthTokens:
             return None  # unreadable or bound elsewhere: start again from the configured refresh token
         state = _state_from(creds.fields.get(OAUTH_STATE_FIELD))
         return state if state is not None and state.fingerprint == cfg.fingerprint else None
+
+
+async def seed(store: OAuthStateStore, vault: Vault, source: Source, cfg: OAuth2Config, *, destination: str,
+               access_token: str, expires_in: float | None, now: float) -> bool:
+    """Store the access token a fresh authorization came with (Connect, docs/connect.md), so the first request
+    needs no refresh. Under the refresh lock, and only if no state of this configuration is there yet (a refresh
+    that ran meanwhile wins). True if written."""
+    async with store.locked(source.id) as txn:
+        record = await txn.read()
+        if record.status is None:
+            return False
+        if record.state is not None:
+            try:
+                opened = await vault.open(workspace_id=source.workspace_id, source_id=source.id,
+                                          destination=destination, sealed=[record.state])
+                current = _state_from(opened.fields.get(OAUTH_STATE_FIELD))
+            except CredentialsUnusable:
+                current = None
+            if current is not None and current.fingerprint == cfg.fingerprint:
+                return False
+        state = TokenState(fingerprint=cfg.fingerprint, access_token=access_token,
+                           expires_at=None if expires_in is None else now + expires_in,
+                           refresh_at=refresh_at(now, expires_in),
+                           refresh_token=None if cfg.refresh_token is None else cfg.refresh_token.reveal())
+        sealed = await vault.seal(workspace_id=source.workspace_id, source_id=source.id, destination=destination,
+                                  fields={OAUTH_STATE_FIELD: state.to_json()})
+        await txn.write_state(sealed[0])
+    return True
 
 
 def with_token(out: Outbound, cfg: OAuth2Config, token: str) -> Outbound:
