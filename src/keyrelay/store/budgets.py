@@ -1,0 +1,49 @@
+"""Request budgets of narrowed tokens, counted in the database every instance shares.
+
+One statement per budget: insert the counter at 1, or add 1 if it is still below the limit
+(`INSERT ... ON CONFLICT DO UPDATE ... WHERE used < limit RETURNING used`). The database serialises writers on
+the counter's row (PostgreSQL re-checks the condition on the row it locked; SQLite has one writer at a time, across
+processes sharing the file), so N concurrent requests against a budget of N are all counted and the next is
+refused, exactly, on one process or many. A chain's budgets are counted in one transaction: all or none. Rows are
+taken in the chain's order (root first), the same order for every chain, so two transactions never deadlock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from keyrelay.store.tables import budget_counters as t
+
+
+class _Spent(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+class SqlBudgetStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    async def consume(self, budgets: Sequence[tuple[str, int, int]]) -> str | None:
+        try:
+            async with self._engine.begin() as conn:
+                for key, bucket, limit in budgets:
+                    stmt = self._insert(t).values(key=key, bucket=bucket, used=1)
+                    stmt = stmt.on_conflict_do_update(index_elements=[t.c.key, t.c.bucket],
+                                                      set_={"used": t.c.used + 1}, where=t.c.used < limit)
+                    if (await conn.execute(stmt.returning(t.c.used))).first() is None:
+                        raise _Spent(key)  # rolls back what this transaction counted
+        except _Spent as spent:
+            return spent.key
+        return None
+
+    async def used(self, key: str, bucket: int) -> int:
+        """How many requests were counted (for operators and tests)."""
+        q = sa.select(t.c.used).where(t.c.key == key, t.c.bucket == bucket)
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(q)).scalar_one_or_none() or 0)
