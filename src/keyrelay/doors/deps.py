@@ -55,10 +55,11 @@ async def admin(request: Request) -> Caller:
 
 
 async def application(request: Request) -> Caller:
-    """An application token (any scopes), e.g. to mint workspace-scoped tokens for the workspaces it reaches."""
+    """An application token (any scopes) without constraints, e.g. to mint workspace-scoped tokens for the
+    workspaces it reaches."""
     who = await caller(request)
-    if not who.is_application:
-        raise Forbidden("This route needs an application token")
+    if not who.is_application or who.constraints:
+        raise Forbidden("This route needs an application token without constraints")
     return who
 
 
