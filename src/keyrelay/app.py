@@ -56,7 +56,8 @@ class HotPath:
 def build_api() -> FastAPI:
     api = FastAPI(title="keyrelay", version="0.1.0", docs_url="/docs", redoc_url=None,
                   description="Self-hosted credential gateway for AI agents. See docs/ in the repository.")
-    for router in (access.router, admin.router, connectors.router, airbyte.router, observe.router):
+    for router in (access.router, access.tokens_router, admin.router, connectors.router, airbyte.router,
+                   observe.router):
         api.include_router(router)
     install_error_handlers(api)
     return api

@@ -16,6 +16,7 @@ from keyrelay.model import Caller, Scope
 from keyrelay.pipeline import constraints as cons
 
 router = APIRouter(tags=["auth"])
+tokens_router = APIRouter(tags=["tokens"])  # any valid token acts on itself: not an admin route
 Svc = Annotated[Services, Depends(services)]
 Admin = Annotated[Caller, Depends(admin)]
 App = Annotated[Caller, Depends(application)]
@@ -107,9 +108,9 @@ async def revoke_api_key(key_id: str, svc: Svc, who: Admin) -> Response:
     return Response(status_code=204)
 
 
-# --- attenuated tokens: any valid token is the parent (tag "tokens": not an admin route) --------------------------
+# --- attenuated tokens: any valid token is the parent -----------------------------------------------------------
 
-@router.post("/api/v1/tokens/attenuate", status_code=201, tags=["tokens"])
+@tokens_router.post("/api/v1/tokens/attenuate", status_code=201)
 async def attenuate(body: AttenuateRequest, request: Request, svc: Svc) -> Response:
     """A child of the bearer token, never wider: the parent's constraints and the body's both apply."""
     child = await svc.access.attenuate(request.headers.get("authorization"), body.constraints,
@@ -118,7 +119,7 @@ async def attenuate(body: AttenuateRequest, request: Request, svc: Svc) -> Respo
                           "constraints": cons.view(child.constraints)}, 201, headers=NO_STORE)
 
 
-@router.post("/api/v1/tokens/revoke", status_code=204, tags=["tokens"])
+@tokens_router.post("/api/v1/tokens/revoke", status_code=204)
 async def revoke_token(request: Request, svc: Svc) -> Response:
     """The bearer, an attenuated token, revokes itself and everything derived from it."""
     await svc.access.revoke_derived(request.headers.get("authorization"))
