@@ -348,3 +348,12 @@ def _ts(iso_time: str) -> float:
     import datetime as dt
 
     return dt.datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp()
+
+
+def test_api_keys_hold_data_scopes_only(admin: Admin) -> None:
+    ws = admin.workspace("keys-only-data")
+    for scope in ("admin", "approve"):
+        r = admin.post("/api/v1/api-keys", {"workspace_id": ws, "scopes": ["proxy", scope]})
+        assert r.status_code == 400 and r.json()["error"]["field"] == "scopes"
+    bad = admin.post("/api/v1/api-keys", {"workspace_id": ws, "scopes": ["proxy"], "constraints": {"paths": ["x"]}})
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "constraints.paths"
