@@ -354,7 +354,7 @@ def constraints():
                      + f" | {rps:,.0f} | {cpu:.0f} |" + (f" errors {errors}" if errors else ""))
     for name in got:
         if name != "plain":
-            ratios = sorted(a[0] / b[0] for a, b in zip(got[name], got["plain"]))
+            ratios = sorted(a[0] / b[0] for a, b in zip(got[name], got["plain"], strict=True))
             lines.append(f"\n{name}/plain: median per-round rps ratio {ratios[len(ratios) // 2]:.3f} "
                          f"(ratio of medians {med[name] / med['plain']:.3f})")
     write("constraints.md", "\n".join(lines))
