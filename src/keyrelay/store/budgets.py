@@ -28,7 +28,7 @@ class SqlBudgetStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-        one = sa.literal_column("1")
+        one: sa.ColumnClause[int] = sa.literal_column("1")
         stmt = insert(t).values(key=sa.bindparam("key"), bucket=sa.bindparam("bucket"), used=one)
         stmt = stmt.on_conflict_do_update(index_elements=[t.c.key, t.c.bucket], set_={"used": t.c.used + one},
                                           where=t.c.used < sa.bindparam("limit"))
