@@ -218,7 +218,7 @@ def test_a_limited_application_reaches_only_its_workspaces_and_scopes(kr: Keyrel
 
 
 def test_an_admin_application_grants_no_more_than_it_holds(kr: KeyrelayServer, admin: Admin) -> None:
-    admin.workspace("other")
+    other = admin.workspace("other")
     acme = admin.workspace("acme2")
     boss = _limited(admin, [acme], ["admin", "proxy"])
     auth = _app_token(kr, boss["client_id"], boss["client_secret"])
@@ -238,6 +238,9 @@ def test_an_admin_application_grants_no_more_than_it_holds(kr: KeyrelayServer, a
     assert key.status_code == 201
     assert httpx.post(kr.url + "/api/v1/api-keys", json={"workspace_id": acme, "scopes": ["files"]},
                       headers=auth).status_code == 403
+    elsewhere = httpx.post(kr.url + "/api/v1/api-keys", json={"workspace_id": other, "scopes": ["proxy"]}, headers=auth)
+    assert elsewhere.status_code == 404
+    assert admin.get("/api/v1/api-keys", params={"workspace_id": other}).json()["data"] == []
     bootstrap = next(a for a in admin.get("/api/v1/applications").json()["data"] if a["workspaces"] == "*")
     assert httpx.delete(f"{kr.url}/api/v1/applications/{bootstrap['id']}", headers=auth).status_code == 404
 
