@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +17,7 @@ from keyrelay.egress.destination import parse_base_url
 from keyrelay.model import ById, BySlug, Door, Inbound, Tail, Url
 from keyrelay.pipeline.guard import upstream_path, window
 from support.fakes.stripe import API_KEY, FakeStripe
-from support.keyrelay import Admin, KeyrelayServer
+from support.keyrelay import Admin, KeyrelayServer, make_settings
 from support.upstream import FakeUpstream
 
 
@@ -183,3 +184,26 @@ def wait_for_logs(world: World, auth: dict[str, str], done: Any) -> list[dict[st
             return mine
         assert time.monotonic() < deadline, rows
         time.sleep(0.05)
+
+
+def test_file_reads_count_as_get_and_obey_sources(kr_settings: dict[str, Any], tmp_path: Path) -> None:
+    root = tmp_path / "files"
+    root.mkdir()
+    (root / "a.txt").write_text("hello")
+    kr_settings["local_roots"] = str(tmp_path)
+    with KeyrelayServer(make_settings(**kr_settings)) as kr:
+        admin = Admin(kr.url)
+        ws = admin.workspace("files")
+        src = admin.post("/api/v1/sources", {"workspace_id": ws, "connector": "local", "name": "docs",
+                                             "slug": "docs", "config": {"root": str(root)}, "credentials": {}}).json()
+
+        def key(constraints: dict[str, Any]) -> dict[str, str]:
+            made = admin.post("/api/v1/api-keys", {"workspace_id": ws, "scopes": ["files"],
+                                                   "constraints": constraints}).json()
+            return {"Authorization": f"Bearer {made['key']}"}
+
+        url = f"{kr.url}/api/v1/sonar/files/{src['id']}/get/a.txt"
+        assert httpx.get(url, headers=key({"methods": ["GET"], "sources": ["docs"]})).text == "hello"
+        assert refused_by(httpx.get(url, headers=key({"methods": ["POST"]})), "methods")
+        assert refused_by(httpx.get(url, headers=key({"sources": ["other"]})), "sources")
+        admin.close()
