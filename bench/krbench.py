@@ -7,6 +7,8 @@
     krbench.py profile   py-spy samples keyrelay under 1 KiB load at CONNS connections; text summary
     krbench.py quick     A/B loop for development: keyrelay and uv+rawasgi+aiohttp alternately, QUICK_ROUNDS
                          x DURATION s of 1 KiB at CONNS; rps, CPU us/req and their ratio (not a report)
+    krbench.py constraints  A/B of a narrowed token (and a budgeted one) against a plain key on one keyrelay
+                         (run through bench/constraints.sh, which provisions the keys)
 
 Run through bench/gateway.sh or bench/profile.sh, which provision keyrelay and export TARGET_* and HARNESS.
 The upstream nginx and keyrelay are started and pinned exactly as the harness does (keyrelay on
@@ -317,6 +319,48 @@ def quick():
     return 0
 
 
+def constraints():
+    """A/B of a narrowed token against a plain one on the same keyrelay process: wrk alternates between the
+    plain key (A), a key with sources/methods/paths constraints (B) and, if KR_KEY_BUDGET is set, a key with a
+    request budget (C), QUICK_ROUNDS x DURATION s of 1 KiB at CONNS. Prints rps per round and the median ratios."""
+    rounds = int(os.environ.get("QUICK_ROUNDS", "5"))
+    keys = {"plain": os.environ["TARGET_AUTH"], "constrained": "Bearer " + os.environ["KR_KEY_NARROW"]}
+    if os.environ.get("KR_KEY_BUDGET"):
+        keys["budgeted"] = "Bearer " + os.environ["KR_KEY_BUDGET"]
+    got = {k: [] for k in keys}
+    with Stack() as s:
+        c = s.c
+        for auth in keys.values():
+            st, _, _ = H.http_get(c["port"], c["paths"][0], {"Authorization": auth})
+            if st != 200:
+                raise SystemExit(f"a bench key was refused ({st}): provisioning is wrong")
+            H.wrk(c["port"], c["paths"][0], H.CONNS, 2, auth)
+        for i in range(rounds):
+            order = list(keys.items()) if i % 2 == 0 else list(keys.items())[::-1]
+            for name, auth in order:
+                t0 = H.cpu_ticks(s.p.pid)
+                d = H.wrk(c["port"], c["paths"][0], H.CONNS, H.DURATION, auth)
+                cpu = (H.cpu_ticks(s.p.pid) - t0) / H.HZ * 1e6 / max(d["requests"], 1)
+                got[name].append((d["rps"], cpu, d["errors"]))
+    lines = ["| token | " + " | ".join(f"round {i + 1}" for i in range(rounds)) + " | median rps | median us/req |",
+             "|---|" + "---|" * (rounds + 2)]
+    med = {}
+    for name, rows in got.items():
+        rps = sorted(r for r, _, _ in rows)[len(rows) // 2]
+        cpu = sorted(c for _, c, _ in rows)[len(rows) // 2]
+        med[name] = rps
+        errors = sum(e for _, _, e in rows)
+        lines.append(f"| {name} | " + " | ".join(f"{r:,.0f}" for r, _, _ in rows)
+                     + f" | {rps:,.0f} | {cpu:.0f} |" + (f" errors {errors}" if errors else ""))
+    for name in got:
+        if name != "plain":
+            ratios = sorted(a[0] / b[0] for a, b in zip(got[name], got["plain"], strict=True))
+            lines.append(f"\n{name}/plain: median per-round rps ratio {ratios[len(ratios) // 2]:.3f} "
+                         f"(ratio of medians {med[name] / med['plain']:.3f})")
+    write("constraints.md", "\n".join(lines))
+    return 0
+
+
 def profile_text(stacks, rate, secs):
     """All threads, then the main (event loop) thread alone: py-spy counts a thread as active while it waits for
     the GIL, so the aiosqlite threads' share of samples overstates their CPU (compare the /proc split above)."""
@@ -398,7 +442,7 @@ def noise():
 if __name__ == "__main__":
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
     fn = {"check": check, "memory": memory, "profile": profile, "noise": noise,
-          "summarize": summarize, "quick": quick}.get(cmd)
+          "summarize": summarize, "quick": quick, "constraints": constraints}.get(cmd)
     if fn is None:
         raise SystemExit(__doc__)
     sys.exit(fn())

@@ -265,3 +265,31 @@ def test_python_dash_m_keyrelay_runs_the_cli(monkeypatch: pytest.MonkeyPatch, ca
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "serve" in out and "workspaces" in out
+
+
+def test_applications_create_and_narrow_keys_offline(cli: Cli) -> None:
+    ws = cli.json("workspaces", "create", "acme")["id"]
+    made = cli("applications", "create", "--name", "agent", "--workspaces", "acme", "--scopes", "execute,logs")
+    star = cli("applications", "create", "--name", "all", "--workspaces", "*", "--scopes", "proxy")
+    unknown_ws = cli("applications", "create", "--name", "x", "--workspaces", "nowhere", "--scopes", "proxy", ok=False)
+    bad_scope = cli("applications", "create", "--name", "x", "--workspaces", "acme", "--scopes", "root", ok=False)
+    narrow = cli("keys", "create", "--workspace", "acme", "--scopes", "proxy",
+                 "--constraints", '{"methods": ["GET"], "budget": {"requests": 5, "per": "day"}}')
+    bad_narrow = cli("keys", "create", "--workspace", "acme", "--constraints", '{"methods": "GET"}', ok=False)
+    app = json.loads(made.stdout)
+    assert app["workspaces"] == [ws] and app["scopes"] == ["execute", "logs"]
+    assert app["client_secret"].startswith("krs_")
+    assert json.loads(star.stdout)["workspaces"] == "*"
+    assert unknown_ws.returncode == 1 and "not_found" in unknown_ws.stderr
+    assert bad_scope.returncode == 1 and "unknown scope" in bad_scope.stderr
+    key = json.loads(narrow.stdout)
+    assert key["constraints"]["methods"] == ["GET"] and key["constraints"]["budget"] == {"requests": 5, "per": "day"}
+    assert bad_narrow.returncode == 1 and "constraints.methods" not in bad_narrow.stdout
+    assert "invalid_request" in bad_narrow.stderr
+    listed = json.loads(cli("applications", "list").stdout)
+    assert {a["name"] for a in listed} == {"bootstrap admin", "agent", "all"}
+    assert app["client_secret"] not in json.dumps(listed)
+    with cli.db() as db:
+        (digest,), = db.execute("SELECT secret_digest FROM applications WHERE client_id = ?", (app["client_id"],))
+    db.close()
+    assert app["client_secret"] not in digest

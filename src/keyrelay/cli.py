@@ -221,11 +221,12 @@ def keys() -> None:
               help=f"Comma-separated scopes: {', '.join(s.value for s in Scope)}.")
 @click.option("--name", default="", help="A label for the key.")
 @click.option("--expires-in-days", type=int, default=None, help="Expiry in days (default: never).")
-def keys_create(workspace: str, scopes: str, name: str, expires_in_days: int | None) -> None:
-    try:
-        wanted = frozenset(Scope(s.strip()) for s in scopes.split(",") if s.strip())
-    except ValueError:
-        raise click.ClickException(f"unknown scope; valid: {', '.join(s.value for s in Scope)}") from None
+@click.option("--constraints", default=None,
+              help='Constraints as JSON, e.g. \'{"sources": ["stripe"], "methods": ["GET"], "budget": {"requests": '
+                   '100, "per": "day"}}\' (docs/security.md: narrow tokens).')
+def keys_create(workspace: str, scopes: str, name: str, expires_in_days: int | None, constraints: str | None) -> None:
+    wanted = _scopes(scopes)
+    narrow = None if constraints is None else _json_arg(constraints, "constraints")
 
     async def work(rt: Runtime) -> dict[str, Any]:
         import time
@@ -233,10 +234,17 @@ def keys_create(workspace: str, scopes: str, name: str, expires_in_days: int | N
         ws = await _workspace(rt, workspace)
         expires = None if expires_in_days is None else time.time() + expires_in_days * 86400
         key, secret = await rt.services.access.create_api_key(workspace_id=ws, scopes=wanted, name=name,
-                                                               expires_at=expires)
+                                                               expires_at=expires, constraints=narrow)
         return api_key_view(key) | {"key": secret}
 
     _echo(_run(work))
+
+
+def _scopes(text: str) -> frozenset[Scope]:
+    try:
+        return frozenset(Scope(s.strip()) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise click.ClickException(f"unknown scope; valid: {', '.join(s.value for s in Scope)}") from None
 
 
 @keys.command("revoke", help="Revoke the API key KEY_ID (takes effect at once).")
@@ -246,9 +254,30 @@ def keys_revoke(key_id: str) -> None:
     click.echo(f"revoked {key_id}")
 
 
-@main.group(help="Manage applications (machine clients of the operator, with admin power).")
+@main.group(help="Manage applications (machine clients of the operator; each holds some workspaces and scopes).")
 def applications() -> None:
     pass
+
+
+@applications.command("create", help="Create an application limited to some workspaces and scopes; its client "
+                                     "secret is printed once. Give each agent deployment its own, never the "
+                                     "bootstrap admin.")
+@click.option("--name", required=True, help="A label for the application.")
+@click.option("--workspaces", required=True,
+              help="Comma-separated workspace names or ids, or '*' for every workspace (present and future).")
+@click.option("--scopes", required=True,
+              help=f"Comma-separated scopes: {', '.join(s.value for s in Scope)}.")
+def applications_create(name: str, workspaces: str, scopes: str) -> None:
+    wanted = _scopes(scopes)
+    refs: list[str] | str = "*" if workspaces.strip() == "*" else [w.strip() for w in workspaces.split(",")
+                                                                     if w.strip()]
+
+    async def work(rt: Runtime) -> dict[str, Any]:
+        made = await rt.services.access.grant_application(SYSTEM, name=name, workspaces=refs, scopes=wanted)
+        assert made.application is not None
+        return application_view(made.application) | {"client_secret": made.client_secret}
+
+    _echo(_run(work))
 
 
 @applications.command("list", help="List applications (never their secrets).")
@@ -256,9 +285,9 @@ def applications_list() -> None:
     _echo([application_view(a) for a in _run(lambda rt: rt.services.access.list_applications())])
 
 
-@applications.command("revoke", help="Revoke the application CLIENT_ID for good: its secret and every token minted "
-                                     "from it stop working (at once here; within KEYRELAY_TOKEN_CACHE_SECONDS on "
-                                     "running servers).")
+@applications.command("revoke", help="Revoke the application CLIENT_ID (or its id) for good: its secret and "
+                                     "every token minted from it stop working (at once here; within "
+                                     "KEYRELAY_TOKEN_CACHE_SECONDS on running servers).")
 @click.argument("client_id")
 def applications_revoke(client_id: str) -> None:
     _run(lambda rt: rt.services.access.revoke_application(client_id))

@@ -14,11 +14,12 @@ class KeyrelayError(Exception):
     code: str = "internal_error"
 
     def __init__(self, message: str, *, retry_after: int | None = None, field: str | None = None,
-                 headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+                 headers: tuple[tuple[bytes, bytes], ...] = (), constraint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
         self.field = field
+        self.constraint = constraint  # the kind of token constraint that refused the request (docs/errors.md)
         self.headers = headers  # response headers this error needs (e.g. WWW-Authenticate, Allow, Content-Range)
 
     def body(self, request_id: str | None = None) -> dict[str, object]:
@@ -28,6 +29,8 @@ class KeyrelayError(Exception):
             err["field"] = self.field
         if self.retry_after is not None:
             err["retry_after"] = self.retry_after
+        if self.constraint is not None:
+            err["constraint"] = self.constraint
         if request_id is not None:
             err["request_id"] = request_id
         return {"error": err}

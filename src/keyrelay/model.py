@@ -36,15 +36,22 @@ class Secret:
 
 
 class Scope(enum.StrEnum):
+    """What a token may do. The data scopes reach sources (docs/security.md: tokens, API keys and scopes); `admin`
+    manages workspaces, sources, keys and applications and `approve` decides approvals: only applications hold
+    those two."""
+
     PROXY = "proxy"
     FILES = "files"
     QUERY = "query"
     EXECUTE = "execute"
     MCP = "mcp"
     LOGS = "logs"
+    ADMIN = "admin"
+    APPROVE = "approve"
 
 
 ALL_SCOPES: frozenset[Scope] = frozenset(Scope)
+DATA_SCOPES: frozenset[Scope] = ALL_SCOPES - {Scope.ADMIN, Scope.APPROVE}
 
 
 class CallerKind(enum.StrEnum):
@@ -54,20 +61,60 @@ class CallerKind(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """At most `requests` requests per clock hour or day (UTC), or in total (`per` None), counted under `key`."""
+
+    key: str
+    requests: int
+    per: str | None = None  # "hour" | "day" | None
+
+
+@dataclass(frozen=True, slots=True)
+class Constraints:
+    """One constraint set of a token (docs/security.md: narrow tokens). None: no constraint of that kind. A request
+    must satisfy every set of its token's chain (its own and each ancestor's); a set in observe mode lets a request
+    it would refuse through and the request log records `would_deny`."""
+
+    sources: frozenset[str] | None = None  # source ids or slugs
+    methods: frozenset[str] | None = None  # upper case
+    paths: tuple[str, ...] | None = None  # globs over the normalized path below the source's base URL
+    actions: frozenset[str] | None = None  # "entity.action" (or "entity.*")
+    expires_at: float | None = None
+    budget: Budget | None = None
+    max_body_bytes: int | None = None
+    observe: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Caller:
-    """An authenticated principal. `workspace_id` is None only for application tokens (admin power)."""
+    """An authenticated principal. `workspace_id` is the one workspace of a workspace-scoped token or API key, None
+    for an application token, which reaches `workspaces` (None: every workspace). `constraints` is the token's
+    chain of constraint sets (empty: unconstrained)."""
 
     kind: CallerKind
     id: str  # stable, non-secret identifier used in logs and rate-limit keys
     workspace_id: str | None
     scopes: frozenset[Scope]
+    workspaces: frozenset[str] | None = None
+    constraints: tuple[Constraints, ...] = ()
+
+    @property
+    def is_application(self) -> bool:
+        return self.kind is CallerKind.APPLICATION
 
     @property
     def is_admin(self) -> bool:
-        return self.kind is CallerKind.APPLICATION
+        """Holds `admin` on an application token without constraints (a constrained token manages nothing)."""
+        return self.kind is CallerKind.APPLICATION and Scope.ADMIN in self.scopes and not self.constraints
+
+    @property
+    def every_workspace(self) -> bool:
+        return self.workspace_id is None and self.workspaces is None
 
     def can_reach(self, workspace_id: str) -> bool:
-        return self.workspace_id is None or self.workspace_id == workspace_id
+        if self.workspace_id is not None:
+            return self.workspace_id == workspace_id
+        return self.workspaces is None or workspace_id in self.workspaces
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +225,7 @@ class LogEntry:
     caller: str | None = None
     connector: str | None = None
     upstream_status: int | None = None  # the upstream's own status, when it differs in meaning from `status`
+    would_deny: str | None = None  # the rule an observe-mode check would have refused the request by
 
 
 BodyStream = AsyncIterator[bytes]
@@ -217,11 +265,15 @@ class Workspace:
 
 @dataclass(frozen=True, slots=True)
 class Application:
+    """A machine client of the operator. Its tokens reach `workspaces` (None: every workspace) with `scopes`."""
+
     id: str
     client_id: str
     name: str
     created_at: float
     revoked_at: float | None = None
+    workspaces: frozenset[str] | None = None
+    scopes: frozenset[Scope] = ALL_SCOPES
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,11 +286,13 @@ class ApiKey:
     created_at: float
     expires_at: float | None = None
     revoked_at: float | None = None
+    constraints: Constraints | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class TokenRecord:
-    """What a token digest maps to. Application tokens have no workspace."""
+    """What a token digest maps to. Application tokens have no workspace and reach `workspaces` (None: all).
+    `constraints` is the chain of constraint sets, the root's first; `derived_id` names an attenuated token."""
 
     kind: CallerKind
     subject_id: str  # application id, or api key id
@@ -246,6 +300,10 @@ class TokenRecord:
     scopes: frozenset[Scope]
     expires_at: float | None
     revoked: bool
+    workspaces: frozenset[str] | None = None
+    constraints: tuple[Constraints, ...] = ()
+    derived_id: str | None = None
+    depth: int = 0
 
 
 def internal_destination(table: str) -> str:
@@ -280,6 +338,7 @@ class NewSource:
 @dataclass(frozen=True, slots=True)
 class LogQuery:
     workspace_id: str | None = None
+    workspace_ids: frozenset[str] | None = None  # None: no restriction to a set of workspaces
     source_id: str | None = None
     status: int | None = None
     since: float | None = None

@@ -38,6 +38,7 @@ from keyrelay.manage.sources import SourceService
 from keyrelay.manage.webhooks import WebhookService, iso
 from keyrelay.manage.workspaces import WorkspaceService
 from keyrelay.pipeline.authenticate import Authenticator
+from keyrelay.pipeline.guard import ConstraintGuard
 from keyrelay.pipeline.oauth.tokens import OAuthSender, OAuthTokens
 from keyrelay.pipeline.ratelimit import RateLimiter, make_storage
 from keyrelay.pipeline.relay import ConnectorFacts, Relay
@@ -47,6 +48,7 @@ from keyrelay.ports import Clock, DestinationOf
 from keyrelay.requestlog import Metrics, RedisFeed, RequestLog
 from keyrelay.settings import Settings
 from keyrelay.store.access import SqlAccessStore
+from keyrelay.store.budgets import SqlBudgetStore
 from keyrelay.store.connect import SqlConnectStore
 from keyrelay.store.engine import make_engine, upgrade
 from keyrelay.store.keyring import SqlKeyRingStore
@@ -182,6 +184,7 @@ async def runtime(settings: Settings, *, clock: Clock = time.time) -> AsyncItera
             connectors={n: ConnectorFacts(c.kind, c.default_base_url, c.auth, c.is_catalog_api)
                         for n, c in catalog.items()},
             max_body_bytes=settings.max_body_bytes, workspace_cap=settings.workspace_max_concurrency, oauth=oauth,
+            guard=ConstraintGuard(SqlBudgetStore(engine), clock),
         )
         page_key = await meta.put_if_absent("page_token_key", base64.b64encode(secrets.token_bytes(32)).decode())
         entity_cache = EntityCache(clock)

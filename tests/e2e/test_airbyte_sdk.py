@@ -240,3 +240,52 @@ async def test_jira_comment_and_worklog_gets_take_the_sdks_names(hosted: Keyrela
             assert comment["id"] == fake.comments[3]["id"]
             worklog = await conn.issue_worklogs.get(issue_id_or_key="PROJ-1", worklog_id=fake.worklogs[2]["id"])
             assert worklog["id"] == fake.worklogs[2]["id"]
+
+
+# --- a limited application: the recommended setup (docs/airbyte.md) ---------------------------------------------
+
+async def test_a_limited_application_works_for_its_workspace_only(stripe_source: dict[str, Any], stripe: FakeStripe,
+                                                                  admin_client: Admin, hosted: KeyrelayServer) -> None:
+    import httpx
+
+    globex = admin_client.workspace("globex")
+    theirs = admin_client.source(globex, upstream_url="", connector="stripe", slug="stripe",
+                                 config={"base_url": stripe.url}, credentials={"api_key": API_KEY})
+    made = admin_client.post("/api/v1/applications", {"name": "agent", "workspaces": ["acme"], "scopes": ["execute"]})
+    assert made.status_code == 201, made.text
+    cid, secret = made.json()["client_id"], made.json()["client_secret"]
+
+    def limited(workspace: str) -> StripeConnector:
+        return StripeConnector(auth_config=AirbyteAuthConfig(workspace_name=workspace, airbyte_client_id=cid,
+                                                             airbyte_client_secret=secret))
+
+    async with limited("acme") as conn:
+        page = await conn.customers.list(limit=3)
+        assert [c.id for c in page.data] == ["cus_0000", "cus_0001", "cus_0002"]
+        assert (await conn.customers.get(id="cus_0002"))["id"] == "cus_0002"
+        health = await conn.check()
+        assert health.status == "healthy", health.error
+    async with limited("globex") as conn:  # exists, with a Stripe source, but is not the application's
+        with pytest.raises(ConnectorNotFoundError):
+            await conn.customers.list(limit=1)
+
+    token = httpx.post(hosted.url + "/api/v1/account/applications/token",
+                       json={"client_id": cid, "client_secret": secret}).json()["access_token"]
+    h = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=hosted.url, headers=h, timeout=20) as http:
+        assert http.get("/api/v1/integrations/connectors", params={"workspace_name": "globex"}).json() == {"data": []}
+        assert http.get(f"/api/v1/integrations/connectors/{theirs['id']}").status_code == 404
+        assert http.post(f"/api/v1/integrations/connectors/{theirs['id']}/execute",
+                         json={"entity": "customers", "action": "list"}).status_code == 404
+        writes = [
+            http.delete(f"/api/v1/integrations/connectors/{stripe_source['id']}"),
+            http.post("/v1/integrations/sources", json={"source_template_id": "stripe", "name": "x",
+                                                        "workspace_id": stripe_source["workspace_id"],
+                                                        "auth_config": {"api_key": "sk_test_x"}}),
+            http.patch(f"/api/v1/sources/{stripe_source['id']}", json={"name": "renamed"}),
+            http.post("/api/v1/workspaces", json={"name": "mine"}),
+            http.post("/api/v1/api-keys", json={"workspace_id": stripe_source["workspace_id"], "scopes": ["execute"]}),
+        ]
+        assert [r.status_code for r in writes] == [403] * len(writes)
+    assert admin_client.get(f"/api/v1/sources/{stripe_source['id']}").json()["name"] == stripe_source["name"]
+    assert admin_client.http.delete(f"/api/v1/sources/{theirs['id']}", headers=admin_client.headers).status_code == 204

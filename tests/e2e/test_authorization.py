@@ -22,9 +22,11 @@ UNKNOWN = "00000000-0000-0000-0000-000000000000"
 PUBLIC = {("POST", "/api/v1/applications/token"), ("POST", "/api/v1/account/applications/token")}
 # (method, path) -> {token kind: expected status} where it differs from 403: the objects belong to tenant A, so
 # tenant B's workspace-scoped token gets the 404 of an unknown workspace
-AGENT_KINDS = ("proxy_key", "all_scopes_key", "scoped_a", "scoped_b")
+AGENT_KINDS = ("proxy_key", "all_scopes_key", "scoped_a", "scoped_b", "limited_execute", "constrained_application")
 EXCEPTIONS = {
     ("POST", "/v1/integrations/sources"): {"scoped_a": 201, "scoped_b": 404},
+    # an application without `admin` mints scoped tokens for its workspaces, but never creates one
+    ("POST", "/api/v1/embedded/scoped-token"): {"limited_execute": 404},
     # a connector's entities are the catalog's public description, which an agent needs to call execute
     ("GET", "/api/v1/connectors/{name}/entities"): dict.fromkeys(AGENT_KINDS, 200),
 }
@@ -47,7 +49,9 @@ class World:
         ws = self.admin.workspace("t" + uuid.uuid4().hex[:8]) if destructive else self.ws_a
         src = self.fresh_source()
         key_id = self.admin.post("/api/v1/api-keys", {"workspace_id": self.ws_a, "scopes": ["proxy"]}).json()["id"]
-        filled = path.replace("{name}", "github").replace("{workspace_id}", ws)
+        app_id = self.admin.post("/api/v1/applications", {"name": "m", "workspaces": [self.ws_a],
+                                                          "scopes": ["proxy"]}).json()["id"]
+        filled = path.replace("{name}", "github").replace("{workspace_id}", ws).replace("{application_id}", app_id)
         return filled.replace("{source_id}", src).replace("{key_id}", key_id)
 
     def body(self, method: str, path: str) -> dict[str, Any] | None:
@@ -61,6 +65,8 @@ class World:
                                 "credentials": {"bearer_token": "matrix-secret"}},
             "/api/v1/sources/{source_id}": {"name": name},
             "/api/v1/api-keys": {"workspace_id": self.ws_a, "scopes": ["proxy"]},
+            "/api/v1/applications": {"name": name, "workspaces": [self.ws_a], "scopes": ["proxy"]},
+            "/api/v1/applications/{application_id}": {"scopes": ["proxy", "files"]},
             "/api/v1/embedded/scoped-token": {"workspace_name": name},
             "/v1/sources": {"workspaceId": self.ws_a, "name": name, "sourceDefinitionId": "http",
                             "configuration": http},
@@ -97,12 +103,27 @@ def world(kr: KeyrelayServer, admin: Admin) -> Iterator[World]:
         "scoped_a": f"Bearer {admin.scoped_token('tenant-a')}",
         "scoped_b": f"Bearer {admin.scoped_token('tenant-b')}",
         "application": f"Bearer {admin.token}",
+        "limited_execute": _application_token(kr, admin, [ws_a], ["execute", "proxy"]),
+        "constrained_application": _attenuated(kr, admin.token),
     }
     yield World(kr, admin, ws_a, ws_b, tokens)
 
 
 UNAUTHENTICATED = ("none", "malformed", "unknown", "revoked_key")
 AGENTS = AGENT_KINDS
+
+
+def _application_token(kr: KeyrelayServer, admin: Admin, workspaces: list[str], scopes: list[str]) -> str:
+    app = admin.post("/api/v1/applications", {"name": "limited", "workspaces": workspaces, "scopes": scopes}).json()
+    r = httpx.post(kr.url + "/api/v1/applications/token",
+                   json={"client_id": app["client_id"], "client_secret": app["client_secret"]})
+    return f"Bearer {r.json()['access_token']}"
+
+
+def _attenuated(kr: KeyrelayServer, token: str) -> str:
+    r = httpx.post(kr.url + "/api/v1/tokens/attenuate", json={"constraints": {"methods": ["GET"]}},
+                   headers={"Authorization": f"Bearer {token}"})
+    return f"Bearer {r.json()['token']}"
 
 
 def test_the_matrix_covers_the_admin_routes(kr: KeyrelayServer) -> None:
@@ -227,3 +248,32 @@ def test_every_front_door_needs_its_own_scope(world: World, upstream: FakeUpstre
         h = {"Authorization": f"Bearer {admin.api_key(ws, [scope])}"}
         for call in calls:
             assert call(h).status_code != 403, scope
+
+
+def test_a_limited_admin_sees_another_tenants_objects_as_unknown(world: World) -> None:
+    """An application holding `admin` over tenant B only: tenant A's objects answer the 404 of an unknown id, with
+    the same body, and nothing changes."""
+    admin, kr = world.admin, world.kr
+    auth = {"Authorization": _application_token(kr, admin, [world.ws_b], ["admin", "proxy"])}
+    src = world.fresh_source()
+    key_id = admin.post("/api/v1/api-keys", {"workspace_id": world.ws_a, "scopes": ["proxy"]}).json()["id"]
+    app_id = admin.post("/api/v1/applications", {"name": "a-only", "workspaces": [world.ws_a],
+                                                 "scopes": ["proxy"]}).json()["id"]
+    cases = [("GET", "/api/v1/workspaces/{}", world.ws_a, None), ("DELETE", "/api/v1/workspaces/{}", world.ws_a, None),
+             ("GET", "/api/v1/sources/{}", src, None), ("PATCH", "/api/v1/sources/{}", src, {"name": "x"}),
+             ("DELETE", "/api/v1/sources/{}", src, None), ("DELETE", "/api/v1/api-keys/{}", key_id, None),
+             ("DELETE", "/api/v1/applications/{}", app_id, None),
+             ("POST", "/api/v1/applications/{}/rotate-secret", app_id, None),
+             ("PATCH", "/api/v1/applications/{}", app_id, {"scopes": ["proxy"]})]
+    with httpx.Client(base_url=kr.url, timeout=20, headers=auth) as http:
+        for method, path, real, body in cases:
+            theirs = http.request(method, path.format(real), json=body)
+            unknown = http.request(method, path.format(UNKNOWN), json=body)
+            assert theirs.status_code == unknown.status_code == 404, (method, path, theirs.text)
+            assert dict(theirs.json()["error"], request_id=None) == dict(unknown.json()["error"], request_id=None)
+        listed = http.get("/api/v1/sources").json()["data"]
+        assert all(s["workspace_id"] == world.ws_b for s in listed)
+        keys = http.get("/api/v1/api-keys").json()["data"]
+        assert all(k["workspace_id"] == world.ws_b for k in keys)
+    assert admin.get(f"/api/v1/sources/{src}").status_code == 200
+    assert admin.get(f"/api/v1/workspaces/{world.ws_a}").status_code == 200

@@ -13,9 +13,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from keyrelay.errors import InvalidRequest, NotFound, Unauthenticated
-from keyrelay.manage.access import APP_TOKEN_SECONDS, WORKSPACE_TOKEN_SECONDS, AccessService
-from keyrelay.model import CallerKind, Scope
+from keyrelay.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
+from keyrelay.manage.access import APP_TOKEN_SECONDS, OPERATOR, WORKSPACE_TOKEN_SECONDS, AccessService
+from keyrelay.model import Caller, CallerKind, Constraints, Scope, Workspace
 from keyrelay.pipeline.authenticate import Authenticator
 from keyrelay.pipeline.tokens import TokenHasher
 from keyrelay.store.access import SqlAccessStore
@@ -174,6 +174,7 @@ async def p(tmp_path: Path) -> AsyncIterator[Pipeline]:
     async with assembled(tmp_path) as pipe:
         yield pipe
 
+
 async def _dump(p: Pipeline) -> str:
     """Every value of every access table, as text (to look for plaintext secrets)."""
     out = []
@@ -181,6 +182,7 @@ async def _dump(p: Pipeline) -> str:
         for table in ("applications", "tokens", "api_keys"):
             out += [repr(tuple(r)) for r in await conn.execute(sa.text(f"SELECT * FROM {table}"))]
     return "\n".join(out)
+
 
 async def test_bootstrap_with_operator_credentials_creates_the_application_once(p: Pipeline) -> None:
     made = await p.access.ensure_bootstrap("ops-admin", "ops-secret-123")
@@ -190,6 +192,7 @@ async def test_bootstrap_with_operator_credentials_creates_the_application_once(
     caller = await p.authenticator.authenticate(f"Bearer {token.token}")
     assert caller.is_admin and caller.workspace_id is None and token.expires_in == APP_TOKEN_SECONDS
 
+
 async def test_bootstrap_without_credentials_generates_a_secret_only_when_there_is_no_application(
         p: Pipeline) -> None:
     made = await p.access.ensure_bootstrap(None, None)
@@ -197,12 +200,14 @@ async def test_bootstrap_without_credentials_generates_a_secret_only_when_there_
     assert await p.access.ensure_bootstrap(None, None) is None
     assert made.client_secret not in await _dump(p)  # only its digest is stored
 
+
 @pytest.mark.parametrize("client_id,secret", [("app", "wrong"), ("unknown", "s3cret-abc")])
 async def test_wrong_client_credentials_are_refused_alike(p: Pipeline, client_id: str, secret: str) -> None:
     await p.access.create_application(name="a", client_id="app", client_secret="s3cret-abc")
     with pytest.raises(Unauthenticated) as err:
         await p.access.application_token(client_id, secret)
     assert err.value.message == "Invalid client credentials"
+
 
 async def test_an_application_token_expires(p: Pipeline) -> None:
     await p.access.create_application(name="a", client_id="app", client_secret="s3cret-abc")
@@ -212,6 +217,7 @@ async def test_an_application_token_expires(p: Pipeline) -> None:
     p.clock.advance(1)
     with pytest.raises(Unauthenticated):
         await p.authenticator.authenticate(f"Bearer {token}")
+
 
 async def test_a_scoped_token_reaches_one_workspace_until_it_expires(p: Pipeline) -> None:
     await p.access.create_application(name="a", client_id="app", client_secret="s3cret-abc")
@@ -227,6 +233,7 @@ async def test_a_scoped_token_reaches_one_workspace_until_it_expires(p: Pipeline
     with pytest.raises(Unauthenticated):
         await p.authenticator.authenticate(f"Bearer {issued.token}")
 
+
 async def test_an_api_key_carries_its_scopes_and_only_its_digest_is_stored(p: Pipeline) -> None:
     key, secret = await p.access.create_api_key(workspace_id=p.workspace_id, scopes=frozenset({Scope.FILES}),
                                                 name="reader", expires_at=p.clock.now + 60)
@@ -239,6 +246,7 @@ async def test_an_api_key_carries_its_scopes_and_only_its_digest_is_stored(p: Pi
     with pytest.raises(Unauthenticated):
         await p.authenticator.authenticate(f"Bearer {secret}")
 
+
 @pytest.mark.parametrize("how", ["unknown workspace", "expired", "no scopes"])
 async def test_an_api_key_request_that_cannot_be_honoured_is_refused(p: Pipeline, how: str) -> None:
     ws = "nope" if how == "unknown workspace" else p.workspace_id
@@ -246,6 +254,7 @@ async def test_an_api_key_request_that_cannot_be_honoured_is_refused(p: Pipeline
     scopes = frozenset() if how == "no scopes" else frozenset({Scope.PROXY})
     with pytest.raises(NotFound if how == "unknown workspace" else InvalidRequest):
         await p.access.create_api_key(workspace_id=ws, scopes=scopes, name="k", expires_at=expires)
+
 
 async def test_revoking_a_key_takes_effect_at_once_despite_the_token_cache(p: Pipeline) -> None:
     store = SqlAccessStore(p.engine)
@@ -261,3 +270,64 @@ async def test_revoking_a_key_takes_effect_at_once_despite_the_token_cache(p: Pi
         await cached.authenticate(f"Bearer {secret}")
     with pytest.raises(NotFound):
         await access.revoke_api_key("no-such-key")
+
+
+NOW = 1_000.0
+
+@pytest.fixture
+async def access(tmp_path: Path) -> AsyncIterator[tuple[AccessService, Workspace]]:
+    async with migrated_engine(None, tmp_path) as engine:
+        store, workspaces = SqlAccessStore(engine), SqlWorkspaceStore(engine)
+        hasher = TokenHasher(b"k" * 32)
+        authn = Authenticator(store, hasher, lambda: NOW, cache_seconds=0)
+        ws = await workspaces.create_workspace(id="w-1", name="acme", now=NOW)
+        yield AccessService(auth=store, workspaces=workspaces, hasher=hasher, authenticator=authn,
+                            clock=lambda: NOW), ws
+
+def _caller(kind: CallerKind, **kw: object) -> Caller:
+    values: dict[str, object] = {"id": "app:a1", "workspace_id": None, "scopes": frozenset(Scope)} | kw
+    return Caller(kind=kind, **values)  # type: ignore[arg-type]
+
+async def test_only_unconstrained_applications_mint_scoped_tokens(access: tuple[AccessService, Workspace]) -> None:
+    svc, ws = access
+    narrowed = _caller(CallerKind.APPLICATION, constraints=(Constraints(methods=frozenset({"GET"})),))
+    key = _caller(CallerKind.API_KEY, id="key:k1", workspace_id=ws.id)
+    for who in (narrowed, key):
+        with pytest.raises(Forbidden):
+            await svc.scoped_token(who, ws)
+    with pytest.raises(NotFound):
+        await svc.scoped_token(_caller(CallerKind.APPLICATION, workspaces=frozenset({"w-2"})), ws)
+    issued = await svc.scoped_token(_caller(CallerKind.APPLICATION, workspaces=frozenset({ws.id})), ws)
+    assert issued.token.startswith("krw_") and issued.workspace_id == ws.id
+
+async def test_management_needs_admin_without_constraints(access: tuple[AccessService, Workspace]) -> None:
+    svc, ws = access
+    no_admin = _caller(CallerKind.APPLICATION, scopes=frozenset({Scope.PROXY}))
+    narrowed = _caller(CallerKind.APPLICATION, constraints=(Constraints(),))
+    for who in (no_admin, narrowed):
+        with pytest.raises(Forbidden):
+            await svc.create_api_key(workspace_id=ws.id, scopes=frozenset({Scope.PROXY}), name="", expires_at=None,
+                                     caller=who)
+        with pytest.raises(Forbidden):
+            await svc.list_applications(caller=who)
+        with pytest.raises(Forbidden):
+            await svc.grant_application(who, name="x", workspaces=[ws.id], scopes=frozenset({Scope.PROXY}))
+    made = await svc.grant_application(OPERATOR, name="x", workspaces=["acme"], scopes=frozenset({Scope.PROXY}))
+    assert made.application is not None and made.application.workspaces == frozenset({ws.id})
+    with pytest.raises(InvalidRequest):
+        await svc.grant_application(OPERATOR, name="x", workspaces=[], scopes=frozenset({Scope.PROXY}))
+
+async def test_attenuating_keeps_the_parents_chain(access: tuple[AccessService, Workspace]) -> None:
+    svc, ws = access
+    key, secret = await svc.create_api_key(workspace_id=ws.id, scopes=frozenset({Scope.PROXY}), name="",
+                                           expires_at=NOW + 100, constraints={"methods": ["GET"]})
+    child = await svc.attenuate(f"Bearer {secret}", {"paths": ["/a"]}, expires_in=500)
+    assert child.expires_at == NOW + 100  # no later than the parent
+    grand = await svc.attenuate(f"Bearer {child.token}", {"sources": ["s"]})
+    caller = await svc._authn.authenticate(f"Bearer {grand.token}")
+    assert [c.methods for c in caller.constraints] == [frozenset({"GET"}), None, None]
+    assert caller.constraints[1].paths == ("/a",) and caller.constraints[2].sources == frozenset({"s"})
+    assert caller.id == f"key:{key.id}" and caller.workspace_id == ws.id
+    assert caller.constraints[0].budget is None
+    with pytest.raises(InvalidRequest):
+        await svc.attenuate(f"Bearer {secret}", {}, expires_in=0)

@@ -116,3 +116,64 @@ async def test_api_keys_crud_lookup_and_revoke(engine: AsyncEngine) -> None:
     assert rec is not None and rec.revoked
     rec_b = await store.lookup(db)
     assert rec_b is not None and not rec_b.revoked
+
+
+async def test_tokens_carry_what_their_application_holds_now(engine: AsyncEngine) -> None:
+    store = SqlAccessStore(engine)
+    ws = await SqlWorkspaceStore(engine).create_workspace(id=_id(), name="acme", now=1.0)
+    app = await store.create_application(id=_id(), client_id="lim", secret_digest="d" * 64, name="n", now=1.0,
+                                         workspaces=frozenset({ws.id}), scopes=frozenset({Scope.EXECUTE}))
+    app_tok, ws_tok = _digest(), _digest()
+    await store.add_token(digest=app_tok, kind=CallerKind.APPLICATION, application_id=app.id, workspace_id=None,
+                          expires_at=100.0, now=1.0)
+    await store.add_token(digest=ws_tok, kind=CallerKind.WORKSPACE, application_id=app.id, workspace_id=ws.id,
+                          expires_at=100.0, now=1.0)
+    a, w = await store.lookup(app_tok), await store.lookup(ws_tok)
+    assert a is not None and a.workspaces == frozenset({ws.id}) and a.scopes == frozenset({Scope.EXECUTE})
+    assert w is not None and w.scopes == frozenset({Scope.EXECUTE}) and not w.revoked
+    assert await store.update_application(app.id, workspaces=frozenset({"elsewhere"}),
+                                          scopes=frozenset({Scope.PROXY}))
+    a, w = await store.lookup(app_tok), await store.lookup(ws_tok)
+    assert a is not None and a.workspaces == frozenset({"elsewhere"}) and a.scopes == frozenset({Scope.PROXY})
+    assert w is not None and w.revoked  # its workspace is no longer the application's
+    bootstrap = await store.create_application(id=_id(), client_id="all", secret_digest="d" * 64, name="b", now=1.0)
+    tok = _digest()
+    await store.add_token(digest=tok, kind=CallerKind.WORKSPACE, application_id=bootstrap.id, workspace_id=ws.id,
+                          expires_at=100.0, now=1.0)
+    found = await store.lookup(tok)
+    assert found is not None and Scope.APPROVE not in found.scopes and Scope.PROXY in found.scopes
+
+
+async def test_derived_tokens_inherit_their_root_and_ancestors(engine: AsyncEngine) -> None:
+    from keyrelay.model import Constraints
+
+    store = SqlAccessStore(engine)
+    ws = await SqlWorkspaceStore(engine).create_workspace(id=_id(), name="acme", now=1.0)
+    own = Constraints(methods=frozenset({"GET"}), expires_at=90.0)
+    key = ApiKey(id=_id(), workspace_id=ws.id, name="k", scopes=frozenset({Scope.PROXY}), hint="kr_x",
+                 created_at=1.0, expires_at=200.0, constraints=own)
+    root = _digest()
+    await store.create_api_key(key, digest=root)
+    found = await store.lookup(root)
+    assert found is not None and found.expires_at == 90.0 and found.constraints == (own,)
+    child_set, grand_set = Constraints(paths=("/a",)), Constraints(sources=frozenset({"s"}))
+    child, grand = _digest(), _digest()
+    await store.add_derived(id="c1", digest=child, root_digest=root, ancestors=[], chain=[own, child_set],
+                            expires_at=80.0, now=2.0)
+    await store.add_derived(id="g1", digest=grand, root_digest=root, ancestors=["c1"],
+                            chain=[own, child_set, grand_set], expires_at=None, now=3.0)
+    c, g = await store.lookup_derived(child), await store.lookup_derived(grand)
+    assert c is not None and c.kind is CallerKind.API_KEY and c.subject_id == key.id and c.expires_at == 80.0
+    assert c.constraints == (own, child_set) and c.derived_id == "c1" and c.depth == 1
+    assert g is not None and g.constraints == (own, child_set, grand_set) and g.expires_at == 90.0
+    assert await store.derived_ancestry("g1") == (root, ["c1", "g1"])
+    assert await store.lookup(child) is None and await store.lookup_derived(root) is None
+    assert await store.revoke_derived("c1", now=4.0)
+    c, g = await store.lookup_derived(child), await store.lookup_derived(grand)
+    assert c is not None and c.revoked and g is not None and g.revoked
+    await store.revoke_api_key(key.id, now=5.0)
+    other = _digest()
+    await store.add_derived(id="c2", digest=other, root_digest=root, ancestors=[], chain=[own], expires_at=None,
+                            now=6.0)
+    found = await store.lookup_derived(other)
+    assert found is not None and found.revoked

@@ -27,7 +27,19 @@ from keyrelay.manage.access import AccessService
 from keyrelay.manage.destinations import Destinations
 from keyrelay.manage.sources import SourceService
 from keyrelay.manage.workspaces import WorkspaceService
-from keyrelay.model import ALL_SCOPES, BySlug, Caller, CallerKind, Door, Inbound, LogEntry, Scope, Source, Tail
+from keyrelay.model import (
+    ALL_SCOPES,
+    DATA_SCOPES,
+    BySlug,
+    Caller,
+    CallerKind,
+    Door,
+    Inbound,
+    LogEntry,
+    Scope,
+    Source,
+    Tail,
+)
 from keyrelay.pipeline.authenticate import Authenticator
 from keyrelay.pipeline.ratelimit import LocalWindows, RateLimiter
 from keyrelay.pipeline.relay import ConnectorFacts, Relay
@@ -150,7 +162,7 @@ async def assembled(tmp_path: Path, *, workspace_cap: int = 64, max_body_bytes: 
             max_body_bytes=max_body_bytes, workspace_cap=workspace_cap,
         )
         ws = await workspaces.create("pipeline")
-        _, key = await access.create_api_key(workspace_id=ws.id, scopes=ALL_SCOPES, name="all", expires_at=None)
+        _, key = await access.create_api_key(workspace_id=ws.id, scopes=DATA_SCOPES, name="all", expires_at=None)
         yield Pipeline(engine=engine, clock=clock, log=log, relay=relay, upstream=upstream, access=access,
                        authenticator=authn, workspaces=workspaces, sources=sources, resolver=resolver, vault=vault,
                        catalog=catalog, workspace_id=ws.id, key=key)

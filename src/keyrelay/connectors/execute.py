@@ -107,6 +107,7 @@ class ConnectorService:
         source = ex.source
         spec = self._catalog[source.connector]
         _, act = find_action(spec, req.entity, req.action)
+        ex.check_action(req.entity, act.name)  # a narrowed token's `actions` (pipeline/guard.py)
         if act.is_write and not source.policy.allow_writes:
             raise Forbidden("This source is read-only: its policy does not allow writes")
         values = params.check_params(act, req.params, config=source.config, ignore_unknown=req.ignore_unknown)
@@ -186,6 +187,7 @@ class ConnectorService:
         source = ex.source
         spec = self._catalog[source.connector]
         act, values, size, state = self._query_plan(spec, source.id, source.config, stream, filters, page_token)
+        ex.check_action(stream, act.name)  # a stream is its entity's `list` action
         placed = params.place(act, values)
         for extra in (paging.size_param(act.pagination, size), paging.position_param(act.pagination, state)):
             if extra is None:

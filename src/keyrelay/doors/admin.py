@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from keyrelay.connectors import describe
 from keyrelay.errors import Forbidden, InvalidRequest, NotFound
-from keyrelay.http.deps import Services, admin, caller, services
+from keyrelay.http.deps import Services, admin, caller, may_write_sources, services
 from keyrelay.http.render import json_response, source_view, workspace_view
-from keyrelay.model import Caller, CallerKind
+from keyrelay.model import Caller
 
 router = APIRouter(tags=["admin"])
 Svc = Annotated[Services, Depends(services)]
@@ -73,14 +73,16 @@ class IntegrationSource(BaseModel):
 
 
 @router.post("/api/v1/workspaces", status_code=201)
-async def create_workspace(body: WorkspaceCreate, svc: Svc, _: Admin) -> Response:
+async def create_workspace(body: WorkspaceCreate, svc: Svc, who: Admin) -> Response:
+    if not who.every_workspace:  # a new workspace would lie outside a limited application's reach
+        raise Forbidden("Creating workspaces needs an application that reaches every workspace")
     return json_response(workspace_view(await svc.workspaces.create(body.name)), 201)
 
 
 @router.get("/api/v1/workspaces")
-async def list_workspaces(svc: Svc, _: Admin, name_contains: str | None = None) -> Response:
+async def list_workspaces(svc: Svc, who: Admin, name_contains: str | None = None) -> Response:
     found = await svc.workspaces.list(name_contains)
-    return json_response({"data": [workspace_view(w) for w in found]})
+    return json_response({"data": [workspace_view(w) for w in found if who.can_reach(w.id)]})
 
 
 @router.get("/api/v1/workspaces/{workspace_id}")
@@ -154,8 +156,7 @@ async def seed_create_source(body: SeedSource, svc: Svc, who: Admin) -> Response
 @router.post("/v1/integrations/sources", status_code=201)
 async def seed_integration_source(body: IntegrationSource, svc: Svc, who: AnyCaller) -> Response:
     """Airbyte's SDK creates connectors with a workspace-scoped token: allowed for its own workspace only."""
-    if who.kind is CallerKind.API_KEY:
-        raise Forbidden("This route needs an application or workspace-scoped token")
+    may_write_sources(who)
     spec = svc.sources.connector_by_any(body.source_template_id)
     src = await svc.sources.create_source(who, {"workspace_id": body.workspace_id, "connector": spec.name,
                                                 "name": body.name, "config": body.config,

@@ -17,11 +17,11 @@ from fastapi.routing import APIRoute
 from keyrelay.connectors import skilldocs
 from keyrelay.connectors.execute import ACTION_ALIASES, ExecuteRequest
 from keyrelay.connectors.spec import ConnectorSpec
-from keyrelay.errors import Forbidden, InvalidRequest, KeyrelayError, NotFound, Unprocessable
+from keyrelay.errors import InvalidRequest, KeyrelayError, NotFound, Unprocessable
 from keyrelay.http.bodies import ExecuteBody
-from keyrelay.http.deps import Services, caller, need_scope, services
+from keyrelay.http.deps import Services, caller, may_write_sources, need_scope, services
 from keyrelay.http.render import dumps, iso, json_response
-from keyrelay.model import Caller, CallerKind, Scope, Source, Workspace
+from keyrelay.model import Caller, Scope, Source, Workspace
 
 PREFIX = "/api/v1/integrations/connectors"
 
@@ -29,7 +29,10 @@ PREFIX = "/api/v1/integrations/connectors"
 def error_response(err: KeyrelayError) -> Response:
     """The statuses are keyrelay's own (401 bad token, 403 upstream refused the credentials, 404, 422, 429 with
     Retry-After, 502, 504); only the body differs from the other doors."""
-    body = {"errors": [{"message": err.message, "userPresentableMessage": err.message, "code": err.code}]}
+    item: dict[str, Any] = {"message": err.message, "userPresentableMessage": err.message, "code": err.code}
+    if err.constraint is not None:
+        item["constraint"] = err.constraint
+    body = {"errors": [item]}
     headers = {"cache-control": "no-store"}
     if err.retry_after is not None:
         headers["retry-after"] = str(err.retry_after)
@@ -110,7 +113,7 @@ async def list_connectors(svc: Svc, who: Executor, workspace_name: str | None = 
                           customer_name: str | None = None, workspace_id: str | None = None,
                           definition_id: str | None = None) -> Response:
     name = workspace_name if workspace_name is not None else customer_name
-    if name is None and workspace_id is None and who.is_admin:
+    if name is None and workspace_id is None and who.workspace_id is None:  # an application: all it reaches
         found = await svc.sources.list_sources(who, None)
     else:
         ws = await _workspace(svc, who, name, workspace_id)
@@ -132,9 +135,9 @@ async def get_connector(connector_id: str, svc: Svc, who: Executor) -> Response:
 
 @router.delete(PREFIX + "/{connector_id}", status_code=202)
 async def delete_connector(connector_id: str, svc: Svc, who: Executor) -> Response:
-    """Like Airbyte's create route: application or workspace-scoped tokens (their own workspace), not API keys."""
-    if who.kind is CallerKind.API_KEY:
-        raise Forbidden("This route needs an application or workspace-scoped token")
+    """Like Airbyte's create route: application or workspace-scoped tokens (their own workspace) whose application
+    holds `admin`; not API keys."""
+    may_write_sources(who)
     src, _ = await _connector(svc, who, connector_id)
     await svc.sources.delete_source(who, src.id)
     return Response(status_code=202)

@@ -40,12 +40,18 @@ async def metrics(request: Request) -> Response:
 
 
 def _visible_workspace(who: Caller, workspace_id: str | None) -> str | None:
+    """The one workspace asked for (404 unless the caller reaches it), else the caller's own (None: every one the
+    caller reaches, see `_reach`)."""
     need_scope(who, Scope.LOGS)
-    if who.is_admin:
+    if workspace_id is not None:
+        if not who.can_reach(workspace_id):
+            raise NotFound("Workspace not found")
         return workspace_id
-    if workspace_id is not None and workspace_id != who.workspace_id:
-        raise NotFound("Workspace not found")
     return who.workspace_id
+
+
+def _reach(who: Caller) -> frozenset[str] | None:
+    return None if who.workspace_id is not None else who.workspaces
 
 
 def _since(value: str | None) -> float | None:
@@ -67,14 +73,15 @@ async def list_logs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
     ws = _visible_workspace(who, workspace_id)
-    rows = await svc.logs.query(LogQuery(workspace_id=ws, source_id=source_id, status=status,
-                                                since=_since(since), limit=limit))
+    rows = await svc.logs.query(LogQuery(workspace_id=ws, workspace_ids=_reach(who), source_id=source_id,
+                                         status=status, since=_since(since), limit=limit))
     return json_response({"data": [event_view(e) for e in rows]})
 
 
 @router.get("/api/v1/logs/stream")
 async def stream_logs(request: Request, who: AnyCaller, workspace_id: str | None = None) -> Response:
     ws = _visible_workspace(who, workspace_id)
+    reach = _reach(who)
     events = request.app.state.request_log
 
     async def frames() -> AsyncIterator[bytes]:
@@ -86,7 +93,7 @@ async def stream_logs(request: Request, who: AnyCaller, workspace_id: str | None
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
-                if ws is None or e.workspace_id == ws:
+                if (ws is None or e.workspace_id == ws) and (reach is None or e.workspace_id in reach):
                     yield b"data: " + json.dumps(event_view(e)).encode() + b"\n\n"
 
     return StreamingResponse(frames(), media_type="text/event-stream",

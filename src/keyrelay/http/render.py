@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from keyrelay.errors import InternalError, InvalidRequest, KeyrelayError, MethodNotAllowed, NotFound
 from keyrelay.model import ApiKey, Application, LogEntry, Source, Workspace
+from keyrelay.pipeline import constraints
 
 JSON = "application/json"
 log = logging.getLogger("keyrelay")
@@ -133,7 +134,8 @@ def source_view(src: Source) -> dict[str, Any]:
 def application_view(app: Application) -> dict[str, Any]:
     """An application without its secret (only a digest of it is stored)."""
     return {"id": app.id, "client_id": app.client_id, "name": app.name, "created_at": iso(app.created_at),
-            "revoked": app.revoked_at is not None, "revoked_at": iso(app.revoked_at)}
+            "revoked": app.revoked_at is not None, "revoked_at": iso(app.revoked_at),
+            "workspaces": "*" if app.workspaces is None else sorted(app.workspaces), "scopes": sorted(app.scopes)}
 
 
 def api_key_view(key: ApiKey) -> dict[str, Any]:
@@ -141,6 +143,7 @@ def api_key_view(key: ApiKey) -> dict[str, Any]:
         "id": key.id, "workspace_id": key.workspace_id, "name": key.name, "scopes": sorted(key.scopes),
         "hint": key.hint, "created_at": iso(key.created_at), "expires_at": iso(key.expires_at),
         "revoked": key.revoked_at is not None,
+        "constraints": None if key.constraints is None else constraints.view(key.constraints),
     }
 
 
@@ -151,4 +154,5 @@ def event_view(e: LogEntry) -> dict[str, Any]:
         "upstream_latency_ms": None if e.upstream_latency_ms is None else round(e.upstream_latency_ms, 3),
         "bytes_in": e.bytes_in, "bytes_out": e.bytes_out, "error_code": e.error_code,
         "error_message": e.error_message, "caller": e.caller, "connector": e.connector,
+        "would_deny": e.would_deny,
     }

@@ -16,6 +16,7 @@ from keyrelay.manage.destinations import URL_FIELDS, Destinations
 from keyrelay.manage.policy import check_policy
 from keyrelay.manage.workspaces import WorkspaceService, check_name
 from keyrelay.model import OAUTH_STATE_FIELD, Caller, NewSource, Source
+from keyrelay.pipeline.constraints import source_ok
 from keyrelay.ports import Clock, SourceStore, Vault
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -136,11 +137,15 @@ class SourceService:
         return src
 
     async def list_sources(self, caller: Caller, workspace_id: str | None) -> list[Source]:
+        """The sources of one workspace, or of every workspace the caller reaches; a narrowed token sees only the
+        sources its constraints allow."""
         if workspace_id is not None:
             await self._workspaces.get(caller, workspace_id)
-        elif not caller.is_admin:
+        elif caller.workspace_id is not None:
             workspace_id = caller.workspace_id
-        return await self._sources.list_sources(workspace_id=workspace_id)
+        found = await self._sources.list_sources(workspace_id=workspace_id)
+        return [s for s in found if caller.can_reach(s.workspace_id) and all(
+            c.observe or source_ok(c, s.id, s.slug) for c in caller.constraints)]
 
     async def update_source(self, caller: Caller, source_id: str, body: Mapping[str, Any]) -> Source:
         src = await self.get_source(caller, source_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from keyrelay.errors import Unauthenticated
 from keyrelay.model import Caller, CallerKind, TokenRecord
 from keyrelay.pipeline.cache import SingleFlightCache
-from keyrelay.pipeline.tokens import TokenHasher, bearer
+from keyrelay.pipeline.tokens import DERIVED_PREFIX, TokenHasher, bearer
 from keyrelay.ports import AccessStore, Clock
 
 _CACHE_MAX = 20_000
@@ -26,22 +26,29 @@ class Authenticator:
         self._cache.clear()
 
     async def authenticate(self, authorization: str | None) -> Caller:
+        return (await self.resolve(authorization))[2]
+
+    async def resolve(self, authorization: str | None) -> tuple[str, TokenRecord, Caller]:
+        """The token's digest, its record and its caller (for attenuation, which derives from the record)."""
         token = bearer(authorization)
         digest = self._hasher.digest(token)
         hit = self._cache.peek(digest)
-        record, caller = hit if hit is not None else await self._cache.get(digest, lambda: self._lookup(digest))
+        if hit is None:
+            derived = token.startswith(DERIVED_PREFIX)
+            hit = await self._cache.get(digest, lambda: self._lookup(digest, derived=derived))
+        record, caller = hit
         if record.revoked:
             raise Unauthenticated("Token has been revoked")
         if record.expires_at is not None and record.expires_at <= self._clock():
             raise Unauthenticated("Token has expired")
-        return caller
+        return digest, record, caller
 
-    async def _lookup(self, digest: str) -> tuple[TokenRecord, Caller]:
-        found = await self._store.lookup(digest)
+    async def _lookup(self, digest: str, *, derived: bool) -> tuple[TokenRecord, Caller]:
+        found = await (self._store.lookup_derived(digest) if derived else self._store.lookup(digest))
         if found is None:
             raise Unauthenticated("Unknown token")
         return found, Caller(kind=found.kind, id=_caller_id(found), workspace_id=found.workspace_id,
-                             scopes=found.scopes)
+                             scopes=found.scopes, workspaces=found.workspaces, constraints=found.constraints)
 
 
 def _caller_id(record: TokenRecord) -> str:

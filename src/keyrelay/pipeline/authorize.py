@@ -15,4 +15,4 @@ def authorize(caller: Caller, *, workspace_id: str, scope: Scope, what: str = "S
 
 def require_admin(caller: Caller) -> None:
     if not caller.is_admin:
-        raise Forbidden("This route needs an application token")
+        raise Forbidden("This route needs an application token holding the 'admin' scope")

@@ -16,7 +16,7 @@ class Recorder:
     """Collects what is known about one request as it moves through the pipeline; emits once."""
 
     __slots__ = ("_clock", "_done", "_inbound", "_sink", "_started", "bytes_in", "bytes_out", "caller",
-                 "connector", "source_id", "upstream_ms", "upstream_status", "workspace_id")
+                 "connector", "source_id", "upstream_ms", "upstream_status", "workspace_id", "would_deny")
 
     def __init__(self, inbound: Inbound, sink: LogSink, clock: Clock) -> None:
         self._inbound = inbound
@@ -31,6 +31,7 @@ class Recorder:
         self.connector: str | None = None
         self.upstream_ms: float | None = None
         self.upstream_status: int | None = None
+        self.would_deny: str | None = None  # an observe-mode rule that would have refused this request
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -48,5 +49,5 @@ class Recorder:
             status=status, latency_ms=(now - self._started) * 1000, upstream_latency_ms=self.upstream_ms,
             bytes_in=self.bytes_in, bytes_out=self.bytes_out, error_code=None if error is None else error.code,
             error_message=None if error is None else error.message[:_MESSAGE_MAX], caller=self.caller,
-            connector=self.connector, upstream_status=self.upstream_status,
+            connector=self.connector, upstream_status=self.upstream_status, would_deny=self.would_deny,
         ))

@@ -38,6 +38,7 @@ from keyrelay.model import BodyStream, ById, BySlug, Caller, Credentials, Inboun
 from keyrelay.pipeline import build, policy, response
 from keyrelay.pipeline.authenticate import Authenticator
 from keyrelay.pipeline.authorize import authorize
+from keyrelay.pipeline.guard import ConstraintGuard
 from keyrelay.pipeline.oauth.tokens import OAuthSender
 from keyrelay.pipeline.ratelimit import RateLimiter
 from keyrelay.pipeline.record import Recorder
@@ -206,12 +207,20 @@ class Exchange:
         relay, rec = self._relay, self.admitted.recorder
         resolved = self.admitted.resolved
         prep = relay.prepared(resolved, self.admitted.facts)
+        if self.caller.constraints:  # each upstream call of a narrowed token (pipeline/guard.py)
+            relay.guard.upstream(self.caller, inbound, prep.base, rec)
         out = relay.outbound(inbound, resolved.source, prep, rec)
         token = await relay.oauth_token(resolved.source, prep)
         sent, redactor = await relay.send(resolved.source, prep, out, token)
         rec.upstream_ms = sent.upstream_ms if rec.upstream_ms is None else rec.upstream_ms + sent.upstream_ms
         self.upstream_status = sent.response.status
         return await relay.passed(inbound.method, sent.response, redactor)
+
+    def check_action(self, entity: str, action: str) -> None:
+        """Refuse an execute action or a stream (`entity.list`) that the caller's token constraints do not allow,
+        before anything is sent (pipeline/guard.py)."""
+        if self.caller.constraints:
+            self._relay.guard.action(self.caller, f"{entity}.{action}", self.admitted.recorder)
 
 
 Work = Callable[[Exchange], Awaitable[Reply]]
@@ -247,7 +256,8 @@ class WorkspaceGate:
 class Relay:
     def __init__(self, *, authenticator: Authenticator, resolver: SourceResolver, limiter: RateLimiter,
                  upstream: UpstreamClient, log: LogSink, clock: Clock, connectors: Mapping[str, ConnectorFacts],
-                 max_body_bytes: int, workspace_cap: int, oauth: OAuthSender | None = None) -> None:
+                 max_body_bytes: int, workspace_cap: int, oauth: OAuthSender | None = None,
+                 guard: ConstraintGuard | None = None) -> None:
         self._authn, self._resolver, self._limiter = authenticator, resolver, limiter
         self._upstream, self._log, self._clock = upstream, log, clock
         self._connectors = connectors
@@ -255,6 +265,7 @@ class Relay:
         self._gate = WorkspaceGate(workspace_cap)
         self._prepared: dict[int, tuple[Resolved, build.Prepared]] = {}
         self._oauth = oauth
+        self.guard = guard or ConstraintGuard(None, clock)  # without a budget store, budgeted tokens answer 503
 
     # --- the two entry points ----------------------------------------------------------------------------
 
@@ -409,6 +420,8 @@ class Relay:
                                        caller_id=caller.id):
                 await limiter.check(source_id=source.id, source_limit=source.policy.rate_limit_per_minute,
                                     caller_id=caller.id)
+            if caller.constraints:  # a narrowed token: its constraints, then its budgets (pipeline/guard.py)
+                await self.guard.admit(caller, inbound, source, lambda: self.prepared(resolved, facts).base, rec)
         except KeyrelayError as err:
             rec.done(err.status, err)
             raise

@@ -13,7 +13,8 @@ from keyrelay.errors import Unauthenticated
 APP_TOKEN_PREFIX = "kra_"  # noqa: S105 - a prefix, not a secret
 WORKSPACE_TOKEN_PREFIX = "krw_"  # noqa: S105
 API_KEY_PREFIX = "kr_"
-_TOKEN_RE = re.compile(r"kr[aw]?_[A-Za-z0-9_-]{43}")
+DERIVED_PREFIX = "krc_"  # an attenuated (child) token of any kind
+_TOKEN_RE = re.compile(r"kr[acw]?_[A-Za-z0-9_-]{43}")
 
 
 def new_token(prefix: str) -> str:

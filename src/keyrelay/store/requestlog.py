@@ -44,6 +44,8 @@ class SqlRequestLogStore:
         stmt = sa.select(gateway_logs).order_by(gateway_logs.c.ts.desc()).limit(max(1, min(q.limit, 1000)))
         if q.workspace_id is not None:
             stmt = stmt.where(gateway_logs.c.workspace_id == q.workspace_id)
+        if q.workspace_ids is not None:
+            stmt = stmt.where(gateway_logs.c.workspace_id.in_(sorted(q.workspace_ids)))
         if q.source_id is not None:
             stmt = stmt.where(gateway_logs.c.source_id == q.source_id)
         if q.status is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
+ALL_SCOPES_TEXT = "admin approve execute files logs mcp proxy query"  # what applications held before scopes
 
 meta = sa.Table(
     "meta", metadata,
@@ -20,6 +21,8 @@ applications = sa.Table(
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("revoked_at", sa.Float),
+    sa.Column("workspaces", sa.Text, nullable=False, server_default="*"),  # "*" or space-separated workspace ids
+    sa.Column("scopes", sa.Text, nullable=False, server_default=ALL_SCOPES_TEXT),  # space-separated
 )
 
 tokens = sa.Table(
@@ -51,6 +54,26 @@ api_keys = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float),
     sa.Column("revoked_at", sa.Float),
+    sa.Column("constraints", sa.Text),  # JSON constraint set, NULL: unconstrained
+)
+
+derived_tokens = sa.Table(  # attenuated tokens: a child of a token, an API key or another derived token
+    "derived_tokens", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("digest", sa.String(64), nullable=False, unique=True),
+    sa.Column("root_digest", sa.String(64), nullable=False, index=True),  # the application/scoped token or API key
+    sa.Column("ancestors", sa.Text, nullable=False),  # space-separated ids of the derived tokens above it
+    sa.Column("constraints", sa.Text, nullable=False),  # JSON list: the whole chain, the root's set first
+    sa.Column("expires_at", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float),
+)
+
+budget_counters = sa.Table(  # requests counted per budget key: per clock hour or day (bucket), or in total (0)
+    "budget_counters", metadata,
+    sa.Column("key", sa.String(80), primary_key=True),
+    sa.Column("bucket", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("used", sa.BigInteger, nullable=False),
 )
 
 sources = sa.Table(
@@ -104,6 +127,7 @@ gateway_logs = sa.Table(
     sa.Column("caller", sa.String(80)),
     sa.Column("connector", sa.String(64)),
     sa.Column("upstream_status", sa.Integer),
+    sa.Column("would_deny", sa.String(64)),
 )
 
 # --- Connect (docs/connect.md): sessions, OAuth state, operators' OAuth clients, webhooks -----------------------

@@ -1,0 +1,111 @@
+"""Step 4b: a narrowed token's constraints and budgets (docs/security.md: narrow tokens).
+
+Only tokens that carry constraints reach this step. It refuses with `403 forbidden` naming the constraint
+(`"constraint": "<kind>"`) before anything is sent upstream, or, for a set in observe mode, lets the request
+through and records the kind as `would_deny`. Budgets are counted last, once the request passed every other check
+of the front half, with one atomic conditional write per budget in the shared database (`BudgetStore`), so they
+hold exactly across processes and instances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from keyrelay.egress import destination
+from keyrelay.egress.destination import BaseUrl
+from keyrelay.errors import Forbidden, Unavailable
+from keyrelay.model import Caller, Constraints, Door, Inbound, Scope, Source, Tail
+from keyrelay.pipeline.constraints import PERIODS, Ask, judge, normalize_path, refusal, source_ok
+from keyrelay.pipeline.policy import has_body
+from keyrelay.pipeline.record import Recorder
+from keyrelay.ports import BudgetStore, Clock
+
+_MESSAGES = {
+    "sources": "This token may not use this source",
+    "methods": "This token may not send this method",
+    "paths": "This token may not reach this path",
+    "actions": "This token may not run this action",
+    "max_body_bytes": "This token may not send a body this large (or of unknown length)",
+    "budget": "This token's request budget is spent",
+}
+
+
+def refused(kind: str) -> Forbidden:
+    return Forbidden(_MESSAGES.get(kind, "This token's constraints refuse this request"), constraint=kind)
+
+
+def upstream_path(inbound: Inbound, base: BaseUrl) -> str | None:
+    """The normalized path below the source's base URL that this request would reach (validated as the build
+    step validates it), or None when the request names no upstream target."""
+    target = inbound.target
+    if target is None:
+        return None
+    if isinstance(target, Tail):
+        return normalize_path("/" + destination.validate_tail(target.path))
+    url = destination.match_request_url(target.url, base)
+    rest = url[len(base.origin) + len(base.path):].split("?", 1)[0]
+    return normalize_path(rest or "/")
+
+
+def window(budget_per: str | None, now: float) -> int:
+    return 0 if budget_per is None else int(now // PERIODS[budget_per])
+
+
+class ConstraintGuard:
+    def __init__(self, budgets: BudgetStore | None, clock: Clock) -> None:
+        self._budgets = budgets
+        self._clock = clock
+
+    async def admit(self, caller: Caller, inbound: Inbound, source: Source, base: Callable[[], BaseUrl],
+                    rec: Recorder) -> None:
+        """Sources, then the request itself when it is a passthrough (or a file read), then budgets."""
+        chain = caller.constraints
+        self._decide(chain, lambda c: None if source_ok(c, source.id, source.slug) else "sources", rec)
+        if inbound.target is not None:
+            self.upstream(caller, inbound, base(), rec)
+        elif inbound.scope is Scope.FILES:  # a file read: nothing but GET or HEAD reaches storage
+            method = inbound.method if inbound.door is Door.FILES else "GET"
+            self._decide(chain, lambda c: refusal(c, Ask(method=method)), rec)
+        await self._consume(chain, rec)
+
+    def upstream(self, caller: Caller, inbound: Inbound, base: BaseUrl, rec: Recorder) -> None:
+        """One request about to be sent upstream: its method, path and body size."""
+        ask = Ask(method=inbound.method, path=upstream_path(inbound, base),
+                  body_length=_length(inbound), has_body=has_body(inbound.body, inbound.content_length))
+        self._decide(caller.constraints, lambda c: refusal(c, ask), rec)
+
+    def action(self, caller: Caller, action: str, rec: Recorder) -> None:
+        """An execute action or a stream (`entity.list`), before anything is sent."""
+        ask = Ask(action=action)
+        self._decide(caller.constraints, lambda c: refusal(c, ask), rec)
+
+    @staticmethod
+    def _decide(chain: tuple[Constraints, ...], test: Callable[[Constraints], str | None], rec: Recorder) -> None:
+        kind, observed = judge(chain, test)
+        if kind is not None:
+            raise refused(kind)
+        if observed is not None and rec.would_deny is None:
+            rec.would_deny = observed
+
+    async def _consume(self, chain: tuple[Constraints, ...], rec: Recorder) -> None:
+        enforced = [c.budget for c in chain if c.budget is not None and not c.observe]
+        observed = [c.budget for c in chain if c.budget is not None and c.observe]
+        if not enforced and not observed:
+            return
+        if self._budgets is None:
+            raise Unavailable("Request budgets cannot be counted in this process")
+        now = self._clock()
+        if enforced:
+            spent = await self._budgets.consume([(b.key, window(b.per, now), b.requests) for b in enforced])
+            if spent is not None:
+                raise refused("budget")
+        if observed:
+            spent = await self._budgets.consume([(b.key, window(b.per, now), b.requests) for b in observed])
+            if spent is not None and rec.would_deny is None:
+                rec.would_deny = "budget"
+
+
+def _length(inbound: Inbound) -> int | None:
+    if isinstance(inbound.body, bytes):
+        return len(inbound.body)
+    return inbound.content_length
