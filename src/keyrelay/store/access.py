@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keyrelay.errors import Conflict
-from keyrelay.model import ALL_SCOPES, ApiKey, Application, CallerKind, Scope, TokenRecord
+from keyrelay.model import AGENT_SCOPES, ALL_SCOPES, ApiKey, Application, CallerKind, Scope, TokenRecord
 from keyrelay.store.tables import api_keys, applications, tokens
 
 
@@ -95,8 +95,10 @@ class SqlAccessStore:
                                     .join(applications, applications.c.id == tokens.c.application_id)
                                     .where(tokens.c.digest == digest))).first()
             if t is not None:
-                return TokenRecord(kind=CallerKind(t.kind), subject_id=t.application_id,
-                                   workspace_id=t.workspace_id, scopes=ALL_SCOPES, expires_at=t.expires_at,
+                kind = CallerKind(t.kind)  # a workspace-scoped token is an agent's: it never decides approvals
+                return TokenRecord(kind=kind, subject_id=t.application_id, workspace_id=t.workspace_id,
+                                   scopes=ALL_SCOPES if kind is CallerKind.APPLICATION else AGENT_SCOPES,
+                                   expires_at=t.expires_at,
                                    revoked=t.revoked_at is not None or t.app_revoked is not None)
             k = (await conn.execute(sa.select(api_keys).where(api_keys.c.digest == digest))).first()
         if k is None:
