@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from keyrelay.store.tables import source_secrets, sources, vault_keys
+from keyrelay.store.tables import approvals, source_secrets, sources, vault_keys
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,9 @@ class SqlKeyRingStore:
         return bool(res.rowcount)
 
     async def drop_unused_retired_keys(self) -> int:
-        used = sa.select(source_secrets.c.key_id).distinct()
+        """Delete retired keys no ciphertext uses: credentials, parked requests and kept responses."""
+        used = sa.union(sa.select(source_secrets.c.key_id), sa.select(approvals.c.request_key_id),
+                        sa.select(approvals.c.result_key_id).where(approvals.c.result_key_id.is_not(None)))
         async with self._engine.begin() as conn:
             res = await conn.execute(sa.delete(vault_keys).where(
                 vault_keys.c.status == "retired", vault_keys.c.id.not_in(used)))
