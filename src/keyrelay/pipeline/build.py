@@ -57,7 +57,8 @@ def prepare(source: Source, credentials: Mapping[str, Any], *, default_base_url:
     )
 
 
-def outbound_headers(inbound: Inbound, policy: Policy, prep: Prepared) -> list[tuple[str, str]]:
+def forwarded_headers(inbound: Inbound, policy: Policy, prep: Prepared) -> list[tuple[str, str]]:
+    """The agent's headers that pass the header policy, before injection (an injected name always wins)."""
     forward = policy.forward_headers
     if forward is None and isinstance(inbound.target, Url):
         # the request API forwards the headers the agent named, except the always-dropped set, unless the
@@ -67,19 +68,27 @@ def outbound_headers(inbound: Inbound, policy: Policy, prep: Prepared) -> list[t
     picked = headers.request_headers(inbound.headers, forward)
     if prep.header_names:
         picked = [h for h in picked if h[0].lower() not in prep.header_names]
-    return picked + prep.injection.headers
+    return picked
 
 
-def outbound_url(inbound: Inbound, prep: Prepared) -> str:
+def outbound_headers(inbound: Inbound, policy: Policy, prep: Prepared) -> list[tuple[str, str]]:
+    return forwarded_headers(inbound, policy, prep) + prep.injection.headers
+
+
+def destination_url(inbound: Inbound, prep: Prepared) -> str:
+    """The validated upstream URL of a request, without anything keyrelay injects (what an approval binds)."""
     target = inbound.target
     if isinstance(target, Url):
-        url = destination.match_request_url(target.url, prep.base, drop_query=prep.query_names)
-        return _with_query(url, prep.injection.query)
+        return destination.match_request_url(target.url, prep.base, drop_query=prep.query_names)
     if target is None:
         raise InvalidRequest("The request names no upstream target")
     tail = destination.validate_tail(target.path)
     query = destination.validate_query(target.query, drop=prep.query_names)
-    return destination.build_url(prep.base, tail, query, extra_query=prep.injection.query)
+    return destination.build_url(prep.base, tail, query)
+
+
+def outbound_url(inbound: Inbound, prep: Prepared) -> str:
+    return _with_query(destination_url(inbound, prep), prep.injection.query)
 
 
 def _with_query(url: str, extra: Sequence[tuple[str, str]]) -> str:
