@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from keyrelay import boundedjson
-from keyrelay.doors import access, admin, airbyte, connectors, files, gateway, mcp, observe, sonar
+from keyrelay.doors import access, admin, airbyte, approvals, connectors, files, gateway, mcp, observe, sonar
 from keyrelay.doors.asgi import HEADERS_CHECKED, AsgiScope, Message, Receive, Send, read_body, with_request_id
 from keyrelay.doors.render import install_error_handlers, send_error
 from keyrelay.errors import HeadersTooLarge, InvalidRequest, KeyrelayError, Unavailable, UriTooLong
@@ -56,7 +56,7 @@ class HotPath:
 def build_api() -> FastAPI:
     api = FastAPI(title="keyrelay", version="0.1.0", docs_url="/docs", redoc_url=None,
                   description="Self-hosted credential gateway for AI agents. See docs/ in the repository.")
-    for router in (access.router, admin.router, connectors.router, airbyte.router, observe.router):
+    for router in (access.router, admin.router, connectors.router, airbyte.router, observe.router, approvals.router):
         api.include_router(router)
     install_error_handlers(api)
     return api
@@ -65,8 +65,10 @@ def build_api() -> FastAPI:
 class KeyrelayApp:
     """The ASGI application."""
 
-    def __init__(self, settings: Settings, *, on_bootstrap: Callable[[NewApplication], None] | None = None):
+    def __init__(self, settings: Settings, *, on_bootstrap: Callable[[NewApplication], None] | None = None,
+                 clock: Callable[[], float] | None = None):
         self.settings = settings
+        self._clock = clock
         self.api = build_api()
         self.runtime: Runtime | None = None
         self._hot: HotPath | None = None
@@ -128,7 +130,7 @@ class KeyrelayApp:
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
         try:
-            async with runtime(self.settings) as rt:
+            async with runtime(self.settings, **({} if self._clock is None else {"clock": self._clock})) as rt:
                 self.runtime = rt
                 self.api.state.services = rt.services
                 self.api.state.metrics = rt.metrics
