@@ -8,7 +8,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +38,12 @@ class KeyrelayServer:
     """Serve `create_app(settings)` with uvicorn (httptools) on uvloop, as `keyrelay serve` does, in a thread;
     stop cleanly on exit."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] | None = None) -> None:
+        """`clock`: the wall clock the server's expiries read (a test moves it); default the real one."""
         self.settings = settings
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.app: KeyrelayApp = create_app(settings)
+        self.app: KeyrelayApp = create_app(settings, clock=clock)
         config = uvicorn_config(self.app, settings, host="127.0.0.1", port=self.port, loop="uvloop")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, daemon=True)
