@@ -248,3 +248,40 @@ def test_an_execute_action_is_parked_and_run_once(setup: dict[str, Any], admin: 
     assert len(stripe.requests) == before + 1 and stripe.requests[-1].method == "POST"
     fetched = _poll(setup, aid).json()
     assert fetched["response"]["status"] == "success" and fetched["response"]["result"]["email"] == "a@example.com"
+
+
+def test_a_parked_request_edited_in_the_database_is_never_sent(setup: dict[str, Any], admin: Admin, kr: KeyrelayServer,
+                                                              upstream: FakeUpstream) -> None:
+    """Someone who can write the database but holds no key: a changed hash, or another approval's sealed request
+    moved in, does not run."""
+    import sqlite3
+
+    edited, moved, source = (_park(setup, body=b'{"amount": %d}' % n) for n in (1, 2, 999999))
+    db = sqlite3.connect(kr.settings.data_dir / "keyrelay.db")
+    try:
+        db.execute("UPDATE approvals SET request_hash = ? WHERE id = ?", ("e" * 64, edited["id"]))
+        db.execute("UPDATE approvals SET request = (SELECT request FROM approvals WHERE id = ?), request_hash = "
+                   "(SELECT request_hash FROM approvals WHERE id = ?) WHERE id = ?",
+                   (source["id"], source["id"], moved["id"]))
+        db.commit()
+    finally:
+        db.close()
+    for view in (edited, moved):
+        r = admin.post(f"/api/v1/approvals/{view['id']}/approve", {})
+        assert r.json()["approval"]["status"] == "failed"
+        assert r.json()["approval"]["error_code"] == "approval_mismatch"
+        assert _poll(setup, view["id"]).json()["error"]["code"] == "approval_mismatch"
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize("token", [None, "Bearer kr_" + "A" * 43, "Basic dXNlcjpwYXNz"])
+def test_every_approval_route_needs_a_valid_token(setup: dict[str, Any], token: str | None,
+                                                  upstream: FakeUpstream) -> None:
+    view = _park(setup)
+    headers = {} if token is None else {"Authorization": token}
+    for method, path in (("GET", "/api/v1/approvals"), ("GET", f"/api/v1/approvals/{view['id']}"),
+                         ("POST", f"/api/v1/approvals/{view['id']}/approve"),
+                         ("POST", f"/api/v1/approvals/{view['id']}/deny")):
+        r = httpx.request(method, setup["kr"] + path, headers=headers)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated", (method, path)
+    assert upstream.requests == [] and _poll(setup, view["id"]).status_code == 202

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from keyrelay.errors import (
     ApprovalDenied,
     ApprovalExpired,
+    ApprovalMismatch,
     NotFound,
     OutcomeUnknown,
     PayloadTooLarge,
@@ -49,7 +50,7 @@ from keyrelay.store.keyring import SqlKeyRingStore
 from keyrelay.store.requestlog import SqlRequestLogStore
 from keyrelay.store.tables import approvals
 from keyrelay.store.workspaces import SqlWorkspaceStore
-from keyrelay.vault import KeyVault, VaultError, new_key
+from keyrelay.vault import KeyVault, new_key
 from support.db import migrated_engine
 
 BODY = b'{"amount": 4200, "note": "agent-data-3b9f"}'
@@ -139,10 +140,10 @@ async def test_a_parked_request_holds_what_the_agent_sent_after_the_header_polic
     assert a is not None and a.body_bytes == len(BODY) and a.request_hash == approval.request_hash(parked)
     assert await env.gate.parked(a) == parked
     other = dataclasses.replace(a, id="apv_other")  # a record moved to another approval does not open
-    with pytest.raises(VaultError):
+    with pytest.raises(ApprovalMismatch):
         await env.gate.parked(other)
     rebound = dataclasses.replace(a, request_hash="0" * 64)  # nor one whose hash was changed
-    with pytest.raises(VaultError):
+    with pytest.raises(ApprovalMismatch):
         await env.gate.parked(rebound)
 
 
@@ -247,3 +248,15 @@ def test_links() -> None:
     assert links.decide("krl_x") == "https://kr.example/approvals/link/krl_x"
     assert links.approval_page("apv_1") == "https://console.example/approvals/apv_1?tab=1"
     assert Links().approval_page("apv_1") is None and Links().poll("a") == "/api/v1/approvals/a"
+
+
+async def test_a_record_sealed_for_its_hash_but_holding_another_request_is_refused(env: Env) -> None:
+    """Defence in depth: even a record that opens for the approval's hash must hold the request that hash names."""
+    parked = await _park(env)
+    a = await env.gate.store.get(await _only(env))
+    assert a is not None
+    other = dataclasses.replace(parked, body=b'{"amount": 999999}')
+    forged = await env.vault.seal_record(approval.context(a.id, a.workspace_id, "request", a.request_hash),
+                                         other.encode())
+    with pytest.raises(ApprovalMismatch):
+        await env.gate.parked(dataclasses.replace(a, request=forged))

@@ -18,6 +18,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ from keyrelay.errors import (
     ERRORS_BY_CODE,
     ApprovalDenied,
     ApprovalExpired,
+    ApprovalMismatch,
     KeyrelayError,
     NotFound,
     OutcomeUnknown,
@@ -32,7 +34,7 @@ from keyrelay.errors import (
     RateLimited,
 )
 from keyrelay.ids import new_id
-from keyrelay.model import Approval, ApprovalStatus, BodyStream, Caller, Inbound, LogEntry, Source
+from keyrelay.model import Approval, ApprovalStatus, BodyStream, Caller, Inbound, LogEntry, SealedRecord, Source
 from keyrelay.pipeline import approval, build
 from keyrelay.pipeline.approval import TERMINAL, Parked
 from keyrelay.pipeline.policy import RULE_APPROVAL, Note
@@ -233,8 +235,19 @@ class ApprovalGate:
         sealed = await self.store.take_result(a.id, now=self._clock())
         if sealed is None:
             return Outcome(a, self.agent_view(a))
-        raw = await self._cipher.open_record(approval.context(a.id, a.workspace_id, "response"), sealed)
+        raw = await self._open(approval.context(a.id, a.workspace_id, "response"), sealed, "kept response")
         return Outcome(a, self.agent_view(a), Kept.decode(raw))
+
+    async def _open(self, context: Sequence[str], sealed: SealedRecord, what: str) -> bytes:
+        """A sealed record of this approval; one that was altered, moved or rebound is refused."""
+        try:
+            return await self._cipher.open_record(context, sealed)
+        except KeyrelayError:
+            raise
+        except Exception:  # the cipher's own error: never its words
+            log.error("the %s of an approval does not open: altered or moved", what)
+            raise ApprovalMismatch(f"The {what} does not open for this approval (it was altered or moved); "
+                                   "nothing was sent") from None
 
     async def settle(self, a: Approval, wait: float | None) -> Approval:
         """`a` once it has ended, or as it is after `wait` seconds (bounded by `max_wait_seconds`)."""
@@ -278,8 +291,8 @@ class ApprovalGate:
 
     async def parked(self, a: Approval) -> Parked:
         """The parked request, decrypted and checked against the hash its approval is bound to."""
-        raw = await self._cipher.open_record(approval.context(a.id, a.workspace_id, "request", a.request_hash),
-                                             a.request)
+        raw = await self._open(approval.context(a.id, a.workspace_id, "request", a.request_hash), a.request,
+                               "parked request")
         parked = Parked.decode(raw)
         approval.check_hash(parked, a.request_hash)
         return parked

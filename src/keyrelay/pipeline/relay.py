@@ -268,9 +268,10 @@ class Relay:
     async def relay(self, inbound: Inbound) -> Relayed:
         """The whole pipeline for an HTTP passthrough (gateway, request API)."""
         admitted = await self._admit(inbound, policy.API_CONNECTOR_KINDS, enforce_methods=True)
-        parked = await self._park(inbound, admitted, self._describe_http(inbound))
-        if parked is not None:
-            return parked
+        if admitted.resolved.source.policy.approval is not None:
+            parked = await self._park(inbound, admitted, self._describe_http(inbound))
+            if parked is not None:
+                return parked
         rec = admitted.recorder
         deadline = time.monotonic() + admitted.resolved.source.policy.timeout_seconds
         try:
