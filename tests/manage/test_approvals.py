@@ -109,6 +109,17 @@ def test_the_sweep_expires_undecided_approvals_and_forgets_kept_responses(server
     assert len(upstream.requests) == 1
 
 
+def test_nobody_decides_an_approval_past_its_expiry(server: KeyrelayServer, clock: Clock,
+                                                   upstream: FakeUpstream) -> None:
+    """Even before anything (a poll, the sweep) has marked it expired."""
+    (aid,), _ = _parked(server, upstream.url)
+    clock.now += 60
+    with pytest.raises(ApprovalNotPending):
+        server.run(_service(server).decide(APPROVER, aid, APPROVE))
+    assert server.run(_service(server).approver_view(APPROVER, aid)).status is ApprovalStatus.EXPIRED
+    assert upstream.requests == []
+
+
 def test_an_unreachable_upstream_fails_the_approval_without_a_library_message(server: KeyrelayServer) -> None:
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))

@@ -57,7 +57,7 @@ def execute_request(source_id: str, body: ExecuteBody, request: Request) -> Exec
 
 @router.post("/api/v1/connectors/instances/{source_id}/execute")
 async def execute(source_id: str, body: ExecuteBody, request: Request, svc: Svc) -> Response:
-    """Seed 002's execute; a call parked for approval answers 202 `{"approval": {...}}` (docs/approvals.md)."""
+    """Execute one action; a call parked for approval answers 202 `{"approval": {...}}` (docs/approvals.md)."""
     out = await svc.connectors.execute(execute_request(source_id, body, request))
     return json_response(out, 202 if approval.is_parked(out) else 200)
 
