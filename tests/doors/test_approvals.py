@@ -182,6 +182,7 @@ def test_prefer_wait_gives_the_request_api_its_envelope_once_approved(setup: dic
     assert "response" not in _poll(setup, pending[0]["id"]).json()  # the waiting request took it
     no_wait = httpx.post(url, json=body, headers=setup["auth"])
     assert no_wait.status_code == 202 and set(no_wait.json()) == {"approval"}
+    assert no_wait.headers["location"] == no_wait.json()["approval"]["poll_url"]
 
 
 def test_an_approved_request_goes_only_where_it_was_parked_for(setup: dict[str, Any], admin: Admin,
@@ -239,6 +240,7 @@ def test_an_execute_action_is_parked_and_run_once(setup: dict[str, Any], admin: 
     r = httpx.post(url, json={"entity": "customers", "action": "create", "params": {"email": "a@example.com"}},
                    headers=setup["auth"])
     assert r.status_code == 202 and set(r.json()) == {"approval"} and len(stripe.requests) == before
+    assert r.headers["location"] == r.json()["approval"]["poll_url"]
     aid = r.json()["approval"]["id"]
     assert admin.get(f"/api/v1/approvals/{aid}").json()["approval"]["action"] == "customers.create"
     bad = httpx.post(url, json={"entity": "customers", "action": "create", "params": {"nope": 1}},

@@ -59,7 +59,9 @@ def execute_request(source_id: str, body: ExecuteBody, request: Request) -> Exec
 async def execute(source_id: str, body: ExecuteBody, request: Request, svc: Svc) -> Response:
     """Execute one action; a call parked for approval answers 202 `{"approval": {...}}` (docs/approvals.md)."""
     out = await svc.connectors.execute(execute_request(source_id, body, request))
-    return json_response(out, 202 if approval.is_parked(out) else 200)
+    if approval.is_parked(out):
+        return json_response(out, 202, headers={"location": out["approval"]["poll_url"]})
+    return json_response(out)
 
 
 @router.get("/api/v1/connectors/instances_for_user")

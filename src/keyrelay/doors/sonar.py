@@ -44,7 +44,10 @@ class SonarDoor:
         except KeyrelayError as err:
             await send_error(send, err, scope.get("state", {}).get("request_id"))
             return
-        status = 202 if approval.is_parked(answer) else 200  # parked for approval (docs/approvals.md)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]
+        status = 200
+        if approval.is_parked(answer):  # parked for approval (docs/approvals.md)
+            status = 202
+            headers.append((b"location", str(answer["approval"]["poll_url"]).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": out})
