@@ -209,3 +209,23 @@ def test_cli_md_covers_every_command() -> None:
 
     missing = [c for c in cli_commands() if f"`{c}" not in text or not example(c)]
     assert not missing, f"docs/cli.md lacks a section heading or example for: {', '.join(missing)}"
+
+
+def test_approvals_md_documents_every_approval_route() -> None:
+    """Each route of doors/approvals.py appears in docs/approvals.md's routes table as `METHOD /path` (path
+    parameters by any name)."""
+    from fastapi.routing import APIRoute
+
+    from keyrelay.doors.approvals import router
+
+    text = read(DOCS / "approvals.md")
+    documented = {re.sub(r"\{[^}]+\}", "{}", m) for m in re.findall(r"`((?:GET|POST|PUT|PATCH|DELETE) /[^`]+)`", text)}
+    documented |= {d.split(" ", 1)[0] + " " + d.split(" ", 1)[1].rsplit("/", 1)[0] + "/{}" for d in documented
+                   if d.endswith("/approve")}  # `.../approve`, `.../deny` written once
+    missing = []
+    for route in router.routes:
+        assert isinstance(route, APIRoute)
+        for method in route.methods:
+            if f"{method} {re.sub(r'{[^}]+}', '{}', route.path)}" not in documented:
+                missing.append(f"{method} {route.path}")
+    assert not missing, f"docs/approvals.md does not document {', '.join(sorted(missing))}"

@@ -625,3 +625,45 @@ async def test_a_stale_vault_seals_under_the_newest_key(engine: AsyncEngine) -> 
     active = next(r[0] for r in await _key_rows(engine) if r[2] == "active")
     sealed = await a.seal(workspace_id=ws, source_id="s1", destination=DEST, fields={"bearer_token": "t"})
     assert [f.key_id for f in sealed] == [active]
+
+
+async def test_a_sealed_record_opens_only_for_its_context(engine: AsyncEngine) -> None:
+    from keyrelay.vault import record_aad
+
+    v = await _vault(engine, new_key())
+    context = ("approval", "apv_1", "ws-1", "request", "ab" * 32)
+    sealed = await v.seal_record(context, b"parked body 6f1e")
+    assert b"parked body" not in sealed.blob and sealed.key_id
+    assert await v.open_record(context, sealed) == b"parked body 6f1e"
+    for other in (("approval", "apv_2", "ws-1", "request", "ab" * 32), ("approval", "apv_1", "ws-2", "request",
+                  "ab" * 32), ("approval", "apv_1", "ws-1", "response", "ab" * 32),
+                  ("approval", "apv_1", "ws-1", "request", "cd" * 32)):
+        with pytest.raises(VaultError):
+            await v.open_record(other, sealed)
+    flipped = type(sealed)(sealed.key_id, sealed.blob[:-1] + bytes([sealed.blob[-1] ^ 1]))
+    with pytest.raises(VaultError):
+        await v.open_record(context, flipped)
+    with pytest.raises(VaultError):  # a credential's associated data can never be a record's
+        record_aad(("a|b",), "k")
+    sealed_vault = await _vault(engine, None, may_create=False)
+    with pytest.raises(Sealed):
+        await sealed_vault.seal_record(context, b"x")
+
+
+async def test_rotation_keeps_the_keys_that_parked_requests_still_use(engine: AsyncEngine) -> None:
+    from keyrelay.model import Approval, ApprovalStatus
+    from keyrelay.store.approvals import SqlApprovalStore
+
+    master = new_key()
+    v = await _vault(engine, master)
+    ws = await _workspace(engine, "w")
+    context = ("approval", "apv_kept", ws, "request", "0" * 64)
+    sealed = await v.seal_record(context, b"still pending")
+    await SqlApprovalStore(engine).add(Approval(
+        id="apv_kept", workspace_id=ws, source_id="s", door="gateway", caller="key:1", caller_kind="api_key",
+        caller_scopes=frozenset(), method="POST", path="/p", action=None, request_hash="0" * 64, request=sealed,
+        body_bytes=13, status=ApprovalStatus.PENDING, created_at=0.0, expires_at=10.0**10))
+    await v.rotate()
+    await v.rotate()  # would drop the first key if nothing used it
+    assert sealed.key_id in {r[0] for r in await _key_rows(engine)}
+    assert await (await _vault(engine, master)).open_record(context, sealed) == b"still pending"

@@ -20,6 +20,7 @@ from keyrelay.doors import (
     access,
     admin,
     airbyte,
+    approvals,
     connect,
     connect_api,
     connectors,
@@ -73,7 +74,7 @@ def build_api() -> FastAPI:
     api = FastAPI(title="keyrelay", version="0.1.0", docs_url=None, redoc_url=None,  # served by doors/site.py
                   description="Self-hosted credential gateway for AI agents. See docs/ in the repository.")
     for router in (access.router, access.tokens_router, admin.router, connectors.router, airbyte.router,
-                   observe.router, site.router, connect_api.router, webhooks.router, connect.router):
+                   observe.router, site.router, connect_api.router, webhooks.router, connect.router, approvals.router):
         api.include_router(router)
     install_error_handlers(api)
     return api

@@ -88,6 +88,38 @@ class CredentialsUnusable(KeyrelayError):
     status, code = 409, "credentials_unusable"
 
 
+class ApprovalDenied(KeyrelayError):
+    """An approver denied the parked request: nothing was sent upstream."""
+
+    status, code = 403, "approval_denied"
+
+
+class ApprovalNotPending(KeyrelayError):
+    """A decision on an approval that was already decided the other way, or has expired."""
+
+    status, code = 409, "approval_not_pending"
+
+
+class ApprovalMismatch(KeyrelayError):
+    """The decision named a request hash other than the parked request's, or the parked request no longer
+    matches its hash: nothing is sent."""
+
+    status, code = 409, "approval_mismatch"
+
+
+class DestinationChanged(KeyrelayError):
+    """An approved request whose source now points elsewhere than when it was parked: nothing is sent."""
+
+    status, code = 409, "destination_changed"
+
+
+class ApprovalExpired(KeyrelayError):
+    """Nobody decided before the approval's timeout (or its kept response is gone): nothing was sent, or the
+    response can no longer be fetched."""
+
+    status, code = 410, "approval_expired"
+
+
 class PayloadTooLarge(KeyrelayError):
     status, code = 413, "payload_too_large"
 
@@ -126,6 +158,13 @@ class UpstreamAuthFailed(KeyrelayError):
     status, code = 502, "upstream_auth_failed"
 
 
+class OutcomeUnknown(KeyrelayError):
+    """An approved request was being sent when its keyrelay instance stopped: it may or may not have reached the
+    upstream, and it is never sent a second time."""
+
+    status, code = 502, "outcome_unknown"
+
+
 class Sealed(KeyrelayError):
     status, code = 503, "sealed"
 
@@ -150,5 +189,7 @@ ALL_ERRORS: tuple[type[KeyrelayError], ...] = (
     InvalidRequest, WrongSourceType, Unauthenticated, Forbidden, DestinationNotAllowed, UpstreamRejected, NotFound,
     MethodNotAllowed, Conflict, CredentialsRequired, CredentialsUnusable, PayloadTooLarge, UriTooLong,
     RangeNotSatisfiable, SsrfBlocked, Unprocessable, RateLimited, HeadersTooLarge, UpstreamUnreachable,
-    UpstreamAuthFailed, Sealed, Unavailable, UpstreamTimeout, InternalError,
+    UpstreamAuthFailed, Sealed, Unavailable, UpstreamTimeout, InternalError, ApprovalDenied, ApprovalNotPending,
+    ApprovalMismatch, DestinationChanged, ApprovalExpired, OutcomeUnknown,
 )
+ERRORS_BY_CODE: dict[str, type[KeyrelayError]] = {e.code: e for e in ALL_ERRORS}

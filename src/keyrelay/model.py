@@ -117,9 +117,40 @@ class Caller:
         return self.workspaces is None or workspace_id in self.workspaces
 
 
+ENFORCE, OBSERVE = "enforce", "observe"
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRule:
+    """Which requests to a source wait for a human (docs/approvals.md). A request matches when its method is in
+    `methods` (unset: any) and its path matches one of `paths` (unset: any), at least one of the two being set;
+    or when it is an execute action named in `entities_actions` (`entity.action`, `entity.*`, `*.action`)."""
+
+    methods: frozenset[str] | None = None
+    paths: tuple[str, ...] | None = None
+    entities_actions: tuple[str, ...] | None = None
+    timeout_seconds: float = 3600.0
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> ApprovalRule:
+        methods, paths, actions = data.get("methods"), data.get("paths"), data.get("entities_actions")
+        return cls(methods=None if methods is None else frozenset(m.upper() for m in methods),
+                   paths=None if paths is None else tuple(paths),
+                   entities_actions=None if actions is None else tuple(actions),
+                   timeout_seconds=float(data.get("timeout_seconds", 3600.0)))
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {"methods": None if self.methods is None else sorted(self.methods),
+                "paths": None if self.paths is None else list(self.paths),
+                "entities_actions": None if self.entities_actions is None else list(self.entities_actions),
+                "timeout_seconds": self.timeout_seconds}
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """What a source lets callers do (docs/security.md: source policy)."""
+    """What a source lets callers do (docs/security.md: source policy). `mode` "observe": the source's refusing
+    rules (method allowlist, write policy, rate limit, approval) let the request through and the request log
+    records what would have refused it (`would_deny`)."""
 
     allowed_methods: frozenset[str] | None = None  # None: every method
     forward_headers: frozenset[str] | None = None  # None: the safe default set
@@ -129,12 +160,30 @@ class Policy:
     allow_writes: bool = False
     cache_ttl_seconds: int | None = None
     allow_body_on_safe_methods: bool = False
+    approval: ApprovalRule | None = None
+    mode: str = ENFORCE
+
+    @property
+    def observing(self) -> bool:
+        return self.mode == OBSERVE
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The policy as the API shows and stores it (the inverse of `from_mapping`)."""
+        return {
+            "allowed_methods": None if self.allowed_methods is None else sorted(self.allowed_methods),
+            "forward_headers": None if self.forward_headers is None else sorted(self.forward_headers),
+            "rate_limit_per_minute": self.rate_limit_per_minute, "timeout_seconds": self.timeout_seconds,
+            "max_body_bytes": self.max_body_bytes, "allow_writes": self.allow_writes,
+            "cache_ttl_seconds": self.cache_ttl_seconds, "allow_body_on_safe_methods": self.allow_body_on_safe_methods,
+            "approval": None if self.approval is None else self.approval.to_mapping(), "mode": self.mode,
+        }
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Policy:
         """Build from already validated JSON (see manage/policy.py for validation)."""
         methods = data.get("allowed_methods")
         forward = data.get("forward_headers")
+        approval = data.get("approval")
         return cls(
             allowed_methods=None if methods is None else frozenset(m.upper() for m in methods),
             forward_headers=None if forward is None else frozenset(h.lower() for h in forward),
@@ -144,6 +193,8 @@ class Policy:
             allow_writes=bool(data.get("allow_writes", False)),
             cache_ttl_seconds=data.get("cache_ttl_seconds"),
             allow_body_on_safe_methods=bool(data.get("allow_body_on_safe_methods", False)),
+            approval=None if approval is None else ApprovalRule.from_mapping(approval),
+            mode=str(data.get("mode") or ENFORCE),
         )
 
 
@@ -225,7 +276,8 @@ class LogEntry:
     caller: str | None = None
     connector: str | None = None
     upstream_status: int | None = None  # the upstream's own status, when it differs in meaning from `status`
-    would_deny: str | None = None  # the rule an observe-mode check would have refused the request by
+    would_deny: str | None = None  # observe mode: the first rule that would have refused the request
+    approval_id: str | None = None  # the approval this row parks, decides or executes
 
 
 BodyStream = AsyncIterator[bytes]
@@ -343,6 +395,7 @@ class LogQuery:
     status: int | None = None
     since: float | None = None
     limit: int = 100
+    approval_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,6 +454,71 @@ class Inbound:
     headers: tuple[tuple[bytes, bytes], ...] = ()
     body: BodyStream | bytes | None = None
     content_length: int | None = None
+    wait_seconds: float | None = None  # `Prefer: wait=N`: how long a parked request may wait for a decision
+    approved: Approved | None = None  # set only by the approval service: run a parked request once
+
+
+@dataclass(frozen=True, slots=True)
+class Approved:
+    """An approved parked request being run (docs/approvals.md): it runs as its original caller, without a token,
+    only to the destination bound when it was parked, and is never parked again."""
+
+    approval_id: str
+    caller: Caller
+    destination: str  # the bound destination (pipeline/approval.py: `destination`)
+
+
+class ApprovalStatus(enum.StrEnum):
+    """An approval's life (docs/approvals.md): pending -> executing -> executed | failed; pending -> denied;
+    pending -> expired. Every arrow is one compare-and-set in the database, so it happens once."""
+
+    PENDING = "pending"
+    EXECUTING = "executing"  # approved, and claimed by the instance that sends it (exactly once)
+    EXECUTED = "executed"
+    FAILED = "failed"
+    DENIED = "denied"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class SealedRecord:
+    """An encrypted blob and the id of the data key that sealed it."""
+
+    key_id: str
+    blob: bytes = dataclasses.field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """A parked request as stored. `request` holds the request itself, encrypted: the agent's headers (after the
+    header policy), body and target, never a credential (it is parked before injection) nor the agent's token."""
+
+    id: str
+    workspace_id: str
+    source_id: str
+    door: str
+    caller: str  # the original caller's id: the only one who may fetch the response
+    caller_kind: str
+    caller_scopes: frozenset[Scope]
+    method: str
+    path: str  # as the request log shows it (no query values)
+    action: str | None  # execute: `entity.action`
+    request_hash: str
+    request: SealedRecord
+    body_bytes: int
+    status: ApprovalStatus
+    created_at: float
+    expires_at: float
+    link_digest: str | None = None
+    decided_at: float | None = None
+    decided_by: str | None = None
+    executed_at: float | None = None
+    upstream_status: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    result: SealedRecord | None = None  # the kept response, until fetched or past `result_expires_at`
+    result_expires_at: float | None = None
+    fetched_at: float | None = None
 
 
 OAUTH_STATE_FIELD = "oauth2_state"  # sealed field holding OAuth2 token state; never set through the API

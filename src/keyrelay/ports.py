@@ -9,6 +9,8 @@ from typing import Any, Protocol
 from keyrelay.model import (
     ApiKey,
     Application,
+    Approval,
+    ApprovalStatus,
     CallerKind,
     Constraints,
     Credentials,
@@ -18,6 +20,7 @@ from keyrelay.model import (
     OAuthRecord,
     Scope,
     SealedField,
+    SealedRecord,
     Source,
     TokenRecord,
     Workspace,
@@ -130,3 +133,44 @@ class LogSink(Protocol):
     def healthy(self) -> bool:
         """False when events cannot be stored: the pipeline then fails closed."""
         ...
+
+
+class RecordCipher(Protocol):
+    """Seals a record (a parked request, a kept response) with AES-GCM under the vault's data keys, bound to
+    `context` (which record of which table, and what it must match); raises Sealed when the vault is."""
+
+    async def seal_record(self, context: Sequence[str], plaintext: bytes) -> SealedRecord: ...
+    async def open_record(self, context: Sequence[str], sealed: SealedRecord) -> bytes: ...
+
+
+class ApprovalStore(Protocol):
+    """Parked requests (docs/approvals.md). Every status change is a compare-and-set: it happens once, on one
+    instance, however many try."""
+
+    async def add(self, approval: Approval) -> None: ...
+    async def get(self, approval_id: str) -> Approval | None: ...
+    async def by_link(self, digest: str) -> Approval | None: ...
+    async def list_approvals(self, *, workspace_id: str | None, status: ApprovalStatus | None, now: float,
+                   limit: int) -> list[Approval]: ...
+    async def count_pending(self, workspace_id: str, *, now: float) -> int: ...
+    async def transition(self, approval_id: str, *, frm: ApprovalStatus, to: ApprovalStatus,
+                         changes: Mapping[str, Any], before: float | None = None,
+                         after: float | None = None) -> bool:
+        """Move from `frm` to `to` (with `changes`) if it is still `frm`, and `expires_at` > `after` /
+        <= `before` when given; True for the one caller that moved it."""
+        ...
+    async def take_result(self, approval_id: str, *, now: float) -> SealedRecord | None:
+        """The kept response, removed in the same statement: one caller ever gets it."""
+        ...
+    async def due(self, *, now: float, executing_before: float, limit: int) -> list[Approval]:
+        """Pending approvals past their expiry, and executing ones claimed before `executing_before`."""
+        ...
+    async def drop_results(self, *, now: float) -> int: ...
+    async def purge(self, *, before: float) -> int: ...
+
+
+class EventPublisher(Protocol):
+    """Where keyrelay's events go (an operator's webhooks): `publish` queues one event for delivery and returns
+    how many deliveries it queued. Payloads carry ids, names and statuses, never a secret or a request body."""
+
+    async def publish(self, event: str, data: Mapping[str, Any]) -> int: ...

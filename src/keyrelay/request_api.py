@@ -65,11 +65,12 @@ def parse_fields(data: Any) -> Call:
     return Call(method.upper(), url, headers_from_mapping(headers), payload)
 
 
-def inbound(call: Call, *, door: Door, path: str, authorization: str | None, source_id: str) -> Inbound:
+def inbound(call: Call, *, door: Door, path: str, authorization: str | None, source_id: str,
+            wait_seconds: float | None = None) -> Inbound:
     """The pipeline's view of one request-API call."""
     return Inbound(door=door, method=call.method, path=path, authorization=authorization,
                    source=ById(source_id), target=Url(call.url), headers=call.headers, body=call.body,
-                   content_length=None if call.body is None else len(call.body))
+                   content_length=None if call.body is None else len(call.body), wait_seconds=wait_seconds)
 
 
 def envelope(status: int, headers: list[tuple[bytes, bytes]], data: bytes, truncated: bool,
@@ -95,7 +96,9 @@ def envelope(status: int, headers: list[tuple[bytes, bytes]], data: bytes, trunc
 
 async def call(relay: Relay, request: Inbound) -> dict[str, Any]:
     """Relay one call; the upstream's answer (at most RESPONSE_MAX bytes, whole within the source's timeout)
-    goes into the envelope."""
+    goes into the envelope. A call parked for approval answers `{"approval": {...}}` (docs/approvals.md)."""
     relayed = await relay.relay(request)
+    if relayed.approval is not None:
+        return {"approval": relayed.approval}
     data, truncated = await relayed.read(RESPONSE_MAX)
     return envelope(relayed.status, relayed.headers, data, truncated, relayed.redactor)

@@ -44,8 +44,8 @@ class Metrics:
                                     registry=r)
         self.bytes_in = Counter("keyrelay_bytes_in", "Request body bytes received", ["door"], registry=r)
         self.bytes_out = Counter("keyrelay_bytes_out", "Response body bytes sent", ["door"], registry=r)
-        self.would_deny = Counter("keyrelay_would_deny", "Requests an observe-mode rule let through", ["rule"],
-                                  registry=r)
+        self.would_deny = Counter("keyrelay_would_deny", "Requests a source's rule let through in observe mode "
+                                  "that enforcing it would have refused", ["rule"], registry=r)
         # labelled children, looked up once (prometheus_client's labels() takes a lock and builds a tuple)
         self._doors: dict[str, tuple[Any, Any, Any, Any]] = {}
         self._requests: dict[tuple[str, int, str | None], Any] = {}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from keyrelay.approval_webhook import SignedWebhook
 from keyrelay.connectors.cache import EntityCache
 from keyrelay.connectors.execute import ConnectorService
 from keyrelay.connectors.pagetoken import PageTokens
@@ -30,6 +31,7 @@ from keyrelay.files.stores import StoreFactory
 from keyrelay.http.asgi import sole_error
 from keyrelay.http.deps import Services
 from keyrelay.manage.access import AccessService, NewApplication
+from keyrelay.manage.approvals import ApprovalService
 from keyrelay.manage.connect import ConnectService, ConnectSession, parse_allowlist
 from keyrelay.manage.connections import ConnectFlow, connection_data
 from keyrelay.manage.destinations import Destinations
@@ -40,6 +42,7 @@ from keyrelay.manage.workspaces import WorkspaceService
 from keyrelay.pipeline.authenticate import Authenticator
 from keyrelay.pipeline.guard import ConstraintGuard
 from keyrelay.pipeline.oauth.tokens import OAuthSender, OAuthTokens
+from keyrelay.pipeline.park import ApprovalGate, Limits, Links
 from keyrelay.pipeline.ratelimit import RateLimiter, make_storage
 from keyrelay.pipeline.relay import ConnectorFacts, Relay
 from keyrelay.pipeline.resolve import SourceResolver
@@ -48,6 +51,7 @@ from keyrelay.ports import Clock, DestinationOf
 from keyrelay.requestlog import Metrics, RedisFeed, RequestLog
 from keyrelay.settings import Settings
 from keyrelay.store.access import SqlAccessStore
+from keyrelay.store.approvals import SqlApprovalStore
 from keyrelay.store.budgets import SqlBudgetStore
 from keyrelay.store.connect import SqlConnectStore
 from keyrelay.store.engine import make_engine, upgrade
@@ -77,6 +81,7 @@ class Runtime:
     relay: Relay
     files: FileService
     mcp: McpDoor
+    approvals: ApprovalService
 
 
 def load_master_key(settings: Settings) -> bytes | None:
@@ -130,6 +135,24 @@ def _connect_events(webhooks: WebhookService, connect: ConnectService, sources: 
         "connection.needs_reauth", {**connection_data(src), "status": "needs_reauth"})
 
 
+def approval_gate(settings: Settings, *, engine: AsyncEngine, vault: KeyVault, request_log: RequestLog,
+                  hasher: TokenHasher, upstream: UpstreamClient, clock: Clock) -> tuple[ApprovalGate,
+                                                                                        SignedWebhook | None]:
+    """The park step's gate (docs/approvals.md) and, when one is configured, the webhook that announces approvals."""
+    events = None
+    if settings.approval_webhook_url is not None and settings.approval_webhook_secret is not None:
+        events = SignedWebhook(url=settings.approval_webhook_url, upstream=upstream, clock=clock,
+                               secret=settings.approval_webhook_secret.get_secret_value())
+    limits = Limits(max_body_bytes=settings.approval_max_body_bytes,
+                    max_response_bytes=settings.approval_max_response_bytes,
+                    max_wait_seconds=settings.approval_max_wait_seconds, max_pending=settings.approval_max_pending,
+                    result_ttl_seconds=settings.approval_result_ttl_seconds)
+    links = Links(base=(settings.public_url or "").rstrip("/"), page=settings.approval_page_url)
+    gate = ApprovalGate(store=SqlApprovalStore(engine), cipher=vault, sink=request_log, clock=clock, hasher=hasher,
+                        events=events, limits=limits, links=links)
+    return gate, events
+
+
 @contextlib.asynccontextmanager
 async def runtime(settings: Settings, *, clock: Clock = time.time) -> AsyncIterator[Runtime]:
     """Build every adapter and service; tear them down (flushing the request log) on exit. `clock` (wall-clock
@@ -177,6 +200,8 @@ async def runtime(settings: Settings, *, clock: Clock = time.time) -> AsyncItera
         oauth_tokens = OAuthTokens(store=oauth_state, vault=vault, upstream=upstream, clock=clock,
                                    destination_of=destination_of)
         oauth = OAuthSender(oauth_tokens, upstream)
+        gate, approval_events = approval_gate(settings, engine=engine, vault=vault, request_log=request_log,
+                                              hasher=hasher, upstream=upstream, clock=clock)
         relay = Relay(
             authenticator=authn, resolver=resolver, upstream=upstream, log=request_log, clock=clock,
             limiter=RateLimiter(make_storage(settings.redis_url, clock=clock),
@@ -185,6 +210,7 @@ async def runtime(settings: Settings, *, clock: Clock = time.time) -> AsyncItera
                         for n, c in catalog.items()},
             max_body_bytes=settings.max_body_bytes, workspace_cap=settings.workspace_max_concurrency, oauth=oauth,
             guard=ConstraintGuard(SqlBudgetStore(engine), clock),
+            approvals=gate,
         )
         page_key = await meta.put_if_absent("page_token_key", base64.b64encode(secrets.token_bytes(32)).decode())
         entity_cache = EntityCache(clock)
@@ -199,12 +225,14 @@ async def runtime(settings: Settings, *, clock: Clock = time.time) -> AsyncItera
             source_changed("*")
             authn.forget_all()
 
+        approvals = ApprovalService(gate=gate, relay=relay, connectors=connector_service, hasher=hasher, clock=clock,
+                                    retention_seconds=settings.log_retention_days * 86_400.0)
         sources.on_change = source_changed
         workspaces.on_change = workspace_deleted
         stores = StoreFactory(allow=settings.allow_networks, local_roots=settings.local_root_paths)
         files = FileService(relay, stores, max_range_bytes=settings.max_range_bytes)
         mcp_door = McpDoor(McpDeps(relay=relay, authenticator=authn, sources=sources, connectors=connector_service,
-                                   catalog=catalog, files=files), settings)
+                                   catalog=catalog, files=files, approvals=approvals), settings)
         webhooks = WebhookService(store=SqlWebhookStore(engine), vault=vault, upstream=upstream, clock=clock,
                                   allow=settings.allow_networks, retry_base_seconds=settings.webhook_retry_seconds,
                                   poll_seconds=min(5.0, settings.webhook_retry_seconds))
@@ -219,19 +247,22 @@ async def runtime(settings: Settings, *, clock: Clock = time.time) -> AsyncItera
         _connect_events(webhooks, connect, sources, oauth_tokens)
         csrf_key = await meta.put_if_absent("connect_csrf_key", base64.b64encode(secrets.token_bytes(32)).decode())
         extras = {"connect": connect, "connect_flow": flow, "oauth_clients": clients, "webhooks": webhooks,
-                  "connect_csrf": Csrf(base64.b64decode(csrf_key))}
+                  "connect_csrf": Csrf(base64.b64decode(csrf_key)), "approvals": approvals}
         services = Services(settings=settings, authenticator=authn, access=access, workspaces=workspaces,
                             sources=sources, catalog=catalog, logs=log_store, vault=vault, ready=ready,
                             connectors=connector_service, extras=extras)
         stop = asyncio.Event()
         # not a TaskGroup: it would wrap an error raised in the caller's block in an ExceptionGroup
         background = [asyncio.create_task(request_log.run(stop)),
-                      asyncio.create_task(webhooks.run(stop, tick=connect.expire_due))]
+                      asyncio.create_task(webhooks.run(stop, tick=connect.expire_due)),
+                      asyncio.create_task(approvals.run(stop))]
+        if approval_events is not None:
+            background.append(asyncio.create_task(approval_events.run(stop)))
         if settings.redis_url:
             background.append(asyncio.create_task(RedisFeed(request_log, settings.redis_url).run(stop)))
         try:
             async with mcp_door.running():  # the MCP SDK's task group lives as long as the runtime
-                yield Runtime(services, metrics, request_log, bootstrap, relay, files, mcp_door)
+                yield Runtime(services, metrics, request_log, bootstrap, relay, files, mcp_door, approvals)
         except BaseExceptionGroup as group:  # that task group wraps errors raised in the caller's block:
             raise sole_error(group) from None  # hand them back as themselves
         finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -45,10 +45,21 @@ class Settings(BaseSettings):
     mcp_allowed_hosts: str = Field("", description="extra Host values accepted on /mcp (comma-separated)")
     mcp_token: SecretStr | None = Field(None, description="token `keyrelay mcp-stdio` sends (client side only)")
     log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|debug|info|warning|error)$")
-    public_url: str | None = Field(None, description="where browsers and OAuth providers reach keyrelay")
+    public_url: str | None = Field(None, description="where browsers, OAuth providers, agents and approvers reach "
+                                                     "keyrelay (links, poll URLs)")
     connect_redirect_allowlist: str = Field("", description="origins or URL prefixes connect sessions may "
                                                             "redirect to (comma-separated)")
     webhook_retry_seconds: float = Field(30.0, gt=0, description="first webhook retry delay; doubles per attempt")
+    approval_max_body_bytes: int = Field(1024 * 1024, ge=0, description="largest body a parked request may carry")
+    approval_max_response_bytes: int = Field(1024 * 1024, ge=0, description="largest kept response body")
+    approval_result_ttl_seconds: float = Field(900.0, gt=0, le=7 * 86_400, description="how long a kept response "
+                                               "waits to be fetched")
+    approval_max_wait_seconds: float = Field(60.0, ge=0, le=300, description="longest `Prefer: wait` honoured")
+    approval_max_pending: int = Field(1000, ge=1, description="pending approvals per workspace")
+    approval_page_url: str | None = Field(None, pattern=r"^https?://[!-~]*\{id\}[!-~]*$",
+                                          description="where approvers decide: a URL template with {id}")
+    approval_webhook_url: str | None = Field(None, description="endpoint of the approval.requested webhook")
+    approval_webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key of its signatures")
 
     @field_validator("public_url")
     @classmethod
@@ -59,6 +70,12 @@ class Settings(BaseSettings):
         if not v.startswith(("http://", "https://")) or any(c in v for c in "?#@ \\") or "/" in v.split("//", 1)[1]:
             raise ValueError("must be an origin such as https://keyrelay.example.com (no path, query or userinfo)")
         return v
+
+    @model_validator(mode="after")
+    def _webhook_pair(self) -> Settings:
+        if (self.approval_webhook_url is None) != (self.approval_webhook_secret is None):
+            raise ValueError("approval_webhook_url and approval_webhook_secret go together")
+        return self
 
     @field_validator("upstream_allow_cidrs")
     @classmethod

@@ -36,7 +36,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keyrelay.errors import CredentialsUnusable, Sealed
-from keyrelay.model import Credentials, SealedField, seal_strings
+from keyrelay.model import Credentials, SealedField, SealedRecord, seal_strings
 from keyrelay.store.keyring import SqlKeyRingStore
 
 NONCE_BYTES = 12
@@ -114,6 +114,15 @@ def field_aad(workspace_id: str, source_id: str, field_name: str, key_id: str, d
     for part in parts:
         if "|" in part:
             raise VaultError("context parts may not contain '|'")
+    return "|".join(parts).encode()
+
+
+def record_aad(context: Sequence[str], key_id: str) -> bytes:
+    """The associated data of a sealed record (a parked request, a kept response): `rec1|<context>|key_id`. It
+    never collides with a credential's (those start with `v2|` or a workspace id, and have four or six parts)."""
+    parts = ("rec1", *context, key_id)
+    if any("|" in part for part in parts):
+        raise VaultError("context parts may not contain '|'")
     return "|".join(parts).encode()
 
 
@@ -227,6 +236,25 @@ class KeyVault:
                 raise _unusable() from None
             fields[f.field] = seal_strings(json.loads(plain))
         return Credentials(fields)
+
+    async def seal_record(self, context: Sequence[str], plaintext: bytes) -> SealedRecord:
+        """Encrypt a record under the active key, bound to `context` (e.g. approval, its id, what it holds)."""
+        self._require_open()
+        key_id = self._ring.active_id
+        if key_id is None:
+            raise VaultError("no active key")
+        return SealedRecord(key_id, _seal(self._ring.keys[key_id], plaintext, record_aad(context, key_id)))
+
+    async def open_record(self, context: Sequence[str], sealed: SealedRecord) -> bytes:
+        """Decrypt a record sealed for exactly this `context`; VaultError if it was altered, moved or rebound."""
+        self._require_open()
+        if sealed.key_id not in self._ring.keys:
+            await self.load(may_create=False)  # another process rotated: refresh the ring
+            self._require_open()
+        key = self._ring.keys.get(sealed.key_id)
+        if key is None:
+            raise VaultError("unknown key id")
+        return _open(key, sealed.blob, record_aad(context, sealed.key_id))
 
     async def rotate(self) -> Rotation:
         """Add a new active key and re-encrypt every credential under it, keeping each one's binding. Rows that

@@ -21,7 +21,8 @@ from support.mcp import inspector, log_rows, mcp_client, payload
 from support.upstream import FakeUpstream
 
 KEY = "sk_live_mcp_canary_7Qx2"
-TOOLS = ["list_sources", "describe_source", "apis_make_request", "query_stream", "execute", "files_list", "files_get"]
+TOOLS = ["list_sources", "describe_source", "apis_make_request", "query_stream", "execute", "get_approval",
+         "files_list", "files_get"]
 PING = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
 ACCEPT = {"Accept": "application/json, text/event-stream"}
 

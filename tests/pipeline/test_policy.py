@@ -53,6 +53,27 @@ def test_allowed_methods_narrow_a_generic_source() -> None:
         policy.check_method(Policy(allowed_methods=frozenset({"GET"})), "POST")
 
 
+def test_an_observing_policy_notes_what_it_would_refuse_and_lets_it_through() -> None:
+    noted: list[str] = []
+    observing = Policy(allowed_methods=frozenset({"GET"}), mode="observe")
+    policy.check_method(observing, "POST", read_only=True, note=noted.append)
+    assert noted == ["allowed_methods", "allow_writes"]  # the recorder keeps the first
+    policy.check_method(observing, "GET", read_only=True, note=noted.append)
+    assert len(noted) == 2
+    with pytest.raises(MethodNotAllowed):  # enforcing, the same note changes nothing
+        policy.check_method(Policy(allowed_methods=frozenset({"GET"})), "POST", note=noted.append)
+    with pytest.raises(MethodNotAllowed):  # nowhere to note: enforced
+        policy.check_method(observing, "POST")
+
+
+@pytest.mark.parametrize("method", ["CONNECT", "TRACE"])
+def test_connect_and_trace_are_refused_even_when_observing(method: str) -> None:
+    noted: list[str] = []
+    with pytest.raises(MethodNotAllowed):
+        policy.check_method(Policy(mode="observe"), method, note=noted.append)
+    assert noted == []
+
+
 async def _chunks() -> Any:
     yield b""
 

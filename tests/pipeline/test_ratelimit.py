@@ -17,6 +17,32 @@ from support.redis import RedisServer
 from support.upstream import FakeUpstream
 
 
+async def test_an_observed_source_limit_notes_each_request_it_would_refuse_and_counts_as_enforcing_would() -> None:
+    observed, enforced = (RateLimiter(make_storage(None, clock=Clock(6000.0 + 30)), caller_limit=None)
+                         for _ in range(2))
+    noted: list[str] = []
+    for _ in range(5):
+        await observed.check(source_id="s", source_limit=2, caller_id="a", observe=noted.append)
+    assert noted == ["rate_limit_per_minute"] * 3
+    outcomes = []
+    for _ in range(5):
+        try:
+            await enforced.check(source_id="s", source_limit=2, caller_id="a")
+            outcomes.append("ok")
+        except RateLimited:
+            outcomes.append("refused")
+    assert outcomes == ["ok", "ok", "refused", "refused", "refused"]  # the same requests as were noted
+
+
+async def test_the_per_caller_limit_is_enforced_even_when_the_source_observes() -> None:
+    limiter = RateLimiter(make_storage(None, clock=Clock(6000.0 + 30)), caller_limit=2)
+    noted: list[str] = []
+    for _ in range(2):
+        await limiter.check(source_id="s", source_limit=1, caller_id="a", observe=noted.append)
+    with pytest.raises(RateLimited):
+        await limiter.check(source_id="s", source_limit=1, caller_id="a", observe=noted.append)
+
+
 class Clock:
     def __init__(self, now: float) -> None:
         self.now = now

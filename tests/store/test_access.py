@@ -51,6 +51,7 @@ async def test_token_lookup_states(engine: AsyncEngine) -> None:
     assert rec.scopes == ALL_SCOPES
     ws_rec = await store.lookup(ws_tok)
     assert ws_rec is not None and ws_rec.kind is CallerKind.WORKSPACE and ws_rec.workspace_id == "ws-1"
+    assert ws_rec.scopes == ALL_SCOPES - {Scope.APPROVE}  # an agent's token never decides approvals
     assert await store.lookup(_digest()) is None
     # revoking the application revokes its tokens
     assert await store.revoke_application("cid", now=10.0) is True

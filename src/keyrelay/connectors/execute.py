@@ -17,9 +17,10 @@ from keyrelay.connectors.definition import Action, Entity
 from keyrelay.connectors.pagetoken import PageTokens
 from keyrelay.connectors.spec import ConnectorSpec
 from keyrelay.errors import Forbidden, InvalidRequest, Unprocessable, UpstreamUnreachable
-from keyrelay.model import ById, Door, Inbound, Scope
-from keyrelay.pipeline.policy import API_CONNECTOR_KINDS
-from keyrelay.pipeline.relay import Exchange, Relay, Reply
+from keyrelay.model import Approved, ById, Door, Inbound, Scope, Source
+from keyrelay.pipeline import approval
+from keyrelay.pipeline.policy import API_CONNECTOR_KINDS, RULE_WRITES, Note, refuse
+from keyrelay.pipeline.relay import Admitted, Describe, Exchange, Relay, Reply
 
 ACTION_ALIASES = {"api_search": "search"}
 _ABSENT = object()
@@ -39,6 +40,14 @@ class ExecuteRequest:
     door: Door = Door.EXECUTE
     path: str = ""
     ignore_unknown: bool = False  # Airbyte clients send params (e.g. `limit` from check()) some actions lack
+    wait_seconds: float | None = None  # `Prefer: wait=N` when the call is parked for approval
+    approved: Approved | None = None  # set only by the approval service (docs/approvals.md)
+
+    def call(self, entity: str, action: str) -> dict[str, Any]:
+        """The call as it is parked for approval (and run from, once approved)."""
+        return {"entity": entity, "action": action, "params": dict(self.params), "select_fields": self.select_fields,
+                "exclude_fields": self.exclude_fields, "skip_truncation": self.skip_truncation,
+                "ignore_unknown": self.ignore_unknown}
 
 
 def find_action(spec: ConnectorSpec, entity: str, action: str) -> tuple[Entity, Action]:
@@ -87,20 +96,39 @@ class ConnectorService:
                  cache: EntityCache) -> None:
         self._relay, self._catalog, self._tokens, self._cache = relay, catalog, tokens, cache
 
-    def _inbound(self, authorization: str | None, source_id: str, door: Door, scope: Scope, path: str) -> Inbound:
+    def _inbound(self, authorization: str | None, source_id: str, door: Door, scope: Scope, path: str,
+                 req: ExecuteRequest | None = None) -> Inbound:
         return Inbound(door=door, method="POST", path=path, authorization=authorization, source=ById(source_id),
-                       scope=scope)
+                       scope=scope, wait_seconds=None if req is None else req.wait_seconds,
+                       approved=None if req is None else req.approved)
 
     async def execute(self, req: ExecuteRequest) -> dict[str, Any]:
-        """Run one action; the pipeline admits it (`execute` scope) and records it once."""
-        inbound = self._inbound(req.authorization, req.source_id, req.door, Scope.EXECUTE, req.path)
+        """Run one action; the pipeline admits it (`execute` scope) and records it once. An action the source's
+        approval rule matches is parked instead: the answer is then `{"approval": {...}}` (`approval.is_parked`)."""
+        inbound = self._inbound(req.authorization, req.source_id, req.door, Scope.EXECUTE, req.path, req)
 
         async def work(ex: Exchange) -> Reply:
             return Reply(value=await self._execute(ex, inbound, req))
 
-        done = await self._relay.handle(inbound, kinds=API_CONNECTOR_KINDS, work=work)
+        done = await self._relay.handle(inbound, kinds=API_CONNECTOR_KINDS, work=work, park=self._describe(req))
         out: dict[str, Any] = done.value
         return out
+
+    def _describe(self, req: ExecuteRequest) -> Describe:
+        """The call in its parked form (docs/approvals.md), checked as running it would be first: a call that would
+        be refused is refused now, not after a human approved it."""
+        async def describe(admitted: Admitted) -> approval.Parked:
+            source = admitted.resolved.source
+            ent, act = find_action(self._catalog[source.connector], req.entity, req.action)
+            _check_writes(source, act, admitted.recorder.note)
+            params.check_params(act, req.params, config=source.config, ignore_unknown=req.ignore_unknown)
+            default = None if admitted.facts is None else admitted.facts.default_base_url
+            bound = approval.base_destination(source, default)
+            return approval.Parked(kind=approval.EXECUTE, method=act.method,
+                                   path=approval.upstream_path(bound).rstrip("/") + act.path, destination=bound,
+                                   action=f"{ent.name}.{act.name}", call=req.call(ent.name, act.name))
+
+        return describe
 
     async def _execute(self, ex: Exchange, inbound: Inbound, req: ExecuteRequest) -> dict[str, Any]:
         started = time.monotonic()
@@ -108,8 +136,7 @@ class ConnectorService:
         spec = self._catalog[source.connector]
         _, act = find_action(spec, req.entity, req.action)
         ex.check_action(req.entity, act.name)  # a narrowed token's `actions` (pipeline/guard.py)
-        if act.is_write and not source.policy.allow_writes:
-            raise Forbidden("This source is read-only: its policy does not allow writes")
+        _check_writes(source, act, ex.admitted.recorder.note)
         values = params.check_params(act, req.params, config=source.config, ignore_unknown=req.ignore_unknown)
         ttl = source.policy.cache_ttl_seconds or 0
         key = cache_key(source.workspace_id, source.id, "execute", req.entity, act.name, values)
@@ -232,6 +259,12 @@ class ConnectorService:
         state = {} if page_token is None else self._tokens.read(page_token, source_id=source_id, stream=stream,
                                                                 filters=filters)
         return act, values, size, state
+
+
+def _check_writes(source: Source, act: Action, note: Note) -> None:
+    if act.is_write and not source.policy.allow_writes:
+        refuse(source.policy, RULE_WRITES, Forbidden("This source is read-only: its policy does not allow writes"),
+               note)
 
 
 def _is_filter(act: Action, name: str) -> bool:

@@ -22,6 +22,7 @@ from keyrelay.http.bodies import ExecuteBody
 from keyrelay.http.deps import Services, caller, may_write_sources, need_scope, services
 from keyrelay.http.render import dumps, iso, json_response
 from keyrelay.model import Caller, Scope, Source, Workspace
+from keyrelay.pipeline import approval
 
 PREFIX = "/api/v1/integrations/connectors"
 
@@ -152,8 +153,9 @@ async def execute(connector_id: str, body: ExecuteBody, request: Request, svc: S
         action=body.action, params=body.params or {}, select_fields=body.select_fields,
         exclude_fields=body.exclude_fields, skip_truncation=not truncate, path=request.url.path,
         ignore_unknown=True,  # e.g. check() sends {"limit": 1} to every connector's first list action
+        wait_seconds=approval.prefer_wait(request.headers.get("prefer")),
     ))
-    return json_response(out)
+    return json_response(out, 202 if approval.is_parked(out) else 200)  # 202: parked for approval
 
 
 @router.post(PREFIX + "/{connector_id}/execute/prepare", include_in_schema=False)

@@ -13,6 +13,7 @@ from keyrelay.http.bodies import ExecuteBody
 from keyrelay.http.deps import Services, caller, need_scope, services
 from keyrelay.http.render import json_response
 from keyrelay.model import Caller, Scope
+from keyrelay.pipeline import approval
 
 router = APIRouter(tags=["connectors"])
 Svc = Annotated[Services, Depends(services)]
@@ -50,13 +51,17 @@ def execute_request(source_id: str, body: ExecuteBody, request: Request) -> Exec
         authorization=request.headers.get("authorization"), source_id=source_id, entity=body.entity,
         action=body.action, params=body.params or {}, select_fields=body.select_fields,
         exclude_fields=body.exclude_fields, skip_truncation=body.skip_truncation, use_cache=not body.no_cache,
-        path=request.url.path,
+        path=request.url.path, wait_seconds=approval.prefer_wait(request.headers.get("prefer")),
     )
 
 
 @router.post("/api/v1/connectors/instances/{source_id}/execute")
 async def execute(source_id: str, body: ExecuteBody, request: Request, svc: Svc) -> Response:
-    return json_response(await svc.connectors.execute(execute_request(source_id, body, request)))
+    """Execute one action; a call parked for approval answers 202 `{"approval": {...}}` (docs/approvals.md)."""
+    out = await svc.connectors.execute(execute_request(source_id, body, request))
+    if approval.is_parked(out):
+        return json_response(out, 202, headers={"location": out["approval"]["poll_url"]})
+    return json_response(out)
 
 
 @router.get("/api/v1/connectors/instances_for_user")

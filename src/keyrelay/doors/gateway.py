@@ -13,6 +13,7 @@ from keyrelay.errors import InvalidRequest, KeyrelayError, NotFound
 from keyrelay.http.asgi import WHOLE_RESPONSE, AsgiScope, ClientGone, Receive, Send, send_relayed
 from keyrelay.http.render import send_error
 from keyrelay.model import BySlug, Door, Inbound, Tail
+from keyrelay.pipeline import approval
 from keyrelay.pipeline.relay import Relay
 
 PREFIX = b"/api/"
@@ -42,12 +43,13 @@ def parse_path(raw_path: bytes) -> tuple[str, str, str]:
     return workspace, slug, parts[5] if len(parts) > 5 else ""
 
 
-def _request_facts(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bool, str | None]:
-    """(declared length, has a body at all, Authorization) in one pass. Framing itself was already checked by
-    the HTTP server."""
+def _request_facts(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bool, str | None, float | None]:
+    """(declared length, has a body at all, Authorization, `Prefer: wait`) in one pass. Framing itself was already
+    checked by the HTTP server."""
     length: int | None = None
     chunked = False
     authorization: str | None = None
+    wait: float | None = None
     for k, v in headers:
         if k == b"content-length":
             if not v.isdigit():
@@ -57,7 +59,9 @@ def _request_facts(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bool
             chunked = True
         elif k == b"authorization" and authorization is None:
             authorization = v.decode("latin-1")
-    return length, chunked or bool(length), authorization
+        elif k == b"prefer" and wait is None:
+            wait = approval.prefer_wait(v.decode("latin-1"))
+    return length, chunked or bool(length), authorization, wait
 
 
 async def _read_all(receive: Receive) -> bytes:
@@ -92,7 +96,7 @@ class GatewayDoor:
         started = False
         try:
             workspace, slug, tail = parse_path(raw_path)
-            length, has_body, authorization = _request_facts(scope["headers"])
+            length, has_body, authorization, wait = _request_facts(scope["headers"])
             body: bytes | AsyncIterator[bytes] | None = None
             streaming_in = False
             if has_body:
@@ -105,7 +109,7 @@ class GatewayDoor:
                 door=Door.GATEWAY, method=scope["method"], path=f"/api/{workspace}/proxy/{slug}/{tail}",
                 authorization=authorization, source=BySlug(workspace, slug),
                 target=Tail(tail, scope["query_string"].decode("latin-1")), headers=tuple(scope["headers"]),
-                body=body, content_length=length,
+                body=body, content_length=length, wait_seconds=wait,
             )
             relayed = await self._relay.relay(inbound)
             started = True

@@ -70,11 +70,11 @@ def _since(value: str | None) -> float | None:
 async def list_logs(
     svc: Svc, who: AnyCaller, workspace_id: str | None = None, source_id: str | None = None,
     status: Annotated[int | None, Query(ge=100, le=599)] = None, since: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100, approval_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
     ws = _visible_workspace(who, workspace_id)
     rows = await svc.logs.query(LogQuery(workspace_id=ws, workspace_ids=_reach(who), source_id=source_id,
-                                         status=status, since=_since(since), limit=limit))
+                                         status=status, since=_since(since), limit=limit, approval_id=approval_id))
     return json_response({"data": [event_view(e) for e in rows]})
 
 

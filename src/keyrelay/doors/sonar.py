@@ -10,6 +10,7 @@ from keyrelay.errors import KeyrelayError, MethodNotAllowed, NotFound
 from keyrelay.http.asgi import AsgiScope, Receive, Send, header, read_body
 from keyrelay.http.render import dumps, send_error
 from keyrelay.model import Door
+from keyrelay.pipeline import approval
 from keyrelay.pipeline.relay import Relay
 
 _PATH = re.compile(r"/api/v1/sonar/apis/([A-Za-z0-9_-]{1,64})/request")
@@ -36,11 +37,17 @@ class SonarDoor:
             raw = await read_body(receive, scope, self._max_body * 2 + 65536)
             call = request_api.parse_request(raw)
             inbound = request_api.inbound(call, door=Door.SONAR, path=scope["path"],
-                                          authorization=header(scope, b"authorization"), source_id=match.group(1))
-            out = dumps(await request_api.call(self._relay, inbound))
+                                          authorization=header(scope, b"authorization"), source_id=match.group(1),
+                                          wait_seconds=approval.prefer_wait(header(scope, b"prefer")))
+            answer = await request_api.call(self._relay, inbound)
+            out = dumps(answer)
         except KeyrelayError as err:
             await send_error(send, err, scope.get("state", {}).get("request_id"))
             return
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]
+        status = 200
+        if approval.is_parked(answer):  # parked for approval (docs/approvals.md)
+            status = 202
+            headers.append((b"location", str(answer["approval"]["poll_url"]).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": out})

@@ -115,18 +115,11 @@ def workspace_view(ws: Workspace) -> dict[str, Any]:
 
 
 def source_view(src: Source) -> dict[str, Any]:
-    p = src.policy
     return {
         "id": src.id, "workspace_id": src.workspace_id, "connector": src.connector, "name": src.name,
         "slug": src.slug, "config": dict(src.config), "status": src.status,
         "credentials": list(src.credential_fields),
-        "policy": {
-            "allowed_methods": None if p.allowed_methods is None else sorted(p.allowed_methods),
-            "forward_headers": None if p.forward_headers is None else sorted(p.forward_headers),
-            "rate_limit_per_minute": p.rate_limit_per_minute, "timeout_seconds": p.timeout_seconds,
-            "max_body_bytes": p.max_body_bytes, "allow_writes": p.allow_writes,
-            "cache_ttl_seconds": p.cache_ttl_seconds, "allow_body_on_safe_methods": p.allow_body_on_safe_methods,
-        },
+        "policy": src.policy.to_mapping(),
         "created_at": iso(src.created_at), "updated_at": iso(src.updated_at),
     }
 
@@ -154,5 +147,5 @@ def event_view(e: LogEntry) -> dict[str, Any]:
         "upstream_latency_ms": None if e.upstream_latency_ms is None else round(e.upstream_latency_ms, 3),
         "bytes_in": e.bytes_in, "bytes_out": e.bytes_out, "error_code": e.error_code,
         "error_message": e.error_message, "caller": e.caller, "connector": e.connector,
-        "would_deny": e.would_deny,
+        "would_deny": e.would_deny, "approval_id": e.approval_id,
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -11,7 +11,21 @@ from keyrelay.errors import InvalidRequest
 from keyrelay.pipeline.headers import validate_forward_list
 
 _METHOD = re.compile(r"[A-Z]{1,16}")
+# a path pattern: absolute, printable ASCII without spaces, `?` or `#`; `*` matches within a segment, `**` across
+_PATH_PATTERN = re.compile(r"/[!-~]{0,511}")
+_ACTION_PATTERN = re.compile(r"(\*|[A-Za-z0-9_-]{1,64})\.(\*|[A-Za-z0-9_-]{1,64})")
 READ_ONLY_METHODS = ["GET", "HEAD"]
+
+
+class ApprovalIn(BaseModel):
+    """`policy.approval` (docs/approvals.md)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    methods: list[str] | None = Field(None, min_length=1, max_length=16)
+    paths: list[str] | None = Field(None, min_length=1, max_length=32)
+    entities_actions: list[str] | None = Field(None, min_length=1, max_length=64)
+    timeout_seconds: float | int = Field(3600, ge=10, le=7 * 86_400)
 
 
 class PolicyIn(BaseModel):
@@ -25,6 +39,8 @@ class PolicyIn(BaseModel):
     allow_writes: bool = False
     cache_ttl_seconds: int | None = Field(None, ge=0, le=86_400)
     allow_body_on_safe_methods: bool = False
+    approval: ApprovalIn | None = None
+    mode: Literal["enforce", "observe"] = "enforce"
 
 
 def field_of(err: ValidationError, prefix: str) -> InvalidRequest:
@@ -56,4 +72,31 @@ def check_policy(data: Any, *, catalog_api: bool, current: dict[str, Any] | None
     if pol.forward_headers is not None:
         out["forward_headers"] = sorted(validate_forward_list(pol.forward_headers))
     out["timeout_seconds"] = float(pol.timeout_seconds)
+    if pol.approval is not None:
+        out["approval"] = _approval(pol.approval)
+    return out
+
+
+def _approval(rule: ApprovalIn) -> dict[str, Any]:
+    """Normalise an approval rule; one that could match nothing is refused."""
+    if rule.methods is None and rule.paths is None and rule.entities_actions is None:
+        raise InvalidRequest("policy.approval needs methods, paths or entities_actions", field="policy.approval")
+    out: dict[str, Any] = {"methods": None, "paths": None, "entities_actions": None,
+                           "timeout_seconds": float(rule.timeout_seconds)}
+    if rule.methods is not None:
+        methods = [m.upper() for m in rule.methods]
+        if not all(_METHOD.fullmatch(m) for m in methods):
+            raise InvalidRequest("Invalid policy.approval.methods: not an HTTP method",
+                                 field="policy.approval.methods")
+        out["methods"] = sorted(set(methods))
+    if rule.paths is not None:
+        if not all(_PATH_PATTERN.fullmatch(p) and not set(p) & set("?#") for p in rule.paths):
+            raise InvalidRequest("Invalid policy.approval.paths: each must start with '/' and hold no spaces, "
+                                 "'?' or '#'", field="policy.approval.paths")
+        out["paths"] = sorted(set(rule.paths))
+    if rule.entities_actions is not None:
+        if not all(_ACTION_PATTERN.fullmatch(a) for a in rule.entities_actions):
+            raise InvalidRequest("Invalid policy.approval.entities_actions: each is 'entity.action' ('*' for "
+                                 "any)", field="policy.approval.entities_actions")
+        out["entities_actions"] = sorted(set(rule.entities_actions))
     return out

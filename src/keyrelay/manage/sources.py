@@ -185,14 +185,7 @@ class SourceService:
         return config
 
     async def _raw_policy(self, src: Source) -> dict[str, Any]:
-        p = src.policy
-        return {
-            "allowed_methods": None if p.allowed_methods is None else sorted(p.allowed_methods),
-            "forward_headers": None if p.forward_headers is None else sorted(p.forward_headers),
-            "rate_limit_per_minute": p.rate_limit_per_minute, "timeout_seconds": p.timeout_seconds,
-            "max_body_bytes": p.max_body_bytes, "allow_writes": p.allow_writes,
-            "cache_ttl_seconds": p.cache_ttl_seconds, "allow_body_on_safe_methods": p.allow_body_on_safe_methods,
-        }
+        return src.policy.to_mapping()
 
     async def delete_source(self, caller: Caller, source_id: str) -> None:
         src = await self.get_source(caller, source_id)

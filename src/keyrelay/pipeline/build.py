@@ -58,7 +58,8 @@ def prepare(source: Source, credentials: Mapping[str, Any], *, default_base_url:
     )
 
 
-def outbound_headers(inbound: Inbound, policy: Policy, prep: Prepared) -> list[tuple[str, str]]:
+def forwarded_headers(inbound: Inbound, policy: Policy, prep: Prepared) -> list[tuple[str, str]]:
+    """The agent's headers that pass the header policy, before injection (an injected name always wins)."""
     forward = policy.forward_headers
     if forward is None and isinstance(inbound.target, Url):
         # the request API forwards the headers the agent named, except the always-dropped set, unless the
@@ -68,6 +69,11 @@ def outbound_headers(inbound: Inbound, policy: Policy, prep: Prepared) -> list[t
     picked = headers.request_headers(inbound.headers, forward)
     if prep.header_names:
         picked = [h for h in picked if h[0].lower() not in prep.header_names]
+    return picked
+
+
+def outbound_headers(inbound: Inbound, policy: Policy, prep: Prepared) -> list[tuple[str, str]]:
+    picked = forwarded_headers(inbound, policy, prep)
     if prep.redactor.active or prep.injection.oauth2 is not None:
         # ask for the body uncompressed, so that redaction sees it as sent (pipeline/response.py)
         picked = [h for h in picked if h[0].lower() != "accept-encoding"]
@@ -75,16 +81,20 @@ def outbound_headers(inbound: Inbound, policy: Policy, prep: Prepared) -> list[t
     return picked + prep.injection.headers
 
 
-def outbound_url(inbound: Inbound, prep: Prepared) -> str:
+def destination_url(inbound: Inbound, prep: Prepared) -> str:
+    """The validated upstream URL of a request, without anything keyrelay injects (what an approval binds)."""
     target = inbound.target
     if isinstance(target, Url):
-        url = destination.match_request_url(target.url, prep.base, drop_query=prep.query_names)
-        return _with_query(url, prep.injection.query)
+        return destination.match_request_url(target.url, prep.base, drop_query=prep.query_names)
     if target is None:
         raise InvalidRequest("The request names no upstream target")
     tail = destination.validate_tail(target.path)
     query = destination.validate_query(target.query, drop=prep.query_names)
-    return destination.build_url(prep.base, tail, query, extra_query=prep.injection.query)
+    return destination.build_url(prep.base, tail, query)
+
+
+def outbound_url(inbound: Inbound, prep: Prepared) -> str:
+    return _with_query(destination_url(inbound, prep), prep.injection.query)
 
 
 def _with_query(url: str, extra: Sequence[tuple[str, str]]) -> str:

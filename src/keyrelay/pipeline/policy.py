@@ -1,9 +1,23 @@
-"""Step 5: what the source's policy allows: connector kind, method, a body on a safe method, body size."""
+"""Step 5: what the source's policy allows: connector kind, method, a body on a safe method, body size.
+
+In observe mode (`policy.mode: "observe"`, docs/security.md: observe mode) the source's refusing rules (method
+allowlist, write policy, rate limit, approval) let the request through and `note` records the rule that would
+have refused it. Rules that protect keyrelay, the credential or other tenants are never observe-only:
+connector kind, CONNECT/TRACE, bodies on safe methods, body size (and authentication, tenant isolation, SSRF
+and the header policy elsewhere).
+"""
 
 from __future__ import annotations
 
-from keyrelay.errors import InvalidRequest, MethodNotAllowed, PayloadTooLarge, WrongSourceType
+from collections.abc import Callable
+
+from keyrelay.errors import InvalidRequest, KeyrelayError, MethodNotAllowed, PayloadTooLarge, WrongSourceType
 from keyrelay.model import BodyStream, Policy, Source
+
+Note = Callable[[str], None]  # records the name of a rule that would have refused the request
+# the rules a source may observe instead of enforce: the request log's `would_deny` values
+RULE_METHODS, RULE_WRITES, RULE_RATE, RULE_APPROVAL = "allowed_methods", "allow_writes", "rate_limit_per_minute", \
+    "approval"
 
 API_CONNECTOR_KINDS = frozenset({"api"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -21,14 +35,24 @@ def check_kind(source: Source, kind: str | None, allowed: frozenset[str]) -> Non
         raise WrongSourceType(f"Source '{source.slug}' is a {kind or 'unknown'} source, not a {wanted} source")
 
 
-def check_method(policy: Policy, method: str, *, read_only: bool = False) -> None:
+def refuse(policy: Policy, rule: str, err: KeyrelayError, note: Note | None) -> None:
+    """Raise `err`; in observe mode (with somewhere to note it) record `rule` instead and let the request on."""
+    if note is not None and policy.observing:
+        note(rule)
+        return
+    raise err
+
+
+def check_method(policy: Policy, method: str, *, read_only: bool = False, note: Note | None = None) -> None:
     """`read_only`: a catalog connector whose policy does not allow writes; only safe methods pass, whatever
     `allowed_methods` says (docs/security.md: source policy)."""
-    if method in NEVER_FORWARDED or (policy.allowed_methods is not None and method not in policy.allowed_methods):
+    if method in NEVER_FORWARDED:  # would echo or escape the base path: never observe-only
         raise MethodNotAllowed(f"Method '{method}' is not allowed for this source")
+    if policy.allowed_methods is not None and method not in policy.allowed_methods:
+        refuse(policy, RULE_METHODS, MethodNotAllowed(f"Method '{method}' is not allowed for this source"), note)
     if read_only and method not in SAFE_METHODS:
-        raise MethodNotAllowed(f"Method '{method}' is not allowed: this source is read-only "
-                               "(its policy does not allow writes)")
+        refuse(policy, RULE_WRITES, MethodNotAllowed(f"Method '{method}' is not allowed: this source is read-only "
+                                                     "(its policy does not allow writes)"), note)
 
 
 def has_body(body: BodyStream | bytes | None, content_length: int | None) -> bool:

@@ -22,6 +22,7 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from keyrelay.errors import RateLimited, Unavailable
+from keyrelay.pipeline.policy import RULE_RATE, Note
 
 WINDOW = 60.0
 _KEYS_MAX = 100_000
@@ -76,28 +77,38 @@ class RateLimiter:
         self._caller_limit = caller_limit
         self._items: dict[int, RateLimitItemPerMinute] = {}
 
-    def check_local(self, *, source_id: str, source_limit: int | None, caller_id: str) -> bool:
+    def check_local(self, *, source_id: str, source_limit: int | None, caller_id: str,
+                    observe: Note | None = None) -> bool:
         """`check` without an await when the counters are in this process; False: call `check` instead."""
         local = self._local
         if local is None:
             return False
         if source_limit is not None:
-            self._refuse(local.hit(f"source/{source_id}", source_limit), source_limit, "this source")
+            self._refuse(local.hit(f"source/{source_id}", source_limit), source_limit, "this source", observe)
         if self._caller_limit is not None:
             self._refuse(local.hit(f"caller/{caller_id}", self._caller_limit), self._caller_limit, "this caller")
         return True
 
     @staticmethod
-    def _refuse(retry: int, limit: int, what: str) -> None:
-        if retry:
-            raise RateLimited(f"Rate limit of {limit} requests per minute for {what} exceeded", retry_after=retry)
+    def _refuse(retry: int, limit: int, what: str, observe: Note | None = None) -> None:
+        """Refuse an over-limit request; with `observe` (the source's policy observes, docs/security.md: observe
+        mode) note it instead. The refused hit is not counted either way, so observing counts as enforcing would."""
+        if not retry:
+            return
+        if observe is not None:
+            observe(RULE_RATE)
+            return
+        raise RateLimited(f"Rate limit of {limit} requests per minute for {what} exceeded", retry_after=retry)
 
-    async def check(self, *, source_id: str, source_limit: int | None, caller_id: str) -> None:
-        """Count this request against both limits, or raise RateLimited with a Retry-After in [1, 60]."""
-        if self.check_local(source_id=source_id, source_limit=source_limit, caller_id=caller_id):
+    async def check(self, *, source_id: str, source_limit: int | None, caller_id: str,
+                    observe: Note | None = None) -> None:
+        """Count this request against both limits, or raise RateLimited with a Retry-After in [1, 60]. `observe`:
+        the source limit only notes a refusal (the per-caller limit is a deployment setting, always enforced)."""
+        if self.check_local(source_id=source_id, source_limit=source_limit, caller_id=caller_id, observe=observe):
             return
         if source_limit is not None:
-            self._refuse(await self._shared_hit(source_limit, "source", source_id), source_limit, "this source")
+            self._refuse(await self._shared_hit(source_limit, "source", source_id), source_limit, "this source",
+                         observe)
         if self._caller_limit is not None:
             self._refuse(await self._shared_hit(self._caller_limit, "caller", caller_id), self._caller_limit,
                          "this caller")

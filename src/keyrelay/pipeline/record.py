@@ -15,8 +15,8 @@ _MESSAGE_MAX = 300
 class Recorder:
     """Collects what is known about one request as it moves through the pipeline; emits once."""
 
-    __slots__ = ("_clock", "_done", "_inbound", "_sink", "_started", "bytes_in", "bytes_out", "caller",
-                 "connector", "source_id", "upstream_ms", "upstream_status", "workspace_id", "would_deny")
+    __slots__ = ("_clock", "_done", "_inbound", "_sink", "_started", "approval_id", "bytes_in", "bytes_out",
+                 "caller", "connector", "source_id", "upstream_ms", "upstream_status", "workspace_id", "would_deny")
 
     def __init__(self, inbound: Inbound, sink: LogSink, clock: Clock) -> None:
         self._inbound = inbound
@@ -34,6 +34,12 @@ class Recorder:
         self.would_deny: str | None = None  # an observe-mode rule that would have refused this request
         self.bytes_in = 0
         self.bytes_out = 0
+        self.approval_id: str | None = None if inbound.approved is None else inbound.approved.approval_id
+
+    def note(self, rule: str) -> None:
+        """Observe mode: `rule` would have refused this request (the first such rule is kept)."""
+        if self.would_deny is None:
+            self.would_deny = rule
 
     def source(self, source: Source) -> None:
         self.source_id, self.workspace_id, self.connector = source.id, source.workspace_id, source.connector
@@ -50,4 +56,5 @@ class Recorder:
             bytes_in=self.bytes_in, bytes_out=self.bytes_out, error_code=None if error is None else error.code,
             error_message=None if error is None else error.message[:_MESSAGE_MAX], caller=self.caller,
             connector=self.connector, upstream_status=self.upstream_status, would_deny=self.would_deny,
+            approval_id=self.approval_id,
         ))

@@ -2,6 +2,7 @@
 request's whole life: admit it, take a workspace slot, do the work, and record exactly one request-log entry.
 
 authenticate -> authorize -> resolve source + decrypt -> policy (kind, method, size) -> rate limit
+-> park (a request the source's approval rule matches waits for a human: pipeline/park.py)
 -> [workspace slot] -> work: build outbound + inject -> send (guarded, no redirects, timeouts, bounded retries)
    -> response policy (headers, redaction) -> [slot released] -> record (one entry, allowed or denied)
 
@@ -35,11 +36,12 @@ from keyrelay.errors import (
     UpstreamUnreachable,
 )
 from keyrelay.model import BodyStream, ById, BySlug, Caller, Credentials, Inbound, Outbound, Source
-from keyrelay.pipeline import build, policy, response
+from keyrelay.pipeline import approval, build, policy, response
 from keyrelay.pipeline.authenticate import Authenticator
 from keyrelay.pipeline.authorize import authorize
 from keyrelay.pipeline.guard import ConstraintGuard
 from keyrelay.pipeline.oauth.tokens import OAuthSender
+from keyrelay.pipeline.park import ApprovalGate, Outcome
 from keyrelay.pipeline.ratelimit import RateLimiter
 from keyrelay.pipeline.record import Recorder
 from keyrelay.pipeline.redact import Redactor
@@ -87,14 +89,16 @@ class Relayed:
     already recorded. `streaming` True: iterate `chunks()` exactly once (or call `discard()`); the request is
     recorded, and its upstream connection and workspace slot given back, when the stream ends."""
 
-    __slots__ = ("_finish", "_recorder", "_stream", "body", "deadline", "headers", "redactor", "status", "streaming",
-                 "value")
+    __slots__ = ("_finish", "_recorder", "_stream", "approval", "body", "deadline", "headers", "redactor", "status",
+                 "streaming", "value")
 
     def __init__(self, *, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"",
                  stream: AsyncIterator[bytes] | None = None, value: Any = None, recorder: Recorder | None = None,
-                 finish: Finish | None = None, deadline: float | None = None, redactor: Redactor | None = None) -> None:
+                 finish: Finish | None = None, deadline: float | None = None, redactor: Redactor | None = None,
+                 approval: dict[str, Any] | None = None) -> None:
         self.status, self.headers, self.body, self.value = status, headers, body, value
         self.redactor = redactor  # for a door that parses the body: `Redactor.redact_json` on what it hands on
+        self.approval = approval  # parked: the approval as the agent sees it (the body says the same)
         self.streaming = stream is not None
         self._stream, self._recorder, self._finish = stream, recorder, finish
         self.deadline = deadline  # monotonic: when a buffered reader (`read`) must have the whole body
@@ -224,6 +228,7 @@ class Exchange:
 
 
 Work = Callable[[Exchange], Awaitable[Reply]]
+Describe = Callable[[Admitted], Awaitable[approval.Parked | None]]  # a door's request in its parked form, if parked
 
 
 class WorkspaceGate:
@@ -257,7 +262,7 @@ class Relay:
     def __init__(self, *, authenticator: Authenticator, resolver: SourceResolver, limiter: RateLimiter,
                  upstream: UpstreamClient, log: LogSink, clock: Clock, connectors: Mapping[str, ConnectorFacts],
                  max_body_bytes: int, workspace_cap: int, oauth: OAuthSender | None = None,
-                 guard: ConstraintGuard | None = None) -> None:
+                 guard: ConstraintGuard | None = None, approvals: ApprovalGate | None = None) -> None:
         self._authn, self._resolver, self._limiter = authenticator, resolver, limiter
         self._upstream, self._log, self._clock = upstream, log, clock
         self._connectors = connectors
@@ -266,12 +271,17 @@ class Relay:
         self._prepared: dict[int, tuple[Resolved, build.Prepared]] = {}
         self._oauth = oauth
         self.guard = guard or ConstraintGuard(None, clock)  # without a budget store, budgeted tokens answer 503
+        self._approvals = approvals
 
     # --- the two entry points ----------------------------------------------------------------------------
 
     async def relay(self, inbound: Inbound) -> Relayed:
         """The whole pipeline for an HTTP passthrough (gateway, request API)."""
         admitted = await self._admit(inbound, policy.API_CONNECTOR_KINDS, enforce_methods=True)
+        if admitted.resolved.source.policy.approval is not None:
+            parked = await self._park(inbound, admitted, self._describe_http(inbound))
+            if parked is not None:
+                return parked
         rec = admitted.recorder
         deadline = time.monotonic() + admitted.resolved.source.policy.timeout_seconds
         try:
@@ -302,10 +312,15 @@ class Relay:
             release()
             raise
 
-    async def handle(self, inbound: Inbound, *, kinds: frozenset[str], work: Work, bounded: bool = True) -> Relayed:
+    async def handle(self, inbound: Inbound, *, kinds: frozenset[str], work: Work, bounded: bool = True,
+                     park: Describe | None = None) -> Relayed:
         """Admit, hold a workspace slot while `work` runs, and record once. With `bounded`, the work as a whole
-        must end within the source's `timeout_seconds` (buffered answers); a stream it returns is not bounded."""
+        must end within the source's `timeout_seconds` (buffered answers); a stream it returns is not bounded.
+        `park` describes the request for the park step (doors whose requests may need approval)."""
         admitted = await self._admit(inbound, kinds, enforce_methods=False)
+        parked = None if park is None else await self._park(inbound, admitted, park)
+        if parked is not None:
+            return parked
         rec = admitted.recorder
         source = admitted.resolved.source
         try:
@@ -396,7 +411,8 @@ class Relay:
         try:
             if not self._log.healthy:
                 raise Unavailable("The request log cannot be written; refusing to serve unlogged traffic")
-            caller = await self._authn.authenticate(inbound.authorization)
+            approved = inbound.approved  # an approved request runs as its original caller: it has no token
+            caller = approved.caller if approved is not None else await self._authn.authenticate(inbound.authorization)
             rec.caller = caller.id
             ref = inbound.source
             if isinstance(ref, BySlug):
@@ -412,20 +428,56 @@ class Relay:
             policy.check_kind(source, None if facts is None else facts.kind, kinds)
             if enforce_methods:  # raw passthrough; declarative actions are checked against `allow_writes` too
                 read_only = facts is not None and facts.catalog_api and not source.policy.allow_writes
-                policy.check_method(source.policy, inbound.method, read_only=read_only)
+                policy.check_method(source.policy, inbound.method, read_only=read_only, note=rec.note)
                 policy.check_safe_method_body(source.policy, inbound.method, inbound.body, inbound.content_length)
             policy.check_declared_length(inbound.content_length, policy.body_limit(source.policy, self._max_body))
-            limiter = self._limiter
+            if approved is not None:  # counted by the rate limits when it was parked
+                approval.check_destination(inbound, approved.destination, source, self.prepared(resolved, facts),
+                                           None if facts is None else facts.default_base_url)
+                return Admitted(caller=caller, resolved=resolved, recorder=rec, facts=facts)
+            limiter, observe = self._limiter, rec.note if source.policy.observing else None
             if not limiter.check_local(source_id=source.id, source_limit=source.policy.rate_limit_per_minute,
-                                       caller_id=caller.id):
+                                       caller_id=caller.id, observe=observe):
                 await limiter.check(source_id=source.id, source_limit=source.policy.rate_limit_per_minute,
-                                    caller_id=caller.id)
+                                    caller_id=caller.id, observe=observe)
             if caller.constraints:  # a narrowed token: its constraints, then its budgets (pipeline/guard.py)
                 await self.guard.admit(caller, inbound, source, lambda: self.prepared(resolved, facts).base, rec)
         except KeyrelayError as err:
             rec.done(err.status, err)
             raise
         return Admitted(caller=caller, resolved=resolved, recorder=rec, facts=facts)
+
+    # --- the park step (pipeline/park.py) ------------------------------------------------------------------
+
+    async def _park(self, inbound: Inbound, admitted: Admitted, describe: Describe) -> Relayed | None:
+        """Park a request the source's approval rule matches (None: it goes on). The park is recorded (202); a
+        refusal here is recorded as itself."""
+        gate, rec, source = self._approvals, admitted.recorder, admitted.resolved.source
+        if gate is None or inbound.approved is not None or source.policy.approval is None:
+            return None
+        try:
+            parked = await describe(admitted)
+            if parked is None or not gate.wants(source, method=parked.method, path=parked.path, action=parked.action,
+                                                note=rec.note):
+                return None
+            outcome = await gate.park(parked, inbound=inbound, caller=admitted.caller, source=source, rec=rec)
+        except KeyrelayError as err:
+            rec.done(err.status, err)
+            raise
+        except BaseException:
+            rec.done(CLIENT_CLOSED)
+            raise
+        return _from_outcome(outcome)
+
+    def _describe_http(self, inbound: Inbound) -> Describe:
+        async def describe(admitted: Admitted) -> approval.Parked | None:
+            assert self._approvals is not None
+            source = admitted.resolved.source
+            return await self._approvals.http_request(
+                inbound, source, self.prepared(admitted.resolved, admitted.facts), note=admitted.recorder.note,
+                body_limit=policy.body_limit(source.policy, self._max_body))
+
+        return describe
 
     # --- the back half, shared by `relay` and `Exchange.send` --------------------------------------------
 
@@ -512,6 +564,18 @@ def _nothing() -> None:
     return None
 
 
+def _from_outcome(outcome: Outcome) -> Relayed:
+    """A parked request's answer: 202 and the approval, or (after `Prefer: wait`) the kept response itself."""
+    kept = outcome.kept
+    if kept is None:
+        view = outcome.view
+        headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store"),
+                   (b"location", str(view["poll_url"]).encode())]
+        return Relayed(status=202, headers=headers, body=outcome.body(), value={"approval": view}, approval=view)
+    headers = [*kept.headers, (b"x-keyrelay-approval-id", outcome.approval.id.encode())]
+    return Relayed(status=kept.status, headers=headers, body=kept.body, value=kept.value)
+
+
 def _loop_time(deadline: float) -> float:
     """A `time.monotonic()` deadline on the running loop's clock (uvloop's is not monotonic()'s)."""
     loop = asyncio.get_running_loop()
@@ -537,4 +601,4 @@ async def _count(body: BodyStream, limit: int, rec: Recorder) -> AsyncIterator[b
         yield chunk
 
 
-__all__ = ["Admitted", "ConnectorFacts", "Exchange", "Passed", "Relay", "Relayed", "Reply", "Work"]
+__all__ = ["Admitted", "ConnectorFacts", "Describe", "Exchange", "Passed", "Relay", "Relayed", "Reply", "Work"]

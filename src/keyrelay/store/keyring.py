@@ -11,7 +11,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keyrelay.model import internal_destination
-from keyrelay.store.tables import connect_oauth_states, oauth_clients, source_secrets, sources, vault_keys, webhooks
+from keyrelay.store.tables import (
+    approvals,
+    connect_oauth_states,
+    oauth_clients,
+    source_secrets,
+    sources,
+    vault_keys,
+    webhooks,
+)
 
 # Sealed values outside `source_secrets` (table, id column, ciphertext column). Their vault context is
 # (table name, row id, ciphertext column name): see store/tables.py.
@@ -140,8 +148,12 @@ class SqlKeyRingStore:
         return bool(res.rowcount)
 
     async def drop_unused_retired_keys(self) -> int:
+        """Delete retired keys no ciphertext uses: credentials, values sealed elsewhere, parked requests and kept
+        responses."""
         used = sa.union(sa.select(source_secrets.c.key_id),
-                        *(sa.select(table.c.key_id) for table, _, _ in SEALED_ELSEWHERE))
+                        *(sa.select(table.c.key_id) for table, _, _ in SEALED_ELSEWHERE),
+                        sa.select(approvals.c.request_key_id),
+                        sa.select(approvals.c.result_key_id).where(approvals.c.result_key_id.is_not(None)))
         async with self._engine.begin() as conn:
             res = await conn.execute(sa.delete(vault_keys).where(
                 vault_keys.c.status == "retired", vault_keys.c.id.not_in(used)))

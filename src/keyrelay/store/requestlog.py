@@ -52,6 +52,8 @@ class SqlRequestLogStore:
             stmt = stmt.where(gateway_logs.c.status == q.status)
         if q.since is not None:
             stmt = stmt.where(gateway_logs.c.ts >= q.since)
+        if q.approval_id is not None:
+            stmt = stmt.where(gateway_logs.c.approval_id == q.approval_id)
         async with self._engine.connect() as conn:
             return [LogEntry(**r._asdict()) for r in await conn.execute(stmt)]
 

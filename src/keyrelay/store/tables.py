@@ -127,7 +127,8 @@ gateway_logs = sa.Table(
     sa.Column("caller", sa.String(80)),
     sa.Column("connector", sa.String(64)),
     sa.Column("upstream_status", sa.Integer),
-    sa.Column("would_deny", sa.String(64)),
+    sa.Column("would_deny", sa.String(64)),  # observe mode: the rule that would have refused the request
+    sa.Column("approval_id", sa.String(36), index=True),  # the approval a row parks, decides or executes
 )
 
 # --- Connect (docs/connect.md): sessions, OAuth state, operators' OAuth clients, webhooks -----------------------
@@ -205,4 +206,37 @@ webhook_deliveries = sa.Table(
     sa.Column("last_error", sa.String(300)),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("delivered_at", sa.Float),
+)
+
+approvals = sa.Table(
+    "approvals", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("workspace_id", sa.String(36), sa.ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("source_id", sa.String(36), nullable=False),  # no foreign key: a deleted source fails cleanly
+    sa.Column("door", sa.String(16), nullable=False),
+    sa.Column("caller", sa.String(80), nullable=False),
+    sa.Column("caller_kind", sa.String(16), nullable=False),
+    sa.Column("caller_scopes", sa.Text, nullable=False),  # space-separated
+    sa.Column("method", sa.String(16), nullable=False),
+    sa.Column("path", sa.String(2048), nullable=False),  # as the request log shows it: no query values
+    sa.Column("action", sa.String(200)),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("request_key_id", sa.String(36), nullable=False),
+    sa.Column("request", sa.LargeBinary, nullable=False),  # sealed: AES-GCM bound to the approval and its hash
+    sa.Column("body_bytes", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("link_digest", sa.String(64), unique=True),  # HMAC of the single-use decision link's token
+    sa.Column("decided_at", sa.Float),
+    sa.Column("decided_by", sa.String(80)),
+    sa.Column("executed_at", sa.Float),
+    sa.Column("upstream_status", sa.Integer),
+    sa.Column("error_code", sa.String(64)),
+    sa.Column("error_message", sa.String(500)),
+    sa.Column("result_key_id", sa.String(36)),
+    sa.Column("result", sa.LargeBinary),  # sealed kept response, until fetched once or past its expiry
+    sa.Column("result_expires_at", sa.Float),
+    sa.Column("fetched_at", sa.Float),
 )

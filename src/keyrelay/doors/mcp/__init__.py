@@ -8,6 +8,12 @@ transport security additionally checks `Host` (DNS rebinding) and `Origin`.
 
 Tools are defined in `tools.py` (file tools in `files.py`). A keyrelay error becomes a tool result with
 `isError: true` whose text and structured content are the contract's error body `{"error": {"code", "message", ...}}`.
+
+A call that a source parks for approval (docs/approvals.md) answers `{"approval": {...}}`. When the operator
+names a page where approvers decide (`KEYRELAY_APPROVAL_PAGE_URL`) and the client declared URL-mode elicitation
+(protocol 2026-07-28, where a stateless server asks for input by answering `input_required`), the answer is an
+elicitation pointing the user at that page instead, with the approval's id as `requestState`; the client's
+retry then answers what `get_approval` would.
 """
 
 from __future__ import annotations
@@ -24,10 +30,11 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from keyrelay import boundedjson
 from keyrelay.connectors.spec import check_json
-from keyrelay.doors.mcp.tools import TOOLS, Deps, ToolDef
+from keyrelay.doors.mcp.tools import TOOLS, Deps, ToolDef, get_approval
 from keyrelay.errors import (
     Forbidden,
     InternalError,
@@ -39,6 +46,7 @@ from keyrelay.errors import (
 from keyrelay.http.asgi import AsgiScope, Receive, Send, header
 from keyrelay.http.render import send_error
 from keyrelay.model import Scope
+from keyrelay.pipeline import approval
 from keyrelay.settings import Settings
 
 log = logging.getLogger("keyrelay.mcp")
@@ -131,11 +139,14 @@ class McpDoor:
         ) for t in self._tools.values()])
 
     async def _call_tool(self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams,
-                         ) -> types.CallToolResult:
+                         ) -> types.CallToolResult | types.InputRequiredResult:
         request = ctx.request
         state = getattr(request, "scope", {}).get("state", {})
         authorization = request.headers.get("authorization") if request is not None else None
         try:
+            if params.request_state is not None:  # the retry after a URL elicitation: the parked call's state
+                out = await get_approval(self._deps, authorization, {"approval_id": params.request_state[:64]})
+                return _result(out, error=False)
             tool = self._tools.get(params.name)
             if tool is None:
                 raise InvalidRequest(f"Unknown tool; tools: {', '.join(self._tools)}", field="name")
@@ -144,12 +155,31 @@ class McpDoor:
                                      field="arguments")
             args = check_json(tool.schema, params.arguments or {}, "arguments")
             out = await tool.handler(self._deps, authorization, args)
+            asked = _elicitation(ctx, out)
+            if asked is not None:
+                return asked
         except KeyrelayError as err:
             return _result(err.body(state.get("request_id")), error=True)
         except Exception as exc:  # never a library's message to the agent (docs/errors.md)
             log.error("MCP tool %s failed: %s", params.name, type(exc).__name__)
             return _result(InternalError("Internal error").body(state.get("request_id")), error=True)
         return _result(out, error=False)
+
+
+def _elicitation(ctx: ServerRequestContext[Any], out: dict[str, Any]) -> types.InputRequiredResult | None:
+    """A parked call's URL-mode elicitation, where the client supports it and approvers have a page."""
+    if not approval.is_parked(out):
+        return None
+    view = out["approval"]
+    url = view.get("approval_url")
+    caps = ctx.session.client_capabilities
+    if url is None or ctx.session.protocol_version not in MODERN_PROTOCOL_VERSIONS or caps is None or \
+            caps.elicitation is None or caps.elicitation.url is None:
+        return None
+    ask = types.ElicitRequest(params=types.ElicitRequestURLParams(
+        message="This request waits for a human to approve it before keyrelay sends it. The page shows it to "
+                "the people who may approve it; continue once it is decided.", url=url))
+    return types.InputRequiredResult(input_requests={"approval": ask}, request_state=view["id"])
 
 
 def _result(data: dict[str, Any], *, error: bool) -> types.CallToolResult:

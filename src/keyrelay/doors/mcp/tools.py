@@ -16,8 +16,9 @@ from keyrelay import request_api
 from keyrelay.connectors.execute import ConnectorService, ExecuteRequest
 from keyrelay.connectors.spec import ConnectorSpec
 from keyrelay.doors.mcp import files as mcp_files
-from keyrelay.errors import InvalidRequest
+from keyrelay.errors import InvalidRequest, NotFound
 from keyrelay.files.service import FileService
+from keyrelay.manage.approvals import ApprovalService, answer
 from keyrelay.manage.sources import SourceService
 from keyrelay.model import Door, Source
 from keyrelay.pipeline.authenticate import Authenticator
@@ -35,6 +36,7 @@ class Deps:
     connectors: ConnectorService
     catalog: Mapping[str, ConnectorSpec]
     files: FileService | None = None
+    approvals: ApprovalService | None = None
 
 
 Handler = Callable[[Deps, "str | None", dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -136,6 +138,14 @@ async def execute(d: Deps, authorization: str | None, args: dict[str, Any]) -> d
         exclude_fields=args.get("exclude_fields"), door=Door.MCP, path="/mcp/execute"))
 
 
+async def get_approval(d: Deps, authorization: str | None, args: dict[str, Any]) -> dict[str, Any]:
+    """The parked request's state for the caller that parked it; its response, once, after it ran."""
+    caller = await d.authenticator.authenticate(authorization)
+    if d.approvals is None:
+        raise NotFound("Approval not found")
+    return answer(await d.approvals.gate.answer(args["approval_id"], caller, wait=args.get("wait_seconds")))
+
+
 async def files_list(d: Deps, authorization: str | None, args: dict[str, Any]) -> dict[str, Any]:
     assert d.files is not None
     return await mcp_files.list_files(d.files, authorization, args)
@@ -164,7 +174,9 @@ TOOLS: tuple[ToolDef, ...] = (
         "an Authorization header or API key yourself. `url` must be a full URL under the source's base_url "
         "(same scheme, host and port; path below the base path), with any query string included. Returns the "
         "upstream's status_code, headers, response_body (text) and body (parsed JSON, or null). An upstream "
-        "error status is returned inside that result, not as a tool error. Needs the 'proxy' scope."),
+        "error status is returned inside that result, not as a tool error. If the source needs a human to "
+        "approve the request, the result is {approval: {id, status: 'pending', ...}} instead and nothing was sent "
+        "yet: call get_approval with that id. Needs the 'proxy' scope."),
         _obj(["source_id", "url"], source_id=SOURCE_ID,
              method={"type": "string", "default": "GET", "description": "HTTP method, e.g. GET or POST.",
                      "pattern": "^[A-Za-z]{1,16}$"},
@@ -188,13 +200,25 @@ TOOLS: tuple[ToolDef, ...] = (
         "Run an action (list, get, search, create, ...) on an entity of a catalog API source, with typed "
         "params; see describe_source for what exists. Lists return connector_metadata.next_cursor for paging. "
         "select_fields / exclude_fields trim records (dotted paths). Writes work only where the source's "
-        "policy allows them. Needs the 'execute' scope."),
+        "policy allows them. If the source needs a human to approve the action, the result is "
+        "{approval: {id, status: 'pending', ...}}: call get_approval with that id. Needs the 'execute' scope."),
         _obj(["source_id", "entity", "action"], source_id=SOURCE_ID,
              entity={"type": "string", "minLength": 1, "maxLength": 128},
              action={"type": "string", "minLength": 1, "maxLength": 64},
              params={"type": "object", "description": "Action parameters by name."},
              select_fields=FIELDS, exclude_fields=FIELDS),
         execute, read_only=False),
+    ToolDef("get_approval", "Check a request waiting for approval", (
+        "Check a request that a source parked for a human to approve (apis_make_request or execute answered "
+        "{approval: {id, status: 'pending'}}). status is pending until an approver decides; once approved and "
+        "sent, the first call after that returns the upstream's answer as `response` (it is handed over once). "
+        "A denied or expired request is a tool error (approval_denied, approval_expired) and was never sent. "
+        "wait_seconds (up to 60) waits for a decision before answering."),
+        _obj(["approval_id"], approval_id={"type": "string", "minLength": 1, "maxLength": 64,
+                                           "description": "The id of the approval, from approval.id."},
+             wait_seconds={"type": "integer", "minimum": 0, "maximum": 300,
+                           "description": "Seconds to wait for a decision (bounded by the server)."}),
+        get_approval),
     ToolDef("files_list", "List files", (
         "List files of a file source (S3, GCS, Azure Blob or a local directory) under a path prefix, one "
         "page at a time; pass next_page_token back to continue. Paths are relative to the source's root. "
