@@ -116,3 +116,14 @@ async def test_api_keys_crud_lookup_and_revoke(engine: AsyncEngine) -> None:
     assert rec is not None and rec.revoked
     rec_b = await store.lookup(db)
     assert rec_b is not None and not rec_b.revoked
+
+
+async def test_applications_are_listed_oldest_first_revoked_ones_too(engine: AsyncEngine) -> None:
+    store = SqlAccessStore(engine)
+    assert await store.list_applications() == []
+    b = await store.create_application(id=_id(), client_id="b", secret_digest="d" * 64, name="second", now=2.0)
+    a = await store.create_application(id=_id(), client_id="a", secret_digest="e" * 64, name="first", now=1.0)
+    await store.revoke_application("b", now=3.0)
+    listed = await store.list_applications()
+    assert [x.client_id for x in listed] == [a.client_id, b.client_id]
+    assert listed[1].revoked_at == 3.0 and listed[0].revoked_at is None

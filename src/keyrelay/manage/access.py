@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 
 from keyrelay.errors import InvalidRequest, NotFound, Unauthenticated
-from keyrelay.model import ApiKey, Caller, CallerKind, Scope, Workspace
+from keyrelay.model import ApiKey, Application, Caller, CallerKind, Scope, Workspace
 from keyrelay.pipeline.authenticate import Authenticator
 from keyrelay.pipeline.tokens import API_KEY_PREFIX, APP_TOKEN_PREFIX, WORKSPACE_TOKEN_PREFIX, TokenHasher, new_token
 from keyrelay.ports import AccessStore, Clock, WorkspaceStore
@@ -56,6 +56,10 @@ class AccessService:
         await self._auth.create_application(id=str(uuid.uuid4()), client_id=cid,
                                             secret_digest=self._hasher.digest(secret), name=name, now=self._clock())
         return NewApplication(cid, None if client_secret else secret)
+
+    async def list_applications(self) -> list[Application]:
+        """Every application, oldest first (revoked ones included; never a secret or its digest)."""
+        return await self._auth.list_applications()
 
     async def application_token(self, client_id: str, client_secret: str) -> IssuedToken:
         found = await self._auth.application_by_client_id(client_id)

@@ -51,6 +51,12 @@ class SqlAccessStore:
         async with self._engine.connect() as conn:
             return int((await conn.execute(sa.select(sa.func.count()).select_from(applications))).scalar_one())
 
+    async def list_applications(self) -> list[Application]:
+        q = sa.select(applications).order_by(applications.c.created_at, applications.c.id)
+        async with self._engine.connect() as conn:
+            return [Application(id=r.id, client_id=r.client_id, name=r.name, created_at=r.created_at,
+                                revoked_at=r.revoked_at) for r in await conn.execute(q)]
+
     async def revoke_application(self, client_id: str, *, now: float) -> bool:
         async with self._engine.begin() as conn:
             res = await conn.execute(sa.update(applications).where(
