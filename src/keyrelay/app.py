@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from keyrelay.doors import access, admin, airbyte, connectors, files, gateway, mcp, observe, site, sonar
+from keyrelay.doors import access, admin, airbyte, connectors, console, files, gateway, mcp, observe, site, sonar
 from keyrelay.errors import HeadersTooLarge, KeyrelayError, Unavailable, UriTooLong
 from keyrelay.http.asgi import HEADERS_CHECKED, AsgiScope, Message, Receive, Send, read_body, with_request_id
 from keyrelay.http.render import install_error_handlers, send_error
@@ -26,6 +26,7 @@ from keyrelay.settings import Settings
 log = logging.getLogger("keyrelay")
 Door = Callable[[AsgiScope, Receive, Send], Awaitable[None]]
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
+FORM_PAGES = ("/console/",)  # pages that post HTML forms: their bodies keep their own content type
 
 
 class HotPath:
@@ -55,7 +56,8 @@ class HotPath:
 def build_api() -> FastAPI:
     api = FastAPI(title="keyrelay", version="0.1.0", docs_url=None, redoc_url=None,  # served by doors/site.py
                   description="Self-hosted credential gateway for AI agents. See docs/ in the repository.")
-    for router in (access.router, admin.router, connectors.router, airbyte.router, observe.router, site.router):
+    for router in (access.router, admin.router, connectors.router, airbyte.router, observe.router, site.router,
+                   console.router):
         api.include_router(router)
     install_error_handlers(api)
     return api
@@ -104,7 +106,7 @@ class KeyrelayApp:
 
     async def _api_call(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         body = await read_body(receive, scope, self.settings.max_admin_body_bytes)
-        if body:
+        if body and not scope["path"].startswith(FORM_PAGES):
             _json_content_type(scope)
         replayed = False
 

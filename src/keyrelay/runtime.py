@@ -27,7 +27,9 @@ from keyrelay.files.stores import StoreFactory
 from keyrelay.http.asgi import sole_error
 from keyrelay.http.deps import Services
 from keyrelay.manage.access import AccessService, NewApplication
+from keyrelay.manage.console import ConsoleService, SignInLimiter
 from keyrelay.manage.sources import SourceService
+from keyrelay.manage.traffic import TrafficService
 from keyrelay.manage.workspaces import WorkspaceService
 from keyrelay.pipeline.authenticate import Authenticator
 from keyrelay.pipeline.oauth.tokens import OAuthSender, OAuthTokens
@@ -38,14 +40,17 @@ from keyrelay.pipeline.tokens import TokenHasher
 from keyrelay.requestlog import Metrics, RedisFeed, RequestLog
 from keyrelay.settings import Settings
 from keyrelay.store.access import SqlAccessStore
+from keyrelay.store.console import SqlConsoleStore
 from keyrelay.store.engine import make_engine, upgrade
 from keyrelay.store.keyring import SqlKeyRingStore
 from keyrelay.store.meta import SqlMetaStore
 from keyrelay.store.oauth_state import SqlOAuthStateStore
 from keyrelay.store.requestlog import SqlRequestLogStore
 from keyrelay.store.sources import SqlSourceStore
+from keyrelay.store.traffic import SqlTrafficStore
 from keyrelay.store.workspaces import SqlWorkspaceStore
 from keyrelay.vault import KeyVault, create_key_file, parse_master_key, read_key_file
+from keyrelay.web.csrf import Csrf
 
 log = logging.getLogger("keyrelay")
 
@@ -140,9 +145,17 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         files = FileService(relay, stores, max_range_bytes=settings.max_range_bytes)
         mcp_door = McpDoor(McpDeps(relay=relay, authenticator=authn, sources=sources, connectors=connector_service,
                                    catalog=catalog, files=files), settings)
+        console_key = await meta.put_if_absent("console_csrf_key", base64.b64encode(secrets.token_bytes(32)).decode())
+        console = ConsoleService(
+            store=SqlConsoleStore(engine), access=access_store, hasher=hasher, vault=vault, clock=clock,
+            limiter=SignInLimiter(make_storage(settings.redis_url)), idle_seconds=settings.console_idle_seconds,
+            lifetime_seconds=settings.console_session_seconds, link_seconds=settings.console_link_seconds,
+            sign_in_per_minute=settings.console_sign_in_per_minute)
+        extras = {"console": console, "console_csrf": Csrf(base64.b64decode(console_key)),  # doors/console/
+                  "traffic": TrafficService(SqlTrafficStore(engine), clock)}
         services = Services(settings=settings, authenticator=authn, access=access, workspaces=workspaces,
                             sources=sources, catalog=catalog, logs=log_store, vault=vault, ready=ready,
-                            connectors=connector_service, extras={})
+                            connectors=connector_service, extras=extras)
         stop = asyncio.Event()
         # not a TaskGroup: it would wrap an error raised in the caller's block in an ExceptionGroup
         background = [asyncio.create_task(request_log.run(stop))]
