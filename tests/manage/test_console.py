@@ -4,6 +4,7 @@ digests are stored."""
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -89,6 +90,8 @@ async def test_a_failed_sign_in_never_says_which_part_was_wrong(world: World, ca
     with pytest.raises(Unauthenticated) as info:
         await world.console.sign_in(client_id, secret, remote=_addr())
     assert info.value.message == SIGN_IN_FAILED
+    with sqlite3.connect(world.db) as db:
+        assert db.execute("SELECT count(*) FROM console_sessions").fetchone() == (0,)  # not even a dead one
 
 
 async def test_api_keys_and_tokens_do_not_sign_in(world: World) -> None:
