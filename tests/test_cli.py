@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from support.canary import find, find_in_files, new_canary
+from support.console import ConsoleClient, csrf_of
 from support.keyrelay import Admin, KeyrelayServer, make_settings
 
 KEYRELAY = str(Path(sys.executable).parent / "keyrelay")
@@ -293,3 +294,22 @@ def test_applications_create_and_narrow_keys_offline(cli: Cli) -> None:
         (digest,), = db.execute("SELECT secret_digest FROM applications WHERE client_id = ?", (app["client_id"],))
     db.close()
     assert app["client_secret"] not in digest
+
+
+def test_console_link_prints_a_link_that_signs_in_once(cli: Cli) -> None:
+    cli("init")
+    none = cli("console-link", "--application", "kr_app_unknown", ok=False)
+    assert "not_found" in none.stderr
+    out = cli("console-link", "--url", "https://keyrelay.example/").stdout
+    link = re.search(r"https://keyrelay\.example/console/link\?token=(krl_[A-Za-z0-9_-]{43})\n", out)
+    assert link, out
+    assert "bootstrap admin" in out and "works once, within 5 minute(s)" in out
+    db = b"".join(p.read_bytes() for p in cli.data_dir.glob("keyrelay.db*"))
+    assert link.group(1).encode() not in db  # stored as a digest only
+    with KeyrelayServer(make_settings(data_dir=cli.data_dir, admin_client_id=None,
+                                      admin_client_secret=None)) as server:
+        for status in (303, 401):  # once
+            c = ConsoleClient(server.url)
+            path = f"/console/link?token={link.group(1)}"
+            r = c.http.post(path, data={"csrf": csrf_of(c.get(path).text, None)})
+            assert r.status_code == status

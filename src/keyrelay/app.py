@@ -24,6 +24,7 @@ from keyrelay.doors import (
     connect,
     connect_api,
     connectors,
+    console,
     files,
     gateway,
     mcp,
@@ -44,6 +45,7 @@ from keyrelay.settings import Settings
 log = logging.getLogger("keyrelay")
 Door = Callable[[AsgiScope, Receive, Send], Awaitable[None]]
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
+FORM_PAGES = ("/console/",)  # pages that post HTML forms: their bodies keep their own content type
 
 
 class HotPath:
@@ -74,7 +76,8 @@ def build_api() -> FastAPI:
     api = FastAPI(title="keyrelay", version="0.1.0", docs_url=None, redoc_url=None,  # served by doors/site.py
                   description="Self-hosted credential gateway for AI agents. See docs/ in the repository.")
     for router in (access.router, access.tokens_router, admin.router, connectors.router, airbyte.router,
-                   observe.router, site.router, connect_api.router, webhooks.router, connect.router, approvals.router):
+                   observe.router, site.router, connect_api.router, webhooks.router, connect.router, approvals.router,
+                   console.router):
         api.include_router(router)
     install_error_handlers(api)
     return api
@@ -125,7 +128,7 @@ class KeyrelayApp:
 
     async def _api_call(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         body = await read_body(receive, scope, self.settings.max_admin_body_bytes)
-        if body:
+        if body and not scope["path"].startswith(FORM_PAGES):
             _json_content_type(scope)
             if _too_deep(body):
                 err = InvalidRequest(f"Malformed JSON body: nested more than {boundedjson.MAX_DEPTH} levels deep",

@@ -304,6 +304,29 @@ def applications_rotate_secret(client_id: str, keep_tokens: bool) -> None:
     _echo({"client_id": client_id, "client_secret": secret})
 
 
+@main.command("console-link", help="Print a one-time link that signs in to the operator console (docs/console.md) "
+                                   "as an application; it works once, for KEYRELAY_CONSOLE_LINK_SECONDS.")
+@click.option("--application", "client_id", default=None,
+              help="Client id of the application to sign in as (default: the oldest active one).")
+@click.option("--url", "base_url", default=None,
+              help="The console's base URL as the browser reaches it (default: http://KEYRELAY_HOST:KEYRELAY_PORT).")
+def console_link(client_id: str | None, base_url: str | None) -> None:
+    from keyrelay.manage.console import ConsoleService, NewLink
+
+    settings = _settings()
+    base = (base_url or f"http://{settings.host}:{settings.port}").rstrip("/")
+
+    async def work(rt: Runtime) -> NewLink:
+        console = rt.services.extras["console"]
+        assert isinstance(console, ConsoleService)
+        return await console.create_link(client_id)
+
+    link = _run(work)
+    minutes = max(1, round(settings.console_link_seconds / 60))
+    click.echo(f"Sign in to the keyrelay console as {link.application.name} ({link.application.client_id}).\n"
+               f"This link works once, within {minutes} minute(s):\n\n  {base}/console/link?token={link.token}\n")
+
+
 @main.group(help="The credential vault.")
 def vault() -> None:
     pass

@@ -530,3 +530,39 @@ class OAuthRecord:
 
     status: str | None  # None: the source no longer exists
     state: SealedField | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSession:
+    """A signed-in operator console session (docs/console.md). The browser holds a random value; the database
+    holds only its digest. `id` is public: CSRF tokens are bound to it."""
+
+    id: str
+    application: Application
+    method: str  # "secret" (client id and secret) or "link" (a one-time link from `keyrelay console-link`)
+    created_at: float
+    last_seen_at: float
+    expires_at: float
+    ended_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VaultKey:
+    """One data-encryption key of the vault's key ring, as the console shows it (never key material)."""
+
+    id: str
+    status: str  # active | retired
+    created_at: float
+    fields: int  # credential fields sealed under it
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficCell:
+    """Request-log rows counted by a group (a minute index or a source id), status class and latency bucket."""
+
+    group: int | str | None
+    status_class: int  # 2 for 2xx, 4 for 4xx, ...
+    bucket: int  # index into the latency bucket bounds; len(bounds) for slower requests
+    count: int
+    rate_limited: int
+    upstream_failed: int

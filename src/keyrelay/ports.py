@@ -12,6 +12,7 @@ from keyrelay.model import (
     Approval,
     ApprovalStatus,
     CallerKind,
+    ConsoleSession,
     Constraints,
     Credentials,
     LogEntry,
@@ -23,6 +24,8 @@ from keyrelay.model import (
     SealedRecord,
     Source,
     TokenRecord,
+    TrafficCell,
+    VaultKey,
     Workspace,
 )
 
@@ -174,3 +177,47 @@ class EventPublisher(Protocol):
     how many deliveries it queued. Payloads carry ids, names and statuses, never a secret or a request body."""
 
     async def publish(self, event: str, data: Mapping[str, Any]) -> int: ...
+
+
+class ConsoleStore(Protocol):
+    """Operator console sessions and one-time sign-in links, by the digest of the value the browser holds."""
+
+    async def create_session(self, *, id: str, digest: str, application_id: str, method: str, now: float,
+                             expires_at: float) -> None: ...
+    async def session(self, digest: str) -> ConsoleSession | None: ...
+    async def touch(self, session_id: str, *, now: float) -> None: ...
+    async def end_session(self, session_id: str, *, now: float) -> None: ...
+    async def add_link(self, *, digest: str, application_id: str, now: float, expires_at: float) -> None: ...
+    async def use_link(self, digest: str, *, now: float) -> str | None: ...
+    async def purge(self, *, before: float) -> None: ...
+    async def vault_keys(self) -> list[VaultKey]: ...
+
+
+class TrafficStore(Protocol):
+    """Aggregates over the request log for the console's overview (docs/console.md)."""
+
+    async def by_minute(self, *, since: float, until: float, bounds: Sequence[float],
+                        source_id: str | None = None) -> list[TrafficCell]: ...
+    async def by_source(self, *, since: float, until: float, bounds: Sequence[float] | None,
+                        source_ids: Sequence[str] | None = None) -> list[TrafficCell]: ...
+    async def recent(self, *, workspace_id: str | None = None, source_id: str | None = None,
+                     door: str | None = None, status_class: int | None = None, limit: int = 50) -> list[LogEntry]: ...
+
+
+class VaultAdmin(Protocol):
+    """What the console's vault page needs beyond the Vault port: why it is sealed, and online rotation."""
+
+    @property
+    def sealed(self) -> bool: ...
+    @property
+    def sealed_reason(self) -> str | None: ...
+    async def rotate(self) -> Rotated: ...
+
+
+class Rotated(Protocol):
+    """What a key rotation did: fields re-encrypted, and fields left as they were because they did not decrypt."""
+
+    @property
+    def reencrypted(self) -> int: ...
+    @property
+    def unreadable(self) -> int: ...

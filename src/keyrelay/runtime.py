@@ -34,9 +34,11 @@ from keyrelay.manage.access import AccessService, NewApplication
 from keyrelay.manage.approvals import ApprovalService
 from keyrelay.manage.connect import ConnectService, ConnectSession, parse_allowlist
 from keyrelay.manage.connections import ConnectFlow, connection_data
+from keyrelay.manage.console import ConsoleService, SignInLimiter
 from keyrelay.manage.destinations import Destinations
 from keyrelay.manage.oauth_clients import OAuthClientService
 from keyrelay.manage.sources import SourceService
+from keyrelay.manage.traffic import TrafficService
 from keyrelay.manage.webhooks import WebhookService, iso
 from keyrelay.manage.workspaces import WorkspaceService
 from keyrelay.pipeline.authenticate import Authenticator
@@ -54,6 +56,7 @@ from keyrelay.store.access import SqlAccessStore
 from keyrelay.store.approvals import SqlApprovalStore
 from keyrelay.store.budgets import SqlBudgetStore
 from keyrelay.store.connect import SqlConnectStore
+from keyrelay.store.console import SqlConsoleStore
 from keyrelay.store.engine import make_engine, upgrade
 from keyrelay.store.keyring import SqlKeyRingStore
 from keyrelay.store.meta import SqlMetaStore
@@ -61,6 +64,7 @@ from keyrelay.store.oauth_clients import SqlOAuthClientStore
 from keyrelay.store.oauth_state import SqlOAuthStateStore
 from keyrelay.store.requestlog import SqlRequestLogStore
 from keyrelay.store.sources import SqlSourceStore
+from keyrelay.store.traffic import SqlTrafficStore
 from keyrelay.store.webhooks import SqlWebhookStore
 from keyrelay.store.workspaces import SqlWorkspaceStore
 from keyrelay.vault import KeyVault, create_key_file, parse_master_key, read_key_file
@@ -248,6 +252,14 @@ async def runtime(settings: Settings, *, clock: Clock = time.time) -> AsyncItera
         csrf_key = await meta.put_if_absent("connect_csrf_key", base64.b64encode(secrets.token_bytes(32)).decode())
         extras = {"connect": connect, "connect_flow": flow, "oauth_clients": clients, "webhooks": webhooks,
                   "connect_csrf": Csrf(base64.b64decode(csrf_key)), "approvals": approvals}
+        console_key = await meta.put_if_absent("console_csrf_key", base64.b64encode(secrets.token_bytes(32)).decode())
+        console = ConsoleService(
+            store=SqlConsoleStore(engine), access=access_store, hasher=hasher, vault=vault, clock=clock,
+            limiter=SignInLimiter(make_storage(settings.redis_url, clock=clock)),
+            idle_seconds=settings.console_idle_seconds, lifetime_seconds=settings.console_session_seconds,
+            link_seconds=settings.console_link_seconds, sign_in_per_minute=settings.console_sign_in_per_minute)
+        extras |= {"console": console, "console_csrf": Csrf(base64.b64decode(console_key)),  # doors/console/
+                   "traffic": TrafficService(SqlTrafficStore(engine), clock)}
         services = Services(settings=settings, authenticator=authn, access=access, workspaces=workspaces,
                             sources=sources, catalog=catalog, logs=log_store, vault=vault, ready=ready,
                             connectors=connector_service, extras=extras)

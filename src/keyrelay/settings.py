@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     mcp_allowed_origins: str = Field("", description="Origin values accepted on /mcp (comma-separated)")
     mcp_allowed_hosts: str = Field("", description="extra Host values accepted on /mcp (comma-separated)")
     mcp_token: SecretStr | None = Field(None, description="token `keyrelay mcp-stdio` sends (client side only)")
+    console_idle_seconds: float = Field(1800.0, gt=0, description="a console session ends after this much inactivity")
+    console_session_seconds: float = Field(43200.0, gt=0, description="a console session ends this long after sign-in")
+    console_link_seconds: float = Field(300.0, gt=0, description="how long a `keyrelay console-link` link works")
+    console_sign_in_per_minute: int = Field(10, ge=1, description="sign-ins per minute per client id / address")
+    console_secure_cookie: bool | None = Field(None, description="Secure cookie; unset: over https")
     log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|debug|info|warning|error)$")
     public_url: str | None = Field(None, description="where browsers, OAuth providers, agents and approvers reach "
                                                      "keyrelay (links, poll URLs)")

@@ -178,3 +178,14 @@ async def test_derived_tokens_inherit_their_root_and_ancestors(engine: AsyncEngi
                             now=6.0)
     found = await store.lookup_derived(other)
     assert found is not None and found.revoked
+
+
+async def test_applications_are_listed_oldest_first_revoked_ones_too(engine: AsyncEngine) -> None:
+    store = SqlAccessStore(engine)
+    assert await store.list_applications() == []
+    b = await store.create_application(id=_id(), client_id="b", secret_digest="d" * 64, name="second", now=2.0)
+    a = await store.create_application(id=_id(), client_id="a", secret_digest="e" * 64, name="first", now=1.0)
+    await store.revoke_application("b", now=3.0)
+    listed = await store.list_applications()
+    assert [x.client_id for x in listed] == [a.client_id, b.client_id]
+    assert listed[1].revoked_at == 3.0 and listed[0].revoked_at is None

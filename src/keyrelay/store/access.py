@@ -17,12 +17,22 @@ from keyrelay.pipeline import constraints as cons
 from keyrelay.store.tables import api_keys, applications, derived_tokens, tokens
 
 
+def scopes_of(text: str) -> frozenset[Scope]:
+    """Scopes as the `scopes` column stores them (space-separated)."""
+    return _scopes(text)
+
+
 def _scopes(text: str) -> frozenset[Scope]:
     return frozenset(Scope(s) for s in text.split() if s in Scope.__members__.values())
 
 
 def _scopes_text(scopes: frozenset[Scope]) -> str:
     return " ".join(sorted(s.value for s in scopes))
+
+
+def workspaces_of(text: str) -> frozenset[str] | None:
+    """An application's workspaces as the `workspaces` column stores them ('*': every workspace)."""
+    return _workspaces(text)
 
 
 def _workspaces(text: str) -> frozenset[str] | None:

@@ -240,3 +240,26 @@ approvals = sa.Table(
     sa.Column("result_expires_at", sa.Float),
     sa.Column("fetched_at", sa.Float),
 )
+
+# The operator console (docs/console.md): server-side sessions and one-time sign-in links, both stored only as
+# SHA-256 digests of the random values the browser holds.
+console_sessions = sa.Table(
+    "console_sessions", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),  # public: CSRF tokens are bound to it
+    sa.Column("digest", sa.String(64), nullable=False, unique=True),
+    sa.Column("application_id", sa.String(36), nullable=False, index=True),
+    sa.Column("method", sa.String(16), nullable=False),  # secret | link
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_seen_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),  # absolute end, whatever the activity
+    sa.Column("ended_at", sa.Float),
+)
+
+console_links = sa.Table(
+    "console_links", metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("application_id", sa.String(36), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("used_at", sa.Float),
+)

@@ -7,7 +7,8 @@ import hashlib
 from functools import cache
 from importlib import resources
 
-_OWN = ("keyrelay.css", "favicon.svg", "docs.js", "redoc.js", "connect.css", "connect.js")
+_OWN = ("keyrelay.css", "favicon.svg", "docs.js", "redoc.js", "connect.css", "connect.js", "console.css",
+        "console.js")
 _VENDOR = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js")
 ASSETS: dict[str, tuple[str, str]] = {
     **{name: ("keyrelay.web", f"static/{name}") for name in _OWN},
