@@ -231,27 +231,44 @@ class AsyncApiKeys(AsyncResource):
 class ApplicationOps:
     def create(self, name: str, *, workspaces: Sequence[str] | str = "*",
                scopes: Sequence[str] = ()) -> Operation[ApplicationSecret]:
-        """A machine client limited to `workspaces` (a list, or `"*"` for all) and `scopes`; its tokens carry only
-        those. `ApplicationSecret.client_secret` is shown this once."""
+        """A machine client limited to `workspaces` (ids or names, or `"*"` for all) and `scopes` (at least one:
+        the data scopes, `admin`, `approve`); its tokens carry only those, and never more than the caller holds.
+        `ApplicationSecret.client_secret` is shown this once."""
         body = {"name": name, "workspaces": workspaces if isinstance(workspaces, str) else list(workspaces),
                 "scopes": list(scopes)}
         return ApplicationSecret.from_json(obj((yield Call("POST", "/api/v1/applications", json=body))))
 
+    def update(self, application_id: str, *, workspaces: Sequence[str] | str | None = None,
+               scopes: Sequence[str] | None = None) -> Operation[Application]:
+        """Change what an application reaches; tokens already issued carry the change at once."""
+        body: dict[str, Any] = {}
+        if workspaces is not None:
+            body["workspaces"] = workspaces if isinstance(workspaces, str) else list(workspaces)
+        if scopes is not None:
+            body["scopes"] = list(scopes)
+        if not body:
+            raise UsageError("Nothing to change: pass workspaces, scopes or both")
+        call = Call("PATCH", path("api", "v1", "applications", application_id), json=body)
+        return Application.from_json(obj((yield call)))
+
     def delete(self, application_id: str) -> Operation[None]:
+        """Revoke an application and every token minted from it; it stays listed, with `revoked` set."""
         yield Call("DELETE", path("api", "v1", "applications", application_id))
 
     def rotate_secret(self, application_id: str) -> Operation[ApplicationSecret]:
-        """A new client secret; the old one stops working."""
+        """A new client secret; the old one, and every token minted with it, stop working."""
         call = Call("POST", path("api", "v1", "applications", application_id, "rotate-secret"))
-        return ApplicationSecret.from_json(obj((yield call)))
+        return ApplicationSecret.rotated(obj((yield call)))
 
     def list(self) -> Operation[list[Application]]:
+        """Every application the credentials reach (revoked ones included), never a secret."""
         return [Application.from_json(a) for a in items((yield Call("GET", "/api/v1/applications")))]
 
 
 class Applications(SyncResource):
     create = blocking(ApplicationOps.create)
     list = blocking(ApplicationOps.list)
+    update = blocking(ApplicationOps.update)
     delete = blocking(ApplicationOps.delete)
     rotate_secret = blocking(ApplicationOps.rotate_secret)
 
@@ -259,6 +276,7 @@ class Applications(SyncResource):
 class AsyncApplications(AsyncResource):
     create = awaiting(ApplicationOps.create)
     list = awaiting(ApplicationOps.list)
+    update = awaiting(ApplicationOps.update)
     delete = awaiting(ApplicationOps.delete)
     rotate_secret = awaiting(ApplicationOps.rotate_secret)
 
