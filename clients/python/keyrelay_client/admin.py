@@ -1,8 +1,10 @@
 """Admin resources: workspaces, sources, API keys, applications, connect sessions, the connector catalog.
 
-Admin routes need an application token (client credentials); an API key or workspace token gets `403 forbidden`
-(reading its own workspace and sources is allowed). Wherever a workspace is named, its name or its id works:
-an id (a UUID) is used as is, a name is looked up with `GET /api/v1/workspaces`.
+Admin routes, reads included, need an application token holding `admin` (client credentials); an API key, a
+workspace-scoped token or an application without `admin` gets `403 forbidden` (docs/security.md). Two reads serve
+any token: `connectors.entities()` and, with the `query` scope, `sources.streams()`. Wherever a workspace is
+named, its name or its id works: an id (a UUID) is used as is, a name is looked up with `GET /api/v1/workspaces`
+(an admin read).
 
 Each `*Ops` class holds the operations (routes, bodies, parsing) once; the sync and async resources below it
 only declare which of them they expose.
@@ -16,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from keyrelay_client.calls import Call, Operation, items, obj, path
-from keyrelay_client.errors import LookupFailed, UsageError
+from keyrelay_client.errors import Forbidden, LookupFailed, UsageError
 from keyrelay_client.models import (
     ApiKey,
     Application,
@@ -70,6 +72,17 @@ def workspace_id(ref: WorkspaceRef) -> Operation[str]:
     if isinstance(ref, str) and is_id(ref):
         return ref
     return (yield from find_workspace(ref)).id
+
+
+def own_workspace_id(ref: WorkspaceRef) -> Operation[str]:
+    """`workspace_id` for the doors an agent uses: looking a name up is an admin read, so credentials without
+    admin power (an API key, a workspace-scoped token, an application without `admin`) must name the workspace
+    by its id; they get `LookupFailed` saying so instead of the lookup's `403`."""
+    try:
+        return (yield from workspace_id(ref))
+    except Forbidden:
+        raise LookupFailed(f"Cannot look up workspace {ref!r} by name: that needs an application token holding "
+                           "admin. Pass the workspace id instead (e.g. ScopedToken.workspace_id)") from None
 
 
 def _iso(value: dt.datetime | str | None) -> str | None:

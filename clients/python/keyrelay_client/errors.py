@@ -193,9 +193,9 @@ class RequestTimeout(NetworkError):
 
 CODES: Mapping[str, type[KeyrelayError]] = {cls.default_code: cls for cls in (
     InvalidRequest, WrongSourceType, Unauthenticated, Forbidden, UpstreamRejected, DestinationNotAllowed, NotFound,
-    MethodNotAllowed, Conflict, CredentialsRequired, CredentialsUnusable, PayloadTooLarge, UriTooLong, RangeNotSatisfiable, SsrfBlocked, Unprocessable,
-    RateLimited, HeadersTooLarge, InternalError, UpstreamUnreachable, UpstreamAuthFailed, Sealed, Unavailable,
-    UpstreamTimeout,
+    MethodNotAllowed, Conflict, CredentialsRequired, CredentialsUnusable, PayloadTooLarge, UriTooLong,
+    RangeNotSatisfiable, SsrfBlocked, Unprocessable, RateLimited, HeadersTooLarge, InternalError, UpstreamUnreachable,
+    UpstreamAuthFailed, Sealed, Unavailable, UpstreamTimeout,
 )}
 
 
