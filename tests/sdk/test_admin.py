@@ -137,6 +137,9 @@ def test_applications_follow_the_contract(connect: Any, scripted: ScriptedServer
     scripted.on("POST", "/api/v1/applications/app-1/rotate-secret",
                 Reply(200, {"id": "app-1", "client_id": "kr_app_abc", "client_secret": "krs_rotated"}))
     scripted.on("DELETE", "/api/v1/applications/app-1", Reply(204))
+    scripted.on("PATCH", "/api/v1/applications/app-1", Reply(200, {
+        "id": "app-1", "client_id": "kr_app_abc", "name": "agent-app", "workspaces": "*", "scopes": ["logs"],
+        "revoked": False, "revoked_at": None}))
     kr = scripted_admin(connect, scripted)
 
     app = kr.applications.create("agent-app", workspaces=["acme"], scopes=["proxy"])
@@ -152,6 +155,11 @@ def test_applications_follow_the_contract(connect: Any, scripted: ScriptedServer
     assert listed[0].created_at == dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
     rotated = kr.applications.rotate_secret("app-1")
     assert rotated.client_secret == "krs_rotated" and "krs_rotated" not in repr(rotated)
+    updated = kr.applications.update("app-1", workspaces="*", scopes=["logs"])
+    assert (updated.workspaces, updated.scopes, updated.revoked) == ("*", ["logs"], False)
+    assert scripted.seen("PATCH", "/api/v1/applications/app-1")[0].json() == {"workspaces": "*", "scopes": ["logs"]}
+    with pytest.raises(UsageError, match="Nothing to change"):
+        kr.applications.update("app-1")
     assert kr.applications.delete("app-1") is None
     assert len(scripted.seen("DELETE", "/api/v1/applications/app-1")) == 1
 

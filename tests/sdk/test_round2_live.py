@@ -61,3 +61,13 @@ def test_a_connect_session_opens_a_page(client: Any, workspace: dict[str, str]) 
     assert page.status_code == 303  # one connector offered: the page goes straight to its form
     form = httpx.get(session.url, follow_redirects=True, timeout=10)
     assert form.status_code == 200 and form.url.path == f"/connect/{session.token}/stripe"
+
+
+def test_narrowing_an_application_reaches_its_tokens(client: Any, connect: Any, server: KeyrelayServer) -> None:
+    app = client.applications.create("narrow-" + uuid.uuid4().hex[:6], scopes=["logs", "proxy"])
+    agent = connect(server.url, client_id=app.client_id, client_secret=app.client_secret)
+    assert isinstance(agent.logs.list(), list)
+    narrowed = client.applications.update(app.id, scopes=["proxy"])
+    assert narrowed.id == app.id and narrowed.scopes == ["proxy"] and not narrowed.revoked
+    with pytest.raises(Forbidden):
+        agent.logs.list()  # the token already issued carries what the application holds now

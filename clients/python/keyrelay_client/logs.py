@@ -1,8 +1,10 @@
 """The request log: recent entries (`GET /api/v1/logs`) and the live feed (`GET /api/v1/logs/stream`, SSE).
 
 Every caller needs the `logs` scope. An application token sees the workspaces its application reaches; an API key
-or workspace token sees its own workspace (name it by id: looking a name up is an admin read). `tail()` yields entries as keyrelay records them, until the server ends the stream or the caller stops
-iterating (which closes the connection). keyrelay sends a keep-alive comment every 15 s, so the read timeout of
+or workspace token sees its own workspace (name it by id: looking a name up is an admin read).
+
+`tail()` yields entries as keyrelay records them, until the server ends the stream or the caller stops iterating
+(which closes the connection). keyrelay sends a keep-alive comment every 15 s, so the read timeout of
 the feed (`read_timeout`, default 60 s) only fires when the connection is dead: it raises `RequestTimeout`, and a
 dropped connection `ConnectionFailed`; nothing is retried once the feed has started.
 """
