@@ -44,11 +44,13 @@ def test_scoped_token_reaches_only_its_workspace(client: Any, connect: Any, serv
     name = "scoped-" + uuid.uuid4().hex[:8]
     token = client.workspaces.scoped_token(name)  # creates the workspace
     assert token.token.startswith("krw_") and token.token not in repr(token) and token.expires_in == 1200
+    assert client.workspaces.get(name).id == token.workspace_id
     agent = connect(server.url, token=token.token)
-    assert [w.name for w in agent.workspaces.list()] == [name]
-    assert agent.workspaces.get(name).id == token.workspace_id
-    with pytest.raises(Forbidden):
-        agent.workspaces.create("not-allowed-" + name)
+    assert agent.logs.list(workspace=token.workspace_id) == []  # its data scopes, in its workspace
+    for admin_call in (agent.workspaces.list, lambda: agent.workspaces.get(token.workspace_id),
+                       lambda: agent.workspaces.create("not-allowed-" + name)):
+        with pytest.raises(Forbidden):  # no admin power, reads included
+            admin_call()
 
 
 def test_source_crud_never_shows_a_credential(client: Any, workspace: dict[str, str],
@@ -92,12 +94,13 @@ def test_api_keys_are_shown_once_and_revoked_at_once(client: Any, connect: Any, 
     assert [k.id for k in listed] == [new.id] and not hasattr(listed[0], "key")
 
     agent = connect(server.url, api_key=new.key)
-    assert [w.id for w in agent.workspaces.list()] == [workspace["id"]]
-    with pytest.raises(Forbidden):
-        agent.api_keys.list()
+    assert agent.logs.list() == []
+    for admin_call in (agent.api_keys.list, agent.workspaces.list):
+        with pytest.raises(Forbidden):  # API keys hold data scopes only
+            admin_call()
     client.api_keys.delete(new.id)
     with pytest.raises(Unauthenticated):
-        agent.workspaces.list()
+        agent.logs.list()
     assert client.api_keys.list(workspace["id"])[0].revoked is True
 
 
@@ -134,6 +137,9 @@ def test_applications_follow_the_contract(connect: Any, scripted: ScriptedServer
     scripted.on("POST", "/api/v1/applications/app-1/rotate-secret",
                 Reply(200, {"id": "app-1", "client_id": "kr_app_abc", "client_secret": "krs_rotated"}))
     scripted.on("DELETE", "/api/v1/applications/app-1", Reply(204))
+    scripted.on("PATCH", "/api/v1/applications/app-1", Reply(200, {
+        "id": "app-1", "client_id": "kr_app_abc", "name": "agent-app", "workspaces": "*", "scopes": ["logs"],
+        "revoked": False, "revoked_at": None}))
     kr = scripted_admin(connect, scripted)
 
     app = kr.applications.create("agent-app", workspaces=["acme"], scopes=["proxy"])
@@ -149,6 +155,11 @@ def test_applications_follow_the_contract(connect: Any, scripted: ScriptedServer
     assert listed[0].created_at == dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
     rotated = kr.applications.rotate_secret("app-1")
     assert rotated.client_secret == "krs_rotated" and "krs_rotated" not in repr(rotated)
+    updated = kr.applications.update("app-1", workspaces="*", scopes=["logs"])
+    assert (updated.workspaces, updated.scopes, updated.revoked) == ("*", ["logs"], False)
+    assert scripted.seen("PATCH", "/api/v1/applications/app-1")[0].json() == {"workspaces": "*", "scopes": ["logs"]}
+    with pytest.raises(UsageError, match="Nothing to change"):
+        kr.applications.update("app-1")
     assert kr.applications.delete("app-1") is None
     assert len(scripted.seen("DELETE", "/api/v1/applications/app-1")) == 1
 

@@ -20,22 +20,24 @@ from keyrelay_client import (
 )
 from support.keyrelay import Admin, KeyrelayServer
 from support.scripted import Reply, ScriptedServer
+from support.upstream import FakeUpstream
 
 
 def test_everything_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, server: KeyrelayServer, raw: Admin,
-                                               workspace: dict[str, str]) -> None:
+                                               echo: dict[str, Any], upstream: FakeUpstream) -> None:
     for name in ("KEYRELAY_CLIENT_ID", "KEYRELAY_CLIENT_SECRET", "KEYRELAY_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("KEYRELAY_URL", server.url)
-    monkeypatch.setenv("KEYRELAY_API_KEY", raw.api_key(workspace["id"], ["proxy"]))
+    monkeypatch.setenv("KEYRELAY_API_KEY", raw.api_key(echo["workspace_id"], ["proxy"]))
+    url = upstream.url + "/echo"
     with Keyrelay() as kr:
-        assert [w.name for w in kr.workspaces.list()] == [workspace["name"]]
+        assert kr.request(echo["id"], "GET", url).status_code == 200
 
-    async def main() -> list[str]:
+    async def main() -> int:
         async with AsyncKeyrelay() as akr:
-            return [w.name for w in await akr.workspaces.list()]
+            return (await akr.request(echo["id"], "GET", url)).status_code
 
-    assert asyncio.run(main()) == [workspace["name"]]
+    assert asyncio.run(main()) == 200
 
 
 def test_missing_configuration_fails_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,9 +102,9 @@ def test_a_custom_transport_is_used(server: KeyrelayServer, raw: Admin, workspac
             seen.append(request.url.path)
             return super().handle_request(request)
 
-    with Keyrelay(server.url, api_key=raw.api_key(workspace["id"], ["proxy"]), transport=Recording(), env={}) as kr:
-        kr.workspaces.list()
-    assert seen == ["/api/v1/workspaces"]
+    with Keyrelay(server.url, api_key=raw.api_key(workspace["id"], ["logs"]), transport=Recording(), env={}) as kr:
+        kr.logs.list()
+    assert seen == ["/api/v1/logs"]
 
 
 COMPLETION = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1_700_000_000, "model": "gpt-test",
@@ -131,7 +133,7 @@ def test_an_httpx_based_sdk_works_through_the_gateway(server: KeyrelayServer, wo
     """The OpenAI SDK on `http()`: keyrelay injects the stored key; the SDK's placeholder never leaves."""
     import openai
 
-    with Keyrelay(server.url, api_key=openai_source, env={}) as kr, kr.http(workspace["name"], "openai") as gw:
+    with Keyrelay(server.url, api_key=openai_source, env={}) as kr, kr.http(workspace["id"], "openai") as gw:
         ai = openai.OpenAI(base_url=str(gw.base_url), api_key="unused", http_client=gw, max_retries=0)
         answer = ai.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "Hi"}])
     assert answer.choices[0].message.content == "Hello through keyrelay"

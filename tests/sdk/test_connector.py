@@ -106,7 +106,9 @@ def test_binding_names_what_is_missing_or_ambiguous(agent: Any, client: Any, raw
     with pytest.raises(LookupFailed, match=r"several stripe sources \(stripe-eu, stripe-us\)"):
         agent.connector("stripe", workspace=workspace["name"])
     us = client.connector("stripe", workspace=workspace["name"], source="stripe-us")
-    assert us.source.slug == "stripe-us"
+    assert us.source.slug == "stripe-us" and us.source.config == {"base_url": stripe.url}  # the admin listing
+    eu = agent.connector("stripe", workspace=workspace["name"], source="stripe-eu")
+    assert (eu.source.name, eu.source.slug, eu.source.config) == ("stripe-eu", "", {})  # the agents' lookup
     assert [c["id"] for c in us.customers.list(limit=2).first_page().items] == ["cus_0000", "cus_0001"]
 
 

@@ -91,7 +91,7 @@ def test_keyrelay_refusals_are_exceptions(agent: Any, raw: Admin, workspace: dic
 def test_http_client_goes_through_the_gateway(agent: Any, client: Any, workspace: dict[str, str],
                                               echo: dict[str, Any], upstream: FakeUpstream,
                                               server: KeyrelayServer) -> None:
-    for who, ref in ((agent, workspace["name"]), (client, workspace["id"])):
+    for who, ref in ((agent, workspace["id"]), (client, workspace["name"])):  # only admin looks names up
         gw = who.http(ref, "echo")
         with gw:
             assert str(gw.base_url) == f"{server.url}/api/{workspace['id']}/proxy/echo/"
@@ -102,15 +102,21 @@ def test_http_client_goes_through_the_gateway(agent: Any, client: Any, workspace
         assert seen.body == b'{"model":"m"}'
 
 
-def test_http_names_an_unknown_workspace(agent: Any) -> None:
-    with pytest.raises(LookupFailed):
-        agent.http("no-such-workspace", "echo")
+def test_http_names_an_unknown_workspace(client: Any) -> None:
+    with pytest.raises(LookupFailed, match="no-such-workspace"):
+        client.http("no-such-workspace", "echo")
+
+
+def test_http_tells_an_agent_to_name_its_workspace_by_id(agent: Any, workspace: dict[str, str]) -> None:
+    """Looking a name up is an admin read: an API key gets a `LookupFailed` that says what to pass instead."""
+    with pytest.raises(LookupFailed, match="Pass the workspace id"):
+        agent.http(workspace["name"], "echo")
 
 
 def test_http_streams_sync(server: KeyrelayServer, raw: Admin, workspace: dict[str, str],
                            echo: dict[str, Any]) -> None:
     key = raw.api_key(workspace["id"], ["proxy"])
-    with Keyrelay(server.url, api_key=key, env={}) as kr, kr.http(workspace["name"], "echo") as gw, \
+    with Keyrelay(server.url, api_key=key, env={}) as kr, kr.http(workspace["id"], "echo") as gw, \
             gw.stream("GET", "/stream?chunks=4&size=1000") as r:
         assert b"".join(r.iter_bytes()) == b"".join(bytes([48 + i]) * 1000 for i in range(4))
 

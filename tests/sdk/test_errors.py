@@ -14,6 +14,8 @@ import pytest
 from keyrelay_client import (
     ClientError,
     Conflict,
+    CredentialsRequired,
+    Forbidden,
     KeyrelayError,
     NotFound,
     RateLimited,
@@ -142,3 +144,22 @@ def test_live_airbyte_route_error_is_read(server: KeyrelayServer) -> None:
                         headers={"Authorization": "Bearer x"})
         assert "errors" in raw.json()  # the route really uses the Airbyte shape
     assert err.value.code == "not_found" and err.value.request_id
+
+
+def test_live_moving_a_source_without_its_credentials_is_credentials_required(client: Any, workspace: dict[str, str],
+                                                                            raw: Any) -> None:
+    src = raw.source(workspace["id"], upstream_url="http://127.0.0.1:9/v1", credentials={"bearer_token": "sk-1"},
+                     slug="moving")
+    with pytest.raises(CredentialsRequired) as err:
+        client.sources.update(src["id"], config={"upstream_url": "http://127.0.0.2:9/v1"})
+    assert (err.value.status, err.value.field) == (409, "credentials")
+    moved = client.sources.update(src["id"], config={"upstream_url": "http://127.0.0.2:9/v1"},
+                                  credentials={"bearer_token": "sk-1"})
+    assert moved.config["upstream_url"] == "http://127.0.0.2:9/v1"
+
+
+def test_a_constraint_refusal_names_its_kind() -> None:
+    err = error_from_response(403, {}, body(code="forbidden", message="Not one of this token's sources",
+                                            constraint="sources"))
+    assert isinstance(err, Forbidden) and err.constraint == "sources"
+    assert error_from_response(403, {}, body(code="forbidden", message="m")).constraint is None

@@ -1,8 +1,10 @@
 """Admin resources: workspaces, sources, API keys, applications, connect sessions, the connector catalog.
 
-Admin routes need an application token (client credentials); an API key or workspace token gets `403 forbidden`
-(reading its own workspace and sources is allowed). Wherever a workspace is named, its name or its id works:
-an id (a UUID) is used as is, a name is looked up with `GET /api/v1/workspaces`.
+Admin routes, reads included, need an application token holding `admin` (client credentials); an API key, a
+workspace-scoped token or an application without `admin` gets `403 forbidden` (docs/security.md). Two reads serve
+any token: `connectors.entities()` and, with the `query` scope, `sources.streams()`. Wherever a workspace is
+named, its name or its id works: an id (a UUID) is used as is, a name is looked up with `GET /api/v1/workspaces`
+(an admin read).
 
 Each `*Ops` class holds the operations (routes, bodies, parsing) once; the sync and async resources below it
 only declare which of them they expose.
@@ -16,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from keyrelay_client.calls import Call, Operation, items, obj, path
-from keyrelay_client.errors import LookupFailed, UsageError
+from keyrelay_client.errors import Forbidden, LookupFailed, UsageError
 from keyrelay_client.models import (
     ApiKey,
     Application,
@@ -70,6 +72,17 @@ def workspace_id(ref: WorkspaceRef) -> Operation[str]:
     if isinstance(ref, str) and is_id(ref):
         return ref
     return (yield from find_workspace(ref)).id
+
+
+def own_workspace_id(ref: WorkspaceRef) -> Operation[str]:
+    """`workspace_id` for the doors an agent uses: looking a name up is an admin read, so credentials without
+    admin power (an API key, a workspace-scoped token, an application without `admin`) must name the workspace
+    by its id; they get `LookupFailed` saying so instead of the lookup's `403`."""
+    try:
+        return (yield from workspace_id(ref))
+    except Forbidden:
+        raise LookupFailed(f"Cannot look up workspace {ref!r} by name: that needs an application token holding "
+                           "admin. Pass the workspace id instead (e.g. ScopedToken.workspace_id)") from None
 
 
 def _iso(value: dt.datetime | str | None) -> str | None:
@@ -231,27 +244,44 @@ class AsyncApiKeys(AsyncResource):
 class ApplicationOps:
     def create(self, name: str, *, workspaces: Sequence[str] | str = "*",
                scopes: Sequence[str] = ()) -> Operation[ApplicationSecret]:
-        """A machine client limited to `workspaces` (a list, or `"*"` for all) and `scopes`; its tokens carry only
-        those. `ApplicationSecret.client_secret` is shown this once."""
+        """A machine client limited to `workspaces` (ids or names, or `"*"` for all) and `scopes` (at least one:
+        the data scopes, `admin`, `approve`); its tokens carry only those, and never more than the caller holds.
+        `ApplicationSecret.client_secret` is shown this once."""
         body = {"name": name, "workspaces": workspaces if isinstance(workspaces, str) else list(workspaces),
                 "scopes": list(scopes)}
         return ApplicationSecret.from_json(obj((yield Call("POST", "/api/v1/applications", json=body))))
 
+    def update(self, application_id: str, *, workspaces: Sequence[str] | str | None = None,
+               scopes: Sequence[str] | None = None) -> Operation[Application]:
+        """Change what an application reaches; tokens already issued carry the change at once."""
+        body: dict[str, Any] = {}
+        if workspaces is not None:
+            body["workspaces"] = workspaces if isinstance(workspaces, str) else list(workspaces)
+        if scopes is not None:
+            body["scopes"] = list(scopes)
+        if not body:
+            raise UsageError("Nothing to change: pass workspaces, scopes or both")
+        call = Call("PATCH", path("api", "v1", "applications", application_id), json=body)
+        return Application.from_json(obj((yield call)))
+
     def delete(self, application_id: str) -> Operation[None]:
+        """Revoke an application and every token minted from it; it stays listed, with `revoked` set."""
         yield Call("DELETE", path("api", "v1", "applications", application_id))
 
     def rotate_secret(self, application_id: str) -> Operation[ApplicationSecret]:
-        """A new client secret; the old one stops working."""
+        """A new client secret; the old one, and every token minted with it, stop working."""
         call = Call("POST", path("api", "v1", "applications", application_id, "rotate-secret"))
-        return ApplicationSecret.from_json(obj((yield call)))
+        return ApplicationSecret.rotated(obj((yield call)))
 
     def list(self) -> Operation[list[Application]]:
+        """Every application the credentials reach (revoked ones included), never a secret."""
         return [Application.from_json(a) for a in items((yield Call("GET", "/api/v1/applications")))]
 
 
 class Applications(SyncResource):
     create = blocking(ApplicationOps.create)
     list = blocking(ApplicationOps.list)
+    update = blocking(ApplicationOps.update)
     delete = blocking(ApplicationOps.delete)
     rotate_secret = blocking(ApplicationOps.rotate_secret)
 
@@ -259,6 +289,7 @@ class Applications(SyncResource):
 class AsyncApplications(AsyncResource):
     create = awaiting(ApplicationOps.create)
     list = awaiting(ApplicationOps.list)
+    update = awaiting(ApplicationOps.update)
     delete = awaiting(ApplicationOps.delete)
     rotate_secret = awaiting(ApplicationOps.rotate_secret)
 

@@ -43,7 +43,7 @@ from keyrelay_client.admin import (
     WorkspaceOps,
     WorkspaceRef,
     Workspaces,
-    workspace_id,
+    own_workspace_id,
 )
 from keyrelay_client.auth import ApplicationAuth, BearerAuth
 from keyrelay_client.config import ClientCredentials, Config, resolve
@@ -58,6 +58,7 @@ from keyrelay_client.surface import AsyncResource, SyncResource, apaged, awaitin
 __version__ = "0.1.0"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 USER_AGENT = f"keyrelay-client/{__version__}"
+APPLICATION_TOKEN_PREFIX = "kra_"  # noqa: S105 - a prefix, not a token
 
 
 def make_auth(config: Config, clock: Callable[[], float]) -> httpx.Auth:
@@ -75,6 +76,8 @@ class _Configured:
         self.base_url = config.base_url
         self._auth = make_auth(config, clock)
         self._timeout = httpx.Timeout(timeout)
+        cred = config.credential  # only an application token may hold admin; API keys and krw_/krc_ tokens never do
+        self._admin = isinstance(cred, ClientCredentials) or cred.value.startswith(APPLICATION_TOKEN_PREFIX)
 
     def _gateway(self, wid: str, slug: str, client_options: Mapping[str, Any]) -> dict[str, Any]:
         """Options for the gateway client of `Keyrelay.http` / `AsyncKeyrelay.http`."""
@@ -117,7 +120,8 @@ class Keyrelay(_Configured, SyncResource):
     query = paged(DoorOps.query)
 
     def http(self, workspace: WorkspaceRef, slug: str, **client_options: Any) -> httpx.Client:
-        """An `httpx.Client` on the gateway route of source `slug` in `workspace` (a name or an id).
+        """An `httpx.Client` on the gateway route of source `slug` in `workspace` (an id, a `Workspace`, or a name:
+        looking a name up needs an application holding `admin`; other credentials pass the id).
 
         Its base URL is `{base_url}/api/{workspace_id}/proxy/{slug}/` and it sends this client's keyrelay token
         (renewed like every other call), so any httpx-based SDK works through keyrelay::
@@ -128,12 +132,13 @@ class Keyrelay(_Configured, SyncResource):
         keyrelay replaces the SDK's own `Authorization` with the stored credential. The caller owns the returned
         client (close it, or use it as a context manager). `client_options` go to `httpx.Client`.
         """
-        return httpx.Client(**self._gateway(self._runner.run(workspace_id(workspace)), slug, client_options))
+        return httpx.Client(**self._gateway(self._runner.run(own_workspace_id(workspace)), slug, client_options))
 
     def connector(self, name: str, *, workspace: WorkspaceRef, source: str | None = None) -> Connector:
         """A facade over the workspace's `name` source (pass `source=` an id, slug or name when there are several):
-        `kr.connector("stripe", workspace="acme").customers.list(limit=10)`."""
-        return Connector(self._runner, self._runner.run(bind(name, workspace, source)))
+        `kr.connector("stripe", workspace="acme").customers.list(limit=10)`. An API key or token needs the
+        `execute` scope, and finds sources by id or name (not slug)."""
+        return Connector(self._runner, self._runner.run(bind(name, workspace, source, admin=self._admin)))
 
     def close(self) -> None:
         self._http.close()
@@ -176,12 +181,12 @@ class AsyncKeyrelay(_Configured, AsyncResource):
 
     async def http(self, workspace: WorkspaceRef, slug: str, **client_options: Any) -> httpx.AsyncClient:
         """An `httpx.AsyncClient` on the gateway route of source `slug` in `workspace`; see `Keyrelay.http`."""
-        return httpx.AsyncClient(**self._gateway(await self._runner.run(workspace_id(workspace)), slug,
+        return httpx.AsyncClient(**self._gateway(await self._runner.run(own_workspace_id(workspace)), slug,
                                                  client_options))
 
     async def connector(self, name: str, *, workspace: WorkspaceRef, source: str | None = None) -> AsyncConnector:
         """A facade over the workspace's `name` source; see `Keyrelay.connector`."""
-        return AsyncConnector(self._runner, await self._runner.run(bind(name, workspace, source)))
+        return AsyncConnector(self._runner, await self._runner.run(bind(name, workspace, source, admin=self._admin)))
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -1,10 +1,15 @@
 """Connector facades built at run time from the catalog: `kr.connector("stripe", workspace="acme")`.
 
-Binding a facade finds the workspace's source of that connector (`GET /api/v1/sources`; pass `source=` an id,
-slug or name when there are several) and reads the connector's entities, actions and params
-(`GET /api/v1/connectors/{name}/entities`, docs/connectors.md). Then `facade.customers.list(limit=10)` checks the
-params against the catalog (an unknown, missing or mistyped one raises `InvalidParameter` before anything is
-sent; an unknown entity or action raises `UnknownEntity` / `UnknownAction`) and runs execute.
+Binding a facade finds the workspace's source of that connector (pass `source=` an id, slug or name when there are
+several) and reads the connector's entities, actions and params (`GET /api/v1/connectors/{name}/entities`,
+docs/connectors.md). An application's client credentials list sources with the admin route `GET /api/v1/sources`
+(falling back when the application lacks `admin`); an API key or token, which may not make admin reads, uses the
+lookup made for agents, `GET /api/v1/integrations/connectors` (the `execute` scope, its own workspace): its
+`Source` then has the id, name, workspace and status only (no slug, config or policy).
+
+Then `facade.customers.list(limit=10)` checks the params against the catalog (an unknown, missing or mistyped one
+raises `InvalidParameter` before anything is sent; an unknown entity or action raises `UnknownEntity` /
+`UnknownAction`) and runs execute.
 
 A collection action returns an auto-paging iterator over its records. It pages the way the catalog says:
 `cursor` by passing `connector_metadata.next_cursor` back as the action's page param, `offset` and
@@ -20,11 +25,19 @@ from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
-from keyrelay_client.admin import WorkspaceRef, workspace_id
+from keyrelay_client.admin import WorkspaceRef, is_id, workspace_id
 from keyrelay_client.calls import Call, Operation, items, path
 from keyrelay_client.doors import QueryPager, execute_op
-from keyrelay_client.errors import InvalidParameter, LookupFailed, UnexpectedResponse, UnknownAction, UnknownEntity
-from keyrelay_client.models import Page, Source
+from keyrelay_client.errors import (
+    Forbidden,
+    InvalidParameter,
+    LookupFailed,
+    UnexpectedResponse,
+    UnknownAction,
+    UnknownEntity,
+    UsageError,
+)
+from keyrelay_client.models import Page, Source, Workspace
 from keyrelay_client.paging import AsyncPaginator, Pager, Paginator
 from keyrelay_client.runner import AsyncRunner, SyncRunner
 
@@ -145,18 +158,53 @@ class Binding:
     entities: Mapping[str, EntitySpec]
 
 
-def bind(connector: str, workspace: WorkspaceRef, source: str | None = None) -> Operation[Binding]:
+def admin_sources(connector: str, workspace: WorkspaceRef) -> Operation[list[Source]]:
+    """The workspace's sources of `connector`, from the admin listing (whole `Source`s)."""
     wid = yield from workspace_id(workspace)
     listed = [Source.from_json(s) for s in items((yield Call("GET", "/api/v1/sources",
                                                              params={"workspace_id": wid})))]
-    found = [s for s in listed if s.connector == connector]
+    return [s for s in listed if s.connector == connector]
+
+
+def agent_sources(connector: str, workspace: WorkspaceRef) -> Operation[list[Source]]:
+    """The workspace's sources of `connector`, from the connector lookup made for agents (the `execute` scope,
+    its own workspace, by id or name): each source's id, name, workspace and status only."""
+    if isinstance(workspace, Workspace):
+        where = {"workspace_id": workspace.id}
+    elif isinstance(workspace, str) and workspace:
+        where = {"workspace_id": workspace} if is_id(workspace) else {"workspace_name": workspace}
+    else:
+        raise UsageError("workspace must be a workspace name, an id or a Workspace")
+    call = Call("GET", "/api/v1/integrations/connectors", params={**where, "definition_id": connector})
+    listed = items((yield call))
+    try:
+        return [Source(id=str(s["id"]), workspace_id=str(s["workspace_id"]), connector=connector,
+                       name=str(s.get("name") or ""), slug="", status=str(s.get("status") or ""), config={},
+                       credentials=[], policy={}, created_at=None, updated_at=None, raw=s) for s in listed]
+    except (KeyError, TypeError):
+        raise UnexpectedResponse("The connector lookup answer is malformed") from None
+
+
+def bind(connector: str, workspace: WorkspaceRef, source: str | None = None, *,
+         admin: bool = True) -> Operation[Binding]:
+    """Find the source and read the connector's description. With `admin` (client credentials), the admin
+    listing is tried first, giving whole `Source`s; without admin power, or for other credentials, the sources
+    come from the agents' connector lookup, which knows each source's id and name but not its slug."""
+    found: list[Source] | None = None
+    if admin:
+        try:
+            found = yield from admin_sources(connector, workspace)
+        except Forbidden:
+            found = None
+    if found is None:
+        found = yield from agent_sources(connector, workspace)
     if source is not None:
-        found = [s for s in found if source in (s.id, s.slug, s.name)]
+        found = [s for s in found if source in (s.id, s.slug or None, s.name)]
     if not found:
         which = f" matching {source!r}" if source is not None else ""
         raise LookupFailed(f"The workspace has no {connector} source{which}")
     if len(found) > 1:
-        slugs = ", ".join(sorted(s.slug for s in found))
+        slugs = ", ".join(sorted(s.slug or s.name for s in found))
         raise LookupFailed(f"The workspace has several {connector} sources ({slugs}): pass source= one of them")
     try:
         described = items((yield Call("GET", path("api", "v1", "connectors", connector, "entities"))))

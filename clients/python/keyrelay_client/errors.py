@@ -1,7 +1,7 @@
 """Errors: one class per error code of keyrelay's docs/errors.md, plus the client's own.
 
 Every error keyrelay produces has the body `{"error": {"code", "message", "request_id", "field"?,
-"retry_after"?}}`; the Airbyte-compatible routes use `{"errors": [{"message", "userPresentableMessage",
+"retry_after"?, "constraint"?}}`; the Airbyte-compatible routes use `{"errors": [{"message", "userPresentableMessage",
 "code"}]}` instead. `error_from_response` reads both and picks the class for the code. A code this version does
 not know maps to `ClientError` (4xx) or `ServerError` (5xx), keeping the code it received, so new server codes
 never break `except ClientError`.
@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 __all__ = [
-    "ClientError", "ConfigurationError", "Conflict", "ConnectionFailed", "DestinationNotAllowed", "Forbidden",
+    "ClientError", "ConfigurationError", "Conflict", "ConnectionFailed", "CredentialsRequired", "CredentialsUnusable",
+    "DestinationNotAllowed", "Forbidden",
     "HeadersTooLarge", "InternalError", "InvalidParameter", "InvalidRequest", "KeyrelayError", "LookupFailed",
     "MethodNotAllowed", "NetworkError", "NotFound", "PayloadTooLarge", "RangeNotSatisfiable", "RateLimited",
     "RequestTimeout", "Sealed", "ServerError", "SsrfBlocked", "Unauthenticated", "Unavailable", "UnexpectedResponse",
@@ -37,7 +38,7 @@ class KeyrelayError(Exception):
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
                  request_id: str | None = None, retry_after: int | None = None, field: str | None = None,
-                 details: Mapping[str, Any] | None = None) -> None:
+                 constraint: str | None = None, details: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status if status is not None else self.default_status
@@ -45,6 +46,7 @@ class KeyrelayError(Exception):
         self.request_id = request_id
         self.retry_after = retry_after
         self.field = field
+        self.constraint = constraint
         self.details: Mapping[str, Any] = dict(details or {})
 
     def __str__(self) -> str:
@@ -78,6 +80,9 @@ class Unauthenticated(ClientError):
 
 
 class Forbidden(ClientError):
+    """The credential lacks the scope (or, on admin routes, the `admin` power) the route needs, or a token
+    constraint refused the request: `constraint` then names its kind (`sources`, `methods`, `budget`, ...)."""
+
     default_status, default_code = 403, "forbidden"
 
 
@@ -99,6 +104,19 @@ class MethodNotAllowed(ClientError):
 
 class Conflict(ClientError):
     default_status, default_code = 409, "conflict"
+
+
+class CredentialsRequired(ClientError):
+    """A source update moves the source to another destination without sending its `credentials` again."""
+
+    default_status, default_code = 409, "credentials_required"
+
+
+class CredentialsUnusable(ClientError):
+    """The source's stored credentials do not decrypt for its current destination: an operator must store them
+    again. Nothing was sent upstream."""
+
+    default_status, default_code = 409, "credentials_unusable"
 
 
 class PayloadTooLarge(ClientError):
@@ -175,9 +193,9 @@ class RequestTimeout(NetworkError):
 
 CODES: Mapping[str, type[KeyrelayError]] = {cls.default_code: cls for cls in (
     InvalidRequest, WrongSourceType, Unauthenticated, Forbidden, UpstreamRejected, DestinationNotAllowed, NotFound,
-    MethodNotAllowed, Conflict, PayloadTooLarge, UriTooLong, RangeNotSatisfiable, SsrfBlocked, Unprocessable,
-    RateLimited, HeadersTooLarge, InternalError, UpstreamUnreachable, UpstreamAuthFailed, Sealed, Unavailable,
-    UpstreamTimeout,
+    MethodNotAllowed, Conflict, CredentialsRequired, CredentialsUnusable, PayloadTooLarge, UriTooLong,
+    RangeNotSatisfiable, SsrfBlocked, Unprocessable, RateLimited, HeadersTooLarge, InternalError, UpstreamUnreachable,
+    UpstreamAuthFailed, Sealed, Unavailable, UpstreamTimeout,
 )}
 
 
@@ -188,6 +206,7 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes) ->
     message = found.get("message") if isinstance(found.get("message"), str) else None
     request_id = found.get("request_id") if isinstance(found.get("request_id"), str) else None
     field = found.get("field") if isinstance(found.get("field"), str) else None
+    constraint = found.get("constraint") if isinstance(found.get("constraint"), str) else None
     retry_after = _seconds(found.get("retry_after"))
     lowered = {k.lower(): v for k, v in headers.items()}
     if retry_after is None:
@@ -195,7 +214,7 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes) ->
     cls = CODES.get(code or "") or _family(status)
     return cls(message or f"HTTP {status} without a keyrelay error body", status=status, code=code,
                request_id=request_id or lowered.get("x-request-id"), retry_after=retry_after, field=field,
-               details=found)
+               constraint=constraint, details=found)
 
 
 def _error_object(body: bytes) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """The request log: recent entries (`GET /api/v1/logs`) and the live feed (`GET /api/v1/logs/stream`, SSE).
 
-An application token sees every workspace; an API key or workspace token needs the `logs` scope and sees its own
-workspace. `tail()` yields entries as keyrelay records them, until the server ends the stream or the caller stops
-iterating (which closes the connection). keyrelay sends a keep-alive comment every 15 s, so the read timeout of
+Every caller needs the `logs` scope. An application token sees the workspaces its application reaches; an API key
+or workspace token sees its own workspace (name it by id: looking a name up is an admin read).
+
+`tail()` yields entries as keyrelay records them, until the server ends the stream or the caller stops iterating
+(which closes the connection). keyrelay sends a keep-alive comment every 15 s, so the read timeout of
 the feed (`read_timeout`, default 60 s) only fires when the connection is dead: it raises `RequestTimeout`, and a
 dropped connection `ConnectionFailed`; nothing is retried once the feed has started.
 """
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from keyrelay_client.admin import SourceRef, WorkspaceRef, source_id, workspace_id
+from keyrelay_client.admin import SourceRef, WorkspaceRef, own_workspace_id, source_id
 from keyrelay_client.calls import Call, Operation, items
 from keyrelay_client.errors import UnexpectedResponse, UsageError
 from keyrelay_client.models import LogEntry
@@ -71,7 +73,7 @@ class LogOps:
         """The most recent entries (at most `limit`, 1 to 1000), optionally of one workspace, source or status."""
         params: dict[str, str | int] = {"limit": limit}
         if workspace is not None:
-            params["workspace_id"] = yield from workspace_id(workspace)
+            params["workspace_id"] = yield from own_workspace_id(workspace)
         if source is not None:
             params["source_id"] = source_id(source)
         if status is not None:
@@ -83,7 +85,7 @@ class LogOps:
 
     def tail_call(self, workspace: WorkspaceRef | None, read_timeout: float | None,
                   base: httpx.Timeout) -> Operation[Call]:
-        params = None if workspace is None else {"workspace_id": (yield from workspace_id(workspace))}
+        params = None if workspace is None else {"workspace_id": (yield from own_workspace_id(workspace))}
         timeout = httpx.Timeout(connect=base.connect, read=read_timeout, write=base.write, pool=base.pool)
         return Call("GET", STREAM_PATH, params=params, headers={"Accept": "text/event-stream"}, timeout=timeout)
 

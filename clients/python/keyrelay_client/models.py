@@ -177,7 +177,8 @@ class NewApiKey(ApiKey):
 
 @dataclass(frozen=True)
 class Application:
-    """A machine client of the operator, limited to `workspaces` (a list, or `"*"`) and `scopes`."""
+    """A machine client of the operator, limited to `workspaces` (a list of ids, or `"*"`) and `scopes`. A revoked
+    application stays listed, with `revoked` set."""
 
     id: str
     client_id: str
@@ -185,6 +186,8 @@ class Application:
     workspaces: list[str] | str
     scopes: list[str]
     created_at: dt.datetime | None
+    revoked: bool = False
+    revoked_at: dt.datetime | None = None
     raw: Raw = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -194,40 +197,52 @@ class Application:
         workspaces: list[str] | str = spaces if isinstance(spaces, str) else r.texts("workspaces")
         return cls(id=r.text("id"), client_id=r.text("client_id"), name=r.opt_text("name") or "",
                    workspaces=workspaces, scopes=r.texts("scopes"), created_at=r.time("created_at"),
-                   raw=r.without("client_secret"))
+                   revoked=r.flag("revoked"), revoked_at=r.time("revoked_at"), raw=r.without("client_secret"))
 
 
 @dataclass(frozen=True)
 class ApplicationSecret:
-    """A new application, or one whose secret was rotated: `client_secret` is shown this once."""
+    """A new application, or one whose secret was rotated: `client_secret` is shown this once.
+
+    `client_id` is None after a rotation when keyrelay's answer does not repeat it (the client id never changes).
+    """
 
     id: str | None
-    client_id: str
+    client_id: str | None
     client_secret: str = field(repr=False)
     raw: Raw = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_json(cls, data: Raw) -> ApplicationSecret:
+        """A created application's answer: it must name its `client_id`."""
         r = Reader(data, "application")
         return cls(id=r.opt_text("id"), client_id=r.text("client_id"), client_secret=r.text("client_secret"),
+                   raw=r.without("client_secret"))
+
+    @classmethod
+    def rotated(cls, data: Raw) -> ApplicationSecret:
+        """A rotation's answer: `{id, client_secret}`, `client_id` optional."""
+        r = Reader(data, "rotated secret")
+        return cls(id=r.text("id"), client_id=r.opt_text("client_id"), client_secret=r.text("client_secret"),
                    raw=r.without("client_secret"))
 
 
 @dataclass(frozen=True)
 class ConnectSession:
-    """A hosted connect page for one workspace: send the end user to `url`; `token` authorises that page."""
+    """A hosted connect page for one workspace: send the end user to `url`; `token` authorises that page. Both
+    carry the session's secret, so `repr` shows neither."""
 
     id: str
-    url: str
-    expires_at: dt.datetime | None
-    token: str = field(repr=False)
+    url: str = field(repr=False)
+    expires_at: dt.datetime | None = None
+    token: str = field(default="", repr=False)
     raw: Raw = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_json(cls, data: Raw) -> ConnectSession:
         r = Reader(data, "connect session")
         return cls(id=r.text("id"), url=r.text("url"), expires_at=r.time("expires_at"), token=r.text("token"),
-                   raw=r.without("token"))
+                   raw=r.without("token", "url"))
 
 
 @dataclass(frozen=True)
