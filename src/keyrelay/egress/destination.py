@@ -1,4 +1,5 @@
-"""Where a request may go: base URLs, agent tails and URLs, outbound URL assembly (security.md Appendix C).
+"""Where a request may go: base URLs, agent tails and URLs, outbound URL assembly (docs/security.md: the
+destination is fixed).
 
 Parse once, reject anything ambiguous, rebuild from validated parts; never `urljoin` or re-parse agent input.
 """
