@@ -10,7 +10,6 @@ Errors are KeyrelayErrors whose messages name the provider's error code, never a
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from collections.abc import Mapping
@@ -24,13 +23,14 @@ from authlib.oauth2.client import OAuth2Client
 from authlib.oauth2.rfc6749 import OAuth2Token
 from authlib.oauth2.rfc6749.parameters import prepare_token_request
 
+from keyrelay import boundedjson
 from keyrelay.egress.upstream import UpstreamClient
 from keyrelay.errors import SsrfBlocked, UpstreamAuthFailed, UpstreamTimeout, UpstreamUnreachable
+from keyrelay.pipeline.oauth.grant import expires_in_seconds, token_text
 
 TOKEN_TIMEOUT_SECONDS = 15.0
 VERIFIER_CHARS = 64  # RFC 7636: 43 to 128 unreserved characters
 _ERROR_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_MAX_TOKEN = 8192
 _MAX_ANSWER = 64 * 1024
 
 
@@ -108,34 +108,18 @@ def parse_tokens(status: int, data: bytes) -> Tokens:
     if doc is None or status >= 300:
         raise UpstreamAuthFailed(f"The provider's token endpoint sent an invalid answer (HTTP {status})")
     token = OAuth2Token.from_dict(dict(doc))
-    access = _token(token.get("access_token"))
+    access = token_text(token.get("access_token"))
     if access is None:
         raise UpstreamAuthFailed("The provider's token response has no usable access token")
-    refresh = _token(token.get("refresh_token"))
+    refresh = token_text(token.get("refresh_token"))
     extra = {k: v for k, v in doc.items() if k not in ("access_token", "refresh_token", "id_token")}
-    return Tokens(access_token=access, refresh_token=refresh, expires_in=_expires_in(doc.get("expires_in")),
+    return Tokens(access_token=access, refresh_token=refresh, expires_in=expires_in_seconds(doc.get("expires_in")),
                   extra=extra)
 
 
 def _json_object(data: bytes) -> dict[str, Any] | None:
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        doc = boundedjson.loads(data)
+    except (ValueError, UnicodeDecodeError):
         return None
     return doc if isinstance(doc, dict) else None
-
-
-def _token(value: Any) -> str | None:
-    if not isinstance(value, str) or not 0 < len(value) <= _MAX_TOKEN:
-        return None
-    if any(ord(c) < 0x21 or ord(c) > 0x7E for c in value):
-        return None  # it goes into a header: printable ASCII without spaces only
-    return value
-
-
-def _expires_in(value: Any) -> float | None:
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 10**9:
-        return float(value)
-    return None

@@ -54,15 +54,18 @@ def _form(cfg: OAuth2Config, refresh_token: str | None) -> tuple[dict[str, str],
     return form, headers
 
 
-def _token(value: Any) -> str | None:
+def token_text(value: Any) -> str | None:
+    """A token from a token endpoint's answer, if usable: it goes into a header, so printable ASCII without
+    spaces only, at most 8 KiB (None otherwise)."""
     if not isinstance(value, str) or not 0 < len(value) <= _MAX_TOKEN:
         return None
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        return None  # would break (or inject into) the header it goes into
+    if any(ord(c) < 0x21 or ord(c) > 0x7E for c in value):
+        return None
     return value
 
 
-def _expires_in(value: Any) -> float | None:
+def expires_in_seconds(value: Any) -> float | None:
+    """`expires_in` as a positive number of seconds (a digit string counts), else None."""
     if isinstance(value, str) and value.isdigit():
         value = int(value)
     if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 10**9:
@@ -80,11 +83,11 @@ def _parse(status: int, data: bytes) -> Granted | Refused:
         return Refused(code if isinstance(code, str) and _ERROR_CODE.fullmatch(code) else f"http_{status}")
     if not 200 <= status < 300:
         raise UpstreamAuthFailed(f"The OAuth token endpoint answered HTTP {status}")
-    access = _token(doc.get("access_token")) if isinstance(doc, dict) else None
+    access = token_text(doc.get("access_token")) if isinstance(doc, dict) else None
     if access is None or not isinstance(doc, dict):
         raise UpstreamAuthFailed("The OAuth token endpoint sent an invalid token response")
-    return Granted(access_token=access, expires_in=_expires_in(doc.get("expires_in")),
-                   refresh_token=_token(doc.get("refresh_token")))
+    return Granted(access_token=access, expires_in=expires_in_seconds(doc.get("expires_in")),
+                   refresh_token=token_text(doc.get("refresh_token")))
 
 
 async def request_token(client: UpstreamClient, cfg: OAuth2Config, refresh_token: str | None) -> Granted | Refused:
