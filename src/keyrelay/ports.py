@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -196,12 +196,14 @@ class ConsoleStore(Protocol):
 class TrafficStore(Protocol):
     """Aggregates over the request log for the console's overview (docs/console.md)."""
 
-    async def by_minute(self, *, since: float, until: float, bounds: Sequence[float],
-                        source_id: str | None = None) -> list[TrafficCell]: ...
+    async def by_minute(self, *, since: float, until: float, bounds: Sequence[float], source_id: str | None = None,
+                        workspace_ids: Collection[str] | None = None) -> list[TrafficCell]: ...
     async def by_source(self, *, since: float, until: float, bounds: Sequence[float] | None,
-                        source_ids: Sequence[str] | None = None) -> list[TrafficCell]: ...
+                        source_ids: Sequence[str] | None = None,
+                        workspace_ids: Collection[str] | None = None) -> list[TrafficCell]: ...
     async def recent(self, *, workspace_id: str | None = None, source_id: str | None = None,
-                     door: str | None = None, status_class: int | None = None, limit: int = 50) -> list[LogEntry]: ...
+                     door: str | None = None, status_class: int | None = None, limit: int = 50,
+                     workspace_ids: Collection[str] | None = None) -> list[LogEntry]: ...
 
 
 class VaultAdmin(Protocol):

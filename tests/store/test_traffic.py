@@ -5,6 +5,7 @@ newest rows under every filter the live-log page offers."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -86,3 +87,18 @@ async def test_recent_rows_match_every_filter_newest_first(engine: AsyncEngine) 
     assert await ts(status_class=5, workspace_id="w1") == [4]
     assert await ts(workspace_id="other") == []
     assert (await store.recent(limit=1))[0] == rows[-1]  # every field comes back
+
+
+async def test_a_set_of_workspaces_only(engine: AsyncEngine) -> None:
+    """A limited application's figures: requests of its workspaces, never those of another or of none."""
+    rows = [_e(T0 + 1), replace(_e(T0 + 2, src="s2"), workspace_id="w2"), replace(_e(T0 + 3, src=None),
+                                                                                   workspace_id=None)]
+    await SqlRequestLogStore(engine).insert_entries(rows)
+    store = SqlTrafficStore(engine)
+    assert _cells(await store.by_minute(since=T0, until=T0 + 60, bounds=BOUNDS, workspace_ids={"w1"})) == {
+        (0, 2, 0, 1, 0, 0)}
+    assert _cells(await store.by_minute(since=T0, until=T0 + 60, bounds=BOUNDS)) == {(0, 2, 0, 3, 0, 0)}
+    assert {c.group for c in await store.by_source(since=T0, until=T0 + 60, bounds=None,
+                                                   workspace_ids={"w2"})} == {"s2"}
+    assert [e.workspace_id for e in await store.recent(workspace_ids={"w1", "w2"})] == ["w2", "w1"]
+    assert await store.recent(workspace_ids=set()) == []

@@ -1,6 +1,7 @@
 """Traffic figures for the console, computed from keyrelay's own request log (so they work on the embedded
 SQLite default without Prometheus): requests per minute, error rate, p50/p95 latency, rate-limit hits,
-upstream failures and the busiest sources over the last hour (docs/console.md).
+upstream failures and the busiest sources over the last hour (docs/console.md). `workspace_ids` limits every figure
+to requests logged for those workspaces (a limited application's reach; None: every request).
 
 Latency percentiles are estimated from counts in latency buckets (linear interpolation inside the bucket, as
 Prometheus' `histogram_quantile` does); the buckets are narrow enough that the estimate is within a few percent.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from keyrelay.model import LogEntry, TrafficCell
@@ -130,34 +131,38 @@ class TrafficService:
         until = (math.floor(self.clock() / 60) + 1) * 60.0
         return until - WINDOW_MINUTES * 60, until
 
-    async def overview(self, *, top: int = 5) -> Overview:
+    async def overview(self, *, top: int = 5, workspace_ids: Collection[str] | None = None) -> Overview:
         since, until = self.window()
-        minutes = await self.minutes(since, until)
+        minutes = await self.minutes(since, until, workspace_ids=workspace_ids)
         total = Tally()
         for m in minutes:
             total.merge(m.tally)
-        ranked = await self.sources(since=since, until=until)
+        ranked = await self.sources(since=since, until=until, workspace_ids=workspace_ids)
         best = sorted(ranked.values(), key=lambda s: (-s.tally.requests, s.source_id))[:top]
         return Overview(since, until, total, minutes, best)
 
-    async def minutes(self, since: float, until: float, *, source_id: str | None = None) -> list[Minute]:
-        cells = await self._store.by_minute(since=since, until=until, bounds=LATENCY_BOUNDS_MS, source_id=source_id)
+    async def minutes(self, since: float, until: float, *, source_id: str | None = None,
+                      workspace_ids: Collection[str] | None = None) -> list[Minute]:
+        cells = await self._store.by_minute(since=since, until=until, bounds=LATENCY_BOUNDS_MS, source_id=source_id,
+                                            workspace_ids=workspace_ids)
         by = _tallies(cells)
         count = round((until - since) / 60)
         return [Minute(since + i * 60, by.get(i) or Tally()) for i in range(count)]
 
     async def sources(self, *, since: float | None = None, until: float | None = None,
-                      source_ids: Sequence[str] | None = None) -> dict[str, SourceTraffic]:
+                      source_ids: Sequence[str] | None = None,
+                      workspace_ids: Collection[str] | None = None) -> dict[str, SourceTraffic]:
         """Per-source tallies (with latency) over the window; sources without traffic are absent."""
         if since is None or until is None:
             since, until = self.window()
         cells = await self._store.by_source(since=since, until=until, bounds=LATENCY_BOUNDS_MS,
-                                            source_ids=source_ids)
+                                            source_ids=source_ids, workspace_ids=workspace_ids)
         return {str(k): SourceTraffic(str(k), t) for k, t in _tallies(cells).items()}
 
     async def recent(self, *, workspace_id: str | None = None, source_id: str | None = None, door: str | None = None,
-                     status_class: int | None = None, limit: int = 50) -> list[LogEntry]:
+                     status_class: int | None = None, limit: int = 50,
+                     workspace_ids: Collection[str] | None = None) -> list[LogEntry]:
         """The newest request-log entries matching every given filter, newest first."""
         return await self._store.recent(workspace_id=workspace_id, source_id=source_id, door=door,
-                                        status_class=status_class, limit=limit)
+                                        status_class=status_class, limit=limit, workspace_ids=workspace_ids)
 

@@ -6,7 +6,7 @@ it). The same SQL runs on SQLite and PostgreSQL; percentiles are estimated from 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -47,6 +47,11 @@ def _names(*labels: str) -> list[sa.ColumnElement[Any]]:
     return [sa.literal_column(name) for name in labels]
 
 
+def _within(q: sa.Select[Any], workspace_ids: Collection[str] | None) -> sa.Select[Any]:
+    """Only requests logged for one of `workspace_ids` (None: every request, those of no workspace included)."""
+    return q if workspace_ids is None else q.where(g.c.workspace_id.in_(sorted(workspace_ids)))
+
+
 class SqlTrafficStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -57,9 +62,10 @@ class SqlTrafficStore:
             return sa.cast(sa.func.floor(offset), sa.Integer)
         return sa.cast(offset, sa.Integer)  # SQLite's CAST truncates, which is floor for offsets >= 0
 
-    async def by_minute(self, *, since: float, until: float, bounds: Sequence[float],
-                        source_id: str | None = None) -> list[TrafficCell]:
-        """Cells grouped by minute index (0 = the minute starting at `since`)."""
+    async def by_minute(self, *, since: float, until: float, bounds: Sequence[float], source_id: str | None = None,
+                        workspace_ids: Collection[str] | None = None) -> list[TrafficCell]:
+        """Cells grouped by minute index (0 = the minute starting at `since`); with `workspace_ids`, only requests
+        logged for one of those workspaces."""
         minute, cls, bucket = self._minute(since).label("grp"), _status_class().label("cls"), _bucket(bounds)
         limited, upstream = _flags()
         q = (sa.select(minute, cls, bucket.label("bucket"), sa.func.count().label("n"), limited.label("limited"),
@@ -67,10 +73,11 @@ class SqlTrafficStore:
              .where(g.c.ts >= since, g.c.ts < until).group_by(*_names("grp", "cls", "bucket")))
         if source_id is not None:
             q = q.where(g.c.source_id == source_id)
-        return await self._cells(q)
+        return await self._cells(_within(q, workspace_ids))
 
     async def by_source(self, *, since: float, until: float, bounds: Sequence[float] | None,
-                        source_ids: Sequence[str] | None = None) -> list[TrafficCell]:
+                        source_ids: Sequence[str] | None = None,
+                        workspace_ids: Collection[str] | None = None) -> list[TrafficCell]:
         """Cells grouped by source id (requests that named no source are left out)."""
         cls, bucket = _status_class().label("cls"), _bucket(bounds)
         limited, upstream = _flags()
@@ -80,7 +87,7 @@ class SqlTrafficStore:
              .group_by(*_names("grp", "cls", *(("bucket",) if bounds else ()))))
         if source_ids is not None:
             q = q.where(g.c.source_id.in_(list(source_ids)))
-        return await self._cells(q)
+        return await self._cells(_within(q, workspace_ids))
 
     async def _cells(self, q: sa.Select[Any]) -> list[TrafficCell]:
         async with self._engine.connect() as conn:
@@ -90,7 +97,8 @@ class SqlTrafficStore:
                     for r in rows]
 
     async def recent(self, *, workspace_id: str | None = None, source_id: str | None = None,
-                     door: str | None = None, status_class: int | None = None, limit: int = 50) -> list[LogEntry]:
+                     door: str | None = None, status_class: int | None = None, limit: int = 50,
+                     workspace_ids: Collection[str] | None = None) -> list[LogEntry]:
         """The newest entries matching every given filter, newest first."""
         q = sa.select(g).order_by(g.c.ts.desc()).limit(max(1, min(limit, _RECENT_MAX)))
         if workspace_id is not None:
@@ -101,5 +109,6 @@ class SqlTrafficStore:
             q = q.where(g.c.door == door)
         if status_class is not None:
             q = q.where(g.c.status >= status_class * 100, g.c.status < status_class * 100 + 100)
+        q = _within(q, workspace_ids)
         async with self._engine.connect() as conn:
             return [LogEntry(**r._asdict()) for r in await conn.execute(q)]

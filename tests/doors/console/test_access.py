@@ -61,6 +61,18 @@ def test_a_key_gets_only_the_scopes_ticked(kr: KeyrelayServer, admin: Admin, ups
     assert r.status_code == 404
 
 
+def test_a_key_is_offered_and_given_data_scopes_only(kr: KeyrelayServer, admin: Admin) -> None:
+    ws = admin.workspace("acme")
+    c = ConsoleClient(kr.url).signed_in()
+    page = c.get("/console/keys").text
+    offered = set(re.findall(r'name="scopes" value="([^"]+)"', page))
+    assert offered == {"proxy", "files", "query", "execute", "mcp", "logs"}  # never admin or approve
+    for scope in ("admin", "approve"):
+        r = c.submit("/console/keys", "/console/keys", {"workspace_id": ws, "scopes": ["proxy", scope]})
+        assert r.status_code == 400 and "data scopes" in notice(r.text)
+    assert admin.get("/api/v1/api-keys").json()["data"] == []
+
+
 def test_revoking_needs_the_token_for_that_key(kr: KeyrelayServer, admin: Admin, upstream: FakeUpstream) -> None:
     ws = admin.workspace("acme")
     admin.source(ws, upstream_url=upstream.url)
@@ -77,7 +89,8 @@ def test_revoking_needs_the_token_for_that_key(kr: KeyrelayServer, admin: Admin,
 
 def test_an_application_secret_is_shown_once_and_signs_in(kr: KeyrelayServer, admin: Admin) -> None:
     c = ConsoleClient(kr.url).signed_in()
-    r = c.submit("/console/applications", "/console/applications", {"name": "billing-backend"})
+    r = c.submit("/console/applications", "/console/applications",
+                 {"name": "billing-backend", "workspaces": "*", "scopes": ["admin", "proxy", "logs"]})
     assert r.status_code == 201
     assert_page_headers(r)
     secret = _shown_once(r.text)
@@ -88,5 +101,9 @@ def test_an_application_secret_is_shown_once_and_signs_in(kr: KeyrelayServer, ad
     listing = c.get("/console/applications").text
     assert client_id in listing and secret not in listing and "billing-backend" in listing
     assert re.search(r"bootstrap admin <span class=\"badge\">you</span>", listing)
-    r = c.submit("/console/applications", "/console/applications", {"name": " "})
+    (created,) = [a for a in admin.get("/api/v1/applications").json()["data"] if a["client_id"] == client_id]
+    assert (created["workspaces"], created["scopes"]) == ("*", ["admin", "logs", "proxy"])
+    r = c.submit("/console/applications", "/console/applications", {"name": " ", "workspaces": "*", "scopes": "proxy"})
     assert r.status_code == 400
+    r = c.submit("/console/applications", "/console/applications", {"name": "nothing", "workspaces": "*"})
+    assert r.status_code == 400 and "scope" in notice(r.text)

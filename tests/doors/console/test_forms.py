@@ -11,7 +11,7 @@ import pytest
 from keyrelay.connectors.spec import load_catalog
 from keyrelay.doors.console import forms
 from keyrelay.errors import InvalidRequest
-from keyrelay.manage.policy import PolicyIn, check_policy
+from keyrelay.manage.policy import ApprovalIn, PolicyIn, check_policy
 
 CATALOG = load_catalog()
 POLICY = PolicyIn.model_json_schema()
@@ -73,7 +73,8 @@ def test_the_policy_form_comes_from_the_policy_schema() -> None:
     values = {"allowed_methods": ["GET", "POST"], "rate_limit_per_minute": 60, "timeout_seconds": 12.5,
               "allow_writes": True, "forward_headers": ["accept", "x-trace"]}
     fields = _flat(forms.fields(POLICY, "policy", values=values, choices={"allowed_methods": METHODS}))
-    assert set(fields) == {f"policy.{k}" for k in PolicyIn.model_fields}
+    nested = {f"policy.approval.{k}" for k in ApprovalIn.model_fields}  # an object: one input per property
+    assert set(fields) == {f"policy.{k}" for k in PolicyIn.model_fields if k != "approval"} | nested
     assert fields["policy.allowed_methods"].kind == "checkboxes"
     assert fields["policy.allowed_methods"].checked == {"GET", "POST"}
     assert (fields["policy.rate_limit_per_minute"].kind, fields["policy.rate_limit_per_minute"].value) == ("integer",
@@ -81,6 +82,25 @@ def test_the_policy_form_comes_from_the_policy_schema() -> None:
     assert (fields["policy.timeout_seconds"].kind, fields["policy.timeout_seconds"].value) == ("number", "12.5")
     assert fields["policy.allow_writes"].checked == {"on"}
     assert fields["policy.forward_headers"].value == "accept, x-trace"
+    mode = fields["policy.mode"]  # an enum with a default that null would not pass: no "(not set)"
+    assert (mode.kind, mode.options, mode.value, mode.blank) == ("select", ("enforce", "observe"), "enforce", False)
+
+
+def test_an_approval_rule_is_a_nested_group_cleared_by_emptying_it() -> None:
+    choices = {"allowed_methods": METHODS, "approval.methods": METHODS}
+    rule = {"methods": ["POST"], "paths": ["/v1/refunds/**"], "entities_actions": None, "timeout_seconds": 600.0}
+    (group,) = [g for g in forms.fields(POLICY, "policy", values={"approval": rule}, choices=choices)
+                if g.key == "approval"]
+    fields = {f.key: f for f in group.fields}
+    assert group.optional and group.nullable
+    assert (fields["methods"].kind, fields["methods"].checked) == ("checkboxes", {"POST"})
+    assert (fields["paths"].value, fields["timeout_seconds"].value) == ("/v1/refunds/**", "600.0")
+    form = {"policy.approval.methods": ["DELETE"], "policy.approval.entities_actions": ["refunds.*"]}
+    policy = forms.parse(POLICY, "policy", form, nulls=True, choices=choices)
+    assert policy["approval"] == {"methods": ["DELETE"], "entities_actions": ["refunds.*"]}
+    assert check_policy(policy, catalog_api=False)["approval"]["timeout_seconds"] == 3600.0
+    left_at_its_default = {"policy.approval.timeout_seconds": ["3600"]}
+    assert forms.parse(POLICY, "policy", left_at_its_default, nulls=True, choices=choices)["approval"] is None
 
 
 def test_a_submitted_policy_is_what_check_policy_accepts() -> None:
@@ -90,10 +110,13 @@ def test_a_submitted_policy_is_what_check_policy_accepts() -> None:
     policy = forms.parse(POLICY, "policy", form, nulls=True, choices={"allowed_methods": METHODS})
     assert policy == {"allowed_methods": ["POST", "GET"], "rate_limit_per_minute": 60, "timeout_seconds": 12.5,
                       "max_body_bytes": None, "forward_headers": ["accept", "x-trace"], "allow_writes": False,
-                      "cache_ttl_seconds": None}
+                      "cache_ttl_seconds": None, "allow_body_on_safe_methods": False, "mode": "enforce",
+                      "approval": None}
     assert check_policy(policy, catalog_api=False)["allowed_methods"] == ["GET", "POST"]
     nothing_ticked = forms.parse(POLICY, "policy", {}, nulls=True, choices={"allowed_methods": METHODS})
-    assert nothing_ticked["allowed_methods"] is None and nothing_ticked["timeout_seconds"] is None
+    # an emptied limit is null (no limit); an emptied field that null would not pass is its default
+    assert nothing_ticked["allowed_methods"] is None and nothing_ticked["timeout_seconds"] == 30
+    assert check_policy(nothing_ticked, catalog_api=False)["timeout_seconds"] == 30.0
 
 
 def test_submitted_credentials_keep_only_what_was_filled_in() -> None:

@@ -34,6 +34,14 @@ class Field:
     checked: frozenset[str] = frozenset()  # for checkbox (the field's name) and checkboxes
     options: tuple[str, ...] = ()
     secret: bool = False  # a credential input: never given a value
+    nullable: bool = True  # the schema allows null (or leaving it out means nothing)
+    default: Any = None  # the schema's default, what an emptied input of a non-nullable field stands for
+
+    @property
+    def blank(self) -> bool:
+        """Whether a select offers "(not set)": not for a field that always has a value (e.g. an enum with a
+        default that null would not pass), nor for a required one."""
+        return not self.required and (self.secret or self.nullable or self.default is None)
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,7 @@ class Group:
     hint: str
     optional: bool  # a nested object that may be left out entirely
     fields: tuple[Field, ...]
+    nullable: bool = False  # the nested object may be null (a policy's `approval`: cleared by emptying its inputs)
 
 
 def label(key: str) -> str:
@@ -111,18 +120,21 @@ def _text(value: Any, kind: str) -> tuple[str, frozenset[str]]:
 
 
 def _field(name: str, key: str, schema: Mapping[str, Any], root: Mapping[str, Any], *, required: bool, secret: bool,
-           value: Any, choices: Mapping[str, Sequence[str]], hints: Mapping[str, str]) -> Field:
-    resolved, _ = _resolve(schema, root)
-    kind, options = _kind(key, resolved, secret=secret, choices=choices.get(key))
+           value: Any, choices: Mapping[str, Sequence[str]], hints: Mapping[str, str], path: str = "") -> Field:
+    """`path` is the dotted property path of a nested field ("approval.methods"): its choices and hint are looked
+    up by that path first, then by the property name."""
+    resolved, nullable = _resolve(schema, root)
+    picked = choices.get(path) if path in choices else choices.get(key)
+    kind, options = _kind(key, resolved, secret=secret, choices=picked)
     text, checked = ("", frozenset()) if secret else _text(value, kind)
-    hint = hints.get(key) or str(resolved.get("description") or "")
+    hint = hints.get(path) or hints.get(key) or str(resolved.get("description") or "")
     if kind == "map":
         hint = (hint + " " if hint else "") + "One `Name: value` per line."
     elif kind == "list":
         hint = (hint + " " if hint else "") + "Comma-separated."
     return Field(name=name, key=key, label=label(key),
                  kind=kind, required=required, hint=hint.strip(), value=text, checked=checked, options=options,
-                 secret=secret)
+                 secret=secret, nullable=nullable or "default" not in resolved, default=resolved.get("default"))
 
 
 def fields(schema: Mapping[str, Any], prefix: str, *, values: Mapping[str, Any] | None = None, secret: bool = False,
@@ -134,19 +146,21 @@ def fields(schema: Mapping[str, Any], prefix: str, *, values: Mapping[str, Any] 
     top: list[Field] = []
     nested: list[Group] = []
     for key, prop in (schema.get("properties") or {}).items():
-        resolved, _ = _resolve(prop, schema)
+        resolved, nullable = _resolve(prop, schema)
         if resolved.get("type") == "object" and "properties" in resolved:
             sub_required = [k for k in resolved.get("properties") or {} if k in set(resolved.get("required") or ())]
             optional = key not in required
             sub_values = values.get(key) or {}
             group_fields = tuple(  # inside a group that may be left out, nothing is required by the browser
                 _field(f"{prefix}.{key}.{k}", k, p, schema, required=k in sub_required and not optional,
-                       secret=secret, value=sub_values.get(k), choices=choices, hints=hints)
+                       secret=secret, value=sub_values.get(k), choices=choices,
+                       hints=hints, path=f"{key}.{k}")
                 for k, p in (resolved.get("properties") or {}).items())
-            hint = str(resolved.get("description") or "")
+            hint = hints.get(key) or str(resolved.get("description") or "")
             if optional and sub_required:
                 hint = f"{hint} If used, it needs {', '.join(f'`{k}`' for k in sub_required)}.".strip()
-            nested.append(Group(key=key, title=label(key), hint=hint, optional=optional, fields=group_fields))
+            nested.append(Group(key=key, title=label(key), hint=hint, optional=optional, fields=group_fields,
+                                nullable=nullable))
             continue
         top.append(_field(f"{prefix}.{key}", key, prop, schema, required=key in required, secret=secret,
                           value=values.get(key, _default(resolved)), choices=choices, hints=hints))
@@ -160,8 +174,12 @@ def _default(schema: Mapping[str, Any]) -> Any:
 
 def parse(schema: Mapping[str, Any], prefix: str, form: Mapping[str, Sequence[str]], *, nulls: bool = False,
           choices: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
-    """The JSON object a submitted form describes. Empty inputs are left out (or sent as null with `nulls`,
-    so that a policy limit can be cleared); a nested object whose inputs are all empty is left out."""
+    """The JSON object a submitted form describes. Empty inputs are left out; a nested object whose inputs are all
+    empty is left out.
+
+    With `nulls` (a policy, where an emptied input means "back to no limit"), an emptied top-level input is sent as
+    null when the schema allows null, else as the schema's default; and a nullable nested object whose inputs are
+    all empty or at their defaults is sent as null (cleared)."""
     out: dict[str, Any] = {}
     for group in fields(schema, prefix, choices=choices):
         target = out if not group.key else {}
@@ -171,8 +189,16 @@ def parse(schema: Mapping[str, Any], prefix: str, form: Mapping[str, Sequence[st
             if value is not None:
                 target[f.key] = value
             elif nulls and not group.key and f.kind not in ("checkbox",):
-                target[f.key] = None
-        if group.key and target:
+                if f.nullable:
+                    target[f.key] = None
+                elif f.default is not None:
+                    target[f.key] = f.default
+        if not group.key:
+            continue
+        defaults = {f.key: f.default for f in group.fields}
+        if nulls and group.nullable and all(v == defaults[k] for k, v in target.items()):
+            out[group.key] = None
+        elif target:
             out[group.key] = target
     return out
 

@@ -3,6 +3,9 @@
 carries (the request log's live feed, shared by every instance through Redis when scaled out), filtered by
 workspace, source, door and status class, with workspace and source names added. It ends when the session
 does (checked at every keep-alive).
+
+As `/api/v1/logs`, both need the `logs` scope (not `admin`) and show the requests of the workspaces the signed-in
+application reaches only; a limited application never sees requests logged for no workspace.
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ from fastapi import APIRouter, Request, Response
 from starlette.responses import StreamingResponse
 
 from keyrelay.doors.console.session import SESSION_COOKIE, ConsoleRoute, Signed, parts
-from keyrelay.errors import InvalidRequest, Unauthenticated
+from keyrelay.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
 from keyrelay.http.deps import Services
 from keyrelay.http.render import event_view
-from keyrelay.model import Caller, Door, LogEntry
+from keyrelay.model import Caller, Door, LogEntry, Scope
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 KEEPALIVE_SECONDS = 15.0
@@ -40,7 +43,7 @@ class Names:
     missing: set[str] = field(default_factory=set)
 
     async def load(self, svc: Services, caller: Caller) -> Names:
-        self.workspaces = {w.id: w.name for w in await svc.workspaces.list(None)}
+        self.workspaces = {w.id: w.name for w in await svc.workspaces.list(None) if caller.can_reach(w.id)}
         self.sources = {s.id: s.name for s in await svc.sources.list_sources(caller, None)}
         return self
 
@@ -85,6 +88,12 @@ class Filters:
             status_class = int(status[0])
         return cls(workspace_id or None, source_id or None, door or None, status_class)
 
+    def within(self, caller: Caller) -> Filters:
+        """These filters, if the caller reaches the workspace they name (else 404, as for an unknown one)."""
+        if self.workspace_id is not None and not caller.can_reach(self.workspace_id):
+            raise NotFound("Workspace not found")
+        return self
+
     def match(self, e: LogEntry) -> bool:
         return ((self.workspace_id is None or e.workspace_id == self.workspace_id)
                 and (self.source_id is None or e.source_id == self.source_id)
@@ -97,12 +106,22 @@ class Filters:
         return urlencode([(k, v) for k, v in pairs if v])
 
 
+NEEDS_LOGS = ("Live logs need an application holding the `logs` scope (as `/api/v1/logs` does); the application you "
+              "signed in as does not hold it.")
+
+
+def need_logs(caller: Caller) -> None:
+    if Scope.LOGS not in caller.scopes:
+        raise Forbidden(NEEDS_LOGS)
+
+
 @router.get("/console/logs")
 async def logs_page(c: Signed, workspace_id: str | None = None, source_id: str | None = None,
                     door: str | None = None, status: str | None = None) -> Response:
-    filters = Filters.of(workspace_id, source_id, door, status)
+    need_logs(c.caller)
+    filters = Filters.of(workspace_id, source_id, door, status).within(c.caller)
     names = await Names().load(c.svc, c.caller)
-    rows = await c.traffic.recent(**asdict(filters), limit=100)
+    rows = await c.traffic.recent(**asdict(filters), limit=100, workspace_ids=c.reach)
     sources = sorted(await c.svc.sources.list_sources(c.caller, None), key=lambda s: (names.workspaces.get(
         s.workspace_id, ""), s.name))
     return c.page("console/logs.html", nav="logs", filters=filters, rows=[names.row(e) for e in rows],
@@ -118,8 +137,10 @@ async def stream(request: Request, workspace_id: str | None = None, source_id: s
     session = await sessions.session(token, touch=False)
     if session is None:  # an event stream is read by a script: answer a status, not a redirect
         raise Unauthenticated("Sign in to the console first")
-    filters = Filters.of(workspace_id, source_id, door, status)
     caller = sessions.caller(session)
+    need_logs(caller)
+    filters = Filters.of(workspace_id, source_id, door, status).within(caller)
+    reach = caller.workspaces
     names = await Names().load(svc, caller)
     feed = request.app.state.request_log
 
@@ -135,7 +156,7 @@ async def stream(request: Request, workspace_id: str | None = None, source_id: s
                         return
                     yield b": keep-alive\n\n"
                     continue
-                if not filters.match(e):
+                if not filters.match(e) or (reach is not None and e.workspace_id not in reach):
                     continue
                 await names.learn(e, svc, caller)
                 yield b"data: " + json.dumps(names.row(e)).encode() + b"\n\n"

@@ -1,8 +1,10 @@
 """What every console route shares: the signed-in session (from its cookie, never from a bearer token), CSRF
 checks on every form, form parsing, and pages with the strict security headers (docs/console.md: security).
 
-A route takes `c: Signed`: the dependency answers a redirect to the sign-in page instead when there is no live
-session. `ConsoleRoute` turns keyrelay's errors into an HTML page (the console never answers JSON errors, except
+A route takes `c: Signed` (any live session) or `c: Managing` (a session whose application holds `admin`, as the
+admin API's routes need): the dependency answers a redirect to the sign-in page instead when there is no live
+session, and a "Not allowed" page (inside the console's frame, so signing out still works) when the application
+lacks the power. `ConsoleRoute` turns keyrelay's errors into an HTML page (the console never answers JSON errors, except
 on its event stream).
 """
 
@@ -23,7 +25,7 @@ from keyrelay.errors import Forbidden, InvalidRequest, KeyrelayError
 from keyrelay.http.deps import Services, services
 from keyrelay.manage.console import ConsoleService
 from keyrelay.manage.traffic import TrafficService
-from keyrelay.model import Application, Caller, ConsoleSession
+from keyrelay.model import Application, Caller, ConsoleSession, Scope, Workspace
 from keyrelay.web.csrf import Csrf
 from keyrelay.web.headers import page_headers
 from keyrelay.web.pages import render
@@ -151,6 +153,20 @@ class Console:
     def me(self) -> Application:
         return self.session.application
 
+    @property
+    def reach(self) -> frozenset[str] | None:
+        """The workspace ids the signed-in application reaches (None: every workspace)."""
+        return self.caller.workspaces
+
+    async def workspaces(self) -> list[Workspace]:
+        """The workspaces this application reaches, by name (never another application's customers)."""
+        return [w for w in await self.svc.workspaces.list(None) if self.caller.can_reach(w.id)]
+
+    def need_every_workspace(self, what: str) -> None:
+        if not self.caller.every_workspace:
+            raise Forbidden(f"{what} needs an application that reaches every workspace; this one is limited to "
+                            "some workspaces")
+
     def token(self, purpose: str) -> str:
         return self.csrf.token(self.session.id, purpose)
 
@@ -166,8 +182,10 @@ class Console:
     def page(self, template: str, *, status: int = 200, nav: str = "", retry_after: int | None = None,
              **context: Any) -> Response:
         now = self.sessions.clock()
+        caller = self.caller
+        power = {"admin": caller.is_admin, "logs": Scope.LOGS in caller.scopes, "every": caller.every_workspace}
         body = render(template, me=self.me, nav=nav, csrf=self.token, fmt=fmt, now=now, signed_in=True, json=json,
-                      **context)
+                      power=power, **context)
         return html(body, status=status, cookies=self.cookies, retry_after=retry_after)
 
 
@@ -180,14 +198,25 @@ async def signed_in(request: Request) -> Console:
     if session is None:
         cookies = [clear_cookie(request, SESSION_COOKIE)] if token else []
         raise Exit(redirect(sign_in_url(request, ended=bool(token)), cookies=cookies))
-    if not sessions.caller(session).is_admin:
-        raise Forbidden("The console needs an application with admin power")
     c = Console(request, svc, sessions, traffic, csrf, session)
-    request.state.console = c
+    request.state.console = c  # from here on, a refusal is a page inside the console's frame
+    return c
+
+
+NEEDS_ADMIN = ("This page needs an application holding the `admin` scope (as the admin API does); the application "
+               "you signed in as does not hold it.")
+
+
+async def managing(request: Request) -> Console:
+    """A live session whose application holds `admin`: what every admin API route needs."""
+    c = await signed_in(request)
+    if not c.caller.is_admin:
+        raise Forbidden(NEEDS_ADMIN)
     return c
 
 
 Signed = Annotated[Console, Depends(signed_in)]
+Managing = Annotated[Console, Depends(managing)]
 
 
 def pre_session(request: Request) -> tuple[str, list[str]]:

@@ -16,16 +16,16 @@ from fastapi import APIRouter, Response
 from keyrelay.connectors.spec import ConnectorSpec
 from keyrelay.doors.console import charts, forms
 from keyrelay.doors.console.logs import Names
-from keyrelay.doors.console.session import Console, ConsoleRoute, Form, Signed, redirect
+from keyrelay.doors.console.session import Console, ConsoleRoute, Form, Managing, redirect
 from keyrelay.errors import InvalidRequest, KeyrelayError
 from keyrelay.http.render import source_view
 from keyrelay.manage.policy import READ_ONLY_METHODS, PolicyIn
-from keyrelay.model import Source
+from keyrelay.model import Scope, Source
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 POLICY_SCHEMA = PolicyIn.model_json_schema()
-POLICY_CHOICES = {"allowed_methods": METHODS}
+POLICY_CHOICES = {"allowed_methods": METHODS, "approval.methods": METHODS}
 POLICY_HINTS = {
     "allowed_methods": "HTTP methods agents may use. None ticked: every method for the http connector, GET and "
                        "HEAD for catalog connectors.",
@@ -36,6 +36,14 @@ POLICY_HINTS = {
     "max_body_bytes": "Largest request body agents may send. Empty: the server's default.",
     "allow_writes": "Catalog connectors only: allow actions that change data upstream.",
     "cache_ttl_seconds": "Catalog connectors only: reuse an answer for this many seconds. Empty: no cache.",
+    "allow_body_on_safe_methods": "Pass a request body on GET, HEAD and OPTIONS (refused by default).",
+    "mode": "`observe` lets through what this policy would refuse and logs it as `would_deny`; `enforce` refuses it.",
+    "approval": "Requests that wait for a human decision (docs/approvals.md). Leave every input empty for none.",
+    "approval.methods": "Matching methods (none ticked: any method, if paths are given).",
+    "approval.paths": "Path globs below the source's base URL, e.g. /v1/refunds/**. Empty: any path, if methods "
+                      "are ticked.",
+    "approval.entities_actions": "Connector actions, e.g. `payments.create`, `refunds.*`, `*.delete`.",
+    "approval.timeout_seconds": "How long a request waits for a decision (10 s to 7 days). Empty: 3600.",
 }
 NOTICES = {"created": "Source created. Agents can use it as soon as they hold an API key for its workspace.",
            "saved": "Saved.", "credentials": "Credentials replaced.", "unchanged": "Nothing changed.",
@@ -70,24 +78,25 @@ def _policy(form: Form) -> dict[str, Any]:
 
 def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     def norm(d: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: sorted(v) if isinstance(v, list) else v for k, v in d.items() if v is not None}
+        return {k: sorted(v) if isinstance(v, list) else norm(v) if isinstance(v, Mapping) else v
+                for k, v in d.items() if v is not None}
     return norm(a) == norm(b)
 
 
 @router.get("/console/sources")
-async def sources_page(c: Signed, workspace_id: str | None = None, done: str | None = None) -> Response:
+async def sources_page(c: Managing, workspace_id: str | None = None, done: str | None = None) -> Response:
     names = await Names().load(c.svc, c.caller)
     found = await c.svc.sources.list_sources(c.caller, workspace_id or None)
     found.sort(key=lambda s: (names.workspaces.get(s.workspace_id, ""), s.name))
     return c.page("console/sources.html", nav="sources", sources=found, names=names, catalog=c.svc.catalog,
-                  traffic=await c.traffic.sources(), workspace_id=workspace_id or "",
+                  traffic=await c.traffic.sources(workspace_ids=c.reach), workspace_id=workspace_id or "",
                   workspaces=sorted(names.workspaces.items(), key=lambda kv: kv[1]), notice=NOTICES.get(done or ""))
 
 
 # creating -----------------------------------------------------------------------------------------------
 @router.get("/console/sources/new")
-async def new_source(c: Signed, workspace_id: str | None = None, connector: str | None = None) -> Response:
-    workspaces = await c.svc.workspaces.list(None)
+async def new_source(c: Managing, workspace_id: str | None = None, connector: str | None = None) -> Response:
+    workspaces = await c.workspaces()
     spec = c.svc.catalog.get(connector or "")
     if not workspace_id or spec is None:
         return c.page("console/source_pick.html", nav="sources", workspaces=workspaces, catalog=c.svc.catalog,
@@ -104,7 +113,7 @@ def _new_form(c: Console, workspace_id: str, workspace_name: str, spec: Connecto
 
 
 @router.post("/console/sources/new")
-async def create_source(c: Signed) -> Response:
+async def create_source(c: Managing) -> Response:
     form = await c.form("source.create")
     ws = await c.svc.workspaces.get(c.caller, form.get("workspace_id"))
     spec = c.svc.sources.connector(form.get("connector"))
@@ -133,7 +142,8 @@ async def _source_page(c: Console, src: Source, *, status: int = 200, error: Key
     minutes = await c.traffic.minutes(since, until, source_id=src.id)
     total = (await c.traffic.sources(since=since, until=until, source_ids=[src.id])).get(src.id)
     names = await Names().load(c.svc, c.caller)
-    recent = [names.row(e) for e in await c.traffic.recent(source_id=src.id, limit=10)]
+    recent = [names.row(e) for e in await c.traffic.recent(source_id=src.id, limit=10)] \
+        if Scope.LOGS in c.caller.scopes else None  # log entries are for applications holding `logs`
     base = f"{c.request.url.scheme}://{c.request.url.netloc}"
     return c.page("console/source.html", nav="sources", status=status, src=src, spec=spec, ws=ws, error=error,
                   notice=notice, total=total, chart=charts.requests_chart(minutes, width=1100, height=180),
@@ -143,13 +153,13 @@ async def _source_page(c: Console, src: Source, *, status: int = 200, error: Key
 
 
 @router.get("/console/sources/{source_id}")
-async def source_page(c: Signed, source_id: str, done: str | None = None) -> Response:
+async def source_page(c: Managing, source_id: str, done: str | None = None) -> Response:
     src = await c.svc.sources.get_source(c.caller, source_id)
     return await _source_page(c, src, notice=NOTICES.get(done or ""))
 
 
 @router.post("/console/sources/{source_id}")
-async def update_source(c: Signed, source_id: str) -> Response:
+async def update_source(c: Managing, source_id: str) -> Response:
     form = await c.form(f"source.update:{source_id}")
     src = await c.svc.sources.get_source(c.caller, source_id)
     spec = c.svc.sources.connector(src.connector)
@@ -183,7 +193,7 @@ def _changes(src: Source, spec: ConnectorSpec, form: Form) -> dict[str, Any]:
 
 
 @router.get("/console/sources/{source_id}/credentials")
-async def credentials_page(c: Signed, source_id: str) -> Response:
+async def credentials_page(c: Managing, source_id: str) -> Response:
     src = await c.svc.sources.get_source(c.caller, source_id)
     return await _credentials_page(c, src, config=src.config)
 
@@ -197,7 +207,7 @@ async def _credentials_page(c: Console, src: Source, *, config: Mapping[str, Any
 
 
 @router.post("/console/sources/{source_id}/credentials")
-async def replace_credentials(c: Signed, source_id: str) -> Response:
+async def replace_credentials(c: Managing, source_id: str) -> Response:
     form = await c.form(f"source.credentials:{source_id}")
     src = await c.svc.sources.get_source(c.caller, source_id)
     spec = c.svc.sources.connector(src.connector)
@@ -217,7 +227,7 @@ async def replace_credentials(c: Signed, source_id: str) -> Response:
 
 
 @router.get("/console/sources/{source_id}/delete")
-async def confirm_delete(c: Signed, source_id: str) -> Response:
+async def confirm_delete(c: Managing, source_id: str) -> Response:
     src = await c.svc.sources.get_source(c.caller, source_id)
     return c.page("console/confirm.html", nav="sources", title=f"Delete source {src.name}?", what=src.name,
                   consequences=_consequences(src), action=f"/console/sources/{src.id}/delete",
@@ -229,7 +239,7 @@ def _consequences(src: Source) -> Sequence[str]:
 
 
 @router.post("/console/sources/{source_id}/delete")
-async def delete_source(c: Signed, source_id: str) -> Response:
+async def delete_source(c: Managing, source_id: str) -> Response:
     await c.form(f"source.delete:{source_id}")
     await c.svc.sources.delete_source(c.caller, source_id)
     return redirect("/console/sources?done=deleted")
