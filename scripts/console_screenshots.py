@@ -39,6 +39,8 @@ def seed(kr: KeyrelayServer, up: FakeUpstream) -> dict[str, str]:
                           config={"base_url": up.url}, credentials={"api_key": "sk_test_screenshot"})
     github = admin.source(globex, upstream_url="", slug="github", connector="github",
                           config={"base_url": up.url, "owner": "globex"}, credentials={"token": "ghp_screenshot"})
+    payouts = admin.source(acme, upstream_url=up.url, slug="payouts", credentials={"bearer_token": "sk_screenshot"},
+                           policy={"approval": {"methods": ["POST", "DELETE"], "timeout_seconds": 3600}})
     tickets = admin.source(initech, upstream_url=up.url, slug="tickets",
                            credentials={"basic": {"username": "bot", "password": "screenshot"}})
     keys = {name: admin.post("/api/v1/api-keys", {"workspace_id": ws, "scopes": scopes, "name": name}).json()
@@ -47,7 +49,8 @@ def seed(kr: KeyrelayServer, up: FakeUpstream) -> dict[str, str]:
     admin.http.delete(f"/api/v1/api-keys/{keys['old-agent']['id']}", headers=admin.headers)
     admin.close()
     return {"acme": acme, "globex": globex, "initech": initech, "crm": crm["id"], "stripe": stripe["id"],
-            "github": github["id"], "tickets": tickets["id"], "key": keys["support-agent"]["key"],
+            "github": github["id"], "tickets": tickets["id"], "payouts": payouts["id"],
+            "key": keys["support-agent"]["key"],
             "key_globex": keys["triage-bot"]["key"]}
 
 
@@ -91,6 +94,13 @@ def live_traffic(kr: KeyrelayServer, ids: dict[str, str], count: int = 6) -> Non
               headers={"Authorization": f"Bearer {ids['key_globex']}"})
 
 
+def park(kr: KeyrelayServer, ids: dict[str, str]) -> None:
+    """Writes the payouts source's policy parks for a decision: the approvals queue has something to show."""
+    for method, path in (("POST", "/echo"), ("POST", "/v1/refunds"), ("DELETE", "/v1/payouts/po_118")):
+        httpx.request(method, f"{kr.url}/api/{ids['acme']}/proxy/payouts{path}", json={"amount": 4200},
+                      headers={"Authorization": f"Bearer {ids['key']}"})
+
+
 def shoot(page: object, name: str, *, full_page: bool = True) -> None:
     page.screenshot(path=str(OUT / f"{name}.png"), full_page=full_page)  # type: ignore[attr-defined]
     print("wrote", OUT / f"{name}.png")
@@ -103,6 +113,7 @@ def main() -> None:
         ids = seed(kr, up)
         history(kr, ids)
         live_traffic(kr, ids)
+        park(kr, ids)
         with browser() as b:
             with page_in(b) as page:
                 page.goto(kr.url + "/console/")
@@ -120,9 +131,20 @@ def main() -> None:
                                    ("source-new", f"/console/sources/new?workspace_id={ids['acme']}&connector=http"),
                                    ("source-credentials", f"/console/sources/{ids['crm']}/credentials"),
                                    ("keys", "/console/keys"), ("applications", "/console/applications"),
+                                   ("connect", f"/console/workspaces/{ids['acme']}/connect"),
                                    ("vault", "/console/vault")):
                     page.goto(kr.url + path)
                     shoot(page, name)
+                page.goto(kr.url + "/console/approvals")
+                page.click("tr:last-child form[action$='/approve'] button")  # the oldest pending one: sent
+                page.wait_for_selector(".notice.ok")
+                shoot(page, "approvals")
+                page.goto(kr.url + f"/console/workspaces/{ids['acme']}/connect")
+                page.check("input[name=connectors][value=stripe]")
+                page.check("input[name=connectors][value=github]")
+                page.click("form[action$='/connect'] button[type=submit]")
+                page.wait_for_selector("#shown-once")
+                shoot(page, "connect-created")
                 page.goto(kr.url + "/console/keys")
                 page.fill("#key-name", "docs-agent")
                 page.click("#new-key button[type=submit]")

@@ -44,7 +44,8 @@ def objects(kr: KeyrelayServer, admin: Admin, upstream: FakeUpstream) -> dict[st
     src = admin.source(ws, upstream_url=upstream.url)
     admin.api_key(ws, ["proxy"])
     key_id = admin.get("/api/v1/api-keys").json()["data"][0]["id"]
-    return {"workspace_id": ws, "source_id": str(src["id"]), "key_id": key_id}
+    return {"workspace_id": ws, "source_id": str(src["id"]), "key_id": key_id,
+            "approval_id": "00000000-0000-0000-0000-000000000000"}  # only posted to, and refused, by a stranger
 
 
 def _fill(path: str, objects: dict[str, str]) -> str:

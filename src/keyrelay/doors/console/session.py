@@ -183,7 +183,8 @@ class Console:
              **context: Any) -> Response:
         now = self.sessions.clock()
         caller = self.caller
-        power = {"admin": caller.is_admin, "logs": Scope.LOGS in caller.scopes, "every": caller.every_workspace}
+        power = {"admin": caller.is_admin, "logs": Scope.LOGS in caller.scopes, "every": caller.every_workspace,
+                 "approve": caller.is_admin and Scope.APPROVE in caller.scopes}
         body = render(template, me=self.me, nav=nav, csrf=self.token, fmt=fmt, now=now, signed_in=True, json=json,
                       power=power, **context)
         return html(body, status=status, cookies=self.cookies, retry_after=retry_after)

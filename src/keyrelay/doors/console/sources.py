@@ -15,6 +15,7 @@ from fastapi import APIRouter, Response
 
 from keyrelay.connectors.spec import ConnectorSpec
 from keyrelay.doors.console import charts, forms
+from keyrelay.doors.console.connect import connectable
 from keyrelay.doors.console.logs import Names
 from keyrelay.doors.console.session import Console, ConsoleRoute, Form, Managing, redirect
 from keyrelay.errors import InvalidRequest, KeyrelayError
@@ -147,7 +148,7 @@ async def _source_page(c: Console, src: Source, *, status: int = 200, error: Key
     base = f"{c.request.url.scheme}://{c.request.url.netloc}"
     return c.page("console/source.html", nav="sources", status=status, src=src, spec=spec, ws=ws, error=error,
                   notice=notice, total=total, chart=charts.requests_chart(minutes, width=1100, height=180),
-                  recent=recent, base=base,
+                  recent=recent, base=base, reconnectable=connectable(c),
                   sections=_sections(spec, config=config if config is not None else src.config,
                                      policy=policy if policy is not None else _policy_values(src, spec)))
 
