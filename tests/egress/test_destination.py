@@ -214,6 +214,7 @@ def test_valid_tails(tail: str) -> None:
     ";x", "..%3b/a", "..%3Bx", "a%2fb", "a%2Fb", "a%5cb", "a%5Cb", "a%00", "%252e", "%252E", "%252f", "%255c",
     "%2500", "%25%32%65", "%2525", "a\\b", "a\x00b", "a\x1fb", "a\x7fb", "é", "a b", "a\tb", "a\nb", "a%3fb",
     "a%3Fb", "a%23b", "a#b", "a?b", "%zz", "%4", "a%", "a//b", "/a", "/", "a%0ab",
+    "a%2eb", "v1%2Ejson", "a%2e/b",  # an encoded `.` inside a segment: never needed, refused on its own
 ])
 def test_invalid_tails(tail: str) -> None:
     with pytest.raises(InvalidRequest):
@@ -367,6 +368,23 @@ def test_accepted_urls_stay_under_the_base(case: tuple[BaseUrl, str]) -> None:
 def test_normalize_host_refuses_odd_numeric_forms_and_zone_ids(host: str) -> None:
     with pytest.raises(InvalidRequest):
         normalize_host(host)
+
+
+def test_normalize_host_bounds_the_name_at_253_characters() -> None:
+    name = ".".join(["a" * 63] * 3 + ["b" * 61])  # 253 characters, every label within 63
+    assert normalize_host(name) == name
+    with pytest.raises(InvalidRequest):
+        normalize_host(name + "b")
+    with pytest.raises(InvalidRequest):
+        parse_base_url(f"https://{name}b/v1")
+
+
+@pytest.mark.parametrize("port", ["65536", "99999"])
+def test_ports_above_65535_are_refused_by_the_split_itself(port: str) -> None:
+    with pytest.raises(InvalidRequest, match="invalid host or port"):
+        parse_base_url(f"https://api.stripe.com:{port}/v1")
+    with pytest.raises(InvalidRequest, match="invalid host or port"):
+        match_request_url(f"https://api.stripe.com:{port}/v1/x", STRIPE)
 
 
 @pytest.mark.parametrize(("host", "expected"), [

@@ -401,17 +401,25 @@ async def test_streamed_body_with_length_passes_through_exactly(pools: Callable[
                                   "Content-Length: 12\r\n\r\nhello world!").encode()
 
 
-@pytest.mark.parametrize(("declared", "chunks"), [("5", (b"hello", b" world!")), ("20", (b"hello", b" world!"))])
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize(("declared", "chunks", "why"), [
+    ("5", (b"hello", b" world!"), "longer"), ("5", (b"hello", SMUGGLED), "longer"),
+    ("20", (b"hello", b" world!"), "shorter"),
+])
 async def test_streamed_body_must_match_its_content_length(
-    pools: Callable[..., Pool], declared: str, chunks: tuple[bytes, ...]
+    pools: Callable[..., Pool], declared: str, chunks: tuple[bytes, ...], why: str
 ) -> None:
     async with serve(replying(OK)) as up:
         pool = pools()
-        with pytest.raises(UpstreamUnreachable, match="Content-Length"):
+        # "longer": refused before the chunk that crosses the length is written, not after the whole body
+        with pytest.raises(UpstreamUnreachable, match=f"{why} than its Content-Length"):
             await fetch(pool, up.url(), "POST", [("Content-Length", declared)], body_of(*chunks))
         assert (await fetch(pool, up.url()))[1] == b"ok"  # the slot was freed; a new connection is used
         assert up.connections == 2
     assert all(b"world" not in r.raw for r in up.requests)  # nothing past the declared length was sent
+    assert all("smuggled" not in r.line for r in up.requests)
 
 
 class BodyBroke(Exception):

@@ -38,6 +38,9 @@ FORBIDDEN = [
     "::ffff:0:0", "64:ff9b::7f00:1", "64:ff9b::a00:1", "64:ff9b::127.0.0.1", "64:ff9b:1::1", "100::1",
     "2001::1", "2001:0:4136:e378::1", "2001:db8::1", "2002::", "2002:7f00:1::1", "fc00::1", "fd12:3456::1",
     "fe80::1", "fe80::1%eth0", "fe80::1%1", "fec0::1", "ff02::1", "ff0e::1",
+    # reserved IPv6 outside the deny lists (IPv4-translated ::ffff:0:0:0/96, unassigned space): only the
+    # is_global/is_reserved check refuses these
+    "::ffff:0:7f00:1", "::ffff:0:a00:1", "4000::1", "5f00::1", "e000::1", "fe00::1",
     # odd literal forms and non-addresses: never an IP we could judge, so forbidden
     "2130706433", "0177.0.0.1", "0x7f.0.0.1", "0x7f000001", "127.1", "127.0.1", "017700000001",
     "127.000.000.001", "1.2.3.4.5", "[::1]", "localhost", "", " 127.0.0.1", "93.184.216.34%eth0", "::ffff:1.2.3",

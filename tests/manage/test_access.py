@@ -331,3 +331,54 @@ async def test_attenuating_keeps_the_parents_chain(access: tuple[AccessService, 
     assert caller.constraints[0].budget is None
     with pytest.raises(InvalidRequest):
         await svc.attenuate(f"Bearer {secret}", {}, expires_in=0)
+
+
+async def test_granting_never_exceeds_the_granters_own_power(access: tuple[AccessService, Workspace]) -> None:
+    svc, ws = access
+    await svc._workspaces.create_workspace(id="w-2", name="beta", now=NOW)
+    limited = _caller(CallerKind.APPLICATION, workspaces=frozenset({ws.id}))  # every scope, one workspace
+    with pytest.raises(Forbidden):  # "*" needs a granter reaching every workspace
+        await svc.grant_application(limited, name="x", workspaces="*", scopes=frozenset({Scope.PROXY}))
+    for ref in ("w-2", "beta"):  # a workspace the granter does not reach, by id or name, looks unknown
+        with pytest.raises(NotFound):
+            await svc.grant_application(limited, name="x", workspaces=[ws.id, ref], scopes=frozenset({Scope.PROXY}))
+    narrow = _caller(CallerKind.APPLICATION, scopes=frozenset({Scope.ADMIN, Scope.PROXY}))
+    with pytest.raises(Forbidden):  # a scope the granter does not hold
+        await svc.grant_application(narrow, name="x", workspaces="*", scopes=frozenset({Scope.PROXY, Scope.LOGS}))
+    assert [a.name for a in await svc.list_applications(caller=OPERATOR)] == []
+    made = await svc.grant_application(limited, name="ok", workspaces=[ws.id], scopes=frozenset({Scope.PROXY}))
+    assert made.application is not None and made.application.workspaces == frozenset({ws.id})
+
+
+async def test_api_keys_hold_data_scopes_in_a_reachable_workspace_only(
+        access: tuple[AccessService, Workspace]) -> None:
+    svc, ws = access
+    await svc._workspaces.create_workspace(id="w-2", name="beta", now=NOW)
+    for scope in (Scope.ADMIN, Scope.APPROVE):
+        with pytest.raises(InvalidRequest):
+            await svc.create_api_key(workspace_id=ws.id, scopes=frozenset({Scope.PROXY, scope}), name="k",
+                                     expires_at=None)
+    limited = _caller(CallerKind.APPLICATION, workspaces=frozenset({ws.id}))
+    with pytest.raises(NotFound):
+        await svc.create_api_key(workspace_id="w-2", scopes=frozenset({Scope.PROXY}), name="k", expires_at=None,
+                                 caller=limited)
+    assert await svc.list_api_keys(None, caller=OPERATOR) == []
+    key, _ = await svc.create_api_key(workspace_id=ws.id, scopes=frozenset({Scope.PROXY}), name="k",
+                                      expires_at=None, caller=limited)
+    assert key.workspace_id == ws.id
+
+
+async def test_an_application_spanning_an_unreached_workspace_is_hidden(
+        access: tuple[AccessService, Workspace]) -> None:
+    svc, ws = access
+    await svc._workspaces.create_workspace(id="w-2", name="beta", now=NOW)
+    both = await svc.grant_application(OPERATOR, name="both", workspaces=[ws.id, "w-2"],
+                                       scopes=frozenset({Scope.PROXY}))
+    assert both.application is not None
+    limited = _caller(CallerKind.APPLICATION, workspaces=frozenset({ws.id}))
+    assert [a.name for a in await svc.list_applications(caller=limited)] == []
+    with pytest.raises(NotFound):
+        await svc.revoke_application(both.client_id, caller=limited)
+    with pytest.raises(NotFound):
+        await svc.update_application(limited, both.application.id, scopes=frozenset({Scope.PROXY}))
+    assert [a.name for a in await svc.list_applications(caller=OPERATOR)] == ["both"]

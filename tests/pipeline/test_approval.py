@@ -126,3 +126,14 @@ def test_views_never_show_the_body_or_header_values() -> None:
                  status=ApprovalStatus.PENDING, created_at=0, expires_at=60)
     text = json.dumps([approval.approver_view(a), approval.agent_view(a, poll_url="/p", approval_url=None)])
     assert "secret-body" not in text and "body_bytes" in text
+
+
+def test_a_sealed_records_context_names_its_approval_workspace_role_and_hash() -> None:
+    """The vault binds a parked request's record to this context (tests/test_vault.py shows that changing any part
+    refuses it), so every part must be in it: a record moved to another approval or workspace must not open."""
+    h = "ab" * 32
+    base = tuple(approval.context("apv_1", "ws-1", "request", h))
+    assert base == ("approval", "apv_1", "ws-1", "request", h)
+    others = [approval.context("apv_2", "ws-1", "request", h), approval.context("apv_1", "ws-2", "request", h),
+              approval.context("apv_1", "ws-1", "response", h), approval.context("apv_1", "ws-1", "request", "cd" * 32)]
+    assert len({base, *map(tuple, others)}) == 5

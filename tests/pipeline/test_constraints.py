@@ -48,6 +48,8 @@ def test_an_empty_object_constrains_nothing() -> None:
     ({"paths": ["/v1/%zz"]}, "constraints.paths"),
     ({"actions": ["customers"]}, "constraints.actions"),
     ({"expires_at": "1970-01-02T00:00:00Z"}, "constraints.expires_at"),  # before NOW
+    ({"expires_at": "1970-01-12T13:46:40Z"}, "constraints.expires_at"),  # exactly NOW: not in the future
+    ({"expires_at": NOW}, "constraints.expires_at"),
     ({"expires_at": "2030-01-01T00:00:00"}, "constraints.expires_at"),
     ({"budget": {"requests": 0}}, "constraints.budget"),
     ({"budget": {"requests": 3, "per": "week"}}, "constraints.budget"),
