@@ -20,13 +20,50 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 __all__ = [
-    "ClientError", "ConfigurationError", "Conflict", "ConnectionFailed", "CredentialsRequired", "CredentialsUnusable",
-    "DestinationNotAllowed", "Forbidden",
-    "HeadersTooLarge", "InternalError", "InvalidParameter", "InvalidRequest", "KeyrelayError", "LookupFailed",
-    "MethodNotAllowed", "NetworkError", "NotFound", "PayloadTooLarge", "RangeNotSatisfiable", "RateLimited",
-    "RequestTimeout", "Sealed", "ServerError", "SsrfBlocked", "Unauthenticated", "Unavailable", "UnexpectedResponse",
-    "UnknownAction", "UnknownEntity", "Unprocessable", "UpstreamAuthFailed", "UpstreamRejected", "UpstreamTimeout",
-    "UpstreamUnreachable", "UriTooLong", "UsageError", "WrongSourceType", "error_from_response",
+    "ApprovalDenied",
+    "ApprovalExpired",
+    "ApprovalMismatch",
+    "ApprovalNotPending",
+    "ClientError",
+    "ConfigurationError",
+    "Conflict",
+    "ConnectionFailed",
+    "CredentialsRequired",
+    "CredentialsUnusable",
+    "DestinationChanged",
+    "DestinationNotAllowed",
+    "Forbidden",
+    "HeadersTooLarge",
+    "InternalError",
+    "InvalidParameter",
+    "InvalidRequest",
+    "KeyrelayError",
+    "LookupFailed",
+    "MethodNotAllowed",
+    "NetworkError",
+    "NotFound",
+    "OutcomeUnknown",
+    "PayloadTooLarge",
+    "RangeNotSatisfiable",
+    "RateLimited",
+    "RequestTimeout",
+    "Sealed",
+    "ServerError",
+    "SsrfBlocked",
+    "Unauthenticated",
+    "Unavailable",
+    "UnexpectedResponse",
+    "UnknownAction",
+    "UnknownEntity",
+    "Unprocessable",
+    "UpstreamAuthFailed",
+    "UpstreamRejected",
+    "UpstreamTimeout",
+    "UpstreamUnreachable",
+    "UriTooLong",
+    "UsageError",
+    "WrongSourceType",
+    "error_from_response",
 ]
 
 
@@ -119,6 +156,36 @@ class CredentialsUnusable(ClientError):
     default_status, default_code = 409, "credentials_unusable"
 
 
+class ApprovalNotPending(ClientError):
+    """A decision on an approval that was already decided the other way or has expired."""
+
+    default_status, default_code = 409, "approval_not_pending"
+
+
+class ApprovalMismatch(ClientError):
+    """The parked request does not match the hash its approval (or the decision) names. Nothing was sent."""
+
+    default_status, default_code = 409, "approval_mismatch"
+
+
+class DestinationChanged(ClientError):
+    """The source points elsewhere than when the request was parked. Nothing was sent: make the request again."""
+
+    default_status, default_code = 409, "destination_changed"
+
+
+class ApprovalExpired(ClientError):
+    """Nobody decided the parked request in time; nothing was sent."""
+
+    default_status, default_code = 410, "approval_expired"
+
+
+class ApprovalDenied(ClientError):
+    """An approver denied the parked request; nothing was sent."""
+
+    default_status, default_code = 403, "approval_denied"
+
+
 class PayloadTooLarge(ClientError):
     default_status, default_code = 413, "payload_too_large"
 
@@ -161,6 +228,13 @@ class UpstreamAuthFailed(ServerError):
     default_status, default_code = 502, "upstream_auth_failed"
 
 
+class OutcomeUnknown(ServerError):
+    """An approved request was being sent when its keyrelay instance stopped: it may or may not have reached the
+    upstream, and keyrelay never sends it again. Check the upstream before retrying."""
+
+    default_status, default_code = 502, "outcome_unknown"
+
+
 class Sealed(ServerError):
     default_status, default_code = 503, "sealed"
 
@@ -193,9 +267,10 @@ class RequestTimeout(NetworkError):
 
 CODES: Mapping[str, type[KeyrelayError]] = {cls.default_code: cls for cls in (
     InvalidRequest, WrongSourceType, Unauthenticated, Forbidden, UpstreamRejected, DestinationNotAllowed, NotFound,
-    MethodNotAllowed, Conflict, CredentialsRequired, CredentialsUnusable, PayloadTooLarge, UriTooLong,
-    RangeNotSatisfiable, SsrfBlocked, Unprocessable, RateLimited, HeadersTooLarge, InternalError, UpstreamUnreachable,
-    UpstreamAuthFailed, Sealed, Unavailable, UpstreamTimeout,
+    MethodNotAllowed, Conflict, CredentialsRequired, CredentialsUnusable, ApprovalDenied, ApprovalNotPending,
+    ApprovalMismatch, DestinationChanged, ApprovalExpired, PayloadTooLarge, UriTooLong, RangeNotSatisfiable,
+    SsrfBlocked, Unprocessable, RateLimited, HeadersTooLarge, InternalError, UpstreamUnreachable, UpstreamAuthFailed,
+    OutcomeUnknown, Sealed, Unavailable, UpstreamTimeout,
 )}
 
 
