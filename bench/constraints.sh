@@ -25,7 +25,7 @@ KR_KEY_BUDGET=$(env "${_kr_env[@]}" "$KEYRELAY" keys create --workspace "$WS" --
   --constraints '{"budget": {"requests": 1000000000000, "per": null}}' | _field key)
 export KR_KEY_NARROW KR_KEY_BUDGET
 
-command -v nginx >/dev/null && command -v wrk >/dev/null || CANDIDATES=none TESTS= ROUNDS=0 CHECKS=0 \
+command -v nginx >/dev/null && command -v wrk >/dev/null && [ -x "${VENV:-$PERF_DIR/venv}/bin/uvicorn" ] || CANDIDATES=none TESTS= ROUNDS=0 CHECKS=0 \
   RUN_DIR="$RUN_DIR/setup" "$HARNESS/run.sh" >/dev/null
 echo "run dir: $RUN_DIR" >&2
 python3 "$REPO/bench/krbench.py" constraints

@@ -24,7 +24,7 @@ echo "run dir: $RUN_DIR" >&2
 
 if [ "${KR_CHECKS:-1}" = 1 ]; then
   # run.sh installs wrk/nginx and the harness venv; krbench.py is stdlib only and needs them
-  command -v nginx >/dev/null && command -v wrk >/dev/null || CANDIDATES=none TESTS= ROUNDS=0 CHECKS=0 \
+  command -v nginx >/dev/null && command -v wrk >/dev/null && [ -x "${VENV:-$PERF_DIR/venv}/bin/uvicorn" ] || CANDIDATES=none TESTS= ROUNDS=0 CHECKS=0 \
     RUN_DIR="$RUN_DIR/setup" "$HARNESS/run.sh" >/dev/null
   RUN_DIR="$RUN_DIR/preflight" python3 "$REPO/bench/krbench.py" check
 fi

@@ -21,7 +21,7 @@ if [ ! -x "$PYSPY" ]; then
   "$REPO/.venv/bin/pip" install -q py-spy
 fi
 export PYSPY
-command -v nginx >/dev/null && command -v wrk >/dev/null || CANDIDATES=none TESTS= ROUNDS=0 CHECKS=0 \
+command -v nginx >/dev/null && command -v wrk >/dev/null && [ -x "${VENV:-$PERF_DIR/venv}/bin/uvicorn" ] || CANDIDATES=none TESTS= ROUNDS=0 CHECKS=0 \
   RUN_DIR="$RUN_DIR/setup" "$HARNESS/run.sh" >/dev/null
 echo "run dir: $RUN_DIR" >&2
 for step in ${STEPS:-profile memory}; do
