@@ -255,6 +255,24 @@ def test_an_execute_action_is_parked_and_run_once(setup: dict[str, Any], admin: 
     assert fetched["response"]["status"] == "success" and fetched["response"]["result"]["email"] == "a@example.com"
 
 
+def test_a_narrowed_token_is_refused_before_its_call_is_parked(setup: dict[str, Any], admin: Admin,
+                                                              stripe: FakeStripe) -> None:
+    """An approver is never asked about a call the caller's token may not make: its `actions` are checked first."""
+    pay = admin.source(setup["ws"], upstream_url="", connector="stripe", slug="stripe-narrow",
+                       config={"base_url": stripe.url}, credentials={"api_key": API_KEY},
+                       policy={"allow_writes": True, "approval": {"entities_actions": ["customers.create"]}})
+    made = admin.post("/api/v1/api-keys", {"workspace_id": setup["ws"], "scopes": ["execute"],
+                                           "constraints": {"actions": ["customers.list"]}})
+    assert made.status_code == 201, made.text
+    narrow = {"Authorization": f"Bearer {made.json()['key']}"}
+    url = f"{setup['kr']}/api/v1/connectors/instances/{pay['id']}/execute"
+    r = httpx.post(url, json={"entity": "customers", "action": "create", "params": {"email": "a@example.com"}},
+                   headers=narrow)
+    assert r.status_code == 403 and r.json()["error"]["constraint"] == "actions", r.text
+    assert admin.get("/api/v1/approvals").json()["data"] == [] and stripe.requests == []
+    assert httpx.post(url, json={"entity": "customers", "action": "list"}, headers=narrow).status_code == 200
+
+
 def test_a_parked_request_edited_in_the_database_is_never_sent(setup: dict[str, Any], admin: Admin, kr: KeyrelayServer,
                                                               upstream: FakeUpstream) -> None:
     """Someone who can write the database but holds no key: a changed hash, or another approval's sealed request

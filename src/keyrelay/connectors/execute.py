@@ -120,6 +120,8 @@ class ConnectorService:
         async def describe(admitted: Admitted) -> approval.Parked:
             source = admitted.resolved.source
             ent, act = find_action(self._catalog[source.connector], req.entity, req.action)
+            if admitted.caller.constraints:  # a narrowed token's `actions`, as running it would check them
+                self._relay.guard.action(admitted.caller, f"{ent.name}.{act.name}", admitted.recorder)
             _check_writes(source, act, admitted.recorder.note)
             params.check_params(act, req.params, config=source.config, ignore_unknown=req.ignore_unknown)
             default = None if admitted.facts is None else admitted.facts.default_base_url
