@@ -56,9 +56,10 @@ def seed(kr: KeyrelayServer, up: FakeUpstream) -> dict[str, str]:
 
 def history(kr: KeyrelayServer, ids: dict[str, str]) -> None:
     """An hour of request-log rows: steady traffic, a burst of rate limiting and an upstream outage."""
-    rng = random.Random(7)
+    rng = random.Random(7)  # noqa: S311 - made-up traffic for the screenshots, not a secret
     now = time.time()
-    sources = [(ids["acme"], ids["crm"], "crm", "http", 40, 3.6), (ids["acme"], ids["stripe"], "stripe", "stripe", 18, 4.9),
+    sources = [(ids["acme"], ids["crm"], "crm", "http", 40, 3.6),
+               (ids["acme"], ids["stripe"], "stripe", "stripe", 18, 4.9),
                (ids["globex"], ids["github"], "github", "github", 12, 4.4),
                (ids["initech"], ids["tickets"], "tickets", "http", 5, 5.3)]
     rows = []
