@@ -213,8 +213,6 @@ async def test_a_stream_discarded_unread_is_logged_once(p: Pipeline, upstream: F
     await assert_slot_free(p, src)
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: the deadline's cancellation runs the stream's own finally first, "
-                   "which records the request as a clean 200 before `read` can record the timeout")
 async def test_a_buffered_read_past_the_deadline_is_logged_once_as_a_timeout(p: Pipeline,
                                                                             upstream: FakeUpstream) -> None:
     src = await p.source(upstream.url, policy={"timeout_seconds": 1})

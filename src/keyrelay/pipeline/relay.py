@@ -89,8 +89,8 @@ class Relayed:
     already recorded. `streaming` True: iterate `chunks()` exactly once (or call `discard()`); the request is
     recorded, and its upstream connection and workspace slot given back, when the stream ends."""
 
-    __slots__ = ("_finish", "_recorder", "_stream", "approval", "body", "deadline", "headers", "redactor", "status",
-                 "streaming", "value")
+    __slots__ = ("_finish", "_recorder", "_stream", "_timeout", "approval", "body", "deadline", "headers", "redactor",
+                 "status", "streaming", "value")
 
     def __init__(self, *, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"",
                  stream: AsyncIterator[bytes] | None = None, value: Any = None, recorder: Recorder | None = None,
@@ -102,6 +102,7 @@ class Relayed:
         self.streaming = stream is not None
         self._stream, self._recorder, self._finish = stream, recorder, finish
         self.deadline = deadline  # monotonic: when a buffered reader (`read`) must have the whole body
+        self._timeout: asyncio.Timeout | None = None  # `read`'s deadline, once it reads
 
     async def read(self, max_bytes: int) -> tuple[bytes, bool]:
         """The body for a door that answers with it whole: (at most `max_bytes` bytes, whether it was cut).
@@ -111,7 +112,8 @@ class Relayed:
         body, truncated = bytearray(), False  # one buffer, bounded by bytes (not one object per piece)
         chunks = self.chunks()
         try:
-            async with asyncio.timeout_at(None if self.deadline is None else _loop_time(self.deadline)):
+            async with asyncio.timeout_at(None if self.deadline is None else _loop_time(self.deadline)) as timeout:
+                self._timeout = timeout  # the stream's own ending tells a deadline from any other cancellation
                 async for chunk in chunks:
                     if len(body) + len(chunk) > max_bytes:
                         body += chunk[: max_bytes - len(body)]
@@ -140,6 +142,10 @@ class Relayed:
                 yield chunk
         except KeyrelayError as err:
             error = err
+            raise
+        except asyncio.CancelledError:
+            if self._timeout is not None and self._timeout.expired():  # `read`'s deadline, not a client gone
+                error = UpstreamTimeout("Upstream did not send the whole response in time")
             raise
         finally:
             self.discard(error)
