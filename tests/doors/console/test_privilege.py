@@ -44,6 +44,7 @@ def test_a_limited_application_sees_only_its_workspaces(kr: KeyrelayServer, admi
         assert httpx.get(f"{kr.url}/api/{ws}/proxy/{slug}/echo",
                          headers={"Authorization": f"Bearer {key}"}).status_code == 200
     logged(admin, 2)
+    _application(admin, "theirs-agent", [w["theirs"]], ["proxy"])  # an application of the other customer
     app = _application(admin, "mine-operator", [w["mine"]], ["admin", "proxy", "logs"])
     c = _signed_in_as(kr, app)
 
@@ -54,6 +55,7 @@ def test_a_limited_application_sees_only_its_workspaces(kr: KeyrelayServer, admi
         assert page.status_code == 200, (path, page.text)
         assert_page_headers(page)
         assert "theirs-corp" not in page.text and "other-src" not in page.text, path
+        assert "theirs-agent" not in page.text, path
         assert w["theirs"] not in page.text and w["other"]["id"] not in page.text, path
     assert "mine-corp" in c.get("/console/workspaces").text and "own-src" in c.get("/console/sources").text
     logs = c.get("/console/logs").text
