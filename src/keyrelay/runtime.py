@@ -54,7 +54,7 @@ from keyrelay.requestlog import Metrics, RedisFeed, RequestLog
 from keyrelay.settings import Settings
 from keyrelay.store.access import SqlAccessStore
 from keyrelay.store.approvals import SqlApprovalStore
-from keyrelay.store.budgets import SqlBudgetStore
+from keyrelay.store.budgets import BudgetLeases, SqlBudgetStore
 from keyrelay.store.connect import SqlConnectStore
 from keyrelay.store.console import SqlConsoleStore
 from keyrelay.store.engine import make_engine, upgrade
@@ -206,6 +206,7 @@ async def runtime(settings: Settings, *, clock: Clock = time.time) -> AsyncItera
         oauth = OAuthSender(oauth_tokens, upstream)
         gate, approval_events = approval_gate(settings, engine=engine, vault=vault, request_log=request_log,
                                               hasher=hasher, upstream=upstream, clock=clock)
+        budgets = BudgetLeases(SqlBudgetStore(engine), clock)
         relay = Relay(
             authenticator=authn, resolver=resolver, upstream=upstream, log=request_log, clock=clock,
             limiter=RateLimiter(make_storage(settings.redis_url, clock=clock),
@@ -213,7 +214,7 @@ async def runtime(settings: Settings, *, clock: Clock = time.time) -> AsyncItera
             connectors={n: ConnectorFacts(c.kind, c.default_base_url, c.auth, c.is_catalog_api)
                         for n, c in catalog.items()},
             max_body_bytes=settings.max_body_bytes, workspace_cap=settings.workspace_max_concurrency, oauth=oauth,
-            guard=ConstraintGuard(SqlBudgetStore(engine), clock),
+            guard=ConstraintGuard(budgets, clock),
             approvals=gate,
         )
         page_key = await meta.put_if_absent("page_token_key", base64.b64encode(secrets.token_bytes(32)).decode())
@@ -267,7 +268,8 @@ async def runtime(settings: Settings, *, clock: Clock = time.time) -> AsyncItera
         # not a TaskGroup: it would wrap an error raised in the caller's block in an ExceptionGroup
         background = [asyncio.create_task(request_log.run(stop)),
                       asyncio.create_task(webhooks.run(stop, tick=connect.expire_due)),
-                      asyncio.create_task(approvals.run(stop))]
+                      asyncio.create_task(approvals.run(stop)),
+                      asyncio.create_task(budgets.run(stop))]
         if approval_events is not None:
             background.append(asyncio.create_task(approval_events.run(stop)))
         if settings.redis_url:

@@ -42,7 +42,7 @@ _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ask:
     """What a constraint looks at in one request (None: not known at this point of the pipeline)."""
 
@@ -218,6 +218,9 @@ def view(c: Constraints) -> dict[str, Any]:
 
 def normalize_path(path: str) -> str:
     """One spelling per path: escapes of unreserved characters decoded, other escapes upper case, a leading '/'."""
+    if "%" not in path:
+        return path if path.startswith("/") else "/" + path
+
     def fix(m: re.Match[str]) -> str:
         ch = chr(int(m.group(1), 16))
         return ch if ch in _UNRESERVED else "%" + m.group(1).upper()

@@ -3,13 +3,13 @@
 Only tokens that carry constraints reach this step. It refuses with `403 forbidden` naming the constraint
 (`"constraint": "<kind>"`) before anything is sent upstream, or, for a set in observe mode, lets the request
 through and records the kind as `would_deny`. Budgets are counted last, once the request passed every other check
-of the front half, with one atomic conditional write per budget in the shared database (`BudgetStore`), so they
-hold exactly across processes and instances.
+of the front half, against counters in the shared database (`BudgetStore`; store/budgets.py spends them from
+leases reserved in blocks), so they are never exceeded across processes and instances.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from keyrelay.egress import destination
 from keyrelay.egress.destination import BaseUrl
@@ -56,22 +56,30 @@ class ConstraintGuard:
         self._budgets = budgets
         self._clock = clock
 
-    async def admit(self, caller: Caller, inbound: Inbound, source: Source, base: Callable[[], BaseUrl],
-                    rec: Recorder) -> None:
-        """Sources, then the request itself when it is a passthrough (or a file read), then budgets."""
+    def admit(self, caller: Caller, inbound: Inbound, source: Source, base: Callable[[], BaseUrl],
+              rec: Recorder) -> Awaitable[None] | None:
+        """Sources, then the request itself when it is a passthrough (or a file read); then what the caller awaits
+        to count its budgets (None: the chain has none)."""
         chain = caller.constraints
-        self._decide(chain, lambda c: None if source_ok(c, source.id, source.slug) else "sources", rec)
+        ask: Ask | None = None
         if inbound.target is not None:
-            self.upstream(caller, inbound, base(), rec)
+            ask = _ask(inbound, base())
         elif inbound.scope is Scope.FILES:  # a file read: nothing but GET or HEAD reaches storage
-            method = inbound.method if inbound.door is Door.FILES else "GET"
-            self._decide(chain, lambda c: refusal(c, Ask(method=method)), rec)
-        await self._consume(chain, rec)
+            ask = Ask(method=inbound.method if inbound.door is Door.FILES else "GET")
+
+        def test(c: Constraints) -> str | None:
+            if not source_ok(c, source.id, source.slug):
+                return "sources"
+            return None if ask is None else refusal(c, ask)
+
+        self._decide(chain, test, rec)
+        if any(c.budget is not None for c in chain):
+            return self._consume(chain, rec)
+        return None
 
     def upstream(self, caller: Caller, inbound: Inbound, base: BaseUrl, rec: Recorder) -> None:
         """One request about to be sent upstream: its method, path and body size."""
-        ask = Ask(method=inbound.method, path=upstream_path(inbound, base),
-                  body_length=_length(inbound), has_body=has_body(inbound.body, inbound.content_length))
+        ask = _ask(inbound, base)
         self._decide(caller.constraints, lambda c: refusal(c, ask), rec)
 
     def action(self, caller: Caller, action: str, rec: Recorder) -> None:
@@ -105,7 +113,8 @@ class ConstraintGuard:
                 rec.would_deny = "budget"
 
 
-def _length(inbound: Inbound) -> int | None:
-    if isinstance(inbound.body, bytes):
-        return len(inbound.body)
-    return inbound.content_length
+def _ask(inbound: Inbound, base: BaseUrl) -> Ask:
+    body = inbound.body
+    return Ask(method=inbound.method, path=upstream_path(inbound, base),
+               body_length=len(body) if isinstance(body, bytes) else inbound.content_length,
+               has_body=has_body(body, inbound.content_length))

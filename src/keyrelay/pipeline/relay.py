@@ -447,7 +447,9 @@ class Relay:
                 await limiter.check(source_id=source.id, source_limit=source.policy.rate_limit_per_minute,
                                     caller_id=caller.id, observe=observe)
             if caller.constraints:  # a narrowed token: its constraints, then its budgets (pipeline/guard.py)
-                await self.guard.admit(caller, inbound, source, lambda: self.prepared(resolved, facts).base, rec)
+                budgets = self.guard.admit(caller, inbound, source, lambda: self.prepared(resolved, facts).base, rec)
+                if budgets is not None:
+                    await budgets
         except KeyrelayError as err:
             rec.done(err.status, err)
             raise
