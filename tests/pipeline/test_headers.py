@@ -214,3 +214,22 @@ def test_response_values_with_control_characters_and_bad_names_are_dropped() -> 
         redactor=None, passthrough_length=False,
     )
     assert got == [(b"x-d", b"d\te")]
+
+
+def test_a_head_checked_before_is_judged_again_by_its_bytes() -> None:
+    """The redactor remembers heads it checked: the same head with a secret is redacted every time, a clean one
+    passes every time, and a head that differs from a remembered clean one by the secret is caught."""
+    secret = "sk_live_remembered_head_0123456789"
+    redactor = Redactor([secret])
+    clean = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-store")]
+    dirty = [(b"Content-Type", b"application/json"), (b"X-Echo", f"Bearer {secret}".encode())]
+    for _ in range(3):
+        assert response_headers(clean, redactor=redactor, passthrough_length=False) == [
+            (b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+        out = response_headers(dirty, redactor=redactor, passthrough_length=False)
+        assert secret.encode() not in b"".join(v for _, v in out)
+        assert (b"x-echo", b"Bearer [REDACTED]") in out
+    named = [(b"Content-Type", b"application/json"), (secret.upper().encode(), b"1")]
+    for _ in range(2):
+        assert response_headers(named, redactor=redactor, passthrough_length=False) == [
+            (b"content-type", b"application/json")]

@@ -192,8 +192,7 @@ def response_headers(
         kept = [h for h in kept if h[0] not in named]
     if redactor is not None and redactor.active:
         # one scan of names as sent and values, one of names as the agent gets them (lower case): usually clean
-        if (not redactor.contains(b"\n".join(r + b"\n" + v for _, v, r in kept))
-                and not redactor.contains_folded(b"\n".join(n for n, _, _ in kept))):
+        if redactor.clean_head(b"\n".join(r + b"\n" + v for _, v, r in kept), b"\n".join(n for n, _, _ in kept)):
             return [(n, v) for n, v, _ in kept]
         return [(n, redactor.redact_bytes(v)) for n, v, r in kept
                 if not redactor.contains(r) and not redactor.contains_folded(n)]

@@ -578,6 +578,10 @@ class _SpelledStream:
         return self._sp.scan(buf, final=True)[0] if buf else buf
 
 
+_CLEAN_HEADS = 64  # response heads remembered as clean or not, per redactor
+_CLEAN_HEAD_BYTES = 4096  # larger heads are checked every time
+
+
 class Redactor:
     """Replaces every form of the given secrets with `[REDACTED]` (module docstring)."""
 
@@ -589,6 +593,7 @@ class Redactor:
         self._m = _Matcher(self._variants)
         self._sp = _Spelled(self._secrets) if self._secrets else None
         self._names: _Matcher | None = None
+        self._clean_heads: dict[tuple[bytes, bytes], bool] = {}
 
     def add_basic(self, username: str, password: str) -> None:
         """Also redact the HTTP Basic token base64(`username:password`) (standard and URL-safe)."""
@@ -597,6 +602,7 @@ class Redactor:
             self._variants |= _b64(pair.encode("utf-8", _SP))
             self._m = _Matcher(self._variants)
             self._names = None
+            self._clean_heads = {}
 
     def extended(self, secrets: Iterable[str]) -> Redactor:
         """A new redactor for these secrets as well (e.g. the current OAuth access token); self is unchanged."""
@@ -624,6 +630,21 @@ class Redactor:
         if self._names is None:
             self._names = _Matcher({v.lower() for v in self._variants})
         return self._names.present(data.lower())
+
+    def clean_head(self, sent: bytes, folded: bytes) -> bool:
+        """Whether response header names and values as sent (`sent`) and names as the agent gets them (`folded`)
+        hold no form of a secret. Remembered for the last few heads: an upstream sends the same head again and
+        again, bar its `Date`, and a source's redactor lives as long as its cached resolution."""
+        key = (sent, folded)
+        hit = self._clean_heads.get(key)
+        if hit is None:
+            hit = not self.contains(sent) and not self.contains_folded(folded)
+            if len(sent) > _CLEAN_HEAD_BYTES:
+                return hit
+            if len(self._clean_heads) >= _CLEAN_HEADS:
+                self._clean_heads.clear()
+            self._clean_heads[key] = hit
+        return hit
 
     def redact_bytes(self, data: bytes) -> bytes:
         m = self._m
