@@ -14,13 +14,17 @@ Run through bench/gateway.sh or bench/profile.sh, which provision keyrelay and e
 The upstream nginx and keyrelay are started and pinned exactly as the harness does (keyrelay on
 PROXY_CPUS, wrk and the upstream on LOAD_CPUS) and stopped by PID.
 
-The two harness checks keyrelay fails by design:
+The four harness checks keyrelay fails by design:
   secret_injected            keyrelay redacts any copy of an injected secret in response bodies
                              (docs/security.md "Echoed secrets are redacted"), so the upstream's /echo
                              comes back as "Bearer [REDACTED]". That exact value proves the secret did reach
                              the upstream: only an occurrence of the injected value is replaced.
   setcookie_dup_kept_no_jar  keyrelay drops Set-Cookie from upstream responses (pipeline/headers.py
                              RESPONSE_DROP): an upstream session must not bind to keyrelay's origin.
+  no_added_accept_enc        when it injects a secret keyrelay asks the upstream for `Accept-Encoding:
+  gzip_passthrough           identity`, so an echoed secret is never compressed out of the redactor's
+                             sight (docs/security.md "Compressed bodies"): the upstream sees `identity`
+                             and the agent gets the body uncompressed, byte-exact.
 The harness treats secret_injected as a core check and would skip keyrelay, so gateway.sh runs this
 check first and then the harness with CHECKS=0.
 """
@@ -94,6 +98,15 @@ def check():
             st == 200 and n == 0 and cookie_fwd == "",
             f"/setcookie status {st} with {n} Set-Cookie header(s) passed on; an agent Cookie header reached "
             f"the upstream as {cookie_fwd!r}")
+        st, _, body = H.http_get(port, pre + "/echo", {"Authorization": auth, "Accept-Encoding": "gzip"})
+        asked = json.loads(body)["ae"] if st == 200 else None
+        notes["no_added_accept_enc"] = (asked == "identity",
+                                        f"an agent's `Accept-Encoding: gzip` reached the upstream as {asked!r}")
+        st, hdrs, body = H.http_get(port, pre + "/smallgz", {"Authorization": auth, "Accept-Encoding": "gzip"})
+        coded = [v for k, v in hdrs if k.lower() == "content-encoding"]
+        notes["gzip_passthrough"] = (st == 200 and not coded and body == H.SMALL,
+                                     f"/smallgz status {st}, content-encoding {coded or 'none'}, "
+                                     f"body {'= the 1 KiB JSON' if body == H.SMALL else 'differs'}")
     lines = ["| check | harness | keyrelay | note |", "|---|---|---|---|"]
     bad = []
     for k in sorted(res):
