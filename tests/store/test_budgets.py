@@ -177,3 +177,30 @@ async def test_leases_go_back_when_the_loop_stops(engine: AsyncEngine) -> None:
     stop.set()
     await asyncio.wait_for(task, 30)
     assert await store.used("key:stop", 0) == 1
+
+
+async def test_a_block_never_takes_more_than_is_left(engine: AsyncEngine) -> None:
+    """A lease sized from a stale counter asks for more than is left: it gets one unit, not the block."""
+    store = SqlBudgetStore(engine)
+    leases = BudgetLeases(store, ManualClock())
+    assert await leases.consume([("key:stale", 0, 3000)]) is None  # a block of 11, one spent
+    assert await store.used("key:stale", 0) == 11
+    for _ in range(10):
+        assert await leases.consume([("key:stale", 0, 3000)]) is None
+    assert await store.reserve([("key:stale", 0, 3000, 2985)]) == [(2985, 2996)]  # another instance takes most
+    assert await leases.consume([("key:stale", 0, 3000)]) is None  # 4 were left: one of them
+    assert await store.used("key:stale", 0) == 2997
+    await leases.release_all()
+    assert await store.used("key:stale", 0) == 2997
+
+
+async def test_the_block_shrinks_with_what_is_left(engine: AsyncEngine) -> None:
+    store = SqlBudgetStore(engine)
+    leases = BudgetLeases(store, ManualClock())
+    assert await store.reserve([("key:shrink", 0, 3000, 2900)]) == [(2900, 2900)]
+    assert await leases.consume([("key:shrink", 0, 3000)]) is None  # first sight: 3000 // 256 = 11
+    assert await store.used("key:shrink", 0) == 2911
+    for _ in range(10):
+        assert await leases.consume([("key:shrink", 0, 3000)]) is None
+    assert await leases.consume([("key:shrink", 0, 3000)]) is None  # 89 left: one at a time now
+    assert await store.used("key:shrink", 0) == 2912
