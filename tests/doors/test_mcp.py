@@ -4,6 +4,8 @@ live keyrelay: tool listing, every tool on a loopback upstream, the fake Stripe 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,8 +14,11 @@ import httpx
 import pytest
 
 from keyrelay.doors.mcp import files as mcp_files
-from keyrelay.doors.mcp import origin_allowed, transport_security
+from keyrelay.doors.mcp import origin_allowed
+from keyrelay.doors.mcp.server import transport_security
 from keyrelay.doors.mcp.tools import TOOLS as DEFINED
+from keyrelay.model import Scope
+from keyrelay.runtime import runtime
 from keyrelay.settings import Settings
 from support.fakes.stripe import API_KEY, FakeStripe
 from support.keyrelay import Admin, KeyrelayServer
@@ -245,3 +250,52 @@ def test_origin_and_host_allowlists() -> None:
     named = transport_security(Settings(host="10.1.2.3", mcp_allowed_hosts="kr.example, kr.example:8443"))
     assert {"10.1.2.3:*", "kr.example", "kr.example:*", "kr.example:8443", "[::1]:*"} <= set(named.allowed_hosts)
     assert not transport_security(Settings(mcp_allowed_hosts="*")).enable_dns_rebinding_protection
+
+
+def test_a_process_that_serves_no_mcp_never_imports_the_sdk() -> None:
+    code = ("import sys, keyrelay.cli, keyrelay.app, keyrelay.runtime; "
+            "print(sorted(m for m in ('mcp', 'mcp_types', 'keyrelay.doors.mcp.server') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+async def _post(door: Any, headers: list[tuple[bytes, bytes]]) -> int:
+    body = json.dumps(PING).encode()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/mcp", "raw_path": b"/mcp", "query_string": b"", "root_path": "", "state": {},
+             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8080),
+             "headers": [(b"host", b"127.0.0.1:8080"), (b"content-type", b"application/json"),
+                         (b"accept", b"application/json, text/event-stream"),
+                         (b"content-length", str(len(body)).encode()), *headers]}
+    sent: list[dict[str, Any]] = []
+    given = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal given
+        if given:
+            return {"type": "http.disconnect"}
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await door(scope, receive, send)
+    return int(next(m["status"] for m in sent if m["type"] == "http.response.start"))
+
+
+async def test_the_sdk_starts_with_the_first_request_that_passes_the_checks(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", upstream_allow_cidrs="127.0.0.0/8")  # type: ignore[call-arg]
+    async with runtime(settings) as rt:
+        door = rt.mcp
+        ws = await rt.services.workspaces.create("w")
+        _, key = await rt.services.access.create_api_key(workspace_id=ws.id, scopes=frozenset({Scope.MCP}),
+                                                         name="k", expires_at=None)
+        assert not door.loaded
+        assert await _post(door, []) == 401  # refused before the SDK: still not loaded
+        assert not door.loaded
+        auth = [(b"authorization", f"Bearer {key}".encode())]
+        assert await _post(door, auth) == 200
+        assert door.loaded
+        assert await _post(door, auth) == 200  # the same server
+    assert door._task is not None and door._task.done()  # stopped with the runtime
