@@ -103,6 +103,11 @@ class BudgetStore(Protocol):
         of a budget that is spent (then nothing was counted)."""
         ...
 
+    def spend_here(self, budgets: Sequence[tuple[str, int, int]]) -> bool:
+        """Count one request against every budget from units this process already holds, without waiting; False:
+        nothing was counted (call `consume`)."""
+        ...
+
 
 class RequestLogStore(Protocol):
     async def query(self, q: LogQuery) -> list[LogEntry]: ...

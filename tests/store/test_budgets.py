@@ -204,3 +204,17 @@ async def test_the_block_shrinks_with_what_is_left(engine: AsyncEngine) -> None:
         assert await leases.consume([("key:shrink", 0, 3000)]) is None
     assert await leases.consume([("key:shrink", 0, 3000)]) is None  # 89 left: one at a time now
     assert await store.used("key:shrink", 0) == 2912
+
+
+async def test_spending_here_takes_held_units_or_none(engine: AsyncEngine) -> None:
+    store = SqlBudgetStore(engine)
+    leases = BudgetLeases(store, ManualClock())
+    big, small = ("key:here", 0, 10**6), ("key:tiny", 0, 5)
+    assert not leases.spend_here([big])  # nothing held yet
+    assert not store.spend_here([big])  # the store alone holds nothing: every request is written
+    assert await leases.consume([big, small]) is None
+    assert leases.spend_here([big])  # from the block, no write
+    assert not leases.spend_here([big, small])  # the small budget holds no unit: nothing is taken from either
+    await leases.release_all()
+    assert await store.used("key:here", 0) == 2
+    assert await store.used("key:tiny", 0) == 1

@@ -74,7 +74,7 @@ class ConstraintGuard:
 
         self._decide(chain, test, rec)
         if any(c.budget is not None for c in chain):
-            return self._consume(chain, rec)
+            return self._budgeted(chain, rec)
         return None
 
     def upstream(self, caller: Caller, inbound: Inbound, base: BaseUrl, rec: Recorder) -> None:
@@ -95,22 +95,29 @@ class ConstraintGuard:
         if observed is not None and rec.would_deny is None:
             rec.would_deny = observed
 
-    async def _consume(self, chain: tuple[Constraints, ...], rec: Recorder) -> None:
-        enforced = [c.budget for c in chain if c.budget is not None and not c.observe]
-        observed = [c.budget for c in chain if c.budget is not None and c.observe]
-        if not enforced and not observed:
-            return
-        if self._budgets is None:
+    def _budgeted(self, chain: tuple[Constraints, ...], rec: Recorder) -> Awaitable[None] | None:
+        """Count the chain's budgets from units this process holds (None: done), else what the caller awaits."""
+        budgets = self._budgets
+        if budgets is None:
             raise Unavailable("Request budgets cannot be counted in this process")
         now = self._clock()
-        if enforced:
-            spent = await self._budgets.consume([(b.key, window(b.per, now), b.requests) for b in enforced])
-            if spent is not None:
-                raise refused("budget")
-        if observed:
-            spent = await self._budgets.consume([(b.key, window(b.per, now), b.requests) for b in observed])
-            if spent is not None and rec.would_deny is None:
-                rec.would_deny = "budget"
+        enforced = [(b.key, window(b.per, now), b.requests) for c in chain if (b := c.budget) is not None
+                    and not c.observe]
+        observed = [(b.key, window(b.per, now), b.requests) for c in chain if (b := c.budget) is not None
+                    and c.observe]
+        if enforced and not budgets.spend_here(enforced):
+            return self._consume(budgets, enforced, observed, rec)  # enforced first: a refusal counts nothing
+        if observed and not budgets.spend_here(observed):
+            return self._consume(budgets, [], observed, rec)
+        return None
+
+    @staticmethod
+    async def _consume(budgets: BudgetStore, enforced: list[tuple[str, int, int]],
+                       observed: list[tuple[str, int, int]], rec: Recorder) -> None:
+        if enforced and await budgets.consume(enforced) is not None:
+            raise refused("budget")
+        if observed and await budgets.consume(observed) is not None and rec.would_deny is None:
+            rec.would_deny = "budget"
 
 
 def _ask(inbound: Inbound, base: BaseUrl) -> Ask:

@@ -84,6 +84,9 @@ class SqlBudgetStore:
         got = await self.reserve([(key, bucket, limit, 1) for key, bucket, limit in budgets])
         return got if isinstance(got, str) else None
 
+    def spend_here(self, budgets: Sequence[tuple[str, int, int]]) -> bool:
+        return False  # every request is written
+
     async def release(self, units: Sequence[tuple[str, int, int]]) -> None:
         """Give back reserved units nobody spent: (key, window, units)."""
         async with self._engine.begin() as conn:
@@ -117,6 +120,17 @@ class BudgetLeases:
         self._clock = clock
         self._idle = idle_seconds
         self._leases: dict[tuple[str, int], _Lease] = {}
+
+    def spend_here(self, budgets: Sequence[tuple[str, int, int]]) -> bool:
+        leases = [self._leases.get((key, bucket)) for key, bucket, _ in budgets]
+        if not all(lease is not None and lease.left > 0 for lease in leases):
+            return False
+        now = self._clock()
+        for lease in leases:
+            assert lease is not None
+            lease.left -= 1
+            lease.touched = now
+        return True
 
     async def consume(self, budgets: Sequence[tuple[str, int, int]]) -> str | None:
         now = self._clock()
