@@ -4,12 +4,13 @@ and source changes that reach the pipeline's cache at once."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from keyrelay.errors import NotFound, Sealed
+from keyrelay.errors import NotFound, Sealed, Unavailable
 from keyrelay.model import BySlug, Door, Inbound, Scope, Tail
 from keyrelay.runtime import runtime
 from keyrelay.settings import Settings
@@ -76,3 +77,28 @@ async def test_a_source_change_reaches_the_pipeline_at_once(tmp_path: Path, upst
         with pytest.raises(NotFound):
             await rt.relay.relay(inbound("echo"))
         assert (await rt.relay.relay(inbound("moved"))).status == 200
+
+
+async def test_a_background_loop_that_dies_while_serving_fails_readiness(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    from keyrelay.store.budgets import BudgetLeases
+
+    async def broken(self: BudgetLeases, stop: object) -> None:
+        raise RuntimeError("the loop broke")
+
+    monkeypatch.setattr(BudgetLeases, "run", broken)  # the one way to make a real loop die on purpose
+    readiness = "ready"
+    with pytest.raises(RuntimeError, match="the loop broke"):  # and it is still raised when the runtime stops
+        async with runtime(_settings(tmp_path)) as rt:
+            for _ in range(1000):  # the task runs at the loop's next turn; bounded, no sleep
+                if any(r.getMessage().startswith("background task budgets") for r in caplog.records):
+                    break
+                await asyncio.sleep(0)
+            try:
+                await rt.services.ready()
+            except Unavailable as err:
+                readiness = err.message
+    assert readiness == "A background task stopped: budgets"
+    assert any("background task budgets stopped while serving: RuntimeError" in r.getMessage()
+               for r in caplog.records)

@@ -11,8 +11,9 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -157,6 +158,29 @@ def approval_gate(settings: Settings, *, engine: AsyncEngine, vault: KeyVault, r
     return gate, events
 
 
+class Background:
+    """The runtime's background loops. One that ends while the runtime still serves is logged at once and fails
+    readiness (`/readyz`), instead of being noticed only when the process stops."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self._stop = stop
+        self.tasks: list[asyncio.Task[None]] = []
+        self.stopped: list[str] = []
+
+    def start(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name=f"keyrelay {name}")
+        task.add_done_callback(lambda t: self._ended(name, t))
+        self.tasks.append(task)
+
+    def _ended(self, name: str, task: asyncio.Task[None]) -> None:
+        if self._stop.is_set():
+            return
+        self.stopped.append(name)
+        exc = None if task.cancelled() else task.exception()
+        log.error("background task %s stopped while serving: %s", name,
+                  "cancelled" if task.cancelled() else type(exc).__name__ if exc is not None else "returned")
+
+
 @contextlib.asynccontextmanager
 async def runtime(settings: Settings, *, clock: Clock = time.time) -> AsyncIterator[Runtime]:
     """Build every adapter and service; tear them down (flushing the request log) on exit. `clock` (wall-clock
@@ -187,7 +211,12 @@ async def runtime(settings: Settings, *, clock: Clock = time.time) -> AsyncItera
         request_log = RequestLog(log_store, metrics, clock=clock, flush_seconds=settings.log_flush_seconds,
                                  retention_days=settings.log_retention_days)
 
+        stop = asyncio.Event()
+        loops = Background(stop)
+
         async def ready() -> None:
+            if loops.stopped:
+                raise Unavailable(f"A background task stopped: {loops.stopped[0]}")
             try:
                 await log_store.ping()
             except Exception:
@@ -264,25 +293,24 @@ async def runtime(settings: Settings, *, clock: Clock = time.time) -> AsyncItera
         services = Services(settings=settings, authenticator=authn, access=access, workspaces=workspaces,
                             sources=sources, catalog=catalog, logs=log_store, vault=vault, ready=ready,
                             connectors=connector_service, extras=extras)
-        stop = asyncio.Event()
         # not a TaskGroup: it would wrap an error raised in the caller's block in an ExceptionGroup
-        background = [asyncio.create_task(request_log.run(stop)),
-                      asyncio.create_task(webhooks.run(stop, tick=connect.expire_due)),
-                      asyncio.create_task(approvals.run(stop)),
-                      asyncio.create_task(budgets.run(stop))]
+        loops.start("request log", request_log.run(stop))
+        loops.start("webhooks", webhooks.run(stop, tick=connect.expire_due))
+        loops.start("approvals", approvals.run(stop))
+        loops.start("budgets", budgets.run(stop))
         if approval_events is not None:
-            background.append(asyncio.create_task(approval_events.run(stop)))
+            loops.start("approval events", approval_events.run(stop))
         if settings.redis_url:
-            background.append(asyncio.create_task(RedisFeed(request_log, settings.redis_url).run(stop)))
+            loops.start("live log feed", RedisFeed(request_log, settings.redis_url).run(stop))
         try:
-            async with mcp_door.running():  # the MCP SDK's task group lives as long as the runtime
+            async with mcp_door.running():  # the MCP SDK (loaded on first use) stops with the runtime
                 yield Runtime(services, metrics, request_log, bootstrap, relay, files, mcp_door, approvals)
         except BaseExceptionGroup as group:  # that task group wraps errors raised in the caller's block:
             raise sole_error(group) from None  # hand them back as themselves
         finally:
             stop.set()
             try:
-                await asyncio.gather(*background)
+                await asyncio.gather(*loops.tasks)
             finally:
                 await upstream.close()
     finally:
