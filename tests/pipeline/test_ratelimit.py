@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import tempfile
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keyrelay.errors import RateLimited, Unavailable
 from keyrelay.pipeline import ratelimit
 from keyrelay.pipeline.ratelimit import LocalWindows, RateLimiter, make_storage
 from support.keyrelay import Admin, scaled_out_pair
+from support.pipeline import ManualClock, hammer_shared_windows
 from support.postgres import PostgresServer
 from support.redis import RedisServer
 from support.upstream import FakeUpstream
@@ -135,3 +140,66 @@ def test_two_instances_on_postgres_and_redis_enforce_one_limit(tmp_path: Path, p
         admin.close()
     assert codes.count(200) == 4 and codes.count(429) == 4
     assert len(upstream.requests) == 4
+
+
+# --- the workers' shared table (keyrelay serve --workers N) ------------------------------------------------------
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.sampled_from(["source/a", "source/b", "caller/k"]),
+                          st.floats(0, 5, allow_nan=False)), min_size=1, max_size=120))
+def test_workers_sharing_the_table_answer_as_one_process_would(steps: list[tuple[int, str, float]]) -> None:
+    """Three workers (three maps of one file) against one in-process counter, fed the same hits and clock."""
+    clock = ManualClock(1_800_000_000.0)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "windows"
+        ratelimit.SharedWindows.reset(path)
+        workers = [ratelimit.SharedWindows(path, clock) for _ in range(3)]
+        one = LocalWindows(clock)
+        try:
+            for who, key, dt in steps:
+                clock.advance(dt)
+                assert workers[who].hit(key, 4) == one.hit(key, 4)
+        finally:
+            for w in workers:
+                w.close()
+
+
+def test_worker_processes_never_count_past_the_limit_together(tmp_path: Path) -> None:
+    """Four processes hit one key 20,000 times each, all at once: exactly the limit passes (no lost update)."""
+    path = tmp_path / "windows"
+    ratelimit.SharedWindows.reset(path)
+    ctx = multiprocessing.get_context("spawn")
+    out, start = ctx.Queue(), ctx.Barrier(4)
+    procs = [ctx.Process(target=hammer_shared_windows, args=(str(path), 20_000, 50_000, start, out))
+             for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert all(p.exitcode == 0 for p in procs)
+    assert sum(out.get(timeout=10) for _ in procs) == 50_000
+
+
+def test_a_full_run_of_slots_gives_way_to_the_oldest_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ratelimit, "SHARED_SLOTS", 4)  # a tiny table: every key's run is the whole table
+    path = tmp_path / "windows"
+    ratelimit.SharedWindows.reset(path)
+    clock = ManualClock(1_800_000_000.0)
+    windows = ratelimit.SharedWindows(path, clock)
+    try:
+        for k in range(4):
+            assert windows.hit(f"k{k}", 1) == 0
+            clock.advance(1)
+        assert windows.hit("k0", 1) > 0  # still counted
+        assert windows.hit("k4", 1) == 0  # no free slot: k0's (the oldest) is taken
+        assert windows.hit("k1", 1) > 0  # the others keep their counts
+        clock.advance(120)  # every window is over: slots are reused, no key gives way
+        assert all(windows.hit(f"k{k}", 1) == 0 for k in range(5, 9))
+    finally:
+        windows.close()
+
+
+def test_make_storage_picks_the_workers_table_without_redis(tmp_path: Path) -> None:
+    ratelimit.SharedWindows.reset(tmp_path / "w")
+    assert isinstance(make_storage(None, shared=tmp_path / "w"), ratelimit.SharedWindows)
+    assert type(make_storage(None)) is LocalWindows

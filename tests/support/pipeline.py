@@ -170,3 +170,13 @@ async def assembled(tmp_path: Path, *, workspace_cap: int = 64, max_body_bytes: 
         await upstream.close()
         await engine.dispose()
 
+
+
+def hammer_shared_windows(path: str, n: int, limit: int, start: Any, out: Any) -> None:
+    """A worker process's part of a shared rate-limit test: `n` hits on one key at one instant, begun together
+    with the other processes (`start`, a barrier); puts how many passed."""
+    from keyrelay.pipeline.ratelimit import SharedWindows
+
+    windows = SharedWindows(Path(path), lambda: 1_800_000_030.0)
+    start.wait(60)
+    out.put(sum(windows.hit("source/shared", limit) == 0 for _ in range(n)))

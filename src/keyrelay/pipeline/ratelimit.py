@@ -1,4 +1,5 @@
-"""Step 3: per-source and per-caller limits per minute (sliding window counter), in memory or on Redis.
+"""Step 3: per-source and per-caller limits per minute (sliding window counter): in memory, in a file the
+workers of one server share (`keyrelay serve --workers N`), or on Redis.
 
 Keys are the authenticated principal and the source id, never a client-supplied IP header. A refused request
 never reaches the upstream.
@@ -13,9 +14,16 @@ exists), about a tenth of the whole pipeline's budget; this costs under 1 µs.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import logging
 import math
+import mmap
+import os
+import struct
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import RedisStorage
@@ -24,8 +32,21 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from keyrelay.errors import RateLimited, Unavailable
 from keyrelay.pipeline.policy import RULE_RATE, Note
 
+log = logging.getLogger(__name__)
 WINDOW = 60.0
 _KEYS_MAX = 100_000
+
+
+def judge(previous: int, current: int, elapsed: float, limit: int) -> int:
+    """0 if one more request fits the sliding window, else the seconds (1-60) until one would."""
+    weighted = previous * (1 - elapsed / WINDOW) + current
+    if math.floor(weighted) + 1 <= limit:
+        return 0
+    if current + 1 > limit or not previous:  # only the next window can make room
+        wait = WINDOW - elapsed
+    else:  # the previous window's weight decays by previous / WINDOW per second
+        wait = (math.floor(weighted) + 1 - limit) * WINDOW / previous
+    return min(60, max(1, math.ceil(wait)))
 
 
 class LocalWindows:
@@ -45,16 +66,10 @@ class LocalWindows:
             if entry is None and len(self._counts) >= _KEYS_MAX:
                 self._forget_old(window)
             entry = self._counts[key] = [window, previous, 0]
-        elapsed = now - window * WINDOW
-        weighted = entry[1] * (1 - elapsed / WINDOW) + entry[2]
-        if math.floor(weighted) + 1 <= limit:
+        wait = judge(entry[1], entry[2], now - window * WINDOW, limit)
+        if not wait:
             entry[2] += 1
-            return 0
-        if entry[2] + 1 > limit or not entry[1]:  # only the next window can make room
-            wait = WINDOW - elapsed
-        else:  # the previous window's weight decays by entry[1] / WINDOW per second
-            wait = (math.floor(weighted) + 1 - limit) * WINDOW / entry[1]
-        return min(60, max(1, math.ceil(wait)))
+        return wait
 
     def _forget_old(self, window: int) -> None:
         for key in [k for k, e in self._counts.items() if e[0] < window - 1]:
@@ -63,10 +78,87 @@ class LocalWindows:
             self._counts.clear()
 
 
-def make_storage(redis_url: str | None, *, clock: Callable[[], float] = time.time) -> LocalWindows | RedisStorage:
+_SLOT = struct.Struct("<QqII")  # key hash (0: empty), window number, previous count, current count
+_HEAD = struct.Struct("<Qq")
+SHARED_SLOTS = 65_536  # 1.5 MiB file
+_PROBE = 16
+
+
+class SharedWindows(LocalWindows):
+    """The same counters in a file that every worker of one `keyrelay serve --workers N` maps (MAP_SHARED); each
+    hit reads and writes its key's slot under an exclusive `flock`, so workers count as one process would.
+
+    Keys live in an open-addressing table (a 64-bit BLAKE2b of the key, 16 probes). A slot whose window is over is
+    reused; if all 16 slots of a key's run belong to keys counted in the last two minutes, the oldest gives way and
+    that key starts again from zero (a warning is logged): more than about 50,000 limited keys active at once
+    need Redis (`KEYRELAY_REDIS_URL`)."""
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(clock)
+        size = SHARED_SLOTS * _SLOT.size
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        if os.fstat(self._fd).st_size < size:
+            os.ftruncate(self._fd, size)
+        self._map = mmap.mmap(self._fd, size)
+
+    @staticmethod
+    def reset(path: Path) -> None:
+        """An empty table (the supervisor, before it starts workers)."""
+        with open(path, "wb") as f:
+            f.truncate(SHARED_SLOTS * _SLOT.size)
+        os.chmod(path, 0o600)
+
+    def close(self) -> None:
+        self._map.close()
+        os.close(self._fd)
+
+    def hit(self, key: str, limit: int) -> int:
+        now = self._clock()
+        window = int(now // WINDOW)
+        h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") or 1
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            off = self._slot(h, window)
+            owner, at, previous, current = _SLOT.unpack_from(self._map, off)
+            if owner != h or at != window:
+                previous = current if owner == h and at == window - 1 else 0
+                current = 0
+            wait = judge(previous, current, now - window * WINDOW, limit)
+            if not wait:
+                current += 1
+            _SLOT.pack_into(self._map, off, h, window, previous, current)
+            return wait
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _slot(self, h: int, window: int) -> int:
+        """The offset of `h`'s slot: its own, else the first empty or finished one of its run, else the oldest."""
+        start, free, oldest, oldest_at = h % SHARED_SLOTS, -1, -1, window
+        for i in range(_PROBE):
+            off = ((start + i) % SHARED_SLOTS) * _SLOT.size
+            owner, at = _HEAD.unpack_from(self._map, off)
+            if owner == h:
+                return off
+            if owner == 0:  # slots are never emptied: h is not further along
+                return off if free < 0 else free
+            if free < 0 and at < window - 1:
+                free = off
+            if at < oldest_at or oldest < 0:
+                oldest, oldest_at = off, at
+        if free >= 0:
+            return free
+        log.warning("shared rate-limit table: a key run is full, the oldest key starts again from zero")
+        return oldest
+
+
+def make_storage(redis_url: str | None, *, clock: Callable[[], float] = time.time,
+                 shared: Path | None = None) -> LocalWindows | RedisStorage:
+    """Redis when configured; else the workers' shared file (`shared`), else this process's memory."""
     if redis_url:
         uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
         return RedisStorage(uri, implementation="redispy", key_prefix="keyrelay-rl")
+    if shared is not None:
+        return SharedWindows(shared, clock)
     return LocalWindows(clock)
 
 
