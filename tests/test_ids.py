@@ -20,3 +20,11 @@ def test_two_processes_never_share_a_prefix() -> None:
     a, b = (subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
             for _ in range(2))
     assert a[:16] != b[:16] and a[16:] == b[16:] == f"{1:016x}"  # a random prefix, then the process's counter
+
+
+def test_an_id_tells_whether_this_process_made_it() -> None:
+    from keyrelay.ids import from_this_process
+
+    code = "from keyrelay.ids import new_id; print(new_id())"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert from_this_process(new_id()) and not from_this_process(other)

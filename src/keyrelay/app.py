@@ -207,3 +207,9 @@ def _log_bootstrap(app: NewApplication) -> None:
 
 def create_app(settings: Settings | None = None, **kwargs: Any) -> KeyrelayApp:
     return KeyrelayApp(settings or Settings(), **kwargs)
+
+
+def worker_app() -> KeyrelayApp:
+    """One worker of `keyrelay serve --workers N` (an app factory: each worker process reads the settings the
+    supervisor put in its environment)."""
+    return KeyrelayApp(Settings())

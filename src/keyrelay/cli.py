@@ -86,14 +86,21 @@ def main() -> None:
 @main.command(help="Serve every route on one port (embedded default: SQLite + key file in KEYRELAY_DATA_DIR).")
 @click.option("--host", default=None, help="Interface to bind (default 127.0.0.1).")
 @click.option("--port", default=None, type=int, help="Port to bind (default 8080).")
-def serve(host: str | None, port: int | None) -> None:
+@click.option("--workers", default=None, type=click.IntRange(1, 64),
+              help="Worker processes on the one port, each with the whole pipeline (default KEYRELAY_WORKERS, 1).")
+def serve(host: str | None, port: int | None, workers: int | None) -> None:
     import uvicorn
 
     settings = _settings()
     host = host if host is not None else settings.host
     port = port if port is not None else settings.port
-    settings = settings.model_copy(update={"host": host, "port": port})  # /mcp's Host check follows --host
+    workers = workers if workers is not None else settings.workers
+    # /mcp's Host check follows --host
+    settings = settings.model_copy(update={"host": host, "port": port, "workers": workers})
     base = f"http://{host}:{port}"
+    if workers > 1:
+        _serve_workers(settings, base)
+        return
     from keyrelay.app import create_app
     from keyrelay.server import uvicorn_config
 
@@ -106,6 +113,34 @@ def serve(host: str | None, port: int | None) -> None:
                 click.echo(listening_banner(base))
 
     Server(uvicorn_config(app, settings, host=host, port=port)).run()
+
+
+def _serve_workers(settings: Settings, base: str) -> None:
+    """N worker processes on one listening socket (uvicorn's supervisor restarts one that dies). The first start
+    (database, master key, bootstrap application) happens here, once, before any worker runs."""
+    from uvicorn.supervisors import Multiprocess
+
+    from keyrelay.pipeline.ratelimit import SharedWindows
+    from keyrelay.server import uvicorn_config
+
+    if settings.database_url and not settings.database_url.startswith("sqlite") and not settings.redis_url:
+        raise click.ClickException("--workers on PostgreSQL needs KEYRELAY_REDIS_URL: the workers share rate "
+                                   "limits and live logs through it (see docs/performance.md)")
+
+    async def first_start(rt: Runtime) -> None:
+        if rt.bootstrap is not None:
+            click.echo(bootstrap_banner(rt.bootstrap, base))
+
+    _run(first_start)
+    if settings.shared_windows_path is not None:
+        SharedWindows.reset(settings.shared_windows_path)
+    os.environ.update(KEYRELAY_HOST=settings.host, KEYRELAY_PORT=str(settings.port),
+                      KEYRELAY_WORKERS=str(settings.workers))
+    config = uvicorn_config("keyrelay.app:worker_app", settings, host=settings.host, port=settings.port,
+                            factory=True, workers=settings.workers, http="keyrelay.server:WorkerHttpProtocol")
+    sock = config.bind_socket()
+    click.echo(listening_banner(base) + f"  workers:       {settings.workers}\n")
+    Multiprocess(config, sockets=[sock]).run()
 
 
 @main.command(help="Create the database, master key and bootstrap admin application, then exit.")

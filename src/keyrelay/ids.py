@@ -15,3 +15,8 @@ _COUNTER = itertools.count(1)
 
 def new_id() -> str:
     return f"{_PREFIX}{next(_COUNTER):016x}"
+
+
+def from_this_process(value: str) -> bool:
+    """Whether `new_id` of this process made `value`."""
+    return value.startswith(_PREFIX)

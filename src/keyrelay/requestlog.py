@@ -19,6 +19,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from keyrelay import ids
 from keyrelay.model import LogEntry
 from keyrelay.store.requestlog import SqlRequestLogStore
 
@@ -165,6 +166,30 @@ class RequestLog:
             await self.flush()
             await self.purge_if_due()
         await self.flush()
+
+
+class TableFeed:
+    """Live logs across the workers of one server on the embedded database (`keyrelay serve --workers N` without
+    Redis): each worker reads the rows the others wrote, by row number, and delivers them to its own listeners.
+    A row reaches another worker's listeners within one flush (`KEYRELAY_LOG_FLUSH_SECONDS`) and one poll."""
+
+    def __init__(self, events: RequestLog, store: SqlRequestLogStore, *, every: float = 0.25) -> None:
+        self._events = events
+        self._store = store
+        self._every = every
+
+    async def run(self, stop: asyncio.Event) -> None:
+        after: int | None = None
+        while not stop.is_set():
+            try:
+                after, entries = await self._store.tail(after)
+                for entry in entries:
+                    if not ids.from_this_process(entry.id):
+                        self._events.deliver(entry)
+            except Exception as exc:  # the database is busy or gone: live logs pause, requests go on
+                log.warning("live log feed: reading the request log failed: %s", type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._every)
 
 
 class RedisFeed:

@@ -51,7 +51,7 @@ from keyrelay.pipeline.relay import ConnectorFacts, Relay
 from keyrelay.pipeline.resolve import SourceResolver
 from keyrelay.pipeline.tokens import TokenHasher
 from keyrelay.ports import Clock, DestinationOf
-from keyrelay.requestlog import Metrics, RedisFeed, RequestLog
+from keyrelay.requestlog import Metrics, RedisFeed, RequestLog, TableFeed
 from keyrelay.settings import Settings
 from keyrelay.store.access import SqlAccessStore
 from keyrelay.store.approvals import SqlApprovalStore
@@ -158,6 +158,17 @@ def approval_gate(settings: Settings, *, engine: AsyncEngine, vault: KeyVault, r
     return gate, events
 
 
+def live_log_feed(settings: Settings, request_log: RequestLog,
+                  store: SqlRequestLogStore) -> RedisFeed | TableFeed | None:
+    """What brings other processes' request-log events to this one's live-log listeners: Redis across instances,
+    the request-log table across the workers of one server on the embedded database, else nothing to bring."""
+    if settings.redis_url:
+        return RedisFeed(request_log, settings.redis_url)
+    if settings.workers > 1:
+        return TableFeed(request_log, store)
+    return None
+
+
 class Background:
     """The runtime's background loops. One that ends while the runtime still serves is logged at once and fails
     readiness (`/readyz`), instead of being noticed only when the process stops."""
@@ -238,7 +249,7 @@ async def runtime(settings: Settings, *, clock: Clock = time.time) -> AsyncItera
         budgets = BudgetLeases(SqlBudgetStore(engine), clock)
         relay = Relay(
             authenticator=authn, resolver=resolver, upstream=upstream, log=request_log, clock=clock,
-            limiter=RateLimiter(make_storage(settings.redis_url, clock=clock),
+            limiter=RateLimiter(make_storage(settings.redis_url, clock=clock, shared=settings.shared_windows_path),
                                 caller_limit=settings.caller_rate_limit_per_minute),
             connectors={n: ConnectorFacts(c.kind, c.default_base_url, c.auth, c.is_catalog_api)
                         for n, c in catalog.items()},
@@ -285,7 +296,7 @@ async def runtime(settings: Settings, *, clock: Clock = time.time) -> AsyncItera
         console_key = await meta.put_if_absent("console_csrf_key", base64.b64encode(secrets.token_bytes(32)).decode())
         console = ConsoleService(
             store=SqlConsoleStore(engine), access=access_store, hasher=hasher, vault=vault, clock=clock,
-            limiter=SignInLimiter(make_storage(settings.redis_url, clock=clock)),
+            limiter=SignInLimiter(make_storage(settings.redis_url, clock=clock, shared=settings.shared_windows_path)),
             idle_seconds=settings.console_idle_seconds, lifetime_seconds=settings.console_session_seconds,
             link_seconds=settings.console_link_seconds, sign_in_per_minute=settings.console_sign_in_per_minute)
         extras |= {"console": console, "console_csrf": Csrf(base64.b64decode(console_key)),  # doors/console/
@@ -300,8 +311,9 @@ async def runtime(settings: Settings, *, clock: Clock = time.time) -> AsyncItera
         loops.start("budgets", budgets.run(stop))
         if approval_events is not None:
             loops.start("approval events", approval_events.run(stop))
-        if settings.redis_url:
-            loops.start("live log feed", RedisFeed(request_log, settings.redis_url).run(stop))
+        feed = live_log_feed(settings, request_log, log_store)
+        if feed is not None:
+            loops.start("live log feed", feed.run(stop))
         try:
             async with mcp_door.running():  # the MCP SDK (loaded on first use) stops with the runtime
                 yield Runtime(services, metrics, request_log, bootstrap, relay, files, mcp_door, approvals)

@@ -263,6 +263,14 @@ def protocol_for(settings: Settings) -> type[GuardedHttpTools]:
     })
 
 
+def __getattr__(name: str) -> Any:
+    """`WorkerHttpProtocol`: the protocol class of a worker of `keyrelay serve --workers N`, which uvicorn imports
+    by name in each worker process (a class made by `protocol_for` cannot be sent to another process)."""
+    if name == "WorkerHttpProtocol":
+        return protocol_for(Settings())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def uvicorn_config(app: Any, settings: Settings, *, host: str, port: int, **overrides: Any) -> uvicorn.Config:
     options: dict[str, Any] = {
         "host": host, "port": port, "lifespan": "on", "access_log": False, "http": protocol_for(settings),

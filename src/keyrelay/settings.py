@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     local_roots: str = Field("", description="directories local file sources may serve (comma-separated)")
     log_retention_days: int = Field(30, ge=1)
     log_flush_seconds: float = Field(0.5, gt=0)
+    workers: int = Field(1, ge=1, le=64, description="worker processes `keyrelay serve` runs on one port")
     token_cache_seconds: float = Field(1.0, ge=0, description="how long a token lookup is reused")
     source_cache_seconds: float = Field(1.0, ge=0, description="how long a resolved source is reused")
     cors_origins: str = ""
@@ -108,6 +109,11 @@ class Settings(BaseSettings):
     @property
     def mcp_hosts(self) -> tuple[str, ...]:
         return tuple(p.strip() for p in self.mcp_allowed_hosts.split(",") if p.strip())
+
+    @property
+    def shared_windows_path(self) -> Path | None:
+        """The rate-limit table the workers of one server share; None with one worker or with Redis."""
+        return self.data_dir / "ratelimit.windows" if self.workers > 1 and not self.redis_url else None
 
     @property
     def allow_networks(self) -> tuple[Network, ...]:

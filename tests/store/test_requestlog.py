@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keyrelay.model import LogEntry, LogQuery
 from keyrelay.store.requestlog import SqlRequestLogStore
+from support.db import migrated_engine
 
 
 def _event(ts: float, *, ws: str | None = "ws-a", src: str | None = "src-1", status: int = 200,
@@ -60,3 +62,21 @@ async def test_purge_before(engine: AsyncEngine) -> None:
     assert [e.ts for e in await store.query(LogQuery())] == [float(i) for i in range(9, 3, -1)]
     assert await store.purge(before=4.0) == 0
     await store.ping()
+
+
+async def test_tail_reads_rows_written_after_a_row_number(tmp_path: Path) -> None:
+    """The workers' live-log feed on SQLite (requestlog.TableFeed): start where the table ends, then every row
+    written since, oldest first, whatever their timestamps."""
+    async with migrated_engine(None, tmp_path) as engine:
+        store = SqlRequestLogStore(engine)
+        await store.insert_entries([_event(50.0)])
+        start, none = await store.tail(None)
+        assert none == [] and start >= 1
+        later, older = _event(300.0), _event(10.0)  # written in this order, timestamps the other way round
+        await store.insert_entries([later])
+        await store.insert_entries([older])
+        end, rows = await store.tail(start)
+        assert rows == [later, older] and end == start + 2
+        assert await store.tail(end) == (end, [])
+        _, capped = await store.tail(start, limit=1)
+        assert capped == [later]

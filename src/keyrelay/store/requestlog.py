@@ -57,6 +57,20 @@ class SqlRequestLogStore:
         async with self._engine.connect() as conn:
             return [LogEntry(**r._asdict()) for r in await conn.execute(stmt)]
 
+    async def tail(self, after: int | None, *, limit: int = 1000) -> tuple[int, list[LogEntry]]:
+        """Rows written after row number `after` (SQLite's rowid, which only grows), oldest first, and the last row
+        number seen; with `after` None, only where the table ends now."""
+        rowid: sa.ColumnClause[int] = sa.literal_column("rowid")
+        async with self._engine.connect() as conn:
+            if after is None:
+                return int((await conn.execute(sa.select(sa.func.max(rowid)).select_from(gateway_logs))).scalar()
+                           or 0), []
+            rows = (await conn.execute(sa.select(rowid.label("n"), gateway_logs).where(rowid > after)
+                                       .order_by(rowid).limit(limit))).all()
+        if not rows:
+            return after, []
+        return int(rows[-1][0]), [LogEntry(**{k: v for k, v in r._asdict().items() if k != "n"}) for r in rows]
+
     async def purge(self, *, before: float) -> int:
         async with self._engine.begin() as conn:
             res = await conn.execute(sa.delete(gateway_logs).where(gateway_logs.c.ts < before))
