@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -30,9 +31,30 @@ KEYRELAY = str(Path(sys.executable).parent / "keyrelay")
 N = 10
 
 
+def _children(pid: int) -> set[int]:
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError), open(f"/proc/{entry}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.add(int(entry))
+    return out
+
+
+def _workers_of(pid: int) -> set[int]:
+    """The supervisor's worker processes (its other child is multiprocessing's resource tracker)."""
+    found = set()
+    for child in _children(pid):
+        with contextlib.suppress(OSError), open(f"/proc/{child}/cmdline", "rb") as f:
+            if b"resource_tracker" not in f.read():
+                found.add(child)
+    return found
+
+
 @contextlib.contextmanager
-def workers(tmp_path: Path, **settings: str) -> Iterator[str]:
-    """`keyrelay serve --workers 2` in its own process group; yields its URL once both workers answer."""
+def workers(tmp_path: Path, **settings: str) -> Iterator[tuple[str, int]]:
+    """`keyrelay serve --workers 2` in its own process group; yields its URL and the supervisor's pid once it
+    answers."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYRELAY_")}
     env.update({"KEYRELAY_DATA_DIR": str(tmp_path / "data"), "KEYRELAY_ADMIN_CLIENT_ID": ADMIN_ID,
                 "KEYRELAY_ADMIN_CLIENT_SECRET": ADMIN_SECRET, "KEYRELAY_UPSTREAM_ALLOW_CIDRS": "127.0.0.0/8",
@@ -58,7 +80,7 @@ def workers(tmp_path: Path, **settings: str) -> Iterator[str]:
                 if httpx.get(url + "/readyz", timeout=2).status_code == 200:
                     break
             time.sleep(0.05)
-        yield url
+        yield url, proc.pid
     finally:
         stop_child(proc, grace=20)
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
@@ -166,8 +188,24 @@ def _shared_state(url: str, upstream: FakeUpstream) -> None:
 
 
 def test_workers_share_limits_budgets_revocation_and_live_logs(tmp_path: Path, upstream: FakeUpstream) -> None:
-    with workers(tmp_path) as url:
+    with workers(tmp_path) as (url, parent):
         _shared_state(url, upstream)
+        # a worker that dies is replaced, and the server keeps answering meanwhile
+        before = _workers_of(parent)
+        assert len(before) == 2
+        os.kill(min(before), signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            now = _workers_of(parent)
+            if len(now) == 2 and now != before:
+                break
+            time.sleep(0.1)
+        assert len(now) == 2 and min(before) not in now
+        admin = Admin(url)
+        deadline = time.monotonic() + 60
+        while httpx.get(url + "/readyz", timeout=5).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert admin.get("/api/v1/workspaces").status_code == 200
     assert (tmp_path / "data" / "ratelimit.windows").exists()  # the embedded default's shared table
 
 
@@ -176,7 +214,7 @@ def test_workers_on_postgresql_and_redis(tmp_path: Path, upstream: FakeUpstream,
     name = "kr_" + uuid.uuid4().hex[:12]
     postgres.create_database(name)
     with workers(tmp_path, KEYRELAY_DATABASE_URL=postgres.sqlalchemy_url(name), KEYRELAY_REDIS_URL=redis_server.url,
-                 KEYRELAY_MASTER_KEY=SCALE_OUT_MASTER_KEY) as url:
+                 KEYRELAY_MASTER_KEY=SCALE_OUT_MASTER_KEY) as (url, _):
         _shared_state(url, upstream)
     assert not (tmp_path / "data" / "ratelimit.windows").exists()  # Redis holds the limits
 
