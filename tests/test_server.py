@@ -214,19 +214,24 @@ def _flood(port: int, prefix: bytes, filler: bytes, *, peak_rss: list[int] | Non
     if sampler is not None:
         sampler.start()
     sent = 0
+    answer = b""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(prefix)
             sent = len(prefix)
             while sent < FLOOD_CAP:
-                if select.select([sock], [], [], 0)[0]:
-                    break  # an answer (or the close) is there
+                if select.select([sock], [], [], 0)[0]:  # an answer (or the close) is there
+                    with contextlib.suppress(ConnectionResetError):
+                        chunk = sock.recv(65536)
+                        answer += chunk
+                        if chunk and b"HTTP/1.1 431 " not in answer:
+                            continue  # the answer to a complete request before the flood: keep flooding
+                    break
                 try:
                     sock.sendall(filler)
                 except (BrokenPipeError, ConnectionResetError, TimeoutError):
                     break
                 sent += len(filler)
-            answer = b""
             with contextlib.suppress(ConnectionResetError, TimeoutError):
                 while chunk := sock.recv(65536):
                     answer += chunk
