@@ -120,6 +120,16 @@ def test_methods_paths_and_body_size_refuse_on_the_gateway(world: World) -> None
     assert world.gateway(auth, "echo", method="POST", content=b"01234567").status_code == 200
 
 
+@pytest.mark.parametrize("only", [{"methods": ["GET"]}, {"paths": ["/status/*"]}, {"max_body_bytes": 4},
+                                  {"sources": ["other"]}])
+def test_each_kind_alone_refuses_on_the_gateway(world: World, only: dict[str, Any]) -> None:
+    """A token narrowed by one kind only (the guard works out once per token which checks a chain needs)."""
+    auth = world.key(only)
+    before = len(world.upstream.requests)
+    assert refused_by(world.gateway(auth, "echo", method="POST", content=b"0123456789"), next(iter(only)))
+    assert len(world.upstream.requests) == before
+
+
 def test_the_request_api_checks_the_url_path(world: World) -> None:
     auth = world.key({"paths": ["/echo"], "methods": ["GET"]})
     assert world.sonar(auth, world.upstream.url + "/echo").json()["status_code"] == 200

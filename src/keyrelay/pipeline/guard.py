@@ -10,11 +10,12 @@ leases reserved in blocks), so they are never exceeded across processes and inst
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from keyrelay.egress import destination
 from keyrelay.egress.destination import BaseUrl
 from keyrelay.errors import Forbidden, Unavailable
-from keyrelay.model import Caller, Constraints, Door, Inbound, Scope, Source, Tail
+from keyrelay.model import Budget, Caller, Constraints, Door, Inbound, Scope, Source, Tail
 from keyrelay.pipeline.constraints import PERIODS, Ask, judge, normalize_path, refusal, source_ok
 from keyrelay.pipeline.policy import has_body
 from keyrelay.pipeline.record import Recorder
@@ -28,6 +29,16 @@ _MESSAGES = {
     "max_body_bytes": "This token may not send a body this large (or of unknown length)",
     "budget": "This token's request budget is spent",
 }
+
+
+_PLANS_MAX = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    checks: bool  # some set constrains sources, methods, paths or body size
+    enforced: tuple[Budget, ...]
+    observed: tuple[Budget, ...]
 
 
 def refused(kind: str) -> Forbidden:
@@ -55,27 +66,44 @@ class ConstraintGuard:
     def __init__(self, budgets: BudgetStore | None, clock: Clock) -> None:
         self._budgets = budgets
         self._clock = clock
+        self._plans: dict[int, tuple[tuple[Constraints, ...], _Plan]] = {}
 
     def admit(self, caller: Caller, inbound: Inbound, source: Source, base: Callable[[], BaseUrl],
               rec: Recorder) -> Awaitable[None] | None:
         """Sources, then the request itself when it is a passthrough (or a file read); then what the caller awaits
-        to count its budgets (None: the chain has none)."""
+        to count its budgets (None: nothing to wait for)."""
         chain = caller.constraints
-        ask: Ask | None = None
-        if inbound.target is not None:
-            ask = _ask(inbound, base())
-        elif inbound.scope is Scope.FILES:  # a file read: nothing but GET or HEAD reaches storage
-            ask = Ask(method=inbound.method if inbound.door is Door.FILES else "GET")
+        plan = self._plan(chain)
+        if plan.checks:
+            ask: Ask | None = None
+            if inbound.target is not None:
+                ask = _ask(inbound, base())
+            elif inbound.scope is Scope.FILES:  # a file read: nothing but GET or HEAD reaches storage
+                ask = Ask(method=inbound.method if inbound.door is Door.FILES else "GET")
 
-        def test(c: Constraints) -> str | None:
-            if not source_ok(c, source.id, source.slug):
-                return "sources"
-            return None if ask is None else refusal(c, ask)
+            def test(c: Constraints) -> str | None:
+                if not source_ok(c, source.id, source.slug):
+                    return "sources"
+                return None if ask is None else refusal(c, ask)
 
-        self._decide(chain, test, rec)
-        if any(c.budget is not None for c in chain):
-            return self._budgeted(chain, rec)
+            self._decide(chain, test, rec)
+        if plan.enforced or plan.observed:
+            return self._budgeted(plan, rec)
         return None
+
+    def _plan(self, chain: tuple[Constraints, ...]) -> _Plan:
+        """What a chain asks for, worked out once per chain (a cached token keeps its chain object)."""
+        hit = self._plans.get(id(chain))
+        if hit is not None and hit[0] is chain:
+            return hit[1]
+        plan = _Plan(checks=any(c.sources is not None or c.methods is not None or c.paths is not None
+                                or c.max_body_bytes is not None for c in chain),
+                     enforced=tuple(c.budget for c in chain if c.budget is not None and not c.observe),
+                     observed=tuple(c.budget for c in chain if c.budget is not None and c.observe))
+        if len(self._plans) >= _PLANS_MAX:
+            self._plans.clear()
+        self._plans[id(chain)] = (chain, plan)
+        return plan
 
     def upstream(self, caller: Caller, inbound: Inbound, base: BaseUrl, rec: Recorder) -> None:
         """One request about to be sent upstream: its method, path and body size."""
@@ -95,16 +123,14 @@ class ConstraintGuard:
         if observed is not None and rec.would_deny is None:
             rec.would_deny = observed
 
-    def _budgeted(self, chain: tuple[Constraints, ...], rec: Recorder) -> Awaitable[None] | None:
+    def _budgeted(self, plan: _Plan, rec: Recorder) -> Awaitable[None] | None:
         """Count the chain's budgets from units this process holds (None: done), else what the caller awaits."""
         budgets = self._budgets
         if budgets is None:
             raise Unavailable("Request budgets cannot be counted in this process")
         now = self._clock()
-        enforced = [(b.key, window(b.per, now), b.requests) for c in chain if (b := c.budget) is not None
-                    and not c.observe]
-        observed = [(b.key, window(b.per, now), b.requests) for c in chain if (b := c.budget) is not None
-                    and c.observe]
+        enforced = [(b.key, window(b.per, now), b.requests) for b in plan.enforced]
+        observed = [(b.key, window(b.per, now), b.requests) for b in plan.observed]
         if enforced and not budgets.spend_here(enforced):
             return self._consume(budgets, enforced, observed, rec)  # enforced first: a refusal counts nothing
         if observed and not budgets.spend_here(observed):

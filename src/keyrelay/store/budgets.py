@@ -122,6 +122,14 @@ class BudgetLeases:
         self._leases: dict[tuple[str, int], _Lease] = {}
 
     def spend_here(self, budgets: Sequence[tuple[str, int, int]]) -> bool:
+        if len(budgets) == 1:  # the common chain: one budget
+            key, bucket, _ = budgets[0]
+            one = self._leases.get((key, bucket))
+            if one is None or one.left <= 0:
+                return False
+            one.left -= 1
+            one.touched = self._clock()
+            return True
         leases = [self._leases.get((key, bucket)) for key, bucket, _ in budgets]
         if not all(lease is not None and lease.left > 0 for lease in leases):
             return False
