@@ -134,8 +134,7 @@ def _serve_workers(settings: Settings, base: str) -> None:
     _run(first_start)
     if settings.shared_windows_path is not None:
         SharedWindows.reset(settings.shared_windows_path)
-    os.environ.update(KEYRELAY_HOST=settings.host, KEYRELAY_PORT=str(settings.port),
-                      KEYRELAY_WORKERS=str(settings.workers))
+    settings.hand_to_workers()
     config = uvicorn_config("keyrelay.app:worker_app", settings, host=settings.host, port=settings.port,
                             factory=True, workers=settings.workers, http="keyrelay.server:WorkerHttpProtocol")
     sock = config.bind_socket()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -109,6 +110,11 @@ class Settings(BaseSettings):
     @property
     def mcp_hosts(self) -> tuple[str, ...]:
         return tuple(p.strip() for p in self.mcp_allowed_hosts.split(",") if p.strip())
+
+    def hand_to_workers(self) -> None:
+        """Put what `keyrelay serve` took from its options (host, port, worker count) into the environment its
+        worker processes start with: each worker reads its settings from there, like any keyrelay process."""
+        os.environ.update(KEYRELAY_HOST=self.host, KEYRELAY_PORT=str(self.port), KEYRELAY_WORKERS=str(self.workers))
 
     @property
     def shared_windows_path(self) -> Path | None:

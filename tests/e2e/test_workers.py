@@ -188,8 +188,11 @@ def _shared_state(url: str, upstream: FakeUpstream) -> None:
 
 
 def test_workers_share_limits_budgets_revocation_and_live_logs(tmp_path: Path, upstream: FakeUpstream) -> None:
-    with workers(tmp_path) as (url, parent):
+    with workers(tmp_path, KEYRELAY_MAX_HEADER_BYTES="2048") as (url, parent):
         _shared_state(url, upstream)
+        # each worker's server keeps the configured limits (the protocol class is made in the worker)
+        big = {"X-Big": "a" * 4000, "Connection": "close"}
+        assert {httpx.get(url + "/healthz", headers=big, timeout=10).status_code for _ in range(6)} == {431}
         # a worker that dies is replaced, and the server keeps answering meanwhile
         before = _workers_of(parent)
         assert len(before) == 2

@@ -211,7 +211,6 @@ async def test_spending_here_takes_held_units_or_none(engine: AsyncEngine) -> No
     leases = BudgetLeases(store, ManualClock())
     big, small = ("key:here", 0, 10**6), ("key:tiny", 0, 5)
     assert not leases.spend_here([big])  # nothing held yet
-    assert not store.spend_here([big])  # the store alone holds nothing: every request is written
     assert await leases.consume([big, small]) is None
     assert leases.spend_here([big])  # from the block, no write
     assert not leases.spend_here([big, small])  # the small budget holds no unit: nothing is taken from either

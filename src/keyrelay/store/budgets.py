@@ -84,9 +84,6 @@ class SqlBudgetStore:
         got = await self.reserve([(key, bucket, limit, 1) for key, bucket, limit in budgets])
         return got if isinstance(got, str) else None
 
-    def spend_here(self, budgets: Sequence[tuple[str, int, int]]) -> bool:
-        return False  # every request is written
-
     async def release(self, units: Sequence[tuple[str, int, int]]) -> None:
         """Give back reserved units nobody spent: (key, window, units)."""
         async with self._engine.begin() as conn:
