@@ -3,6 +3,7 @@ live keyrelay: tool listing, every tool on a loopback upstream, the fake Stripe 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -259,26 +260,28 @@ def test_a_process_that_serves_no_mcp_never_imports_the_sdk() -> None:
     assert out.stdout.strip() == "[]"
 
 
-async def _post(door: Any, headers: list[tuple[bytes, bytes]]) -> int:
-    body = json.dumps(PING).encode()
+async def _post(door: Any, headers: list[tuple[bytes, bytes]], *, body: bytes = b"", length: bool = True,
+                out: list[bytes] | None = None) -> int:
+    body = body or json.dumps(PING).encode()
+    head = [(b"host", b"127.0.0.1:8080"), (b"content-type", b"application/json"),
+            (b"accept", b"application/json, text/event-stream"), *headers]
+    if length:
+        head.append((b"content-length", str(len(body)).encode()))
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
              "path": "/mcp", "raw_path": b"/mcp", "query_string": b"", "root_path": "", "state": {},
-             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8080),
-             "headers": [(b"host", b"127.0.0.1:8080"), (b"content-type", b"application/json"),
-                         (b"accept", b"application/json, text/event-stream"),
-                         (b"content-length", str(len(body)).encode()), *headers]}
+             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8080), "headers": head}
     sent: list[dict[str, Any]] = []
-    given = False
+    pieces = [body[i:i + 8192] for i in range(0, len(body), 8192)]
 
     async def receive() -> dict[str, Any]:
-        nonlocal given
-        if given:
+        if not pieces:
             return {"type": "http.disconnect"}
-        given = True
-        return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.request", "body": pieces.pop(0), "more_body": bool(pieces)}
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
+        if out is not None and message["type"] == "http.response.body":
+            out.append(message.get("body", b""))
 
     await door(scope, receive, send)
     return int(next(m["status"] for m in sent if m["type"] == "http.response.start"))
@@ -299,3 +302,31 @@ async def test_the_sdk_starts_with_the_first_request_that_passes_the_checks(tmp_
         assert door.loaded
         assert await _post(door, auth) == 200  # the same server
     assert door._task is not None and door._task.done()  # stopped with the runtime
+
+
+async def test_the_sdk_limits_a_body_without_a_length_and_hides_library_errors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunked body (no Content-Length for the door to check) is bounded by the SDK's own limit; a tool that
+    fails with a non-keyrelay exception answers "Internal error", never the exception's text."""
+    from keyrelay.doors.mcp import tools
+
+    async def broken(*_: Any) -> dict[str, Any]:
+        raise RuntimeError("library detail sk_live_never_shown")
+
+    monkeypatch.setattr(tools, "TOOLS", tuple(dataclasses.replace(t, handler=broken) if t.name == "list_sources"
+                                              else t for t in tools.TOOLS))
+    monkeypatch.setattr("keyrelay.doors.mcp.server.TOOLS", tools.TOOLS)
+    settings = Settings(data_dir=tmp_path / "data", upstream_allow_cidrs="127.0.0.0/8",  # type: ignore[call-arg]
+                        max_body_bytes=1024)
+    async with runtime(settings) as rt:
+        ws = await rt.services.workspaces.create("w")
+        _, key = await rt.services.access.create_api_key(workspace_id=ws.id, scopes=frozenset({Scope.MCP}),
+                                                         name="k", expires_at=None)
+        auth = [(b"authorization", f"Bearer {key}".encode())]
+        big = json.dumps({**PING, "params": {"pad": "x" * 70_000}}).encode()
+        assert await _post(rt.mcp, auth, body=big, length=False) == 413
+        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "list_sources", "arguments": {}}}
+        answer: list[bytes] = []
+        assert await _post(rt.mcp, auth, body=json.dumps(call).encode(), out=answer) == 200
+        text = b"".join(answer).decode()
+        assert "Internal error" in text and "library detail" not in text and "sk_live_never_shown" not in text

@@ -233,3 +233,13 @@ def test_a_head_checked_before_is_judged_again_by_its_bytes() -> None:
     for _ in range(2):
         assert response_headers(named, redactor=redactor, passthrough_length=False) == [
             (b"content-type", b"application/json")]
+
+
+def test_a_head_remembered_as_clean_is_checked_again_once_basic_credentials_join() -> None:
+    redactor = Redactor(["sk_live_first_secret_0123456789"])
+    token = base64.b64encode(b"user:pa55word-for-basic").decode()
+    head = [(b"X-Echo", f"Basic {token}".encode())]
+    clean = [(b"x-echo", f"Basic {token}".encode())]
+    assert response_headers(head, redactor=redactor, passthrough_length=False) == clean
+    redactor.add_basic("user", "pa55word-for-basic")
+    assert response_headers(head, redactor=redactor, passthrough_length=False) == [(b"x-echo", b"Basic [REDACTED]")]
