@@ -123,7 +123,10 @@ def main() -> None:
         raw = [(b"Content-Type", b"application/json"), (b"Content-Length", b"1024"), (b"Date", b"x"),
                (b"Server", b"nginx"), (b"Connection", b"keep-alive"), (b"ETag", b'"abc"'),
                (b"Cache-Control", b"no-cache"), (b"X-Request-Id", b"req_123"), (b"X-RateLimit-Remaining", b"99")]
-        resp = Response(None, 200, raw, 30.0)  # type: ignore[arg-type]  # header work only: no connection used
+        try:
+            resp = Response(None, 200, raw, 30.0, float("inf"))  # type: ignore[arg-type]  # no connection used
+        except TypeError:  # builds before deadlines
+            resp = Response(None, 200, raw, 30.0)  # type: ignore[arg-type,call-arg]
         check = getattr(response, "check_coding", None)
 
         def per_request() -> None:
