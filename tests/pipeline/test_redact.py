@@ -194,6 +194,35 @@ def test_literal_stage_streaming_equals_whole_and_reference(
     assert whole == reference(data, list(r._m.variants))
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    secrets=SECRETS,
+    filler=st.binary(min_size=1, max_size=3),
+    size=st.sampled_from([0, 100, 16 * 1024 - 1, 16 * 1024, 40_000]),
+    pick=st.integers(0, 200),
+    where=st.floats(0, 1),
+    cut=st.booleans(),
+)
+def test_presence_is_exact_on_both_sides_of_the_one_pass_threshold(
+    secrets: list[str], filler: bytes, size: int, pick: int, where: float, cut: bool
+) -> None:
+    """Short data is checked variant by variant behind a memchr for two rare bytes, long data in one
+    Aho-Corasick pass: both answer exactly whether some variant occurs (a variant cut by one byte must not
+    count, one placed whole anywhere, the very start and end included, must)."""
+    r = Redactor(secrets)
+    m = r._m
+    if not m.variants:
+        return
+    v = m.variants[pick % len(m.variants)]
+    v = v[:-1] if cut else v
+    body = bytearray((filler * (size // len(filler) + 1))[:size])
+    at = int(where * len(body))
+    data = bytes(body[:at] + v + body[at:])
+    assert m.present(data) == any(w in data for w in m.variants)
+    if not cut:
+        assert m.present(data)
+
+
 def test_secret_with_a_lone_surrogate_does_not_break_redaction() -> None:
     r = Redactor(["ab\ud800cd"])
     assert r.redact_bytes(b"xab\\ud800cdx") == b"x" + R + b"x"
