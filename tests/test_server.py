@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from uvicorn.protocols.http.flow_control import FlowControl
-from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, RequestResponseCycle
 
 from keyrelay.server import protocol_for, send_whole, uvicorn_config
 from support.adversarial import read_response, rss_bytes
@@ -78,6 +78,17 @@ async def test_without_keep_alive_the_connection_closes_after_the_write() -> Non
     c, transport, completed = cycle(keep_alive=False)
     assert send_whole(c, 204, [], b"")
     assert transport.writes[0].endswith(b"connection: close\r\n\r\n") and transport.closed and completed == [1]
+
+
+@pytest.mark.parametrize("byte", range(256))
+async def test_every_byte_uvicorn_refuses_in_a_header_falls_back(byte: int) -> None:
+    """The one-write path refuses exactly the name and value bytes uvicorn's own checks refuse."""
+    b = bytes((byte,))
+    for name, value in ((b"x-" + b + b"n", b"v"), (b"x-n", b"v" + b + b"v")):
+        c, transport, _ = cycle()
+        bad = bool(HEADER_RE.search(name) or HEADER_VALUE_RE.search(value))
+        assert send_whole(c, 200, [(name, value), (b"content-length", b"2")], b"{}") is not bad
+        assert bool(transport.writes) is not bad
 
 
 @pytest.mark.parametrize(("status", "headers", "body"), [

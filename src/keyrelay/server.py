@@ -199,6 +199,10 @@ class GuardedHttpTools(HttpToolsProtocol):
         self.transport.close()
 
 
+_NAME_OK = bytes(b for b in range(256) if not HEADER_RE.match(bytes((b,))))
+_VALUE_OK = bytes(b for b in range(256) if not HEADER_VALUE_RE.match(bytes((b,))))
+
+
 def _send_whole_weak(ref: weakref.ref[RequestResponseCycle], status: int, headers: list[tuple[bytes, bytes]],
                      body: bytes) -> bool:
     cycle = ref()
@@ -228,8 +232,9 @@ def send_whole(cycle: RequestResponseCycle, status: int, headers: list[tuple[byt
         names.append(name)
         values.append(value)
         content.extend((name, b": ", value, b"\r\n"))
-    # uvicorn's per-header checks, once over all names and once over all values (HTAB is allowed in values)
-    if HEADER_RE.search(b"".join(names)) or HEADER_VALUE_RE.search(b"\t".join(values)):
+    # uvicorn's per-header checks, once over all names and once over all values (HTAB is allowed in values):
+    # deleting every allowed byte leaves nothing (one C pass each, faster than a regex search)
+    if b"".join(names).translate(None, _NAME_OK) or b"\t".join(values).translate(None, _VALUE_OK):
         return False
     head = cycle.scope["method"] == "HEAD"
     if head or status in (204, 304) or status < 200:
