@@ -4,6 +4,7 @@ test over random parent/child sets and random requests)."""
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -162,3 +163,18 @@ def test_a_child_never_accepts_what_its_parent_refuses(parent_sets: list[dict[st
         assert child_expires is not None and child_expires <= parent_expires
     assert cons.earliest(child_expires, cons.chain_expiry(child)) == cons.earliest(
         child_expires, cons.chain_expiry(parent), child_own.expires_at)
+
+
+@settings(max_examples=400, derandomize=bool(os.environ.get("CI")), deadline=None)
+@given(globs=st.lists(globs_st, max_size=4), path=paths_st)
+def test_a_path_list_matches_exactly_when_one_of_its_globs_does(globs: list[str], path: str) -> None:
+    """The list is one compiled alternation: it must agree with matching each glob alone, where `*` is one
+    segment (no '/') and `**` any rest."""
+
+    def alone(glob: str) -> bool:
+        rx = "".join(".*" if p == "**" else "[^/]*" if p == "*" else re.escape(p)
+                     for p in re.split(r"(\*\*|\*)", glob))
+        return re.fullmatch(rx, path) is not None
+
+    assert cons.path_matches(globs, path) == any(alone(g) for g in globs)
+    assert not cons.path_matches([], path)

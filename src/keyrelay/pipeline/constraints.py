@@ -229,15 +229,19 @@ def normalize_path(path: str) -> str:
     return out if out.startswith("/") else "/" + out
 
 
-@lru_cache(maxsize=1024)
-def _glob(pattern: str) -> re.Pattern[str]:
+def _glob(pattern: str) -> str:
     parts = re.split(r"(\*\*|\*)", pattern)
-    rx = "".join(".*" if p == "**" else "[^/]*" if p == "*" else re.escape(p) for p in parts)
-    return re.compile(rx)
+    return "".join(".*" if p == "**" else "[^/]*" if p == "*" else re.escape(p) for p in parts)
+
+
+@lru_cache(maxsize=1024)
+def _globs(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """One pattern for a whole list: `fullmatch` tries each alternative until one spans the path."""
+    return re.compile("|".join(f"(?:{_glob(p)})" for p in patterns) or "(?!)")
 
 
 def path_matches(patterns: Sequence[str], path: str) -> bool:
-    return any(_glob(p).fullmatch(path) for p in patterns)
+    return _globs(tuple(patterns)).fullmatch(path) is not None
 
 
 def source_ok(c: Constraints, source_id: str, slug: str) -> bool:
