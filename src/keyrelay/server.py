@@ -2,7 +2,8 @@
 
 `GuardedHttpTools`:
 
-* closes a connection whose request headers do not arrive complete within the header-read timeout (slowloris);
+* closes a connection whose request headers do not arrive complete within the header-read timeout (slowloris;
+  the timer runs from the first request's connection, or from a read that leaves a head incomplete);
 * refuses a header section over the byte or count limit with 431 before the application sees it;
 * counts bytes received, not parsed lines: httptools keeps an unfinished request line, header name or value
   whole until it ends, so a line that never ends would grow without bound (and each read would copy it
@@ -114,13 +115,14 @@ class GuardedHttpTools(HttpToolsProtocol):
         if self._unparsed > self.max_head_bytes and not self.transport.is_closing():
             self._too_large = self._in_head  # an endless line: in the head 431, in a chunked body 400
             self.send_400_response("")
+        elif self._in_head:
+            self._arm()  # a head left incomplete by this read must complete in time (one that did costs nothing)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_bytes = self._header_count = self._host_count = self._field_bytes = 0
         self._upgrade = False
         self._in_head = True
-        self._arm()
 
     def on_url(self, url: bytes) -> None:
         self._header_bytes += len(url)
