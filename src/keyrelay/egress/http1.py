@@ -162,7 +162,7 @@ class Response:
     """One upstream response. Read it with `read()` or `chunks()`, then always `release()`."""
 
     __slots__ = ("_buffered", "_chunks", "_conn", "_done", "_error", "_read_timeout", "_released", "_tail",
-                 "_waiter", "chunked", "content_length", "deadline", "raw_headers", "status")
+                 "_waiter", "chunked", "codings", "content_length", "deadline", "raw_headers", "status")
 
     def __init__(self, conn: Connection, status: int, raw_headers: list[tuple[bytes, bytes]],
                  read_timeout: float, deadline: float) -> None:
@@ -172,12 +172,18 @@ class Response:
         self.deadline = deadline  # the request's deadline (monotonic): `read()` ends by it unless told otherwise
         self.content_length: int | None = None
         self.chunked = False
+        # the Content-Encoding and Transfer-Encoding fields, (lowercase name, value), in order: usually none
+        self.codings: list[tuple[bytes, bytes]] = []
         for name, value in raw_headers:
             low = name.lower()
             if low == b"content-length" and value.strip().isdigit():
                 self.content_length = int(value)
-            elif low == b"transfer-encoding" and b"chunked" in value.lower():
-                self.chunked = True
+            elif low == b"transfer-encoding":
+                self.codings.append((low, value))
+                if b"chunked" in value.lower():
+                    self.chunked = True
+            elif low == b"content-encoding":
+                self.codings.append((low, value))
         self._chunks: collections.deque[bytes | bytearray] = collections.deque()
         self._tail: bytearray | None = None  # the last of `_chunks` while small pieces are merged into it
         self._buffered = 0

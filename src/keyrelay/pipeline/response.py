@@ -37,18 +37,17 @@ def has_no_body(method: str, status: int) -> bool:
 def wants_buffer(resp: Response) -> bool:
     """Small bodies are read whole; a compressed one streams (its decoded size is not known)."""
     return (resp.content_length is not None and resp.content_length <= BUFFER_MAX
-            and resp.header(b"content-encoding") is None)
+            and not any(name == b"content-encoding" for name, _ in resp.codings))
 
 
 def _codings(resp: Response) -> tuple[list[bytes], list[bytes]]:
     """(content codings, transfer codings other than chunked), lower case, `identity` left out."""
     content: list[bytes] = []
     transfer: list[bytes] = []
-    for name, value in resp.raw_headers:
-        low = name.lower()
+    for low, value in resp.codings:
         if low == b"content-encoding":
             content += [c for c in (t.strip().lower() for t in value.split(b",")) if c not in _NOT_CODINGS]
-        elif low == b"transfer-encoding":
+        else:
             transfer += [c for c in (t.strip().lower() for t in value.split(b","))
                          if c not in _NOT_CODINGS and c != b"chunked"]
     return content, transfer
