@@ -23,10 +23,12 @@ GetAddrInfo = Callable[..., Awaitable[Sequence[tuple[Any, ...]]]]
 
 _DENY_V4 = tuple(ipaddress.IPv4Network(n) for n in (
     "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-    "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
+    "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
     "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32"))
+# listed even where `is_global` already refuses them: the Python in use decides what `is_global` knows (3.11.7
+# counts the 6to4 relay anycast 192.88.99.0/24 and the documentation prefix 3fff::/20 of RFC 9637 as global)
 _DENY_V6 = tuple(ipaddress.IPv6Network(n) for n in (
-    "::/96", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32", "2002::/16",
+    "::/96", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32", "2002::/16", "3fff::/20",
     "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8"))
 _NAT64_WKP = ipaddress.IPv6Network("64:ff9b::/96")  # DNS64: judged on the embedded IPv4
 _BLOCKED = "Upstream address is not allowed"
