@@ -15,12 +15,20 @@ import pytest
 
 from support.fakes.stripe import API_KEY, FakeStripe
 from support.keyrelay import Admin, KeyrelayServer
+from support.pipeline import ManualClock
 from support.upstream import FakeUpstream
 
 
 @pytest.fixture
 def kr_settings(kr_settings: dict[str, Any]) -> dict[str, Any]:
     return {**kr_settings, "caller_rate_limit_per_minute": 8}
+
+
+@pytest.fixture
+def kr_clock() -> ManualClock:
+    """The server's clock: the rate-limit test counts requests against per-minute windows, and a pinned clock
+    keeps them all inside one (on the real clock, a minute boundary between them let one more through)."""
+    return ManualClock()
 
 
 @pytest.fixture
