@@ -96,7 +96,8 @@ def main() -> None:
         r.add_basic(*BASIC)
     small = json.dumps({"id": "evt_1", "object": "event", "data": records(3, ascii_only=True)}).encode()[:1024]
     bodies = {"json": json_body(1 << 20, escaped=False), "json-escaped": json_body(1 << 20, escaped=True),
-              "html": html_body(1 << 20)}
+              "html": html_body(1 << 20),
+              "every byte": bytes(range(256)) * 4096}  # the shared harness's /big: every escape introducer
     echo_raw = json.dumps(SECRETS[-1]).encode()[1:-1]
     echo_esc = "".join(f"\\u{ord(c):04x}" for c in SECRETS[-1]).encode()
     rows = [("redact_bytes 1 KiB, clean", best(lambda: r.redact_bytes(small), inner=2000)),

@@ -261,6 +261,35 @@ def test_escaped_spellings_of_a_secret_are_redacted(body: str) -> None:
         assert R in s.feed(body[:cut].encode()) + s.feed(body[cut:].encode()) + s.flush()
 
 
+# 18 KB of large data (where a pass decides which escape patterns run) that holds every escape introducer, though
+# no escape of a secret's character: each pattern's gate passes, as on the benchmark's 1 MiB body
+PAD = "abc &x; %zz \\n #9; _- " * 800
+
+
+@pytest.mark.parametrize(("secret", "body"), [
+    (ECHO, GO),
+    (ECHO, '{"got": "' + "".join(f"\\u{ord(c):04X}" for c in ECHO) + '"}'),
+    (ECHO, '{"got": "{\\"inner\\": \\"ak\\\\u0026live<SECRET>42\\"}"}'),
+    (ECHO, "ak&#x26live&#X3c;SECRET&#x003E;42"),
+    (ECHO, "ak&AMP;live&LT;SECRET&gt42"),
+    (ECHO, "ak&live<SECRET&gt42"),  # the only escape a legacy name without ';'
+    (ECHO, "ak&amp;amp;live&lt;SECRET&gt;42"),
+    (ECHO, "ak&live&amp;lt;SECRET>42"),  # the only escape of '<' an escaped name
+    (ECHO, "ak%2526live%253CSECRET%253E42"),
+    ("kilosecretword", "%256Bilosecretword"),  # percent-encoded twice, no octet of the secret begins with 2
+    (ECHO, "a\\u006b%26live&lt;SECRET&#62;42"),
+])
+def test_escaped_spellings_are_found_in_large_data_too(secret: str, body: str) -> None:
+    """From `_ONE_PASS_FROM` bytes on, an escape pattern runs only when one of the literals every match of it
+    begins with occurs: the spelling must be found there as in small data, whole and streamed in large pieces."""
+    r = Redactor([secret])
+    data = (PAD + body + PAD).encode()
+    assert r.redact_bytes(data).count(R) == 1
+    for cut in (len(PAD) - 3, len(PAD) + len(body) // 2, len(PAD) + len(body) + 5):
+        s = r.stream()
+        assert (s.feed(data[:cut]) + s.feed(data[cut:]) + s.flush()).count(R) == 1, cut
+
+
 @pytest.mark.parametrize("secret", ["s\u00e9cr\U0001f600t-\u20ac1", 'q"uo\\te/x', "tab\there"])
 def test_non_ascii_astral_and_json_special_characters(secret: str) -> None:
     r = Redactor([secret])
@@ -387,3 +416,18 @@ def test_property_escaped_echoes_never_leak_whole_or_streamed(
     out.append(s.flush())
     assert_no_leak(b"".join(out), secret)
     assert_no_leak(json.dumps(r.redact_json(json.loads(doc))).encode(), secret)
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=spelled(), pre=NOISE, post=NOISE, cut=st.integers(0, 40_000))
+def test_property_escaped_echoes_never_leak_from_large_data(case: tuple[str, str], pre: str, post: str,
+                                                             cut: int) -> None:
+    """The same echoes inside bodies over `_ONE_PASS_FROM` bytes, where the escape patterns run only when the
+    literals their matches begin with occur, whole and streamed in two large pieces cut anywhere."""
+    secret, spelling = case
+    doc = ('{"pre": "' + PAD + pre + '", "got": "' + pre + spelling + post + '", "post": "' + post + PAD
+           + '"}').encode()
+    r = Redactor([secret])
+    assert_no_leak(r.redact_bytes(doc), secret)
+    s = r.stream()
+    assert_no_leak(s.feed(doc[:cut]) + s.feed(doc[cut:]) + s.flush(), secret)

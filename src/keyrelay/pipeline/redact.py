@@ -60,6 +60,7 @@ def _b64(data: bytes) -> set[bytes]:
 # bytes in roughly falling order of frequency in JSON and English text; a byte not listed counts as rarest
 _COMMON = b' etaonisrhldcu"mfpgwy,:b0v1k2x.3{}45-6j789q_z/ETAOISNRHLDCUMFPGWYBVKXJQZ\n=+\\%&;'
 _RANK = {b: i for i, b in enumerate(_COMMON)}
+_LONGEST = MATCHKIND_LEFTMOST_LONGEST
 _ONE_PASS_FROM = 16 * 1024  # bytes of data from which one Aho-Corasick pass beats the finds (bench/redact.py)
 
 
@@ -88,7 +89,7 @@ class _Matcher:
         # a variant containing another (padded base64 contains unpadded) is present only if that one is
         self.probes = tuple((v, *_sentinels(v)) for v in self.variants
                             if not any(w in v for w in self.variants if w != v))
-        self._any = BytesAhoCorasick(list(self.variants), matchkind=MATCHKIND_LEFTMOST_LONGEST) \
+        self._any = BytesAhoCorasick(list(self.variants), matchkind=_LONGEST) \
             if self.variants else None
 
     def present(self, data: bytes) -> bool:
@@ -247,41 +248,69 @@ _PLUS_BRANCH = rb"|\+(?P<pp>)"  # '+' for a space in a query string
 _AT, _AFTER_RUN, _IN_RUN = 0, 1, 2  # where a locator's match starts: at the escape, after its backslashes, in them
 
 
-def _locators(chars: Sequence[str], pct: bytes, nested: bool) -> tuple[tuple[int, re.Pattern[bytes], int], ...]:
-    """(gate, pattern, where) that find where an escape of a secret's character may start.
+Locator = tuple[int, re.Pattern[bytes], int, BytesAhoCorasick]
+
+
+def _locators(chars: Sequence[str], pct: bytes, nested: bool) -> tuple[Locator, ...]:
+    """(gate, pattern, where, starts) that find where an escape of a secret's character may start.
 
     A pattern runs only when the data holds every byte of its gate (one memchr each, `_introducers`); each
     starts with a literal of one byte or more (`re` scans for one fast, for a set of first bytes ~20x slower).
+    `starts`: every match of the pattern begins with one of these literals; on large data one Aho-Corasick pass
+    for them decides whether the pattern runs at all (`re` reads about a byte per ns, that pass ten times faster).
     """
     units = sorted({_unit(c) for c in chars})
-    out: list[tuple[int, re.Pattern[bytes], int]] = []
+    out: list[tuple[int, bytes, int, set[bytes]]] = []
     low = [u for u in units if u < 0x100]
     if low:
-        out.append((_gate(b"\\"), re.compile(rb"u00(?i:" + _alt(b"%02x" % u for u in low) + b")"), _AFTER_RUN))
+        out.append((_gate(b"\\"), rb"u00(?i:" + _alt(b"%02x" % u for u in low) + b")", _AFTER_RUN, {b"u00"}))
     high = [u for u in units if u >= 0x100]
     if high:
-        out.append((_gate(b"\\"), re.compile(rb"u(?i:" + _alt(b"%04x" % u for u in high) + b")"), _AFTER_RUN))
+        out.append((_gate(b"\\"), rb"u(?i:" + _alt(b"%04x" % u for u in high) + b")", _AFTER_RUN,
+                    _cased(b"u", [(b"%04x" % u)[:1] for u in high])))
     for c in chars:
         if c in _SHORT:
             short = b"\\" + _SHORT[c][-1:]
-            out.append((_gate(b"\\"), re.compile(re.escape(short)), _IN_RUN))
+            out.append((_gate(b"\\"), re.escape(short), _IN_RUN, {short}))
     # HTML: numeric references; names, of which only the legacy few may lack the ';'; (nested) `&amp;` first
     cps = sorted({ord(c) for c in chars})
     num = (rb"#(?:0{0,8}(?:" + _alt(b"%d" % c for c in cps) + rb")(?![0-9])|[xX]0{0,8}(?i:"
            + _alt(b"%x" % c for c in cps) + rb")(?![0-9a-fA-F]));?")
     names = [n for c in chars for n in _entity_names().get(c, ())]
-    out.append((_gate(b"&#"), re.compile(b"&" + num), _AT))
+    out.append((_gate(b"&#"), b"&" + num, _AT, {b"&#"}))
     legacy = [n for n in names if n.decode() in html.entities.html5]  # html5 lists these without ';' too
     if legacy:
-        out.append((_gate(b"&"), re.compile(b"&(?:" + _alt(legacy) + b");?"), _AT))
+        out.append((_gate(b"&"), b"&(?:" + _alt(legacy) + b");?", _AT, {b"&" + n for n in legacy}))
     if names:
-        out.append((_gate(b"&;"), re.compile(b"&(?:" + _alt(names) + b");"), _AT))
+        out.append((_gate(b"&;"), b"&(?:" + _alt(names) + b");", _AT, {b"&" + n for n in names}))
     if nested:
-        out.append((_gate(b"&;"), re.compile(rb"&amp;(?:amp;){0,2}(?:" + num + b"|(?:" + _alt(names) + b");?)"), _AT))
-    out.append((_gate(b"%"), re.compile(_bare(pct.removesuffix(_PLUS_BRANCH))), _AT))  # '+' (a space): on its own
+        out.append((_gate(b"&;"), rb"&amp;(?:amp;){0,2}(?:" + num + b"|(?:" + _alt(names) + b");?)", _AT,
+                    {b"&amp;"}))
+    octets = sorted({b for c in chars for b in c.encode("utf-8", _SP)})
+    out.append((_gate(b"%"), _bare(pct.removesuffix(_PLUS_BRANCH)), _AT,  # '+' (a space): on its own
+                _cased(b"%", [b"2", *((b"%02x" % o)[:1] for o in octets)])))
     if " " in chars:
-        out.append((_gate(b"+"), re.compile(rb"\+"), _AT))
-    return tuple(out)
+        out.append((_gate(b"+"), rb"\+", _AT, {b"+"}))
+    return tuple((gate, re.compile(pattern), where, BytesAhoCorasick(sorted(starts), matchkind=_LONGEST))
+                 for gate, pattern, where, starts in out)
+
+
+def _cased(lead: bytes, firsts: Iterable[bytes]) -> set[bytes]:
+    """`lead` + each first character, in both cases (the patterns read hex digits case-insensitively)."""
+    return {lead + f for first in firsts for f in (first.lower(), first.upper())}
+
+
+_PROBE = 4096
+
+
+def _may_run(starts: BytesAhoCorasick, buf: bytes, lo: int) -> bool:
+    """Whether a locator can match in `buf[lo:]`: below `_ONE_PASS_FROM` bytes it just runs. The first
+    `_PROBE` bytes are looked at first: a literal that is frequent (a body full of escapes) is found there
+    without listing all its occurrences."""
+    if len(buf) - lo < _ONE_PASS_FROM:
+        return True
+    view = memoryview(buf)[lo:]
+    return bool(starts.find_matches_as_indexes(view[:_PROBE]) or starts.find_matches_as_indexes(view))
 
 
 def _bare(pattern: bytes) -> bytes:
@@ -442,8 +471,8 @@ class _Spelled:
         intro = _introducers(buf)
         if not intro:
             return []
-        for gate, loc, _ in self._find:
-            if gate & intro == gate:
+        for gate, loc, _, starts in self._find:
+            if gate & intro == gate and _may_run(starts, buf, 0):
                 found.update(loc.findall(buf))
         if not found:
             return []
@@ -499,8 +528,8 @@ class _Spelled:
         found: dict[int, re.Match[bytes]] = {}
         tok = self._tok1 if single else self._tok
         intro = _introducers(buf, lo)
-        for gate, loc, where in self._find1 if single else self._find:
-            if gate & intro != gate:
+        for gate, loc, where, starts in self._find1 if single else self._find:
+            if gate & intro != gate or not _may_run(starts, buf, lo):
                 continue
             for hit in loc.finditer(buf, lo):
                 start = hit.start()
