@@ -7,14 +7,15 @@ both chunk-boundary safe:
   hex (lower and upper case), UTF-16 (either byte order), base64 (standard and URL-safe, padded and unpadded,
   also with `\\/` and percent-encoded); `add_basic` adds the base64 forms of `user:pass`. Every byte that belongs
   to an occurrence of any form is replaced: overlapping or chained occurrences collapse into one `[REDACTED]`.
-* Escaped spellings (`_Spelled`): the secret written with any mix, character by character, of the raw character
-  and its escapes in the families a consumer decodes: JSON string escapes, HTML/XML character references and
-  percent-encoding (`+` for a space a family of its own), with one level of nesting. Locators find escapes of
-  the characters that occur in a secret, each run only when the body holds its introducer bytes; escapes of
-  other characters (`\\n`, `\\u00e9`, `&amp;` for a secret without `&`) cost nothing more. Near each place that
-  could hold a secret (`_Spelled.windows`), the body is decoded in one view per set of families (a consumer that
-  decodes JSON but not HTML reads a different text than one that decodes both), each view is searched for the
-  secrets, and a hit is mapped back to the bytes that spell it.
+* Escaped spellings (`_Spelled`): the secret written with any mix, character by character, of the raw character and
+  its escapes in the families a consumer decodes: JSON string escapes, HTML/XML character references and
+  percent-encoding (`+` for a space a family of its own), with one level of nesting. Locators find escapes of the
+  characters that occur in a secret, each run only when the body holds its introducer bytes (and, from 16 KiB on, a
+  literal its matches begin with: one Aho-Corasick pass); escapes of other characters (`\\n`, `\\u00e9`, `&amp;` for
+  a secret without `&`) cost nothing more. Near each place that could hold a secret (`_Spelled.windows`), the body
+  is decoded in one view per set of families (a consumer that decodes JSON but not HTML reads a different text than
+  one that decodes both), each view is searched for the secrets, and a hit is mapped back to the bytes that spell
+  it.
 
 A marker never ends an escape left open before it (`_widen`). `bench/redact.py` measures both stages.
 """
