@@ -277,6 +277,7 @@ PAD = "abc &x; %zz \\n #9; _- " * 800
     (ECHO, "ak&live&amp;lt;SECRET>42"),  # the only escape of '<' an escaped name
     (ECHO, "ak%2526live%253CSECRET%253E42"),
     ("kilosecretword", "%256Bilosecretword"),  # percent-encoded twice, no octet of the secret begins with 2
+    ("pass word 1234", "q=pass+word+1234&x=1"),  # '+' for a space, in a query string
     (ECHO, "a\\u006b%26live&lt;SECRET&#62;42"),
 ])
 def test_escaped_spellings_are_found_in_large_data_too(secret: str, body: str) -> None:
