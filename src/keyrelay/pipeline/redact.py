@@ -90,8 +90,7 @@ class _Matcher:
         # a variant containing another (padded base64 contains unpadded) is present only if that one is
         self.probes = tuple((v, *_sentinels(v)) for v in self.variants
                             if not any(w in v for w in self.variants if w != v))
-        self._any = BytesAhoCorasick(list(self.variants), matchkind=_LONGEST) \
-            if self.variants else None
+        self._any = BytesAhoCorasick([v for v, _, _ in self.probes], matchkind=_LONGEST) if self.probes else None
 
     def present(self, data: bytes) -> bool:
         if len(data) >= _ONE_PASS_FROM:
