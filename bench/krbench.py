@@ -180,7 +180,8 @@ def collapse(path):
             if not line:
                 continue
             stack, _, n = line.rpartition(" ")
-            stacks[stack] += int(n)
+            if n.isdigit():  # py-spy can cut an overlong stack line: skip it
+                stacks[stack] += int(n)
     return stacks
 
 

@@ -71,16 +71,25 @@ def kr_settings(tmp_path: Path) -> dict[str, Any]:
 
 
 @pytest.fixture
-def kr_clock() -> Callable[[], float] | None:
+def kr_clock(request: pytest.FixtureRequest) -> Callable[[], float] | None:
     """The clock of the keyrelay under test: None is the real one. A test whose outcome depends on the time of
-    day (a per-minute rate limit) parametrizes this with a `support.pipeline.ManualClock`."""
-    return None
+    day (a per-minute rate limit) parametrizes this with a `support.pipeline.ManualClock` (or, indirectly, with
+    the class: a new clock for each case)."""
+    param = getattr(request, "param", None)
+    return param() if isinstance(param, type) else param
 
 
 @pytest.fixture
-def kr(kr_settings: dict[str, Any], kr_clock: Callable[[], float] | None) -> Iterator[KeyrelayServer]:
+def kr_direct() -> bool:
+    """Whether `kr` serves the gateway route on the server's direct path (the default) or through ASGI; modules of
+    hostile-peer tests override it with both."""
+    return True
+
+
+@pytest.fixture
+def kr(kr_settings: dict[str, Any], kr_clock: Callable[[], float] | None, kr_direct: bool) -> Iterator[KeyrelayServer]:
     """A live keyrelay (SQLite in tmp_path) on 127.0.0.1."""
-    with KeyrelayServer(make_settings(**kr_settings), clock=kr_clock) as server:
+    with KeyrelayServer(make_settings(**kr_settings), clock=kr_clock, direct=kr_direct) as server:
         yield server
 
 

@@ -116,9 +116,15 @@ async def test_a_started_response_is_never_written_twice() -> None:
     assert len(transport.writes) == 1
 
 
+@pytest.fixture(params=[True, False], ids=["direct", "asgi"])
+def direct(request: pytest.FixtureRequest) -> bool:
+    """The gateway route on the server's direct path, or through ASGI as under another server."""
+    return bool(request.param)
+
+
 @pytest.fixture()
-def gateway(tmp_path: Path, upstream: FakeUpstream) -> Iterator[tuple[KeyrelayServer, str, str]]:
-    with KeyrelayServer(make_settings(data_dir=tmp_path)) as server:
+def gateway(tmp_path: Path, upstream: FakeUpstream, direct: bool) -> Iterator[tuple[KeyrelayServer, str, str]]:
+    with KeyrelayServer(make_settings(data_dir=tmp_path), direct=direct) as server:
         admin = Admin(server.url)
         ws = admin.workspace("whole")
         admin.source(ws, upstream_url=upstream.url)
@@ -178,23 +184,38 @@ def test_gateway_requests_leave_no_cyclic_garbage(gateway: tuple[KeyrelayServer,
     assert unreachable < 200, f"{unreachable} objects in reference cycles after 200 requests"
 
 
-def test_headers_over_the_limit_are_refused_even_when_the_url_is_short(tmp_path: Path) -> None:
+@pytest.mark.parametrize("target", ["/healthz", "/api/ws/proxy/up/x"])
+def test_headers_over_the_limit_are_refused_even_when_the_url_is_short(tmp_path: Path, direct: bool,
+                                                                       target: str) -> None:
     """The protocol's own budget is headers + URL; the header limit alone still holds (the app checks it
-    whenever the server could not vouch for it)."""
+    whenever the server could not vouch for it), on every path to the app."""
     settings = make_settings(data_dir=tmp_path, max_header_bytes=2048, max_url_bytes=8192)
-    with KeyrelayServer(settings) as server, socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
-        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 3000 + b"\r\n\r\n")
+    with KeyrelayServer(settings, direct=direct) as server, \
+            socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nX-Big: ".encode() + b"a" * 3000 + b"\r\n\r\n")
         status, headers, body = _read(s.makefile("rb"), "GET")
     assert status == 431 and b"headers_too_large" in body and headers.get("x-request-id")
+
+
+@pytest.mark.parametrize("target", ["/healthz?", "/api/ws/proxy/up/x?", "/api/ws/proxy/up/"])
+def test_a_url_over_the_limit_is_414_on_every_path(tmp_path: Path, direct: bool, target: str) -> None:
+    """The URL limit alone (path and query), below the protocol's budget of headers + URL."""
+    settings = make_settings(data_dir=tmp_path, max_header_bytes=8192, max_url_bytes=1024)
+    with KeyrelayServer(settings, direct=direct) as server, \
+            socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(f"GET {target}{'a' * 1100} HTTP/1.1\r\nHost: x\r\nX-Request-Id: r-414\r\n\r\n".encode())
+        status, headers, body = _read(s.makefile("rb"), "GET")
+    assert status == 414 and json.loads(body)["error"]["code"] == "uri_too_long"
+    assert headers.get("x-request-id") == "r-414"
 
 
 # --- limits on bytes received (GuardedHttpTools) ---------------------------------------------------------------
 
 
 @pytest.fixture()
-def served(tmp_path: Path, upstream: FakeUpstream) -> Iterator[tuple[KeyrelayServer, str, str]]:
+def served(tmp_path: Path, upstream: FakeUpstream, direct: bool) -> Iterator[tuple[KeyrelayServer, str, str]]:
     """keyrelay with a source on the fake upstream; (server, gateway path, API key)."""
-    with KeyrelayServer(make_settings(data_dir=tmp_path, header_timeout_seconds=30)) as server:
+    with KeyrelayServer(make_settings(data_dir=tmp_path, header_timeout_seconds=30), direct=direct) as server:
         admin = Admin(server.url)
         ws = admin.workspace("limits")
         admin.source(ws, upstream_url=upstream.url)
@@ -320,7 +341,7 @@ def test_the_server_loads_no_websocket_protocol(tmp_path: Path) -> None:
     assert config.ws_protocol_class is None
 
 
-def test_a_refusal_mid_body_never_writes_into_a_response_under_way(tmp_path: Path) -> None:
+def test_a_refusal_mid_body_never_writes_into_a_response_under_way(tmp_path: Path, direct: bool) -> None:
     """The upstream answers (a streamed response) before the agent's chunked body is done; the body then goes
     on in a line that never ends. The agent gets one response, cut off, never a second status line in it."""
     async def script(conn: ScriptedConn) -> None:
@@ -331,7 +352,7 @@ def test_a_refusal_mid_body_never_writes_into_a_response_under_way(tmp_path: Pat
         while await conn.reader.read(65536):  # keeps the response open, reads whatever comes
             pass
 
-    with ScriptedUpstream(script) as up, KeyrelayServer(make_settings(data_dir=tmp_path)) as server:
+    with ScriptedUpstream(script) as up, KeyrelayServer(make_settings(data_dir=tmp_path), direct=direct) as server:
         admin = Admin(server.url)
         ws = admin.workspace("midbody")
         admin.source(ws, upstream_url=up.url)
@@ -368,16 +389,19 @@ def test_an_endless_line_in_a_chunked_body_is_refused(served: tuple[KeyrelayServ
     assert upstream.requests == []  # the body never completed
 
 
-def test_trailer_fields_never_join_the_request_headers(tmp_path: Path, upstream: FakeUpstream) -> None:
+@pytest.mark.parametrize("door", ["request API", "gateway"])
+def test_trailer_fields_never_join_the_request_headers(tmp_path: Path, upstream: FakeUpstream, direct: bool,
+                                                       door: str) -> None:
     """A trailer named Authorization, after a body, must not authenticate a request that had none."""
-    with KeyrelayServer(make_settings(data_dir=tmp_path)) as server:
+    with KeyrelayServer(make_settings(data_dir=tmp_path), direct=direct) as server:
         admin = Admin(server.url)
         ws = admin.workspace("trailers")
         src = admin.source(ws, upstream_url=upstream.url)
         key = admin.api_key(ws, ["proxy"])
         admin.close()
         body = json.dumps({"method": "GET", "url": upstream.url + "/echo"}).encode()
-        request = (f"POST /api/v1/sonar/apis/{src['id']}/request HTTP/1.1\r\nHost: x\r\n"
+        target = f"/api/v1/sonar/apis/{src['id']}/request" if door == "request API" else f"/api/{ws}/proxy/echo/echo"
+        request = (f"POST {target} HTTP/1.1\r\nHost: x\r\n"
                    "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode() \
             + b"%x\r\n%s\r\n" % (len(body), body) + f"0\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:

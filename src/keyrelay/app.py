@@ -34,7 +34,16 @@ from keyrelay.doors import (
     webhooks,
 )
 from keyrelay.errors import HeadersTooLarge, InvalidRequest, KeyrelayError, Unavailable, UriTooLong
-from keyrelay.http.asgi import HEADERS_CHECKED, AsgiScope, Message, Receive, Send, read_body, with_request_id
+from keyrelay.http.asgi import (
+    HEADERS_CHECKED,
+    AsgiScope,
+    Message,
+    Receive,
+    Send,
+    WholeResponse,
+    read_body,
+    with_request_id,
+)
 from keyrelay.http.render import install_error_handlers, send_error
 from keyrelay.ids import new_id
 from keyrelay.manage.access import NewApplication
@@ -53,7 +62,7 @@ class HotPath:
     others get a `send` that adds it."""
 
     def __init__(self, rt: Runtime, settings: Settings) -> None:
-        self._gateway = gateway.GatewayDoor(rt.relay)
+        self.gateway = gateway.GatewayDoor(rt.relay)
         self._sonar = sonar.SonarDoor(rt.relay, max_body_bytes=settings.max_body_bytes)
         self._files = files.FilesDoor(rt.files)
         self._mcp = rt.mcp
@@ -61,7 +70,7 @@ class HotPath:
     def door(self, scope: AsgiScope) -> tuple[Door, bool] | None:
         """The door for this request and whether it adds X-Request-Id itself, or None for FastAPI."""
         if gateway.is_gateway(scope.get("raw_path") or scope["path"].encode()):
-            return self._gateway, True
+            return self.gateway, True
         path = scope["path"]
         if files.is_files(path):  # before sonar: both live under /api/v1/sonar/
             return self._files, False
@@ -70,6 +79,29 @@ class HotPath:
         if mcp.is_mcp(path):
             return self._mcp, False
         return None
+
+
+class DirectGateway:
+    """The gateway route served straight from the parsed request by keyrelay's own server (server.py's
+    `DirectRoute`): no ASGI scope, the same door. Other servers reach the door through `KeyrelayApp.__call__`."""
+
+    def __init__(self, door: gateway.GatewayDoor, settings: Settings) -> None:
+        self._door = door
+        self._max_url_bytes = settings.max_url_bytes
+
+    def claims(self, url: bytes) -> bool:
+        # origin-form only (an absolute-form target or a fragment takes the ASGI path, which parses them)
+        return url[:5] == gateway.PREFIX and b"#" not in url and gateway.is_gateway(url.partition(b"?")[0])
+
+    async def serve(self, method: str, url: bytes, headers: list[tuple[bytes, bytes]], receive: Receive,
+                    send: Send, whole: WholeResponse) -> None:
+        raw_path, _, query = url.partition(b"?")
+        request_id = _header_request_id(headers)
+        if len(raw_path) + len(query) > self._max_url_bytes:  # as KeyrelayApp._check_framing
+            err = UriTooLong("Request URL is too long")
+            await send_error(with_request_id(send, request_id), err, request_id)
+            return
+        await self._door.serve(method, raw_path, query, headers, receive, send, whole, request_id.encode())
 
 
 def build_api() -> FastAPI:
@@ -93,6 +125,7 @@ class KeyrelayApp:
         self.api = build_api()
         self.runtime: Runtime | None = None
         self._hot: HotPath | None = None
+        self.direct_route: DirectGateway | None = None  # for keyrelay's own server (server.py), once started
         self._on_bootstrap = on_bootstrap
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
@@ -157,6 +190,7 @@ class KeyrelayApp:
                 self.api.state.metrics = rt.metrics
                 self.api.state.request_log = rt.request_log
                 self._hot = HotPath(rt, self.settings)
+                self.direct_route = DirectGateway(self._hot.gateway, self.settings)
                 if rt.bootstrap is not None:
                     (self._on_bootstrap or _log_bootstrap)(rt.bootstrap)
                 # Everything built so far lives as long as the process: keep it out of the cyclic GC's full
@@ -164,6 +198,7 @@ class KeyrelayApp:
                 gc.freeze()
                 await send({"type": "lifespan.startup.complete"})
                 await receive()  # lifespan.shutdown
+                self.direct_route = None
                 self._hot = None
                 self.runtime = None
         except Exception as exc:
@@ -185,7 +220,12 @@ def _too_deep(body: bytes) -> bool:
 
 
 def _request_id(scope: AsgiScope) -> str:
-    for k, v in scope["headers"]:
+    return _header_request_id(scope["headers"])
+
+
+def _header_request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    """The agent's X-Request-Id when well-formed, else a new one."""
+    for k, v in headers:
         if k == b"x-request-id" and _REQUEST_ID.fullmatch(v):
             return str(v.decode())
     return new_id()

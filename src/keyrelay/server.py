@@ -23,7 +23,8 @@ import json
 import time
 import uuid
 import weakref
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import uvicorn
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
@@ -36,7 +37,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 
 from keyrelay.egress.deadlines import deadlines_for
-from keyrelay.http.asgi import HEADERS_CHECKED, WHOLE_RESPONSE
+from keyrelay.http.asgi import HEADERS_CHECKED, WHOLE_RESPONSE, Receive, Send
 from keyrelay.settings import Settings
 
 
@@ -72,6 +73,7 @@ class GuardedHttpTools(HttpToolsProtocol):
     # bytes received before the head is complete, or between two body bytes: request line, separators and
     # whitespace included, however they are split into lines
     max_head_bytes: int = 32 * 1024
+    direct: bool = True  # serve the application's direct route without an ASGI scope (False: everything via ASGI)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -119,7 +121,11 @@ class GuardedHttpTools(HttpToolsProtocol):
             self._arm()  # a head left incomplete by this read must complete in time (one that did costs nothing)
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        # uvicorn's own, without the ASGI scope: a request the direct route claims never needs one (built in
+        # on_headers_complete for every other request)
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
         self._header_bytes = self._header_count = self._host_count = self._field_bytes = 0
         self._upgrade = False
         self._in_head = True
@@ -140,12 +146,17 @@ class GuardedHttpTools(HttpToolsProtocol):
             raise _TooLarge
         if not self._in_head:
             return  # a trailer field: counted, never merged into the request's headers
-        low = name.lower()
-        if low == b"host":
+        # uvicorn's own, plus the Host and Upgrade checks: lowercase names, no trailing whitespace in values
+        # (RFC 9110 5.5)
+        name = name.lower()
+        value = value.rstrip(b" \t")
+        if name == b"host":
             self._host_count += 1
-        elif low == b"upgrade":
+        elif name == b"upgrade":
             self._upgrade = True
-        super().on_header(name, value)
+        elif name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._disarm()
@@ -155,6 +166,15 @@ class GuardedHttpTools(HttpToolsProtocol):
             raise _BadHost
         if self._upgrade:
             raise _Upgrade
+        route = self._route
+        if route is not None and self._field_bytes <= self.max_field_bytes and route.claims(self.url):
+            self._start_direct(route)
+            return
+        self.scope = {  # uvicorn's scope, as its on_message_begin builds it
+            "type": "http", "asgi": {"version": self.asgi_version, "spec_version": "2.3"}, "http_version": "1.1",
+            "server": self.server, "client": self.client, "scheme": self.scheme,  # type: ignore[typeddict-item]
+            "root_path": self.root_path, "headers": self.headers, "state": self.app_state.copy(),
+        }
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:  # the app has not run yet: offer the extension
@@ -178,8 +198,40 @@ class GuardedHttpTools(HttpToolsProtocol):
         cycle.message_event.set()
 
     def on_message_complete(self) -> None:
+        # uvicorn's own, without its upgrade checks (as on_body)
         self._unparsed = 0
-        super().on_message_complete()
+        cycle = self.cycle
+        if cycle.response_complete:
+            return
+        cycle.more_body = False
+        cycle.message_event.set()
+
+    @property
+    def _route(self) -> DirectRoute | None:
+        """The application's direct route, once it has started (None for an application that has none)."""
+        return getattr(self.app, "direct_route", None) if self.direct else None
+
+    def _start_direct(self, route: DirectRoute) -> None:
+        """uvicorn's on_headers_complete for a request the direct route claims: the same cycle (body, flow
+        control, 100-continue, disconnects, keep-alive, pipelining, graceful shutdown), no ASGI scope."""
+        parser = self.parser
+        http_version = parser.get_http_version()
+        existing = self.cycle
+        self.cycle = cycle = DirectCycle(
+            scope={"method": parser.get_method().decode("ascii")},  # type: ignore[typeddict-item]
+            transport=self.transport, flow=self.flow, logger=self.logger, access_logger=self.access_logger,
+            access_log=False,  # keyrelay's request log records every gateway request (uvicorn's is off)
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(), expect_100_continue=self.expect_100_continue,
+            keep_alive=http_version != "1.0" and parser.should_keep_alive(), on_response=self.on_response_complete,
+        )
+        cycle.url = self.url
+        cycle.headers = self.headers
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(cycle, route)  # type: ignore[arg-type]  # DirectCycle.run_asgi takes the route
+        else:  # a pipelined request waits for the one before it (uvicorn's queue)
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, route))  # type: ignore[arg-type]
 
     def send_400_response(self, msg: str) -> None:
         self._disarm()
@@ -199,6 +251,56 @@ class GuardedHttpTools(HttpToolsProtocol):
             response = framing_error(400, "Bad Request", "invalid_request", "Malformed HTTP request")
         self.transport.write(response)
         self.transport.close()
+
+
+class DirectRoute(Protocol):
+    """Routes the application serves straight from the parsed request, without an ASGI scope (app.py offers the
+    gateway route as `direct_route`). Every other request takes the ASGI path."""
+
+    def claims(self, url: bytes) -> bool:
+        """Whether this request target (origin-form, still encoded) is served here."""
+
+    async def serve(self, method: str, url: bytes, headers: list[tuple[bytes, bytes]], receive: Receive,
+                    send: Send, whole: WholeSend) -> None:
+        """Serve one request: the body through `receive`, the answer through `send` (ASGI messages) or `whole`."""
+
+
+WholeSend = Callable[[int, list[tuple[bytes, bytes]], bytes], bool]
+
+
+def _nothing() -> None:
+    return None
+
+
+class DirectCycle(RequestResponseCycle):
+    """uvicorn's request/response cycle for a request the direct route serves."""
+
+    url: bytes
+    headers: list[tuple[bytes, bytes]]
+
+    async def run_asgi(self, app: Any) -> None:
+        route: DirectRoute = app
+        try:
+            await route.serve(self.scope["method"], self.url, self.headers,
+                              self.receive, self.send, self.whole)  # type: ignore[arg-type]  # uvicorn's typed ASGI
+        except BaseException as exc:  # as uvicorn's run_asgi: a bug answers 500, or ends a started response
+            self.logger.error("Exception in the direct route", exc_info=exc)
+            if not self.response_started:
+                await self.send_500_response()
+            else:
+                self.transport.close()
+        else:
+            if not self.response_started and not self.disconnected:
+                self.logger.error("The direct route returned without starting a response")
+                await self.send_500_response()
+            elif not self.response_complete and not self.disconnected:
+                self.logger.error("The direct route returned without completing its response")
+                self.transport.close()
+        finally:
+            self.on_response = _nothing
+
+    def whole(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        return send_whole(self, status, headers, body)
 
 
 _NAME_OK = bytes(b for b in range(256) if not HEADER_RE.match(bytes((b,))))
@@ -259,8 +361,11 @@ def send_whole(cycle: RequestResponseCycle, status: int, headers: list[tuple[byt
     return True
 
 
-def protocol_for(settings: Settings) -> type[GuardedHttpTools]:
+def protocol_for(settings: Settings, *, direct: bool = True) -> type[GuardedHttpTools]:
+    """The server's protocol class with the settings' limits (`direct=False`: the gateway route through ASGI too,
+    as under another server; the tests run the hostile-peer cases both ways)."""
     return type("KeyrelayHttpProtocol", (GuardedHttpTools,), {
+        "direct": direct,
         "header_timeout": settings.header_timeout_seconds,
         "max_header_bytes": settings.max_header_bytes + settings.max_url_bytes,
         "max_header_count": settings.max_header_count,

@@ -16,6 +16,12 @@ from support.upstream import FakeUpstream
 SECRET = "upstream-secret-7f3a9c"
 
 
+
+@pytest.fixture(params=[True, False], ids=["direct", "asgi"])
+def kr_direct(request: pytest.FixtureRequest) -> bool:
+    """Every case on both of the server's paths to the gateway door (server.py)."""
+    return bool(request.param)
+
 @pytest.fixture
 def setup(kr: KeyrelayServer, admin: Admin, upstream: FakeUpstream) -> dict[str, Any]:
     ws = admin.workspace("gw")
@@ -117,7 +123,7 @@ def test_method_allowlist_gives_405(setup: dict[str, Any], admin: Admin, upstrea
     assert upstream.requests == []
 
 
-@pytest.mark.parametrize("kr_clock", [ManualClock()])  # the server's clock: no window boundary mid-test
+@pytest.mark.parametrize("kr_clock", [ManualClock], indirect=True)  # a new pinned clock per case: no window edge
 def test_rate_limit_gives_429_with_retry_after_and_no_upstream_traffic(setup: dict[str, Any], admin: Admin,
                                                                         upstream: FakeUpstream,
                                                                         kr_clock: ManualClock) -> None:

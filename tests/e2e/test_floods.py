@@ -98,6 +98,12 @@ TINY_CHUNKS = 1_000_000
 CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 
+
+@pytest.fixture(params=[True, False], ids=["direct", "asgi"])
+def kr_direct(request: pytest.FixtureRequest) -> bool:
+    """Every case on both of the server's paths to the gateway door (server.py)."""
+    return bool(request.param)
+
 @pytest.fixture
 def tiny_chunks() -> Iterator[ScriptedUpstream]:
     body = b"1\r\nx\r\n" * TINY_CHUNKS

@@ -41,6 +41,12 @@ def _setup(kr: KeyrelayServer, admin: Admin, upstream: FakeUpstream) -> Env:
     return Env(kr, upstream, f"/api/{ws}/proxy/up/echo", key, Watcher(hosts=[f"127.0.0.1:{upstream.port}"]))
 
 
+
+@pytest.fixture(params=[True, False], ids=["direct", "asgi"])
+def kr_direct(request: pytest.FixtureRequest) -> bool:
+    """Every case on both of the server's paths to the gateway door (server.py)."""
+    return bool(request.param)
+
 @pytest.fixture
 def env(kr: KeyrelayServer, admin: Admin, upstream: FakeUpstream) -> Iterator[Env]:
     e = _setup(kr, admin, upstream)
@@ -158,8 +164,9 @@ def _closed_within(sock: socket.socket, limit: float, dribble: bytes = b"") -> f
 
 
 @pytest.fixture
-def slow_env(kr_settings: dict[str, Any], request: pytest.FixtureRequest, upstream: FakeUpstream) -> Iterator[Env]:
-    kr_settings["header_timeout_seconds"] = 1
+def slow_env(kr_settings: dict[str, Any], kr_direct: bool, request: pytest.FixtureRequest,
+             upstream: FakeUpstream) -> Iterator[Env]:
+    kr_settings["header_timeout_seconds"] = 1  # `kr` is made only after this (kr_direct: for its parameters)
     kr: KeyrelayServer = request.getfixturevalue("kr")
     admin: Admin = request.getfixturevalue("admin")
     e = _setup(kr, admin, upstream)

@@ -18,7 +18,7 @@ import uvicorn
 import uvloop
 
 from keyrelay.app import KeyrelayApp, create_app
-from keyrelay.server import uvicorn_config
+from keyrelay.server import protocol_for, uvicorn_config
 from keyrelay.settings import Settings
 
 ADMIN_ID = "test-admin"
@@ -38,9 +38,10 @@ class KeyrelayServer:
     """Serve `create_app(settings)` with uvicorn (httptools) on uvloop, as `keyrelay serve` does, in a thread;
     stop cleanly on exit."""
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] | None = None, direct: bool = True) -> None:
         """`clock`: wall-clock seconds for the server (e.g. `support.pipeline.ManualClock`), so a test of a
-        per-minute limit cannot straddle a window boundary; default: the real clock."""
+        per-minute limit cannot straddle a window boundary; default: the real clock. `direct=False`: the gateway
+        route through ASGI, as under another ASGI server (server.py)."""
         self.settings = settings
         # bound here, on a port the OS picks, and handed to uvicorn: no other process can take it in between
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -48,7 +49,8 @@ class KeyrelayServer:
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.app: KeyrelayApp = create_app(settings) if clock is None else create_app(settings, clock=clock)
-        config = uvicorn_config(self.app, settings, host="127.0.0.1", port=self.port, loop="uvloop")
+        config = uvicorn_config(self.app, settings, host="127.0.0.1", port=self.port, loop="uvloop",
+                                http=protocol_for(settings, direct=direct))
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.loop: asyncio.AbstractEventLoop | None = None

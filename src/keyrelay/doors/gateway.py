@@ -10,7 +10,7 @@ import re
 from collections.abc import AsyncIterator
 
 from keyrelay.errors import InvalidRequest, KeyrelayError, NotFound
-from keyrelay.http.asgi import WHOLE_RESPONSE, AsgiScope, ClientGone, Receive, Send, send_relayed
+from keyrelay.http.asgi import WHOLE_RESPONSE, AsgiScope, ClientGone, Receive, Send, WholeResponse, send_relayed
 from keyrelay.http.render import send_error
 from keyrelay.model import BySlug, Door, Inbound, Tail
 from keyrelay.pipeline import approval
@@ -92,11 +92,18 @@ class GatewayDoor:
         self._relay = relay
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
-        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        await self.serve(scope["method"], scope.get("raw_path") or scope["path"].encode(), scope["query_string"],
+                         scope["headers"], receive, send, scope.get("extensions", {}).get(WHOLE_RESPONSE),
+                         str(scope.get("state", {}).get("request_id", "")).encode())
+
+    async def serve(self, method: str, raw_path: bytes, query: bytes, headers: list[tuple[bytes, bytes]],
+                    receive: Receive, send: Send, whole: WholeResponse | None, request_id: bytes) -> None:
+        """One gateway request, from the ASGI scope (`__call__`) or straight from the server (server.py's direct
+        route): `whole` sends a whole response in one write where the server offers it."""
         started = False
         try:
             workspace, slug, tail = parse_path(raw_path)
-            length, has_body, authorization, wait = _request_facts(scope["headers"])
+            length, has_body, authorization, wait = _request_facts(headers)
             body: bytes | AsyncIterator[bytes] | None = None
             streaming_in = False
             if has_body:
@@ -106,29 +113,23 @@ class GatewayDoor:
                     streaming_in = True
                     body = _stream(receive)
             inbound = Inbound(
-                door=Door.GATEWAY, method=scope["method"], path=f"/api/{workspace}/proxy/{slug}/{tail}",
+                door=Door.GATEWAY, method=method, path=f"/api/{workspace}/proxy/{slug}/{tail}",
                 authorization=authorization, source=BySlug(workspace, slug),
-                target=Tail(tail, scope["query_string"].decode("latin-1")), headers=tuple(scope["headers"]),
+                target=Tail(tail, query.decode("latin-1")), headers=tuple(headers),
                 body=body, content_length=length, wait_seconds=wait,
             )
             relayed = await self._relay.relay(inbound)
             started = True
-            relayed.headers.append((b"x-request-id", _request_id(scope)))
+            relayed.headers.append((b"x-request-id", request_id))
             if relayed.streaming:
                 await send_relayed(relayed, receive, send, watch=not streaming_in)
-            else:  # a whole body: one write when the server offers it (server.py), else two sends
-                whole = scope.get("extensions", {}).get(WHOLE_RESPONSE)
-                if whole is None or not whole(relayed.status, relayed.headers, relayed.body):
-                    await send({"type": "http.response.start", "status": relayed.status, "headers": relayed.headers})
-                    await send({"type": "http.response.body", "body": relayed.body})
+            # a whole body: one write when the server offers it (server.py), else two sends
+            elif whole is None or not whole(relayed.status, relayed.headers, relayed.body):
+                await send({"type": "http.response.start", "status": relayed.status, "headers": relayed.headers})
+                await send({"type": "http.response.body", "body": relayed.body})
         except ClientGone:
             return
         except KeyrelayError as err:
             if started:
                 return  # the response is under way: end it by closing the connection
-            await send_error(send, err, scope.get("state", {}).get("request_id"),
-                             ((b"x-request-id", _request_id(scope)),))
-
-
-def _request_id(scope: AsgiScope) -> bytes:
-    return str(scope.get("state", {}).get("request_id", "")).encode()
+            await send_error(send, err, request_id.decode() or None, ((b"x-request-id", request_id),))

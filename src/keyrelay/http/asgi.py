@@ -17,6 +17,7 @@ AsgiScope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+WholeResponse = Callable[[int, list[tuple[bytes, bytes]], bytes], bool]  # the WHOLE_RESPONSE extension's shape
 
 
 def header(scope: AsgiScope, name: bytes) -> str | None:
