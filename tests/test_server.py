@@ -161,6 +161,52 @@ def test_pipelined_gateway_requests_each_get_their_whole_response(gateway: tuple
     assert len({h1["x-request-id"], h2["x-request-id"], h3["x-request-id"]}) == 3
 
 
+@pytest.mark.parametrize(("target", "status", "reaches"), [
+    ("/api/{ws}/proxy/echo/echo?x=/proxy/a/b", 200, "/echo?x=/proxy/a/b"),
+    ("/api/{ws}/proxy/echo/echo#/frag", 200, "/echo"),  # a fragment is never sent on
+    ("/api/{ws}?a/proxy/echo/echo", 404, None),  # "/proxy/" only in the query: not a gateway path
+    ("/api/{ws}#/proxy/echo/echo", 404, None),
+    ("http://x/api/{ws}/proxy/echo/echo?y=1", 200, "/echo?y=1"),  # absolute form (RFC 9112 3.2.2)
+])
+def test_gateway_targets_are_read_the_same_on_every_path(gateway: tuple[KeyrelayServer, str, str],
+                                                         upstream: FakeUpstream, target: str, status: int,
+                                                         reaches: str | None) -> None:
+    server, ws, key = gateway
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(f"GET {target.format(ws=ws)} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        got, _, body = _read(sock.makefile("rb"), "GET")
+    assert got == status, body
+    assert [r.raw_path for r in upstream.requests] == ([reaches] if reaches else [])
+
+
+def test_a_pipelined_request_waits_for_the_slower_one_before_it(gateway: tuple[KeyrelayServer, str, str]) -> None:
+    """The second request is answered only after the first, however fast its own upstream answer is."""
+    server, ws, key = gateway
+    auth = f"Host: x\r\nAuthorization: Bearer {key}\r\n"
+    requests = (f"GET /api/{ws}/proxy/echo/slow?delay=0.3 HTTP/1.1\r\n{auth}\r\n"
+                f"GET /api/{ws}/proxy/echo/echo?n=2 HTTP/1.1\r\n{auth}Connection: close\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(requests)
+        reader = sock.makefile("rb")
+        (s1, _, b1), (s2, _, b2) = (_read(reader, "GET") for _ in range(2))
+    assert (s1, s2) == (200, 200) and b'"slow"' in b1 and b'"n", "2"' in b2
+
+
+def test_expect_100_continue_gets_its_interim_response_before_the_body(gateway: tuple[KeyrelayServer, str, str],
+                                                                       upstream: FakeUpstream) -> None:
+    server, ws, key = gateway
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(f"POST /api/{ws}/proxy/echo/echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                     "Expect: 100-continue\r\nContent-Length: 5\r\nConnection: close\r\n\r\n".encode())
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"HTTP/1.1 100 ")  # the body is sent only after this
+        assert reader.readline() == b"\r\n"
+        sock.sendall(b"hello")
+        status, _, body = _read(reader, "POST")
+    assert status == 200 and [r.body for r in upstream.requests] == [b"hello"]
+
+
 def test_gateway_requests_leave_no_cyclic_garbage(gateway: tuple[KeyrelayServer, str, str]) -> None:
     """Each proxied request must be freed by reference counting alone: a reference cycle per request (as the
     whole-response extension once made: scope -> extension -> cycle -> scope) costs the cyclic GC's time on
@@ -436,3 +482,121 @@ def test_protocol_upgrades_are_refused_with_400(served: tuple[KeyrelayServer, st
     assert (r.status, r.closed, error["code"]) == (400, True, "invalid_request")
     assert "not supported" in error["message"] and error["request_id"] == r.header("x-request-id")
     assert upstream.requests == []
+
+
+# --- the direct route (DirectCycle) ------------------------------------------------------------------------------
+
+
+class ScriptedRoute:
+    """A direct route that claims /direct/... and does what the path's last segment says; every other request
+    goes to the ASGI app below (and is answered `asgi`)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, bytes, list[tuple[bytes, bytes]], bytes]] = []
+
+    def claims(self, url: bytes) -> bool:
+        return url.startswith(b"/direct/")
+
+    async def serve(self, method: str, url: bytes, headers: list[tuple[bytes, bytes]], receive: Any, send: Any,
+                    whole: Any) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            body += message["body"]
+            if not message["more_body"]:
+                break
+        self.seen.append((method, url, headers, body))
+        action = url.rpartition(b"/")[2].partition(b"?")[0]
+        if action == b"raise":
+            raise RuntimeError("a bug in the route")
+        if action == b"silent":
+            return  # no response at all
+        if action == b"half":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
+            return  # a started response, never completed
+        answer = b"direct:" + body
+        assert whole(200, [(b"content-length", str(len(answer)).encode())], answer)
+
+
+class DirectApp:
+    def __init__(self) -> None:
+        self.direct_route = ScriptedRoute()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]})
+        await send({"type": "http.response.body", "body": b"asgi"})
+
+
+@contextlib.contextmanager
+def serving(app: Any, tmp_path: Path, *, direct: bool = True) -> Iterator[int]:
+    import uvicorn
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn_config(app, make_settings(data_dir=tmp_path), host="127.0.0.1", port=0, loop="uvloop",
+                            http=protocol_for(make_settings(data_dir=tmp_path), direct=direct))
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.01)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+        sock.close()
+
+
+def test_the_direct_route_gets_the_parsed_request_and_answers_in_one_write(tmp_path: Path) -> None:
+    app = DirectApp()
+    with serving(app, tmp_path) as port, socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /direct/echo?q=1 HTTP/1.1\r\nHost: x\r\nX-Thing:  v \t\r\nContent-Length: 5\r\n\r\nhello"
+                     b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"POST /direct/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"3\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n")
+        reader = sock.makefile("rb")
+        answers = [_read(reader, "POST"), _read(reader, "GET"), _read(reader, "POST")]
+    assert [(s, b) for s, _, b in answers] == [(200, b"direct:hello"), (200, b"asgi"), (200, b"direct:abcde")]
+    (m1, u1, h1, _), (m2, u2, h2, _) = app.direct_route.seen
+    assert (m1, u1, m2, u2) == ("POST", b"/direct/echo?q=1", "POST", b"/direct/echo")
+    assert (b"x-thing", b"v") in h1 and (b"host", b"x") in h1  # lowercase names, no trailing whitespace
+    assert not any(name == b"x-trailer" for name, _ in h2)  # trailers never join the headers
+
+
+def test_without_the_direct_path_everything_takes_asgi(tmp_path: Path) -> None:
+    app = DirectApp()
+    with serving(app, tmp_path, direct=False) as port, \
+            socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /direct/echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, body = _read(sock.makefile("rb"), "GET")
+    assert (status, body) == (200, b"asgi") and app.direct_route.seen == []
+
+
+@pytest.mark.parametrize("action", ["raise", "silent"])
+def test_a_direct_route_that_fails_to_answer_gets_a_500_and_the_connection_closes(tmp_path: Path,
+                                                                                  action: str) -> None:
+    app = DirectApp()
+    with serving(app, tmp_path) as port, socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET /direct/{action} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        r = read_response(sock, timeout=10, close_wait=5)
+    assert r.status == 500 and r.closed and b"a bug" not in r.body
+
+
+def test_a_direct_route_that_leaves_a_response_unfinished_closes_the_connection(tmp_path: Path) -> None:
+    app = DirectApp()
+    with serving(app, tmp_path) as port, socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /direct/half HTTP/1.1\r\nHost: x\r\n\r\nGET /direct/echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.settimeout(10)
+        received = b""
+        while chunk := sock.recv(65536):  # ends when the server closes: the second request is never answered
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 200 ") and received.count(b"HTTP/1.1") == 1

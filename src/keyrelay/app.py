@@ -93,15 +93,14 @@ class DirectGateway:
         # origin-form only (an absolute-form target or a fragment takes the ASGI path, which parses them)
         return url[:5] == gateway.PREFIX and b"#" not in url and gateway.is_gateway(url.partition(b"?")[0])
 
-    async def serve(self, method: str, url: bytes, headers: list[tuple[bytes, bytes]], receive: Receive,
-                    send: Send, whole: WholeResponse) -> None:
+    def serve(self, method: str, url: bytes, headers: list[tuple[bytes, bytes]], receive: Receive, send: Send,
+              whole: WholeResponse) -> Awaitable[None]:
+        # the door's own coroutine, not one awaiting it: one frame less to resume at every await of the request
         raw_path, _, query = url.partition(b"?")
         request_id = _header_request_id(headers)
         if len(raw_path) + len(query) > self._max_url_bytes:  # as KeyrelayApp._check_framing
-            err = UriTooLong("Request URL is too long")
-            await send_error(with_request_id(send, request_id), err, request_id)
-            return
-        await self._door.serve(method, raw_path, query, headers, receive, send, whole, request_id.encode())
+            return send_error(with_request_id(send, request_id), UriTooLong("Request URL is too long"), request_id)
+        return self._door.serve(method, raw_path, query, headers, receive, send, whole, request_id.encode())
 
 
 def build_api() -> FastAPI:

@@ -23,7 +23,7 @@ import json
 import time
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import uvicorn
@@ -260,8 +260,8 @@ class DirectRoute(Protocol):
     def claims(self, url: bytes) -> bool:
         """Whether this request target (origin-form, still encoded) is served here."""
 
-    async def serve(self, method: str, url: bytes, headers: list[tuple[bytes, bytes]], receive: Receive,
-                    send: Send, whole: WholeSend) -> None:
+    def serve(self, method: str, url: bytes, headers: list[tuple[bytes, bytes]], receive: Receive, send: Send,
+              whole: WholeSend) -> Awaitable[None]:
         """Serve one request: the body through `receive`, the answer through `send` (ASGI messages) or `whole`."""
 
 
