@@ -333,6 +333,57 @@ def quick():
     return 0
 
 
+def builds():
+    """Two keyrelay builds (bench/builds.sh wrote A.env and B.env: command, URL, key), both started and pinned by
+    the harness, wrk alternating between them (the order flips every round)."""
+    import shlex
+    from urllib.parse import urlsplit
+    rounds = int(os.environ.get("QUICK_ROUNDS", "8"))
+    cands = []
+    for label in ("A", "B"):
+        env = {}
+        with open(os.path.join(H.RUN, f"{label}.env")) as f:
+            for line in f:
+                k, _, v = line.rstrip("\n").partition("=")
+                env[k] = shlex.split(v)[0]
+        u = urlsplit(env["URL"])
+        cands.append(dict(name=label, kind="proc", cmd=env["CMD"], cwd=os.path.dirname(HARNESS), port=u.port,
+                          paths=(u.path, None, None), auth=env["AUTH"], auth_hdr=env["AUTH"], workers=False,
+                          group="target", pid=None))
+    os.makedirs(H.RUN, exist_ok=True)
+    H.setup_run_dir()
+    H.start_nginx("upstream", "upstream.nginx.conf", H.UP_PORT, 1, H.LOAD_CPUS)
+    got = {"A": [], "B": []}
+    procs = {}
+    try:
+        for c in cands:
+            p, ok = H.start_candidate(c, 1)
+            if not ok:
+                raise SystemExit(f"{c['name']} did not start; see {H.RUN}/logs")
+            procs[c["name"]] = p
+            H.wrk(c["port"], c["paths"][0], H.CONNS, 2, c["auth_hdr"])  # warm-up
+        for i in range(rounds):
+            for c in (cands if i % 2 == 0 else cands[::-1]):
+                p = procs[c["name"]]
+                t0 = H.cpu_ticks(p.pid)
+                d = H.wrk(c["port"], c["paths"][0], H.CONNS, H.DURATION, c["auth_hdr"])
+                cpu = (H.cpu_ticks(p.pid) - t0) / H.HZ * 1e6 / max(d["requests"], 1)
+                got[c["name"]].append((d["rps"], cpu, d["errors"]))
+    finally:
+        for _pid, (p, _name) in list(H.PIDS.items()):
+            H.stop(p)
+    rows = []
+    for name, vals in got.items():
+        rows.append(f"{name}  " + "  ".join(f"{r:7,.0f} rps {c:4.0f} us/req err {e}" for r, c, e in vals))
+    ratios = sorted(b[0] / a[0] for a, b in zip(got["A"], got["B"]))
+    cpu = sorted(a[1] / b[1] for a, b in zip(got["A"], got["B"]))
+    rows.append(f"B/A rps: median {ratios[len(ratios) // 2]:.3f} (per round: {', '.join(f'{r:.3f}' for r in ratios)})")
+    rows.append(f"A/B CPU per request: median {cpu[len(cpu) // 2]:.3f}")
+    print("\n".join(rows))
+    write("builds.md", "\n".join(rows))
+    return 0
+
+
 def constraints():
     """A/B of a narrowed token against a plain one on the same keyrelay process: wrk alternates between the
     plain key (A), a key with sources/methods/paths constraints (B) and, if KR_KEY_BUDGET is set, a key with a
@@ -456,7 +507,7 @@ def noise():
 if __name__ == "__main__":
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
     fn = {"check": check, "memory": memory, "profile": profile, "noise": noise,
-          "summarize": summarize, "quick": quick, "constraints": constraints}.get(cmd)
+          "summarize": summarize, "quick": quick, "constraints": constraints, "builds": builds}.get(cmd)
     if fn is None:
         raise SystemExit(__doc__)
     sys.exit(fn())

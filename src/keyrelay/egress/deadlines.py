@@ -14,8 +14,10 @@ import weakref
 from collections.abc import Callable, Hashable
 
 TICK = 0.05
+IDLE_TICK = 1.0  # for long waits that many connections hold at once (keep-alive): a sweep a second
 
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Deadlines] = weakref.WeakKeyDictionary()
+_idle_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Deadlines] = weakref.WeakKeyDictionary()
 
 
 def deadlines_for(loop: asyncio.AbstractEventLoop) -> Deadlines:
@@ -25,9 +27,19 @@ def deadlines_for(loop: asyncio.AbstractEventLoop) -> Deadlines:
     return found
 
 
+def idle_deadlines_for(loop: asyncio.AbstractEventLoop) -> Deadlines:
+    """The loop's deadlines for idle connections: at most `IDLE_TICK` late, so that thousands of idle keep-alive
+    connections cost one short sweep a second, not twenty."""
+    found = _idle_per_loop.get(loop)
+    if found is None:
+        found = _idle_per_loop[loop] = Deadlines(loop, tick=IDLE_TICK)
+    return found
+
+
 class Deadlines:
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, tick: float = TICK) -> None:
         self._loop = loop
+        self._tick = tick
         self._items: dict[Hashable, tuple[float, Callable[[], None]]] = {}
         self._handle: asyncio.TimerHandle | None = None
 
@@ -35,7 +47,7 @@ class Deadlines:
         """Call `fire()` once `time.monotonic()` passes `when`, unless `key` is discarded first (one per key)."""
         self._items[key] = (when, fire)
         if self._handle is None:
-            self._handle = self._loop.call_later(TICK, self._sweep)
+            self._handle = self._loop.call_later(self._tick, self._sweep)
 
     def discard(self, key: Hashable) -> None:
         self._items.pop(key, None)
@@ -49,4 +61,4 @@ class Deadlines:
             if entry is not None:
                 entry[1]()
         if self._items:
-            self._handle = self._loop.call_later(TICK, self._sweep)
+            self._handle = self._loop.call_later(self._tick, self._sweep)
