@@ -272,7 +272,10 @@ def profile():
     pyspy = os.environ.get("PYSPY", "py-spy")
     raw = os.path.join(H.RUN, "profile.collapsed.txt")
     with Stack() as s:
-        port, small, auth = s.c["port"], s.c["paths"][0], os.environ.get("PROFILE_AUTH") or s.c["auth_hdr"]
+        port, auth = s.c["port"], os.environ.get("PROFILE_AUTH") or s.c["auth_hdr"]
+        # PROFILE_PATH=stream (1 MiB streamed) or big (1 MiB buffered); default the 1 KiB route
+        small = {"stream": s.c["paths"][2], "big": s.c["paths"][1]}.get(os.environ.get("PROFILE_PATH", ""),
+                                                                          s.c["paths"][0])
         base = H.wrk(port, small, H.CONNS, 5, auth)  # warm-up, and throughput without the profiler
         H.log(f"without profiler: {base['rps']:,.0f} rps" if base else "warm-up wrk failed")
         args = [pyspy, "record", "--pid", str(s.p.pid), "--rate", rate, "--duration", str(secs + 1),

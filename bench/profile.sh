@@ -3,6 +3,7 @@
 #
 #   bench/profile.sh                      # py-spy profile under 1 KiB load (c32) + RSS under 1 MiB stream / 1 KiB load
 #   PROFILE_SECONDS=30 bench/profile.sh
+#   PROFILE_PATH=stream STEPS=profile bench/profile.sh   # 1 MiB streamed (or big: 1 MiB buffered)
 #   PROFILE_NATIVE=1 bench/profile.sh     # include native (Cython/C) frames: uvloop, httptools, aiohttp's parser
 #   STEPS=profile bench/profile.sh        # or STEPS=memory
 #
