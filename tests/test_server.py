@@ -591,6 +591,7 @@ def test_a_direct_route_that_fails_to_answer_gets_a_500_and_the_connection_close
         sock.sendall(f"GET /direct/{action} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         r = read_response(sock, timeout=10, close_wait=5)
     assert r.status == 500 and r.closed and b"a bug" not in r.body
+    assert json.loads(r.body)["error"]["code"] == "internal_error"
 
 
 def test_a_direct_route_that_leaves_a_response_unfinished_closes_the_connection(tmp_path: Path) -> None:

@@ -311,13 +311,13 @@ class DirectCycle(RequestResponseCycle):
         except BaseException as exc:  # as uvicorn's run_asgi: a bug answers 500, or ends a started response
             self.logger.error("Exception in the direct route", exc_info=exc)
             if not self.response_started:
-                await self.send_500_response()
+                self._internal_error()
             else:
                 self.transport.close()
         else:
             if not self.response_started and not self.disconnected:
                 self.logger.error("The direct route returned without starting a response")
-                await self.send_500_response()
+                self._internal_error()
             elif not self.response_complete and not self.disconnected:
                 self.logger.error("The direct route returned without completing its response")
                 self.transport.close()
@@ -326,6 +326,14 @@ class DirectCycle(RequestResponseCycle):
 
     def whole(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
         return send_whole(self, status, headers, body)
+
+    def _internal_error(self) -> None:
+        """500 in the contract's error shape (the details stay in the server log), then close."""
+        if self.disconnected:
+            return
+        self.response_started = self.response_complete = True
+        self.transport.write(framing_error(500, "Internal Server Error", "internal_error", "Internal error"))
+        self.transport.close()
 
 
 _NAME_OK = bytes(b for b in range(256) if not HEADER_RE.match(bytes((b,))))
