@@ -587,11 +587,22 @@ def test_without_the_direct_path_everything_takes_asgi(tmp_path: Path) -> None:
 def test_a_direct_route_that_fails_to_answer_gets_a_500_and_the_connection_closes(tmp_path: Path,
                                                                                   action: str) -> None:
     app = DirectApp()
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("uvicorn.error")
     with serving(app, tmp_path) as port, socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(f"GET /direct/{action} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        r = read_response(sock, timeout=10, close_wait=5)
+        logger.addHandler(handler)  # after the server configured its logging, which resets the handlers
+        try:
+            sock.sendall(f"GET /direct/{action} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            r = read_response(sock, timeout=10, close_wait=5)
+        finally:
+            logger.removeHandler(handler)
     assert r.status == 500 and r.closed and b"a bug" not in r.body
     assert json.loads(r.body)["error"]["code"] == "internal_error"
+    logged = "\n".join(logging.Formatter().format(rec) for rec in records)
+    assert "a bug" not in logged  # an exception's text may carry a header value: logged by type only
+    assert ("RuntimeError" in logged) == (action == "raise")
 
 
 def test_a_direct_route_that_leaves_a_response_unfinished_closes_the_connection(tmp_path: Path) -> None:

@@ -308,12 +308,17 @@ class DirectCycle(RequestResponseCycle):
         try:
             await route.serve(self.scope["method"], self.url, self.headers,
                               self.receive, self.send, self.whole)  # type: ignore[arg-type]  # uvicorn's typed ASGI
-        except BaseException as exc:  # as uvicorn's run_asgi: a bug answers 500, or ends a started response
-            self.logger.error("Exception in the direct route", exc_info=exc)
+        except Exception as exc:  # a bug: 500, or the end of a started response
+            # by type only: a library's exception text may hold a header value, an injected credential included
+            # (docs/security.md)
+            self.logger.error("unhandled error in the direct route: %s", type(exc).__name__)
             if not self.response_started:
                 self._internal_error()
             else:
                 self.transport.close()
+        except asyncio.CancelledError:  # the server is stopping: end the connection, let the cancellation go on
+            self.transport.close()
+            raise
         else:
             if not self.response_started and not self.disconnected:
                 self.logger.error("The direct route returned without starting a response")
