@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +126,59 @@ def test_readyz_is_503_and_credentials_unusable_when_sealed(tmp_path: Path, how:
         assert httpx.get(healed.url + "/readyz").status_code == 200
 
 
+_WORKER = """
+import asyncio, json, sys
+from keyrelay.app import create_app
+from keyrelay.settings import Settings
+
+HEAVY = ("fastapi", "starlette", "alembic", "obstore", "limits", "jinja2", "mcp")
+
+async def call(app, method, path):
+    sent = []
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+    async def send(message):
+        sent.append(message)
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": [],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    await app(scope, receive, send)
+    return [sent[0]["status"], json.loads(sent[-1]["body"]).get("error", {}).get("code")]
+
+async def main():
+    app = create_app(Settings())
+    inbox, outbox = asyncio.Queue(), asyncio.Queue()
+    await inbox.put({"type": "lifespan.startup"})
+    life = asyncio.create_task(app({"type": "lifespan"}, inbox.get, outbox.put))
+    assert (await outbox.get())["type"] == "lifespan.startup.complete"
+    hot = [await call(app, "GET", "/healthz"), await call(app, "GET", "/api/ws1/proxy/src/x"),
+           await call(app, "POST", "/api/v1/sonar/apis/src1/request")]
+    before = [m for m in HEAVY if m in sys.modules]
+    admin = await call(app, "GET", "/api/v1/workspaces")
+    after = [m for m in HEAVY if m in sys.modules]
+    await inbox.put({"type": "lifespan.shutdown"})
+    await life
+    print(json.dumps({"hot": hot, "before": before, "admin": admin, "after": after}))
+
+asyncio.run(main())
+"""
+
+
+def test_a_worker_loads_the_admin_framework_and_migrations_only_when_needed(tmp_path: Path) -> None:
+    env = {**os.environ, "KEYRELAY_DATA_DIR": str(tmp_path / "data"), "KEYRELAY_LOG_LEVEL": "ERROR"}
+    env.pop("KEYRELAY_DATABASE_URL", None)
+    run = [sys.executable, "-c", _WORKER]
+    first = json.loads(subprocess.run(run, env=env, capture_output=True, text=True, timeout=120, check=True).stdout)
+    assert "alembic" in first["before"]  # a new database: migrated at start
+    again = json.loads(subprocess.run(run, env=env, capture_output=True, text=True, timeout=120, check=True).stdout)
+    # the probes, the gateway (401: no token) and the request API (400: no body) answered without FastAPI, Alembic
+    # (the database is at the head), the object stores, the Redis limiter, the templates or the MCP SDK
+    assert again["hot"] == [[200, None], [401, "unauthenticated"], [400, "invalid_request"]]
+    assert again["before"] == []
+    assert again["admin"] == [401, "unauthenticated"]  # an admin route: FastAPI is built then, and answers
+    assert "fastapi" in again["after"] and "alembic" not in again["after"]
+
+
 def test_openapi_lists_the_admin_routes(kr: KeyrelayServer) -> None:
     r = httpx.get(kr.url + "/openapi.json")
     assert r.status_code == 200
@@ -133,7 +189,7 @@ def test_openapi_lists_the_admin_routes(kr: KeyrelayServer) -> None:
         "/api/v1/sources/{source_id}": {"get", "patch", "delete"}, "/v1/sources": {"post"},
         "/v1/integrations/sources": {"post"}, "/api/v1/applications/token": {"post"},
         "/api/v1/embedded/scoped-token": {"post"}, "/api/v1/api-keys": {"get", "post"},
-        "/api/v1/api-keys/{key_id}": {"delete"}, "/api/v1/logs": {"get"}, "/healthz": {"get"}, "/readyz": {"get"},
+        "/api/v1/api-keys/{key_id}": {"delete"}, "/api/v1/logs": {"get"},
         "/api/v1/connect/sessions": {"get", "post"}, "/api/v1/connect/sessions/{session_id}": {"get", "delete"},
         "/api/v1/oauth-clients": {"get"}, "/api/v1/oauth-clients/{connector}": {"get", "put", "delete"},
         "/api/v1/webhooks": {"get", "post"}, "/api/v1/webhooks/{webhook_id}": {"get", "delete"},
@@ -142,6 +198,8 @@ def test_openapi_lists_the_admin_routes(kr: KeyrelayServer) -> None:
     for path, methods in expected.items():
         assert path in paths, path
         assert methods <= set(paths[path]), (path, set(paths[path]))
+    # the plain-ASGI doors (gateway, files, request API, MCP, probes) are not FastAPI routes
+    assert not {"/healthz", "/readyz", "/metrics"} & set(paths)
 
 
 def _is_431(r: httpx.Response) -> None:

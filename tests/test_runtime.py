@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from keyrelay.errors import NotFound, Sealed, Unavailable
+from keyrelay.http.services import Services
 from keyrelay.model import BySlug, Door, Inbound, Scope, Tail
 from keyrelay.runtime import runtime
 from keyrelay.settings import Settings
@@ -28,6 +29,7 @@ async def test_the_admin_application_is_made_on_first_start_only(tmp_path: Path)
         first = rt.bootstrap
     async with runtime(_settings(tmp_path)) as rt:
         again = rt.bootstrap
+        assert isinstance(rt.services, Services) and rt.services.catalog["http"].name == "http"
     assert first is not None and first.client_secret and again is None
     assert (tmp_path / "data" / "master.key").exists()
 

@@ -1,5 +1,7 @@
 """The ASGI application and its routing: request ids, framing limits, the plain-ASGI doors on the hot path, then
-FastAPI (admin, tokens, logs, Airbyte-compatible routes; validation and OpenAPI) for everything else.
+FastAPI (admin, tokens, logs, Airbyte-compatible routes; validation and OpenAPI) for everything else. FastAPI and
+its routes are imported and built with the first request that needs them: a worker that serves only the
+gateway, files, request API, MCP and probes never loads them (docs/performance.md).
 
 The process's services are built by `runtime.py` in the lifespan; errors are rendered by `http/render.py`.
 """
@@ -11,28 +13,10 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
-
-from fastapi import FastAPI
+from typing import TYPE_CHECKING, Any
 
 from keyrelay import boundedjson
-from keyrelay.doors import (
-    access,
-    admin,
-    airbyte,
-    approvals,
-    connect,
-    connect_api,
-    connectors,
-    console,
-    files,
-    gateway,
-    mcp,
-    observe,
-    site,
-    sonar,
-    webhooks,
-)
+from keyrelay.doors import files, gateway, mcp, probes, sonar
 from keyrelay.errors import HeadersTooLarge, InvalidRequest, KeyrelayError, Unavailable, UriTooLong
 from keyrelay.http.asgi import (
     HEADERS_CHECKED,
@@ -44,12 +28,15 @@ from keyrelay.http.asgi import (
     read_body,
     with_request_id,
 )
-from keyrelay.http.render import install_error_handlers, send_error
+from keyrelay.http.render import send_error
 from keyrelay.ids import new_id
 from keyrelay.manage.access import NewApplication
 from keyrelay.ports import Clock
 from keyrelay.runtime import Runtime, runtime
 from keyrelay.settings import Settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 log = logging.getLogger("keyrelay")
 Door = Callable[[AsgiScope, Receive, Send], Awaitable[None]]
@@ -66,6 +53,8 @@ class HotPath:
         self._sonar = sonar.SonarDoor(rt.relay, max_body_bytes=settings.max_body_bytes)
         self._files = files.FilesDoor(rt.files)
         self._mcp = rt.mcp
+        self._probes = probes.ProbesDoor(ready=rt.services.ready, metrics=rt.metrics.exposition,
+                                         metrics_content_type=rt.metrics.content_type)
 
     def door(self, scope: AsgiScope) -> tuple[Door, bool] | None:
         """The door for this request and whether it adds X-Request-Id itself, or None for FastAPI."""
@@ -78,6 +67,8 @@ class HotPath:
             return self._sonar, False
         if mcp.is_mcp(path):
             return self._mcp, False
+        if probes.is_probe(path):
+            return self._probes, False
         return None
 
 
@@ -104,6 +95,24 @@ class DirectGateway:
 
 
 def build_api() -> FastAPI:
+    """The FastAPI application of every route that is not a plain-ASGI door (imports FastAPI and the routes)."""
+    from fastapi import FastAPI
+
+    from keyrelay.doors import (
+        access,
+        admin,
+        airbyte,
+        approvals,
+        connect,
+        connect_api,
+        connectors,
+        console,
+        observe,
+        site,
+        webhooks,
+    )
+    from keyrelay.http.responses import install_error_handlers
+
     api = FastAPI(title="keyrelay", version="0.1.0", docs_url=None, redoc_url=None,  # served by doors/site.py
                   description="Self-hosted credential gateway for AI agents. See docs/ in the repository.")
     for router in (access.router, access.tokens_router, admin.router, connectors.router, airbyte.router,
@@ -121,11 +130,20 @@ class KeyrelayApp:
                  clock: Clock = time.time):
         self.settings = settings
         self._clock = clock  # wall-clock seconds for the runtime (tests pin it; see runtime.py)
-        self.api = build_api()
+        self._api: FastAPI | None = None
         self.runtime: Runtime | None = None
         self._hot: HotPath | None = None
         self.direct_route: DirectGateway | None = None  # for keyrelay's own server (server.py), once started
         self._on_bootstrap = on_bootstrap
+
+    @property
+    def api(self) -> FastAPI:
+        """The FastAPI application, built on first use (a synchronous build: no request sees it half-made)."""
+        if self._api is None:
+            self._api = build_api()
+            if self.runtime is not None:
+                _bind(self._api, self.runtime)
+        return self._api
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -165,6 +183,7 @@ class KeyrelayApp:
             if _too_deep(body):
                 err = InvalidRequest(f"Malformed JSON body: nested more than {boundedjson.MAX_DEPTH} levels deep",
                                      field="body")
+                from keyrelay.doors import airbyte  # loaded with the routes (`build_api`)
                 if scope["path"].startswith(airbyte.PREFIX):
                     await airbyte.error_response(err)(scope, receive, send)
                     return
@@ -185,9 +204,8 @@ class KeyrelayApp:
         try:
             async with runtime(self.settings, clock=self._clock) as rt:
                 self.runtime = rt
-                self.api.state.services = rt.services
-                self.api.state.metrics = rt.metrics
-                self.api.state.request_log = rt.request_log
+                if self._api is not None:
+                    _bind(self._api, rt)
                 self._hot = HotPath(rt, self.settings)
                 self.direct_route = DirectGateway(self._hot.gateway, self.settings)
                 if rt.bootstrap is not None:
@@ -205,6 +223,13 @@ class KeyrelayApp:
             await send({"type": "lifespan.startup.failed", "message": "keyrelay failed to start"})
             return
         await send({"type": "lifespan.shutdown.complete"})
+
+
+def _bind(api: FastAPI, rt: Runtime) -> None:
+    """What the routes' dependencies read (http/deps.py)."""
+    api.state.services = rt.services
+    api.state.metrics = rt.metrics
+    api.state.request_log = rt.request_log
 
 
 def _too_deep(body: bytes) -> bool:

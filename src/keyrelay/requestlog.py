@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from keyrelay import ids
 from keyrelay.model import LogEntry
@@ -50,6 +50,12 @@ class Metrics:
         # labelled children, looked up once (prometheus_client's labels() takes a lock and builds a tuple)
         self._doors: dict[str, tuple[Any, Any, Any, Any]] = {}
         self._requests: dict[tuple[str, int, str | None], Any] = {}
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def exposition(self) -> bytes:
+        """Every series in Prometheus's text format (`GET /metrics`)."""
+        return generate_latest(self.registry)
 
     def observe(self, e: LogEntry) -> None:
         per_door = self._doors.get(e.door)

@@ -30,7 +30,7 @@ from keyrelay.errors import InvalidRequest, Sealed, Unavailable
 from keyrelay.files.service import FileService
 from keyrelay.files.stores import StoreFactory
 from keyrelay.http.asgi import sole_error
-from keyrelay.http.deps import Services
+from keyrelay.http.services import Services
 from keyrelay.manage.access import AccessService, NewApplication
 from keyrelay.manage.approvals import ApprovalService
 from keyrelay.manage.connect import ConnectService, ConnectSession, parse_allowlist

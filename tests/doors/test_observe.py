@@ -1,4 +1,4 @@
-"""Health, readiness, Prometheus metrics and the request log (list + live SSE)."""
+"""Prometheus metrics of the requests and the request log (list + live SSE)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,6 @@ def _proxy_setup(kr: KeyrelayServer, admin: Admin, upstream: FakeUpstream, name:
     admin.source(ws, upstream_url=upstream.url, credentials={"bearer_token": "metric-secret-123"})
     key = admin.api_key(ws, ["proxy", "logs"])
     return ws, key, f"{kr.url}/api/{ws}/proxy/echo"
-
-
-def test_healthz_and_readyz(kr: KeyrelayServer) -> None:
-    assert httpx.get(kr.url + "/healthz").json() == {"status": "ok"}
-    assert httpx.get(kr.url + "/readyz").json() == {"status": "ready"}
 
 
 def test_metrics_count_requests_by_door_status_and_source_type(kr: KeyrelayServer, admin: Admin,

@@ -14,7 +14,7 @@ from fastapi import Depends, FastAPI
 
 from keyrelay.errors import Forbidden
 from keyrelay.http.deps import admin, caller, need_scope
-from keyrelay.http.render import install_error_handlers
+from keyrelay.http.responses import install_error_handlers
 from keyrelay.model import Caller, CallerKind, Scope
 from support.pipeline import Pipeline, assembled
 

@@ -10,8 +10,10 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from keyrelay.errors import InvalidRequest
-from keyrelay.http.deps import Services, admin, application, services
-from keyrelay.http.render import api_key_view, application_view, iso, json_response
+from keyrelay.http.deps import admin, application, services
+from keyrelay.http.render import api_key_view, application_view, iso
+from keyrelay.http.responses import json_response
+from keyrelay.http.services import Services
 from keyrelay.model import Caller, Scope
 from keyrelay.pipeline import constraints as cons
 

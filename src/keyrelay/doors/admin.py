@@ -17,8 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from keyrelay.connectors import describe
 from keyrelay.errors import Forbidden, InvalidRequest, NotFound
-from keyrelay.http.deps import Services, admin, caller, may_write_sources, services
-from keyrelay.http.render import json_response, source_view, workspace_view
+from keyrelay.http.deps import admin, caller, may_write_sources, services
+from keyrelay.http.render import source_view, workspace_view
+from keyrelay.http.responses import json_response
+from keyrelay.http.services import Services
 from keyrelay.model import Caller
 
 router = APIRouter(tags=["admin"])

@@ -19,8 +19,10 @@ from keyrelay.connectors.execute import ACTION_ALIASES, ExecuteRequest
 from keyrelay.connectors.spec import ConnectorSpec
 from keyrelay.errors import InvalidRequest, KeyrelayError, NotFound, Unprocessable
 from keyrelay.http.bodies import ExecuteBody
-from keyrelay.http.deps import Services, caller, may_write_sources, need_scope, services
-from keyrelay.http.render import dumps, iso, json_response
+from keyrelay.http.deps import caller, may_write_sources, need_scope, services
+from keyrelay.http.render import dumps, iso
+from keyrelay.http.responses import json_response
+from keyrelay.http.services import Services
 from keyrelay.model import Caller, Scope, Source, Workspace
 from keyrelay.pipeline import approval
 

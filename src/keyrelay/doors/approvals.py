@@ -12,8 +12,9 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from keyrelay.errors import KeyrelayError, NotFound
-from keyrelay.http.deps import Services, caller, services
-from keyrelay.http.render import json_response
+from keyrelay.http.deps import caller, services
+from keyrelay.http.responses import json_response
+from keyrelay.http.services import Services
 from keyrelay.manage.approvals import APPROVE, DENY, ApprovalService, answer
 from keyrelay.model import Approval, ApprovalStatus, Caller, Scope
 from keyrelay.pipeline import approval

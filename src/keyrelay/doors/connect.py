@@ -24,7 +24,8 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Depends, Request, Response
 
 from keyrelay.errors import InvalidRequest, KeyrelayError, NotFound
-from keyrelay.http.deps import Services, services
+from keyrelay.http.deps import services
+from keyrelay.http.services import Services
 from keyrelay.manage.connect import ConnectService, ConnectSession, Unusable
 from keyrelay.manage.connections import CallbackProblem, Connected, ConnectFlow, Offer
 from keyrelay.web.csrf import Csrf

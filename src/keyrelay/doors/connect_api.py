@@ -11,8 +11,10 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from keyrelay.http.deps import Services, admin, services
-from keyrelay.http.render import iso, json_response
+from keyrelay.http.deps import admin, services
+from keyrelay.http.render import iso
+from keyrelay.http.responses import json_response
+from keyrelay.http.services import Services
 from keyrelay.manage.connect import ConnectService, ConnectSession
 from keyrelay.manage.oauth_clients import OAuthClient, OAuthClientService
 from keyrelay.model import Caller

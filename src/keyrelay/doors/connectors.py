@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from keyrelay.connectors.execute import ExecuteRequest
 from keyrelay.errors import NotFound
 from keyrelay.http.bodies import ExecuteBody
-from keyrelay.http.deps import Services, caller, need_scope, services
-from keyrelay.http.render import json_response
+from keyrelay.http.deps import caller, need_scope, services
+from keyrelay.http.responses import json_response
+from keyrelay.http.services import Services
 from keyrelay.model import Caller, Scope
 from keyrelay.pipeline import approval
 

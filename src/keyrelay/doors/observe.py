@@ -9,34 +9,19 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import StreamingResponse
 
 from keyrelay.errors import InvalidRequest, NotFound
-from keyrelay.http.deps import Services, caller, need_scope, services
-from keyrelay.http.render import event_view, json_response
+from keyrelay.http.deps import caller, need_scope, services
+from keyrelay.http.render import event_view
+from keyrelay.http.responses import json_response
+from keyrelay.http.services import Services
 from keyrelay.model import Caller, LogEntry, LogQuery, Scope
 
 router = APIRouter(tags=["observability"])
 Svc = Annotated[Services, Depends(services)]
 AnyCaller = Annotated[Caller, Depends(caller)]
 _KEEPALIVE_SECONDS = 15.0
-
-
-@router.get("/healthz")
-async def healthz() -> Response:
-    return json_response({"status": "ok"})
-
-
-@router.get("/readyz")
-async def readyz(svc: Svc) -> Response:
-    await svc.ready()
-    return json_response({"status": "ready"})
-
-
-@router.get("/metrics")
-async def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def _visible_workspace(who: Caller, workspace_id: str | None) -> str | None:

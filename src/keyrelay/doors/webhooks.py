@@ -8,8 +8,10 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from keyrelay.http.deps import Services, admin, services
-from keyrelay.http.render import iso, json_response
+from keyrelay.http.deps import admin, services
+from keyrelay.http.render import iso
+from keyrelay.http.responses import json_response
+from keyrelay.http.services import Services
 from keyrelay.manage.webhooks import Delivery, Webhook, WebhookService
 from keyrelay.model import Caller
 

@@ -1,39 +1,13 @@
-"""What the doors receive from the composition root, and the FastAPI dependencies that authenticate."""
+"""The FastAPI dependencies of the routes: the services (http/services.py) and the caller they authenticate."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
-
 from fastapi import Request
 
-from keyrelay.connectors.execute import ConnectorService
-from keyrelay.connectors.spec import ConnectorSpec
 from keyrelay.errors import Forbidden
-from keyrelay.manage.access import AccessService
-from keyrelay.manage.sources import SourceService
-from keyrelay.manage.workspaces import WorkspaceService
+from keyrelay.http.services import Services
 from keyrelay.model import Caller, CallerKind, Scope
-from keyrelay.pipeline.authenticate import Authenticator
 from keyrelay.pipeline.authorize import require_admin
-from keyrelay.ports import RequestLogStore, Vault
-from keyrelay.settings import Settings
-
-
-@dataclass
-class Services:
-    settings: Settings
-    authenticator: Authenticator
-    access: AccessService
-    workspaces: WorkspaceService
-    sources: SourceService
-    catalog: Mapping[str, ConnectorSpec]
-    logs: RequestLogStore
-    vault: Vault
-    ready: Callable[[], Awaitable[None]]
-    connectors: ConnectorService
-    extras: dict[str, Any]
 
 
 def services(request: Request) -> Services:

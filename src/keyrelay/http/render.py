@@ -1,25 +1,21 @@
-"""Rendering: the one error renderer (every door and route answers errors through it), and the public views of
-stored objects (never a credential value)."""
+"""Rendering: the one error renderer (every door answers errors through it; the FastAPI routes through
+http/responses.py, which wraps it), and the public views of stored objects (never a credential value).
+
+Nothing here imports the admin framework: the gateway, files, sonar and MCP doors render errors through this
+module, and a worker that serves only them never loads FastAPI (docs/performance.md)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
-
-from keyrelay.errors import InternalError, InvalidRequest, KeyrelayError, MethodNotAllowed, NotFound
+from keyrelay.errors import KeyrelayError
 from keyrelay.model import ApiKey, Application, LogEntry, Source, Workspace
 from keyrelay.pipeline import constraints
 
 JSON = "application/json"
-log = logging.getLogger("keyrelay")
 
 
 def iso(ts: float | None) -> str | None:
@@ -30,10 +26,6 @@ def iso(ts: float | None) -> str | None:
 
 def dumps(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(dumps(data), status_code=status, media_type=JSON, headers=headers)
 
 
 # The request's body or head was refused before it was read to its end: close the connection rather than
@@ -59,55 +51,6 @@ async def send_error(send: Callable[[dict[str, Any]], Awaitable[None]], err: Key
     headers = [*error_headers(err, length=len(body)), *err.headers, *extra_headers]
     await send({"type": "http.response.start", "status": err.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-def error_response(err: KeyrelayError, request_id: str | None) -> Response:
-    """The same error for FastAPI routes."""
-    body = dumps(err.body(request_id))
-    resp = Response(body, status_code=err.status)
-    resp.raw_headers = [*error_headers(err, length=len(body)), *err.headers]
-    return resp
-
-
-def validation_error(exc: RequestValidationError) -> InvalidRequest:
-    """Name the offending field; never echo the submitted value (it may be a secret)."""
-    first = exc.errors()[0] if exc.errors() else {}
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    if first.get("type") == "json_invalid":
-        return InvalidRequest("Malformed JSON body", field="body")
-    field = ".".join(loc) or "body"
-    return InvalidRequest(f"Invalid {field}: {first.get('msg', 'invalid value')}", field=field)
-
-
-def install_error_handlers(api: FastAPI) -> None:
-    """Every error of a FastAPI route in the contract's body: keyrelay's own errors, request validation,
-    Starlette's 404/405, and anything unexpected (a fixed message; the details go to the server log only)."""
-
-    def rid(request: Request) -> str | None:
-        value: str | None = request.scope.get("state", {}).get("request_id")
-        return value
-
-    @api.exception_handler(KeyrelayError)
-    async def _keyrelay(request: Request, exc: KeyrelayError) -> Response:
-        return error_response(exc, rid(request))
-
-    @api.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        return error_response(validation_error(exc), rid(request))
-
-    @api.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        err: KeyrelayError = NotFound("No such route")
-        if exc.status_code == 405:
-            err = MethodNotAllowed(f"Method {request.method} is not allowed on this route")
-        elif exc.status_code != 404:
-            err = InvalidRequest("Bad request")
-        return error_response(err, rid(request))
-
-    @api.exception_handler(Exception)
-    async def _crash(request: Request, exc: Exception) -> Response:
-        log.error("unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
-        return error_response(InternalError("Internal error"), rid(request))
 
 
 def workspace_view(ws: Workspace) -> dict[str, Any]:

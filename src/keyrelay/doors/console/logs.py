@@ -22,8 +22,8 @@ from starlette.responses import StreamingResponse
 
 from keyrelay.doors.console.session import SESSION_COOKIE, ConsoleRoute, Signed, parts
 from keyrelay.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
-from keyrelay.http.deps import Services
 from keyrelay.http.render import event_view
+from keyrelay.http.services import Services
 from keyrelay.model import Caller, Door, LogEntry, Scope
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)

@@ -22,7 +22,8 @@ from fastapi.routing import APIRoute
 
 from keyrelay.doors.console import fmt
 from keyrelay.errors import Forbidden, InvalidRequest, KeyrelayError
-from keyrelay.http.deps import Services, services
+from keyrelay.http.deps import services
+from keyrelay.http.services import Services
 from keyrelay.manage.console import ConsoleService
 from keyrelay.manage.traffic import TrafficService
 from keyrelay.model import Application, Caller, ConsoleSession, Scope, Workspace
