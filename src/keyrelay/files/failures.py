@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
-from obstore import exceptions as ox
-
 from keyrelay.errors import (
     KeyrelayError,
     NotFound,
@@ -23,6 +21,8 @@ T = TypeVar("T")
 
 
 def translate(exc: BaseException) -> KeyrelayError:
+    from obstore import exceptions as ox  # loaded by now: the call that failed was obstore's
+
     if isinstance(exc, KeyrelayError):
         return exc
     if isinstance(exc, (FileNotFoundError, ox.NotFoundError, IsADirectoryError, NotADirectoryError)):
@@ -34,11 +34,19 @@ def translate(exc: BaseException) -> KeyrelayError:
     return UpstreamUnreachable("The storage service could not be reached or gave an invalid answer")
 
 
+def storage_error() -> type[BaseException]:
+    """The base class of obstore's own errors (obstore is imported on first use: after a storage call failed, it
+    is loaded already)."""
+    from obstore import exceptions as ox
+
+    return ox.BaseError
+
+
 async def guarded(step: Awaitable[T]) -> T:
     """Await a storage call; any failure becomes a KeyrelayError."""
     try:
         return await step
-    except (ox.BaseError, OSError, ValueError, RuntimeError) as exc:
+    except (storage_error(), OSError, ValueError, RuntimeError) as exc:
         raise translate(exc) from None
 
 
@@ -47,5 +55,5 @@ async def guarded_stream(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     try:
         async for chunk in chunks:
             yield chunk
-    except (ox.BaseError, OSError, ValueError, RuntimeError) as exc:
+    except (storage_error(), OSError, ValueError, RuntimeError) as exc:
         raise translate(exc) from None

@@ -19,8 +19,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import obstore
-
 from keyrelay import boundedjson
 from keyrelay.errors import InvalidRequest
 from keyrelay.files import local
@@ -98,6 +96,8 @@ def _listable(key: str) -> bool:
 async def _store_page(fs: FileSource, prefix: str, after: str | None, limit: int) -> tuple[list[Entry], bool]:
     store_prefix = join(fs.root, prefix) or None
     offset = join(fs.root, after) if after else None
+    import obstore  # on first use: a worker that serves no file never loads the object stores
+
     stream = obstore.list(fs.store, prefix=store_prefix, offset=offset, chunk_size=min(limit + 1, LIMIT_MAX))
     found: list[Entry] = []
     while True:

@@ -17,8 +17,6 @@ from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import obstore
-
 from keyrelay.files import local, ranges
 from keyrelay.files.failures import guarded, guarded_stream
 from keyrelay.files.listing import quoted
@@ -26,6 +24,8 @@ from keyrelay.files.paths import join
 from keyrelay.files.stores import FileSource
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from obstore import GetOptions
 
 CHUNK = 1024 * 1024
@@ -87,14 +87,14 @@ async def open_file(fs: FileSource, key: str, *, range_header: str | None, max_s
     full = join(fs.root, key)
     span: ranges.Span | None = None
     if spec is not None or head_only:
-        meta = await guarded(obstore.head_async(fs.store, full))
+        meta = await guarded(_obstore().head_async(fs.store, full))
         if spec is not None:
             span = ranges.resolve(spec, int(meta["size"]), max_span)
         if head_only:
             length = span.length if span else int(meta["size"])
             return Opened(206 if span else 200, _headers(key, meta, {}, span, length), length, None)
     options: GetOptions | None = {"range": (span.start, span.end)} if span is not None else None
-    result = await guarded(obstore.get_async(fs.store, full, options=options))
+    result = await guarded(_obstore().get_async(fs.store, full, options=options))
     meta = result.meta
     if span is None:
         length = int(meta["size"])
@@ -110,3 +110,9 @@ async def open_file(fs: FileSource, key: str, *, range_header: str | None, max_s
 async def _chunks(result: Any) -> AsyncIterator[bytes]:
     async for chunk in guarded_stream(aiter(result.stream(min_chunk_size=CHUNK))):
         yield bytes(chunk)
+
+
+def _obstore() -> ModuleType:
+    import obstore  # on first use: a worker that serves no file never loads the object stores
+
+    return obstore

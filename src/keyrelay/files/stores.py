@@ -30,21 +30,27 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from obstore import exceptions as ox
-from obstore.store import AzureStore, GCSStore, LocalStore, S3Store
-
 from keyrelay.egress import destination, ssrf
 from keyrelay.egress.objectstore import EgressGuard
 from keyrelay.errors import DestinationNotAllowed, InvalidRequest, KeyrelayError, UpstreamUnreachable
 from keyrelay.files import gcsauth
-from keyrelay.files.failures import translate
+from keyrelay.files.failures import storage_error, translate
 from keyrelay.files.paths import root_prefix
 from keyrelay.model import Credentials, Secret, Source
 
 if TYPE_CHECKING:
-    from obstore.store import AzureCredential, ClientConfig, RetryConfig, S3Credential
+    from obstore.store import (
+        AzureCredential,
+        AzureStore,
+        ClientConfig,
+        GCSStore,
+        LocalStore,
+        RetryConfig,
+        S3Credential,
+        S3Store,
+    )
 
-Store = S3Store | GCSStore | AzureStore | LocalStore
+    Store = S3Store | GCSStore | AzureStore | LocalStore
 FILE_CONNECTORS = frozenset({"s3", "gcs", "azure_blob", "local"})
 _CACHE_MAX = 1024
 
@@ -75,7 +81,7 @@ class StoreFactory:
         if opened is None:
             try:
                 opened = await self._build(source, credentials.fields)
-            except (ox.BaseError, ValueError, TypeError) as exc:  # obstore refused the configuration
+            except (storage_error(), ValueError, TypeError) as exc:  # obstore refused the configuration
                 raise translate(exc) from None
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()
@@ -97,6 +103,8 @@ class StoreFactory:
         options = _client_options(target.scheme, timeout, proxy)
         retry: RetryConfig = {"max_retries": 2, "retry_timeout": timedelta(seconds=timeout)}
         root = root_prefix(config.get("prefix"))
+        from obstore.store import AzureStore, GCSStore, S3Store  # on first use (a worker without file sources)
+
         store: Store
         if source.connector == "s3":
             region = str(config.get("region") or "us-east-1")
@@ -123,6 +131,8 @@ class StoreFactory:
             raise DestinationNotAllowed("The source's directory is outside KEYRELAY_LOCAL_ROOTS")
         if not directory.is_dir():
             raise UpstreamUnreachable("The source's directory does not exist")
+        from obstore.store import LocalStore
+
         return FileSource("local", LocalStore(directory), "", local_dir=directory)
 
 

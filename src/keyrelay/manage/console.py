@@ -17,16 +17,16 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from limits import RateLimitItemPerMinute
-from limits.aio.storage import RedisStorage
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from typing import TYPE_CHECKING
 
 from keyrelay.errors import InvalidRequest, NotFound, RateLimited, Unauthenticated, Unavailable
 from keyrelay.model import Application, Caller, CallerKind, ConsoleSession, VaultKey
-from keyrelay.pipeline.ratelimit import LocalWindows
+from keyrelay.pipeline.ratelimit import LocalWindows, shared_limiter
 from keyrelay.pipeline.tokens import TokenHasher, new_token
 from keyrelay.ports import AccessStore, Clock, ConsoleStore, VaultAdmin
+
+if TYPE_CHECKING:
+    from limits.aio.storage import RedisStorage
 
 SESSION_PREFIX = "krc_"
 LINK_PREFIX = "krl_"
@@ -62,13 +62,15 @@ class SignInLimiter:
 
     def __init__(self, storage: LocalWindows | RedisStorage) -> None:
         self._local = storage if isinstance(storage, LocalWindows) else None
-        self._shared = SlidingWindowCounterRateLimiter(storage) if isinstance(storage, RedisStorage) else None
+        self._shared = shared_limiter(storage)
 
     async def hit(self, key: str, limit: int) -> int:
         """Count one attempt; 0 if allowed, else the seconds (1-60) to wait."""
         if self._local is not None:
             return self._local.hit(key, limit)
         assert self._shared is not None
+        from limits import RateLimitItemPerMinute  # loaded with the Redis storage
+
         item = RateLimitItemPerMinute(limit)
         try:
             if await self._shared.hit(item, "console-sign-in", key):

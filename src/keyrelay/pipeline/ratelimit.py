@@ -24,10 +24,12 @@ import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from limits import RateLimitItemPerMinute
-from limits.aio.storage import RedisStorage
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
+if TYPE_CHECKING:  # `limits` is imported only when Redis is configured
+    from limits import RateLimitItemPerMinute
+    from limits.aio.storage import RedisStorage
+    from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from keyrelay.errors import RateLimited, Unavailable
 from keyrelay.pipeline.policy import RULE_RATE, Note
@@ -155,6 +157,8 @@ def make_storage(redis_url: str | None, *, clock: Callable[[], float] = time.tim
                  shared: Path | None = None) -> LocalWindows | RedisStorage:
     """Redis when configured; else the workers' shared file (`shared`), else this process's memory."""
     if redis_url:
+        from limits.aio.storage import RedisStorage
+
         uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
         return RedisStorage(uri, implementation="redispy", key_prefix="keyrelay-rl")
     if shared is not None:
@@ -162,10 +166,19 @@ def make_storage(redis_url: str | None, *, clock: Callable[[], float] = time.tim
     return LocalWindows(clock)
 
 
+def shared_limiter(storage: LocalWindows | RedisStorage) -> SlidingWindowCounterRateLimiter | None:
+    """The `limits` strategy over a Redis storage; None for counters kept by this host (`LocalWindows`)."""
+    if isinstance(storage, LocalWindows):
+        return None
+    from limits.aio.strategies import SlidingWindowCounterRateLimiter
+
+    return SlidingWindowCounterRateLimiter(storage)
+
+
 class RateLimiter:
     def __init__(self, storage: LocalWindows | RedisStorage, *, caller_limit: int | None) -> None:
         self._local = storage if isinstance(storage, LocalWindows) else None
-        self._shared = SlidingWindowCounterRateLimiter(storage) if isinstance(storage, RedisStorage) else None
+        self._shared = shared_limiter(storage)
         self._caller_limit = caller_limit
         self._items: dict[int, RateLimitItemPerMinute] = {}
 
@@ -209,6 +222,8 @@ class RateLimiter:
         assert self._shared is not None
         item = self._items.get(limit)
         if item is None:
+            from limits import RateLimitItemPerMinute
+
             item = self._items[limit] = RateLimitItemPerMinute(limit)
         try:
             if await self._shared.hit(item, kind, key):
