@@ -14,6 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from keyrelay.app import KeyrelayApp, create_app
+from keyrelay.errors import UpstreamTimeout
+from keyrelay.http.asgi import ResponseAborted
 from support.keyrelay import Admin, KeyrelayServer, make_settings
 
 
@@ -249,3 +252,80 @@ def test_raw_socket_errors_carry_a_request_id(kr: KeyrelayServer) -> None:
     out = _raw(port, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
     head = out.split(b"\r\n\r\n", 1)[0].lower()
     assert head.startswith(b"http/1.1 414") and b"x-request-id:" in head
+
+
+class _ScriptedDoors:
+    """Stands in for the plain-ASGI doors: `/api/...` paths get the scripted door, the rest go to FastAPI."""
+
+    def __init__(self, door: Any) -> None:
+        self._door = door
+
+    def door(self, scope: dict[str, Any]) -> tuple[Any, bool] | None:
+        return (self._door, False) if scope["path"].startswith("/api/") else None
+
+
+def _scripted_app(tmp_path: Path, door: Any) -> KeyrelayApp:
+    app = create_app(make_settings(data_dir=tmp_path))
+    app._hot = _ScriptedDoors(door)  # type: ignore[assignment]  # no lifespan: nothing else is needed
+    return app
+
+
+_LEAK = "Bearer sk_live_never_logged"
+
+
+async def _start(send: Any, *, more: bool) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"partial", "more_body": more})
+
+
+async def test_a_bug_in_a_door_answers_the_contract_500_and_logs_its_type_only(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def door(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError(_LEAK)
+
+    app = _scripted_app(tmp_path, door)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        r = await c.get("/api/ws/proxy/src/x", headers={"X-Request-Id": "bug-1"})
+    assert _contract_error(r, 500, "internal_error")["request_id"] == "bug-1"
+    assert "RuntimeError" in caplog.text and "sk_live" not in caplog.text and "sk_live" not in r.text
+
+
+@pytest.mark.parametrize("failure", [RuntimeError(_LEAK), UpstreamTimeout(_LEAK)])
+async def test_a_failure_after_the_response_began_cuts_it_with_a_bare_error(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, failure: Exception) -> None:
+    async def door(scope: Any, receive: Any, send: Any) -> None:
+        await _start(send, more=True)
+        raise failure
+
+    app = _scripted_app(tmp_path, door)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        with pytest.raises(ResponseAborted) as cut:  # the server closes the connection on it
+            await c.get("/api/ws/proxy/src/x")
+    assert "sk_live" not in str(cut.value) and cut.value.__cause__ is None and cut.value.__suppress_context__
+    assert type(failure).__name__ in caplog.text and "sk_live" not in caplog.text
+
+
+async def test_a_failure_after_a_finished_response_changes_nothing(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    async def door(scope: Any, receive: Any, send: Any) -> None:
+        await _start(send, more=False)
+        raise RuntimeError(_LEAK)
+
+    app = _scripted_app(tmp_path, door)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        r = await c.get("/api/ws/proxy/src/x")
+    assert (r.status_code, r.text) == (200, "partial") and "sk_live" not in caplog.text
+
+
+async def test_a_bug_in_a_fastapi_route_is_answered_once_and_never_reaches_the_server(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def boom() -> None:
+        raise RuntimeError(_LEAK)
+
+    app = _scripted_app(tmp_path, None)
+    app.api.add_api_route("/boom", boom)
+    # Starlette re-raises after its handler answered, for the server to log with the traceback: not any more
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        r = await c.get("/boom")
+    _contract_error(r, 500, "internal_error")
+    assert "RuntimeError" in caplog.text and "sk_live" not in caplog.text

@@ -17,13 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from keyrelay import boundedjson
 from keyrelay.doors import files, gateway, mcp, probes, sonar
-from keyrelay.errors import HeadersTooLarge, InvalidRequest, KeyrelayError, Unavailable, UriTooLong
+from keyrelay.errors import HeadersTooLarge, InternalError, InvalidRequest, KeyrelayError, Unavailable, UriTooLong
 from keyrelay.http.asgi import (
     HEADERS_CHECKED,
     AsgiScope,
     Message,
     Receive,
+    ResponseAborted,
     Send,
+    Watched,
     WholeResponse,
     read_body,
     with_request_id,
@@ -153,6 +155,7 @@ class KeyrelayApp:
             return
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
+        watched = Watched(send)
         try:
             self._check_framing(scope)
             hot = self._hot
@@ -161,11 +164,20 @@ class KeyrelayApp:
             found = hot.door(scope)
             if found is not None:
                 door, adds_id = found
-                await door(scope, receive, send if adds_id else with_request_id(send, request_id))
+                await door(scope, receive, watched if adds_id else with_request_id(watched, request_id))
                 return
-            await self._api_call(scope, receive, with_request_id(send, request_id))
+            await self._api_call(scope, receive, with_request_id(watched, request_id))
         except KeyrelayError as err:
-            await send_error(with_request_id(send, request_id), err, request_id)
+            if watched.started:
+                _failed_midway(scope, err, watched)
+                return
+            await send_error(with_request_id(watched, request_id), err, request_id)
+        except Exception as exc:  # a bug: never the server's traceback (it may quote a header, a credential)
+            if watched.started:
+                _failed_midway(scope, exc, watched)
+                return
+            log.error("unhandled error on %s %s: %s", scope["method"], scope["path"], type(exc).__name__)
+            await send_error(with_request_id(watched, request_id), InternalError("Internal error"), request_id)
 
     def _check_framing(self, scope: AsgiScope) -> None:
         s = self.settings
@@ -223,6 +235,15 @@ class KeyrelayApp:
             await send({"type": "lifespan.startup.failed", "message": "keyrelay failed to start"})
             return
         await send({"type": "lifespan.shutdown.complete"})
+
+
+def _failed_midway(scope: AsgiScope, exc: Exception, watched: Watched) -> None:
+    """A failure after the response began. Finished: it was answered (FastAPI's handler rendered and logged it,
+    then re-raised for the server to log: not here). Unfinished: cut the connection, with a bare error."""
+    if watched.finished:
+        return
+    log.error("response cut short on %s %s: %s", scope["method"], scope["path"], type(exc).__name__)
+    raise ResponseAborted("response cut short (the cause is logged above by its type)") from None
 
 
 def _bind(api: FastAPI, rt: Runtime) -> None:

@@ -10,7 +10,16 @@ from typing import Any
 import pytest
 
 from keyrelay.errors import KeyrelayError, PayloadTooLarge, UpstreamUnreachable
-from keyrelay.http.asgi import ClientGone, header, read_body, send_body, send_relayed, sole_error, with_request_id
+from keyrelay.http.asgi import (
+    ClientGone,
+    Watched,
+    header,
+    read_body,
+    send_body,
+    send_relayed,
+    sole_error,
+    with_request_id,
+)
 from keyrelay.pipeline.relay import Relayed
 
 
@@ -175,3 +184,18 @@ async def test_send_body_without_watching_just_pumps() -> None:
 
     await send_body(chunks(), receive, send, watch=False)
     assert [(m["body"], m["more_body"]) for m in sent] == [(b"x", True), (b"", False)]
+
+
+async def test_watched_tells_how_far_a_response_got() -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        seen.append(message)
+
+    watched = Watched(send)
+    assert (watched.started, watched.finished) == (False, False)
+    await watched({"type": "http.response.start", "status": 200, "headers": []})
+    await watched({"type": "http.response.body", "body": b"a", "more_body": True})
+    assert (watched.started, watched.finished) == (True, False)
+    await watched({"type": "http.response.body", "body": b"b"})
+    assert (watched.started, watched.finished) == (True, True) and len(seen) == 3

@@ -61,6 +61,30 @@ def with_request_id(send: Send, request_id: str) -> Send:
     return send_with_id
 
 
+class Watched:
+    """A `send` that remembers how far the response got, so that a failure can still be answered (or the
+    connection cut) correctly: app.py's last line of defence."""
+
+    __slots__ = ("_send", "finished", "started")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+        self.finished = False
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.started = True
+        elif kind == "http.response.body" and not message.get("more_body", False):
+            self.finished = True
+        await self._send(message)
+
+
+class ResponseAborted(Exception):
+    """A failure after the response began: the server closes the connection (the cause is logged by type)."""
+
+
 class ClientGone(Exception):
     """The agent closed its connection."""
 
