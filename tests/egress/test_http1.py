@@ -673,6 +673,191 @@ async def test_bytes_past_the_end_of_a_response_in_the_same_read_poison_the_conn
         await until(lambda: up.eofs == [1])
 
 
+# --- a Content-Length body whose rest comes in later reads: counted by the connection, not parsed ---
+
+PIECES = [bytes([65 + i]) * 5000 for i in range(3)]  # each above SMALL_PIECE: handed on as it came
+COUNTED = b"".join(PIECES)
+
+
+def _counted_head(extra: bytes = b"", length: int = len(COUNTED)) -> bytes:
+    return b"HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\n\r\n" % (extra, length)
+
+
+class Lockstep:
+    """The test and a scripted upstream in turn: the upstream sends the next piece only after the client has
+    handed on the previous one, so every piece arrives in a read of its own."""
+
+    def __init__(self) -> None:
+        self.turn = asyncio.Event()
+
+    async def wait(self) -> None:
+        await within(self.turn.wait())
+        self.turn.clear()
+
+    def go(self) -> None:
+        self.turn.set()
+
+
+async def _read_in_lockstep(resp: Response, step: Lockstep) -> bytes:
+    got = []
+    step.go()  # the head is parsed: the body may come
+    async for chunk in resp.chunks():
+        got.append(chunk)
+        step.go()
+    return b"".join(got)
+
+
+@pytest.mark.parametrize("first", [b"", PIECES[0][:100]], ids=["head alone", "head with the body's start"])
+async def test_a_counted_body_arrives_whole_and_a_new_parser_reads_the_next_response(
+        pools: Callable[..., Pool], first: bytes) -> None:
+    step = Lockstep()
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+
+    async def handler(conn: Conn) -> None:
+        await conn.request()
+        await conn.send(_counted_head() + first)
+        rest = COUNTED[len(first):]
+        for piece in (rest[:5000 - len(first)], rest[5000 - len(first):10000 - len(first)], rest[-5000:]):
+            await step.wait()
+            await conn.send(piece)
+        await replying(chunked)(conn)  # the next request on this connection: another framing
+
+    async with serve(handler) as up:
+        pool = pools()
+        resp = await pool.request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
+        try:
+            assert await _read_in_lockstep(resp, step) == COUNTED
+        finally:
+            resp.release()
+        assert (await fetch(pool, up.url()))[1] == b"ok" and up.connections == 1
+
+
+@pytest.mark.parametrize("extra", PAST_THE_END.values(), ids=PAST_THE_END.keys())
+async def test_bytes_behind_a_counted_body_in_the_same_read_poison_the_connection(
+        pools: Callable[..., Pool], extra: bytes) -> None:
+    step = Lockstep()
+
+    async def handler(conn: Conn) -> None:
+        if conn.index > 1:
+            return await replying(OK)(conn)
+        await conn.request()
+        await conn.send(_counted_head())
+        await step.wait()
+        await conn.send(COUNTED + extra)  # the body's end and the stray bytes in one write
+        await conn.wait_eof()
+        return None
+
+    async with serve(handler) as up:
+        pool = pools()
+        resp = await pool.request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
+        try:
+            assert await _read_in_lockstep(resp, step) == COUNTED  # not one byte more
+        finally:
+            resp.release()
+        assert (await fetch(pool, up.url()))[1] == b"ok" and up.connections == 2
+        await until(lambda: up.eofs == [1])
+
+
+async def test_a_byte_after_a_counted_body_poisons_the_connection_before_it_is_released(
+        pools: Callable[..., Pool]) -> None:
+    step = Lockstep()
+
+    async def handler(conn: Conn) -> None:
+        if conn.index > 1:
+            return await replying(OK)(conn)
+        await conn.request()
+        await conn.send(_counted_head())
+        await step.wait()
+        await conn.send(COUNTED)
+        await step.wait()
+        await conn.send(b"\r\n")  # a later read: llhttp would skip it before a next response
+        await conn.wait_eof()
+        return None
+
+    async with serve(handler) as up:
+        pool = pools()
+        resp = await pool.request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
+        try:
+            assert await _read_in_lockstep(resp, step) == COUNTED
+            await until(lambda: up.eofs == [1])  # closed at once, before anything could reuse it
+        finally:
+            resp.release()
+        assert (await fetch(pool, up.url()))[1] == b"ok" and up.connections == 2
+
+
+@pytest.mark.parametrize("way", ["read", "chunks"])
+async def test_a_counted_body_cut_short_is_unreachable(pools: Callable[..., Pool], way: str) -> None:
+    step = Lockstep()
+
+    async def handler(conn: Conn) -> None:
+        await conn.request()
+        await conn.send(_counted_head())
+        await step.wait()
+        await conn.send(PIECES[0])
+        conn.writer.close()
+
+    async with serve(handler) as up:
+        resp = await pools().request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
+        try:
+            step.go()
+            with pytest.raises(UpstreamUnreachable):
+                if way == "read":
+                    await resp.read()
+                else:
+                    async for _ in resp.chunks():
+                        pass
+        finally:
+            resp.release()
+
+
+@pytest.mark.parametrize("head", [_counted_head(b"Connection: close\r\n"),
+                                  _counted_head().replace(b"HTTP/1.1", b"HTTP/1.0")], ids=["close", "HTTP/1.0"])
+async def test_a_counted_body_keeps_its_heads_answer_on_keep_alive(pools: Callable[..., Pool], head: bytes) -> None:
+    step = Lockstep()
+
+    async def handler(conn: Conn) -> None:
+        if conn.index > 1:
+            return await replying(OK)(conn)
+        await conn.request()
+        await conn.send(head)
+        await step.wait()
+        await conn.send(COUNTED)
+        await conn.wait_eof()
+        return None
+
+    async with serve(handler) as up:
+        pool = pools()
+        resp = await pool.request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
+        try:
+            assert await _read_in_lockstep(resp, step) == COUNTED
+        finally:
+            resp.release()
+        assert (await fetch(pool, up.url()))[1] == b"ok" and up.connections == 2
+
+
+async def test_a_counted_body_released_unread_closes_the_connection(pools: Callable[..., Pool]) -> None:
+    step = Lockstep()
+
+    async def handler(conn: Conn) -> None:
+        if conn.index > 1:
+            return await replying(OK)(conn)
+        await conn.request()
+        await conn.send(_counted_head() + PIECES[0])
+        await step.wait()
+        with contextlib.suppress(ConnectionError):
+            await conn.send(PIECES[1])  # after the release: dropped, never read as a response
+        await conn.wait_eof()
+        return None
+
+    async with serve(handler) as up:
+        pool = pools()
+        resp = await pool.request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
+        resp.release()
+        step.go()
+        assert (await fetch(pool, up.url()))[1] == b"ok" and up.connections == 2
+        await until(lambda: up.eofs == [1])
+
+
 @pytest.mark.parametrize(("method", "extra"), [("GET", b"\r\n"), ("GET", b"H"), ("HEAD", b"abc")])
 async def test_bytes_after_the_end_poison_the_connection_before_it_is_released(
     pools: Callable[..., Pool], method: str, extra: bytes
@@ -922,6 +1107,7 @@ async def test_truncated_body_is_unreachable(pools: Callable[..., Pool], respons
     b"HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\nok",
     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 2\r\n\r\nok",  # a length is the only framing
     b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\nok",
     b"HTTP/1.1 200 OK\r\nX-A: a\r\n folded\r\nContent-Length: 2\r\n\r\nok",
     b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 2\r\n\r\nok",

@@ -27,6 +27,10 @@ dialer. What a passthrough needs is small and is all here:
   (interim 1xx heads included), or between two body bytes (chunk framing, trailers), makes the response
   invalid, however the bytes are split into lines. llhttp keeps an unfinished header line whole until it ends,
   so counting parsed lines alone would let one endless line grow without bound.
+* A body delimited by Content-Length whose rest arrives in later reads is counted by the connection itself,
+  not parsed: each read is handed on as it came (no copy), the byte that ends the body ends the response, and
+  any byte behind it in the same read poisons the connection as above. The next response on the connection
+  gets a new parser (the old one still expects body bytes).
 * Small body pieces (a flood of tiny chunks) are merged into buffers of up to `COALESCE_BYTES`, so the body is
   held and handed on in few objects; backpressure both ways: reading pauses while more than `HIGH_WATER`
   bytes wait for the agent, and the request body waits for the socket to drain.
@@ -353,6 +357,8 @@ class Connection(asyncio.Protocol):
         self._full = False  # the response buffer is over HIGH_WATER: reading waits for the reader
         self._pieces = 0  # body pieces parsed since reading last let the event loop turn
         self._turning = False  # reading waits for the event loop's next turn
+        self._rest = 0  # bytes of a Content-Length body still due (counted, not parsed, when they come later)
+        self._head_keeps = False  # that response's head allows keep-alive
 
     # --- asyncio.Protocol ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -371,6 +377,9 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self._expecting:  # nothing asked for, or bytes past the end of the response: never reuse it
             self.abort()
+            return
+        if self._rest:  # inside a Content-Length body whose head was parsed: nothing but body bytes to come
+            self._counted(data)
             return
         self._unparsed += len(data)
         try:
@@ -392,6 +401,24 @@ class Connection(asyncio.Protocol):
         elif self._pieces > PIECES_PER_TURN:  # a flood of tiny chunks: let other requests run first
             self._pieces = 0
             self._yield_turn()
+
+    def _counted(self, data: bytes) -> None:
+        resp = self._resp
+        if resp is None:  # released before its end: the connection closes (`finished`); drop what comes
+            return
+        rest = self._rest
+        if len(data) < rest:
+            self._rest = rest - len(data)
+            resp._feed(data)
+            return
+        self._rest = 0
+        resp._feed(data if len(data) == rest else data[:rest])
+        self._parser = httptools.HttpResponseParser(self)  # the old one still waits for the body's bytes
+        self._expecting = False
+        self._keep = self._head_keeps
+        resp._end()
+        if len(data) > rest:  # bytes past the end of the response, in the same read
+            self.abort()
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -437,10 +464,18 @@ class Connection(asyncio.Protocol):
             self._keep = False
             self._expecting = False  # a body-length header on a HEAD response announces nothing to read
             resp._end()
+        elif resp.content_length:
+            # one valid length: llhttp refused any other framing of this head (several lengths, a length with
+            # any transfer coding). A status without a body (204, 304) completes in this same parse, which
+            # clears `_rest` again.
+            self._rest = resp.content_length
+            self._head_keeps = self._parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
         self._unparsed = 0
         self._pieces += 1
+        if self._rest:
+            self._rest -= len(body)
         if self._resp is not None and not self._head_only:
             self._resp._feed(body)
 
@@ -450,6 +485,7 @@ class Connection(asyncio.Protocol):
             return
         self._expecting = False
         self._unparsed = 0
+        self._rest = 0
         self._keep = self._parser.should_keep_alive() and not self._head_only
         if self._resp is not None:
             self._resp._end()
@@ -523,6 +559,7 @@ class Connection(asyncio.Protocol):
         self._deadline = deadline
         self._expecting = True
         self._unparsed = 0
+        self._rest = 0
         self._keep = False
         self._written = False
         self._write_error = None
