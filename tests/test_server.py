@@ -487,6 +487,9 @@ def test_protocol_upgrades_are_refused_with_400(served: tuple[KeyrelayServer, st
 # --- the direct route (DirectCycle) ------------------------------------------------------------------------------
 
 
+STREAMED = [b"a" * 10, b"", b"b" * (8 * 1024 * 1024), b"c" * 5]
+
+
 class ScriptedRoute:
     """A direct route that claims /direct/... and does what the path's last segment says; every other request
     goes to the ASGI app below (and is answered `asgi`)."""
@@ -518,6 +521,12 @@ class ScriptedRoute:
         if action == b"half":
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
             return  # a started response, never completed
+        if action == b"stream":  # chunked: an empty piece, one past the socket's buffers (flow control), the end
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            for piece in STREAMED:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
         answer = b"direct:" + body
         assert whole(200, [(b"content-length", str(len(answer)).encode())], answer)
 
@@ -572,6 +581,34 @@ def test_the_direct_route_gets_the_parsed_request_and_answers_in_one_write(tmp_p
     assert (m1, u1, m2, u2) == ("POST", b"/direct/echo?q=1", "POST", b"/direct/echo")
     assert (b"x-thing", b"v") in h1 and (b"host", b"x") in h1  # lowercase names, no trailing whitespace
     assert not any(name == b"x-trailer" for name, _ in h2)  # trailers never join the headers
+
+
+def _chunked(reader: Any) -> list[bytes]:
+    """The pieces of a chunked body, read strictly: a hex size line, exactly that many bytes, CRLF."""
+    pieces = []
+    while True:
+        size_line = reader.readline()
+        assert size_line.endswith(b"\r\n") and size_line[:-2].isalnum(), size_line[:40]
+        size = int(size_line[:-2], 16)
+        if size == 0:
+            assert reader.readline() == b"\r\n"
+            return pieces
+        pieces.append(reader.read(size))
+        assert reader.read(2) == b"\r\n"
+
+
+def test_a_streamed_response_is_framed_exactly_and_the_connection_kept(tmp_path: Path) -> None:
+    app = DirectApp()
+    with serving(app, tmp_path) as port, socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /direct/stream HTTP/1.1\r\nHost: x\r\n\r\nGET /direct/echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"HTTP/1.1 200")
+        head = []
+        while (line := reader.readline()) != b"\r\n":
+            head.append(line.lower())
+        assert b"transfer-encoding: chunked\r\n" in head
+        assert _chunked(reader) == [p for p in STREAMED if p]  # an empty piece writes nothing
+        assert _read(reader, "GET")[2] == b"direct:"  # the next request, on the same connection
 
 
 def test_without_the_direct_path_everything_takes_asgi(tmp_path: Path) -> None:
