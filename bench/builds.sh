@@ -7,6 +7,7 @@
 #   A_REV=29d3318 bench/builds.sh                  # A = that commit, B = the working tree
 #   A_REV=29d3318 B_REV=436dc51 bench/builds.sh
 #   QUICK_ROUNDS=12 DURATION=3 A_REV=... bench/builds.sh
+#   BUILDS_PATH=stream CONNS=8 A_REV=... bench/builds.sh   # 1 MiB streamed (big: 1 MiB buffered; default small)
 #
 # Provisioning is bench/provision.sh's, once per build (each build's own CLI and migrations). Result:
 # $RUN_DIR/builds.md. Not a test: timings are never asserted.
@@ -23,7 +24,8 @@ _provision() {  # label, revision (empty: the working tree), port -> $RUN_DIR/la
     if [ -n "$2" ]; then export KR_REV="$2"; else unset KR_REV; fi
     # shellcheck source=provision.sh
     . "$REPO/bench/provision.sh"
-    { printf 'CMD=%q\n' "$TARGET_CMD"; printf 'URL=%q\n' "$TARGET_URL"; printf 'AUTH=%q\n' "$TARGET_AUTH"; } \
+    { printf 'CMD=%q\n' "$TARGET_CMD"; printf 'URL=%q\n' "$TARGET_URL"; printf 'AUTH=%q\n' "$TARGET_AUTH"
+      printf 'BIG_URL=%q\n' "$TARGET_BIG_URL"; printf 'STREAM_URL=%q\n' "$TARGET_STREAM_URL"; } \
       > "$RUN_DIR/../$1.env"
   )
 }

@@ -342,6 +342,7 @@ def builds():
     import shlex
     from urllib.parse import urlsplit
     rounds = int(os.environ.get("QUICK_ROUNDS", "8"))
+    url_key = {"small": "URL", "big": "BIG_URL", "stream": "STREAM_URL"}[os.environ.get("BUILDS_PATH", "small")]
     cands = []
     for label in ("A", "B"):
         env = {}
@@ -349,7 +350,7 @@ def builds():
             for line in f:
                 k, _, v = line.rstrip("\n").partition("=")
                 env[k] = shlex.split(v)[0]
-        u = urlsplit(env["URL"])
+        u = urlsplit(env[url_key])
         cands.append(dict(name=label, kind="proc", cmd=env["CMD"], cwd=os.path.dirname(HARNESS), port=u.port,
                           paths=(u.path, None, None), auth=env["AUTH"], auth_hdr=env["AUTH"], workers=False,
                           group="target", pid=None))
