@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from keyrelay.pipeline import redact
 from keyrelay.pipeline.redact import REDACTED, Redactor, StreamRedactor, _widen
 from support.spellings import decodings, spelled
 
@@ -432,3 +433,22 @@ def test_property_escaped_echoes_never_leak_from_large_data(case: tuple[str, str
     assert_no_leak(r.redact_bytes(doc), secret)
     s = r.stream()
     assert_no_leak(s.feed(doc[:cut]) + s.feed(doc[cut:]) + s.flush(), secret)
+
+
+@pytest.mark.parametrize(("literals", "text"), [
+    ([{b"&amp"}, {b"&amp;"}], b"&amp;"),  # begins where a longer one is reported
+    ([{b"ab"}, {b"bc"}], b"abc"),  # runs past the end of the reported one
+    ([{b"xyz"}, {b"y"}], b"xyz"),  # inside the reported one
+    ([{b"%2", b"%3"}, {b"u00"}, {b"zz"}], b"%3u00"),  # side by side: both reported
+])
+def test_a_literal_hidden_under_another_match_still_lets_its_locator_run(literals: list[set[bytes]],
+                                                                         text: bytes) -> None:
+    """Locators run on large data only when one of their literals occurs; the one pass that decides reports
+    matches that do not overlap, so the literals it can hide count as found (redact.py `_Locators`)."""
+    locators = redact._Locators([(0, b"x%d" % i, 0, lits) for i, lits in enumerate(literals)])
+    pad = b"." * (redact._ONE_PASS_FROM + redact._PROBE)
+    for data in (pad + text + pad, text + pad):  # past the probe, and in it
+        ran = locators.runnable(data, 0, 0)
+        wanted = [i for i, lits in enumerate(literals) if any(x in text for x in lits)]
+        assert [locators.all.index(loc) for loc in ran] == wanted
+    assert locators.runnable(pad * 2, 0, 0) == []  # none occurs: none runs

@@ -248,17 +248,71 @@ _PLUS_BRANCH = rb"|\+(?P<pp>)"  # '+' for a space in a query string
 _AT, _AFTER_RUN, _IN_RUN = 0, 1, 2  # where a locator's match starts: at the escape, after its backslashes, in them
 
 
-Locator = tuple[int, re.Pattern[bytes], int, BytesAhoCorasick]
+Locator = tuple[int, re.Pattern[bytes], int]  # (gate, pattern, where)
 
 
-def _locators(chars: Sequence[str], pct: bytes, nested: bool) -> tuple[Locator, ...]:
-    """(gate, pattern, where, starts) that find where an escape of a secret's character may start.
+class _Locators:
+    """The locators of one token pattern (`_locators`), and which of them can match in some data: those whose
+    gate bytes the data holds (one memchr each, `_introducers`) and, from `_ONE_PASS_FROM` bytes on, one of whose
+    literals (every match of the pattern begins with one) occurs. `re` reads about a byte per ns; one
+    Aho-Corasick pass for the literals of all of them is ten times faster, and decides for all at once.
+    The first `_PROBE` bytes are looked at first, so that a frequent literal (a body full of escapes) is found
+    without listing all its occurrences; the whole data is searched only for the locators not seen there.
 
-    A pattern runs only when the data holds every byte of its gate (one memchr each, `_introducers`); each
-    starts with a literal of one byte or more (`re` scans for one fast, for a set of first bytes ~20x slower).
-    `starts`: every match of the pattern begins with one of these literals; on large data one Aho-Corasick pass
-    for them decides whether the pattern runs at all (`re` reads about a byte per ns, that pass ten times faster).
-    """
+    The pass reports leftmost-longest matches, which do not overlap, so a literal can occur where none is
+    reported: at the start of a reported one (`&amp` at `&amp;`), inside it, or across its end. A reported
+    literal therefore stands for the locators of every literal that could hide there too (`_hidden`): they run
+    as if found, which is never less than exact."""
+
+    __slots__ = ("_automata", "_literals", "all")
+
+    def __init__(self, found: Sequence[tuple[int, bytes, int, set[bytes]]]) -> None:
+        self.all: tuple[Locator, ...] = tuple((gate, re.compile(pattern), where) for gate, pattern, where, _ in found)
+        self._literals = tuple(frozenset(starts) for *_, starts in found)
+        # for each set of locators: an automaton of their literals, and the locators each literal belongs to
+        self._automata: dict[frozenset[int], tuple[BytesAhoCorasick, tuple[frozenset[int], ...]]] = {}
+
+    def runnable(self, buf: bytes, lo: int, intro: int) -> list[Locator]:
+        """The locators that can match in `buf[lo:]`, which holds the gate bytes `intro`, in order."""
+        gated = [i for i, (gate, _, _) in enumerate(self.all) if gate & intro == gate]
+        if not gated or len(buf) - lo < _ONE_PASS_FROM:
+            return [self.all[i] for i in gated]
+        view = memoryview(buf)[lo:]
+        want = frozenset(gated)
+        seen = self._present(want, view[:_PROBE])
+        if seen != want:
+            seen |= self._present(want - seen, view)
+        return [self.all[i] for i in gated if i in seen]
+
+    def _present(self, which: frozenset[int], data: memoryview) -> set[int]:
+        got = self._automata.get(which)
+        if got is None:  # at most one per set of locators (a handful); built on first use
+            owners: dict[bytes, set[int]] = {}
+            for i in which:
+                for literal in self._literals[i]:
+                    owners.setdefault(literal, set()).add(i)
+            literals = sorted(owners)
+            stands_for = tuple(frozenset(owners[y].union(*(owners[z] for z in literals if _hidden(z, y))))
+                               for y in literals)
+            got = self._automata[which] = (BytesAhoCorasick(literals, matchkind=_LONGEST), stands_for)
+        automaton, stands_for = got
+        seen: set[int] = set()
+        for index, _, _ in automaton.find_matches_as_indexes(data):
+            seen |= stands_for[index]
+        return seen
+
+
+def _hidden(z: bytes, y: bytes) -> bool:
+    """Whether an occurrence of literal `z` can go unreported under a leftmost-longest match of `y`: `z` begins
+    where `y` does (a prefix of it), inside it, or inside it and runs past its end."""
+    return z != y and (y.startswith(z) or z in y[1:] or any(z.startswith(y[k:]) for k in range(1, len(y))))
+
+
+def _locators(chars: Sequence[str], pct: bytes, nested: bool) -> _Locators:
+    """The patterns that find where an escape of a secret's character may start, each with its gate (the bytes
+    the data must hold), where its match starts relative to the escape, and the literals every match of it
+    begins with. Each pattern starts with a literal of one byte or more (`re` scans for one fast, for a set of
+    first bytes ~20x slower)."""
     units = sorted({_unit(c) for c in chars})
     out: list[tuple[int, bytes, int, set[bytes]]] = []
     low = [u for u in units if u < 0x100]
@@ -291,8 +345,7 @@ def _locators(chars: Sequence[str], pct: bytes, nested: bool) -> tuple[Locator, 
                 _cased(b"%", [b"2", *((b"%02x" % o)[:1] for o in octets)])))
     if " " in chars:
         out.append((_gate(b"+"), rb"\+", _AT, {b"+"}))
-    return tuple((gate, re.compile(pattern), where, BytesAhoCorasick(sorted(starts), matchkind=_LONGEST))
-                 for gate, pattern, where, starts in out)
+    return _Locators(out)
 
 
 def _cased(lead: bytes, firsts: Iterable[bytes]) -> set[bytes]:
@@ -301,16 +354,6 @@ def _cased(lead: bytes, firsts: Iterable[bytes]) -> set[bytes]:
 
 
 _PROBE = 4096
-
-
-def _may_run(starts: BytesAhoCorasick, buf: bytes, lo: int) -> bool:
-    """Whether a locator can match in `buf[lo:]`: below `_ONE_PASS_FROM` bytes it just runs. The first
-    `_PROBE` bytes are looked at first: a literal that is frequent (a body full of escapes) is found there
-    without listing all its occurrences."""
-    if len(buf) - lo < _ONE_PASS_FROM:
-        return True
-    view = memoryview(buf)[lo:]
-    return bool(starts.find_matches_as_indexes(view[:_PROBE]) or starts.find_matches_as_indexes(view))
 
 
 def _bare(pattern: bytes) -> bytes:
@@ -471,9 +514,8 @@ class _Spelled:
         intro = _introducers(buf)
         if not intro:
             return []
-        for gate, loc, _, starts in self._find:
-            if gate & intro == gate and _may_run(starts, buf, 0):
-                found.update(loc.findall(buf))
+        for _, loc, _ in self._find.runnable(buf, 0, intro):
+            found.update(loc.findall(buf))
         if not found:
             return []
         chars: set[str] = set()
@@ -528,9 +570,7 @@ class _Spelled:
         found: dict[int, re.Match[bytes]] = {}
         tok = self._tok1 if single else self._tok
         intro = _introducers(buf, lo)
-        for gate, loc, where, starts in self._find1 if single else self._find:
-            if gate & intro != gate or not _may_run(starts, buf, lo):
-                continue
+        for _, loc, where in (self._find1 if single else self._find).runnable(buf, lo, intro):
             for hit in loc.finditer(buf, lo):
                 start = hit.start()
                 if where != _AT:
