@@ -229,3 +229,32 @@ def test_approvals_md_documents_every_approval_route() -> None:
             if f"{method} {re.sub(r'{[^}]+}', '{}', route.path)}" not in documented:
                 missing.append(f"{method} {route.path}")
     assert not missing, f"docs/approvals.md does not document {', '.join(sorted(missing))}"
+
+
+_ROUTE = re.compile(r"\b((?:GET|POST|PUT|PATCH|DELETE|HEAD)(?:\|(?:GET|POST|PUT|PATCH|DELETE|HEAD))*) (/[^\s`),;]*)")
+
+
+def _documented_routes() -> set[tuple[str, str]]:
+    """(METHOD, path with parameters as `{}`) for every `METHOD /path` (or `GET|DELETE /path`) in the docs."""
+    found = set()
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        for m in _ROUTE.finditer(doc.read_text().replace("\\|", "|")):
+            for method in m.group(1).split("|"):
+                found.add((method, re.sub(r"\{[^}]+\}", "{}", m.group(2).split("?")[0])))
+    return found
+
+
+def test_every_route_is_documented() -> None:
+    """Each operation of the OpenAPI document, and each route of the plain-ASGI doors, appears in README.md or
+    docs/ as `METHOD /path` (README's "Routes" lists them all)."""
+    from keyrelay.app import build_api
+
+    documented = _documented_routes()
+    routes = [(method.upper(), path) for path, ops in build_api().openapi()["paths"].items() for method in ops]
+    routes += [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
+               ("POST", "/api/v1/sonar/apis/{source_id}/request"), ("GET", "/api/{workspace_id}/proxy/{slug}/{tail}"),
+               ("GET", "/api/v1/sonar/files/{source_id}/list/{prefix}"),
+               ("HEAD", "/api/v1/sonar/files/{source_id}/get/{path}")]
+    missing = [f"{m} {p}" for m, p in routes if (m, re.sub(r"\{[^}]+\}", "{}", p)) not in documented]
+    assert not missing, f"routes missing from README.md and docs/: {missing}"
+
