@@ -707,28 +707,50 @@ async def _read_in_lockstep(resp: Response, step: Lockstep) -> bytes:
     return b"".join(got)
 
 
+def _scripted(step: Lockstep, *writes: bytes, end: str = "eof", then: bytes = OK) -> Handler:
+    """The first connection reads one request and sends `writes`, each after the client's turn (the first at
+    once), then ends: "eof" (it drops what comes until the client closes), "close" (it closes), or "next" (it
+    answers `then` to the next request). Later connections answer OK."""
+
+    async def handler(conn: Conn) -> None:
+        if conn.index > 1:
+            return await replying(OK)(conn)
+        await conn.request()
+        for i, data in enumerate(writes):
+            if i:
+                await step.wait()
+            with contextlib.suppress(ConnectionError):  # the client may have closed it (a released response)
+                await conn.send(data)
+        if end == "close":
+            conn.writer.close()
+        elif end == "eof":
+            await conn.wait_eof()
+        else:
+            await replying(then)(conn)
+        return None
+
+    return handler
+
+
+async def _fetch_in_lockstep(pool: Pool, url: str, step: Lockstep) -> bytes:
+    resp = await pool.request("GET", url, [], None, deadline=soon(), read_timeout=WAIT)
+    try:
+        return await _read_in_lockstep(resp, step)
+    finally:
+        resp.release()
+
+
 @pytest.mark.parametrize("first", [b"", PIECES[0][:100]], ids=["head alone", "head with the body's start"])
 async def test_a_counted_body_arrives_whole_and_a_new_parser_reads_the_next_response(
         pools: Callable[..., Pool], first: bytes) -> None:
     step = Lockstep()
     chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
-
-    async def handler(conn: Conn) -> None:
-        await conn.request()
-        await conn.send(_counted_head() + first)
-        rest = COUNTED[len(first):]
-        for piece in (rest[:5000 - len(first)], rest[5000 - len(first):10000 - len(first)], rest[-5000:]):
-            await step.wait()
-            await conn.send(piece)
-        await replying(chunked)(conn)  # the next request on this connection: another framing
-
-    async with serve(handler) as up:
+    rest = COUNTED[len(first):]
+    pieces = (rest[:5000 - len(first)], rest[5000 - len(first):10000 - len(first)], rest[-5000:])
+    # the next request on the same connection is answered with another framing
+    async with serve(_scripted(step, _counted_head() + first, *pieces, end="next", then=chunked)) as up:
         pool = pools()
-        resp = await pool.request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
-        try:
-            assert await _read_in_lockstep(resp, step) == COUNTED
-        finally:
-            resp.release()
+        assert await _fetch_in_lockstep(pool, up.url(), step) == COUNTED
         assert (await fetch(pool, up.url()))[1] == b"ok" and up.connections == 1
 
 
@@ -736,24 +758,10 @@ async def test_a_counted_body_arrives_whole_and_a_new_parser_reads_the_next_resp
 async def test_bytes_behind_a_counted_body_in_the_same_read_poison_the_connection(
         pools: Callable[..., Pool], extra: bytes) -> None:
     step = Lockstep()
-
-    async def handler(conn: Conn) -> None:
-        if conn.index > 1:
-            return await replying(OK)(conn)
-        await conn.request()
-        await conn.send(_counted_head())
-        await step.wait()
-        await conn.send(COUNTED + extra)  # the body's end and the stray bytes in one write
-        await conn.wait_eof()
-        return None
-
-    async with serve(handler) as up:
+    # the body's end and the stray bytes in one write
+    async with serve(_scripted(step, _counted_head(), COUNTED + extra)) as up:
         pool = pools()
-        resp = await pool.request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
-        try:
-            assert await _read_in_lockstep(resp, step) == COUNTED  # not one byte more
-        finally:
-            resp.release()
+        assert await _fetch_in_lockstep(pool, up.url(), step) == COUNTED  # not one byte more
         assert (await fetch(pool, up.url()))[1] == b"ok" and up.connections == 2
         await until(lambda: up.eofs == [1])
 
@@ -761,20 +769,8 @@ async def test_bytes_behind_a_counted_body_in_the_same_read_poison_the_connectio
 async def test_a_byte_after_a_counted_body_poisons_the_connection_before_it_is_released(
         pools: Callable[..., Pool]) -> None:
     step = Lockstep()
-
-    async def handler(conn: Conn) -> None:
-        if conn.index > 1:
-            return await replying(OK)(conn)
-        await conn.request()
-        await conn.send(_counted_head())
-        await step.wait()
-        await conn.send(COUNTED)
-        await step.wait()
-        await conn.send(b"\r\n")  # a later read: llhttp would skip it before a next response
-        await conn.wait_eof()
-        return None
-
-    async with serve(handler) as up:
+    # a later read: llhttp would skip a CRLF before a next response
+    async with serve(_scripted(step, _counted_head(), COUNTED, b"\r\n")) as up:
         pool = pools()
         resp = await pool.request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
         try:
@@ -788,15 +784,7 @@ async def test_a_byte_after_a_counted_body_poisons_the_connection_before_it_is_r
 @pytest.mark.parametrize("way", ["read", "chunks"])
 async def test_a_counted_body_cut_short_is_unreachable(pools: Callable[..., Pool], way: str) -> None:
     step = Lockstep()
-
-    async def handler(conn: Conn) -> None:
-        await conn.request()
-        await conn.send(_counted_head())
-        await step.wait()
-        await conn.send(PIECES[0])
-        conn.writer.close()
-
-    async with serve(handler) as up:
+    async with serve(_scripted(step, _counted_head(), PIECES[0], end="close")) as up:
         resp = await pools().request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
         try:
             step.go()
@@ -814,42 +802,16 @@ async def test_a_counted_body_cut_short_is_unreachable(pools: Callable[..., Pool
                                   _counted_head().replace(b"HTTP/1.1", b"HTTP/1.0")], ids=["close", "HTTP/1.0"])
 async def test_a_counted_body_keeps_its_heads_answer_on_keep_alive(pools: Callable[..., Pool], head: bytes) -> None:
     step = Lockstep()
-
-    async def handler(conn: Conn) -> None:
-        if conn.index > 1:
-            return await replying(OK)(conn)
-        await conn.request()
-        await conn.send(head)
-        await step.wait()
-        await conn.send(COUNTED)
-        await conn.wait_eof()
-        return None
-
-    async with serve(handler) as up:
+    async with serve(_scripted(step, head, COUNTED)) as up:
         pool = pools()
-        resp = await pool.request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
-        try:
-            assert await _read_in_lockstep(resp, step) == COUNTED
-        finally:
-            resp.release()
+        assert await _fetch_in_lockstep(pool, up.url(), step) == COUNTED
         assert (await fetch(pool, up.url()))[1] == b"ok" and up.connections == 2
 
 
 async def test_a_counted_body_released_unread_closes_the_connection(pools: Callable[..., Pool]) -> None:
     step = Lockstep()
-
-    async def handler(conn: Conn) -> None:
-        if conn.index > 1:
-            return await replying(OK)(conn)
-        await conn.request()
-        await conn.send(_counted_head() + PIECES[0])
-        await step.wait()
-        with contextlib.suppress(ConnectionError):
-            await conn.send(PIECES[1])  # after the release: dropped, never read as a response
-        await conn.wait_eof()
-        return None
-
-    async with serve(handler) as up:
+    # the second piece comes after the release: dropped, never read as a response
+    async with serve(_scripted(step, _counted_head() + PIECES[0], PIECES[1])) as up:
         pool = pools()
         resp = await pool.request("GET", up.url(), [], None, deadline=soon(), read_timeout=WAIT)
         resp.release()
