@@ -24,8 +24,6 @@ from keyrelay.files.paths import join
 from keyrelay.files.stores import FileSource
 
 if TYPE_CHECKING:
-    from types import ModuleType
-
     from obstore import GetOptions
 
 CHUNK = 1024 * 1024
@@ -85,16 +83,18 @@ async def open_file(fs: FileSource, key: str, *, range_header: str | None, max_s
     if fs.local_dir is not None:
         await asyncio.to_thread(local.check_file, fs.local_dir, key)
     full = join(fs.root, key)
+    import obstore  # on first use: a worker that serves no file never loads the object stores
+
     span: ranges.Span | None = None
     if spec is not None or head_only:
-        meta = await guarded(_obstore().head_async(fs.store, full))
+        meta = await guarded(obstore.head_async(fs.store, full))
         if spec is not None:
             span = ranges.resolve(spec, int(meta["size"]), max_span)
         if head_only:
             length = span.length if span else int(meta["size"])
             return Opened(206 if span else 200, _headers(key, meta, {}, span, length), length, None)
     options: GetOptions | None = {"range": (span.start, span.end)} if span is not None else None
-    result = await guarded(_obstore().get_async(fs.store, full, options=options))
+    result = await guarded(obstore.get_async(fs.store, full, options=options))
     meta = result.meta
     if span is None:
         length = int(meta["size"])
@@ -110,9 +110,3 @@ async def open_file(fs: FileSource, key: str, *, range_header: str | None, max_s
 async def _chunks(result: Any) -> AsyncIterator[bytes]:
     async for chunk in guarded_stream(aiter(result.stream(min_chunk_size=CHUNK))):
         yield bytes(chunk)
-
-
-def _obstore() -> ModuleType:
-    import obstore  # on first use: a worker that serves no file never loads the object stores
-
-    return obstore

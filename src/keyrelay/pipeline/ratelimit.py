@@ -26,13 +26,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from keyrelay.errors import RateLimited, Unavailable
+from keyrelay.pipeline.policy import RULE_RATE, Note
+
 if TYPE_CHECKING:  # `limits` is imported only when Redis is configured
     from limits import RateLimitItemPerMinute
     from limits.aio.storage import RedisStorage
     from limits.aio.strategies import SlidingWindowCounterRateLimiter
-
-from keyrelay.errors import RateLimited, Unavailable
-from keyrelay.pipeline.policy import RULE_RATE, Note
 
 log = logging.getLogger(__name__)
 WINDOW = 60.0
