@@ -488,6 +488,7 @@ def test_protocol_upgrades_are_refused_with_400(served: tuple[KeyrelayServer, st
 
 
 STREAMED = [b"a" * 10, b"", b"b" * (8 * 1024 * 1024), b"c" * 5]
+FLOOD_PIECE, FLOOD_PIECES = b"f" * (1024 * 1024), 64
 
 
 class ScriptedRoute:
@@ -496,6 +497,7 @@ class ScriptedRoute:
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, bytes, list[tuple[bytes, bytes]], bytes]] = []
+        self.pieces_sent = 0
 
     def claims(self, url: bytes) -> bool:
         return url.startswith(b"/direct/")
@@ -521,10 +523,11 @@ class ScriptedRoute:
         if action == b"half":
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
             return  # a started response, never completed
-        if action == b"stream":  # chunked: an empty piece, one past the socket's buffers (flow control), the end
+        if action in (b"stream", b"flood"):  # chunked; a flood is far more than the socket buffers can hold
             await send({"type": "http.response.start", "status": 200, "headers": []})
-            for piece in STREAMED:
+            for piece in STREAMED if action == b"stream" else [FLOOD_PIECE] * FLOOD_PIECES:
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
+                self.pieces_sent += 1
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         answer = b"direct:" + body
@@ -609,6 +612,24 @@ def test_a_streamed_response_is_framed_exactly_and_the_connection_kept(tmp_path:
         assert b"transfer-encoding: chunked\r\n" in head
         assert _chunked(reader) == [p for p in STREAMED if p]  # an empty piece writes nothing
         assert _read(reader, "GET")[2] == b"direct:"  # the next request, on the same connection
+
+
+def test_a_streamed_response_waits_for_a_reader_that_does_not_read(tmp_path: Path) -> None:
+    """Flow control: while the agent reads nothing, the route's sends wait once the socket's buffers and the
+    transport's high-water mark are full, instead of queueing the whole 64 MiB in memory."""
+    app = DirectApp()
+    with serving(app, tmp_path) as port, socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /direct/flood HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and app.direct_route.pieces_sent < FLOOD_PIECES:
+            time.sleep(0.05)
+        assert app.direct_route.pieces_sent < FLOOD_PIECES // 2  # held back, not buffered
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"HTTP/1.1 200")
+        while reader.readline() != b"\r\n":
+            pass
+        assert sum(len(p) for p in _chunked(reader)) == len(FLOOD_PIECE) * FLOOD_PIECES  # then all of it
+    assert app.direct_route.pieces_sent == FLOOD_PIECES
 
 
 def test_without_the_direct_path_everything_takes_asgi(tmp_path: Path) -> None:
